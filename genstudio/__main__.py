@@ -1,0 +1,5 @@
+import sys
+
+from genstudio.cli import main
+
+sys.exit(main())

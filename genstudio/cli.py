@@ -1,0 +1,257 @@
+"""genstudio's command line: the desktop app with no arguments, headless commands otherwise.
+
+Contract (DESIGN.md): bad input exits 1 with one clear line on stderr and no traceback; usage
+errors exit 2 (argparse); the same RUN and seed give byte-identical PNGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+
+
+class CommandError(Exception):
+    """Bad input from the user: printed as one line, exit code 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        from .app import main as app_main
+
+        return app_main([])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("genstudio: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 — every failure becomes one readable line
+        if not _is_user_error(exc) or os.environ.get("GENSTUDIO_DEBUG"):
+            raise
+        print(f"genstudio: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from .core.checkpoint import CheckpointError
+    from .core.data import DatasetError
+    from .core.families import CapabilityError, UnknownFamilyError
+    from .core.run import RunError
+    from .core.sampling import SamplingError
+
+    return isinstance(exc, (CommandError, CheckpointError, DatasetError, CapabilityError,
+                            UnknownFamilyError, RunError, SamplingError, ValueError, OSError))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genstudio",
+        description="Train generative models on a folder of images and play with them. "
+                    "Run without arguments to open the desktop app.",
+    )
+    parser.add_argument("--version", action="version", version=f"genstudio {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train(sub)
+    _add_sample(sub)
+    _add_info(sub)
+    app = sub.add_parser("app", help="open the desktop app (the same as no arguments)")
+    app.set_defaults(handler=lambda _args: __import__("genstudio.app", fromlist=["main"]).main([]))
+    return parser
+
+
+# -- train ------------------------------------------------------------------------------------
+
+
+def _add_train(sub: Any) -> None:
+    from .core.device import DEVICE_CHOICES
+
+    p = sub.add_parser("train", help="train a model into a run folder")
+    p.add_argument("--family", required=True, help="vae, gan, flow, diffusion, pixelcnn or ebm")
+    p.add_argument("--data", required=True, help="a folder of images or builtin:NAME (tins, shapes)")
+    p.add_argument("--out", required=True, help="the run folder to create (or continue with --resume)")
+    p.add_argument("--size", type=int, default=32, help="image side in px (default 32)")
+    p.add_argument("--channels", type=int, choices=(1, 3), help="default: grey if every image is grey")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="total optimisation steps of the run (default 3000)")
+    length.add_argument("--epochs", type=float, help="passes over the data (sets --steps)")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.add_argument("--conditional", action="store_true", help="condition on class subfolders")
+    p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="a family hyper-parameter, e.g. --set latent_dim=16 (repeatable)")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--sample-every", type=int, default=250)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out to --steps")
+    p.add_argument("--quiet", action="store_true", help="print only the final line")
+    p.set_defaults(handler=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .core.data import load_source
+    from .core.run import TrainSettings
+    from .core.training import StepLogged, Trainer, TrainingControl, TrainingFinished
+
+    settings = TrainSettings(
+        family=args.family, data=args.data, size=args.size, channels=args.channels,
+        steps=args.steps or TrainSettings.steps, batch=args.batch, seed=args.seed,
+        device=args.device, conditional=args.conditional, family_config=_parse_options(args.options),
+        log_every=args.log_every, sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
+    )
+    dataset = None
+    if args.epochs is not None:
+        if args.resume:
+            raise CommandError("--epochs cannot be combined with --resume; give the total --steps")
+        dataset = load_source(settings.data, settings.size, settings.channels)
+        steps = max(1, math.ceil(args.epochs * len(dataset) / settings.batch))
+        settings = dataclasses.replace(settings, steps=steps)
+    trainer = Trainer(settings, args.out, resume=args.resume, dataset=dataset)
+    if trainer.dataset.skipped:
+        print(f"genstudio: {trainer.dataset.skipped_summary()}", file=sys.stderr)
+        for skipped in trainer.dataset.skipped:
+            print(f"  skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+    control = TrainingControl()
+    previous = _stop_on_signals(control)
+    try:
+        for event in trainer.run(control):
+            if isinstance(event, StepLogged) and not args.quiet:
+                print(_format_step(event), flush=True)
+            elif isinstance(event, TrainingFinished):
+                print(f"{event.reason} at step {event.step}: {event.run_dir}", flush=True)
+    finally:
+        _restore_signals(previous)
+    return 0
+
+
+def _parse_options(options: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for option in options:
+        key, sep, raw = option.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--set expects KEY=VALUE, got {option!r}")
+        try:
+            values[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key.strip()] = raw  # plain strings need no quotes
+    return values
+
+
+def _stop_on_signals(control: Any) -> dict[int, Any]:
+    """Ctrl+C / SIGTERM finish the current step and save, instead of killing mid-write."""
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, lambda *_: control.stop())
+    return previous
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def _format_step(event: Any) -> str:
+    shown = "  ".join(f"{k} {v:.4g}" for k, v in event.metrics.items())
+    eta = _clock(event.eta_seconds) if event.eta_seconds is not None else "–"
+    return f"step {event.step}/{event.total_steps}  {shown}  {event.images_per_sec:.0f} img/s  ETA {eta}"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+# -- sample -----------------------------------------------------------------------------------
+
+
+def _add_sample(sub: Any) -> None:
+    p = sub.add_parser("sample", help="generate images from a trained run")
+    p.add_argument("run", help="a run folder")
+    p.add_argument("--n", type=int, required=True, help="number of images")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out", required=True, help="folder for sample_XXXX.png")
+    p.add_argument("--grid", help="also write all samples as one grid PNG here")
+    p.add_argument("--label", help="class name, for class-conditional runs")
+    p.add_argument("--scale", type=int, default=1, help="integer upscaling of written PNGs (nearest)")
+    p.add_argument("--device", default="cpu", help="cpu (default: reproducible), auto, cuda or mps")
+    p.set_defaults(handler=_sample)
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from .core.run import load_run
+    from .core.sampling import export_grid, export_images, generate, label_index, provenance
+
+    if args.scale < 1:
+        raise CommandError("--scale must be at least 1")
+    loaded = load_run(args.run, device=args.device)
+    label = label_index(loaded, args.label)
+    images = generate(loaded, args.n, args.seed, label)
+    meta = provenance(loaded, args.seed, **({"label": args.label} if args.label else {}))
+    paths = export_images(images, args.out, meta, scale=args.scale)
+    if args.grid:
+        export_grid(images, args.grid, meta)
+    print(f"wrote {len(paths)} images to {args.out}" + (f" and a grid to {args.grid}" if args.grid else ""))
+    return 0
+
+
+# -- info -------------------------------------------------------------------------------------
+
+
+def _add_info(sub: Any) -> None:
+    p = sub.add_parser("info", help="describe a run: family, data, step, latest metrics")
+    p.add_argument("run", help="a run folder")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(handler=_info)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .core.run import load_run
+
+    loaded = load_run(args.run, device="cpu")
+    metrics = loaded.run.read_metrics()
+    family = loaded.family
+    info = {
+        "run": str(loaded.run.path),
+        "family": family.name,
+        "step": loaded.step,
+        "total_steps": loaded.settings.steps,
+        "data": loaded.config.get("dataset", {}),
+        "image": {"size": family.spec.size, "channels": family.spec.channels,
+                  "classes": loaded.class_names},
+        "parameters": family.num_parameters(),
+        "capabilities": sorted(c.value for c in family.capabilities),
+        "log_prob_kind": family.log_prob_kind.value if family.log_prob_kind else None,
+        "family_config": loaded.config.get("family_config", {}),
+        "last_metrics": metrics[-1] if metrics else {},
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    data = info["data"]
+    print(f"run        {info['run']}")
+    print(f"family     {family.title} ({family.name}), {info['parameters']:,} parameters")
+    print(f"step       {info['step']} of {info['total_steps']}")
+    print(f"data       {data.get('source', '?')}: {data.get('images', '?')} images, "
+          f"{data.get('skipped', 0)} skipped")
+    classes = ", ".join(loaded.class_names) if loaded.class_names else "unconditional"
+    print(f"image      {family.spec.size}×{family.spec.size}, {family.spec.channels} channel(s), {classes}")
+    print(f"can        {', '.join(info['capabilities'])}")
+    if metrics:
+        last = metrics[-1]
+        print("metrics    " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                        for k, v in last.items()))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Registry of model families, by name, in the order the app lists them.
+
+Families are imported lazily so that listing them costs nothing. A family that is not built
+yet stays listed (the app shows it disabled with the reason) rather than silently missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .base import Capability, CapabilityError, Family, ImageSpec, LogProbKind, bits_per_dim, config_from_dict
+
+
+@dataclass(frozen=True)
+class FamilyEntry:
+    name: str
+    title: str
+    module: str | None          # dotted module holding the Family subclass; None: not built yet
+    unavailable_reason: str = ""
+
+    @property
+    def available(self) -> bool:
+        return self.module is not None
+
+
+FAMILIES: dict[str, FamilyEntry] = {
+    e.name: e
+    for e in (
+        FamilyEntry("vae", "Variational autoencoder", "genstudio.core.families.vae"),
+        FamilyEntry("gan", "GAN", None, "GAN is not built yet (planned: issue #4)."),
+        FamilyEntry("flow", "Normalizing flow", None, "Normalizing flow is not built yet (planned: issue #5)."),
+        FamilyEntry("diffusion", "Diffusion", None, "Diffusion is not built yet (planned: issue #4)."),
+        FamilyEntry("pixelcnn", "PixelCNN", None, "PixelCNN is not built yet (planned: issue #5)."),
+        FamilyEntry("ebm", "Energy-based model", None, "Energy-based model is not built yet (planned: issue #5)."),
+    )
+}
+
+
+class UnknownFamilyError(ValueError):
+    pass
+
+
+def family_class(name: str) -> type[Family]:
+    entry = FAMILIES.get(name)
+    if entry is None:
+        raise UnknownFamilyError(f"unknown family {name!r}; choose one of {', '.join(FAMILIES)}")
+    if not entry.available:
+        raise UnknownFamilyError(entry.unavailable_reason)
+    cls = importlib.import_module(entry.module).FAMILY  # type: ignore[arg-type]
+    assert cls.name == name, f"{entry.module}.FAMILY is {cls.name!r}, registered as {name!r}"
+    return cls
+
+
+def available_families() -> list[str]:
+    return [name for name, entry in FAMILIES.items() if entry.available]
+
+
+def create_family(
+    name: str,
+    spec: ImageSpec,
+    config: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+) -> Family:
+    """Build a family with its networks initialised deterministically from `seed`."""
+    cls = family_class(name)
+    cfg = config_from_dict(cls.Config, config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return cls(spec, cfg, torch.device(device), seed)
+
+
+__all__ = [
+    "FAMILIES", "Capability", "CapabilityError", "Family", "FamilyEntry", "ImageSpec", "LogProbKind",
+    "UnknownFamilyError", "available_families", "bits_per_dim", "create_family", "family_class",
+]

@@ -1,0 +1,182 @@
+"""The contract every model family implements.
+
+A family owns its networks, its loss and optimizer steps, and its sampler. It declares what it
+can do (`capabilities`); the app enables panels from that declaration alone. Images cross the
+contract as float tensors in [0, 1] of shape (N, C, H, W); 8-bit data enters as k/255.
+
+Likelihoods are in nats per image of the 8-bit data, i.e. of the dequantized data on
+[0, 256)^D, so every family reports in one unit (`bits_per_dim` converts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+class Capability(str, enum.Enum):
+    SAMPLE = "sample"            # sample(n, seed, labels)
+    DECODE = "decode"            # decode(z), latent_dim
+    ENCODE = "encode"            # encode(x)
+    LOG_PROB = "log_prob"        # log_prob(x), see log_prob_kind
+    INPAINT = "inpaint"          # inpaint(x, keep_mask, seed)
+    CONDITIONAL = "conditional"  # labels accepted everywhere
+
+
+class LogProbKind(str, enum.Enum):
+    EXACT = "exact"
+    BOUND = "bound"              # a lower bound on log p(x) (ELBO, IWAE, diffusion VLB)
+    UNNORMALIZED = "unnormalized"
+
+
+class CapabilityError(RuntimeError):
+    """Raised when a family is asked for something it did not declare."""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What a model is built for: square images of `size` px with `channels` channels."""
+
+    channels: int
+    size: int
+    num_classes: int = 0  # 0: unconditional; else labels are ints in [0, num_classes)
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, not {self.channels}")
+        if not 8 <= self.size <= 256:
+            raise ValueError(f"image size must be between 8 and 256 px, not {self.size}")
+
+    @property
+    def dims(self) -> int:
+        return self.channels * self.size * self.size
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.size, self.size)
+
+
+def bits_per_dim(log_prob_nats: Tensor | float, dims: int) -> Tensor | float:
+    """Negative log-likelihood in bits per dimension from log p in nats per image."""
+    return -log_prob_nats / (dims * math.log(2.0))
+
+
+def config_from_dict(config_cls: type, values: dict[str, Any] | None) -> Any:
+    """Build a frozen config dataclass, refusing unknown keys with a clear message."""
+    values = dict(values or {})
+    known = {f.name: f for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(
+            f"unknown {config_cls.__name__} option(s): {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    for name, value in list(values.items()):
+        default = known[name].default
+        # JSON round trips turn tuples into lists; keep the declared type.
+        if isinstance(default, tuple) and isinstance(value, list):
+            values[name] = tuple(value)
+    return config_cls(**values)
+
+
+class Family(ABC):
+    """Base class of a model family. Subclasses set the class attributes and implement the
+    abstract methods, plus whichever optional methods their capabilities declare."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    summary: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]]
+    log_prob_kind: ClassVar[LogProbKind | None] = None
+    Config: ClassVar[type]  # a frozen dataclass of hyper-parameters, all with defaults
+
+    def __init__(self, spec: ImageSpec, config: Any, device: torch.device, seed: int = 0):
+        self.spec = spec
+        self.config = config
+        self.device = torch.device(device)
+        self.seed = seed
+
+    # -- training ---------------------------------------------------------------------------
+    @abstractmethod
+    def networks(self) -> dict[str, nn.Module]:
+        """Every module whose weights make up the model (checkpointed by name)."""
+
+    @abstractmethod
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Every optimizer (checkpointed by name)."""
+
+    @abstractmethod
+    def train_step(self, x: Tensor, labels: Tensor | None, generator: torch.Generator) -> dict[str, float]:
+        """One optimisation step on a batch x in [0, 1]; returns scalar metrics to log.
+
+        All randomness must come from `generator` so that resumed runs continue exactly."""
+
+    # -- capabilities -------------------------------------------------------------------------
+    @property
+    def latent_dim(self) -> int | None:
+        return None
+
+    def sample(self, n: int, seed: int, labels: Tensor | None = None) -> Tensor:
+        raise CapabilityError(f"{self.title} cannot sample")
+
+    def encode(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        raise CapabilityError(f"{self.title} has no encoder")
+
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        raise CapabilityError(f"{self.title} has no decoder")
+
+    def log_prob(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """log p(x) in nats per image of 8-bit data x = k/255; kind given by log_prob_kind."""
+        raise CapabilityError(f"{self.title} has no likelihood")
+
+    def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None) -> Tensor:
+        raise CapabilityError(f"{self.title} cannot inpaint")
+
+    def can(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    # -- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Plain nested data (tensors, numbers, strings): weights, optimizer states, extras."""
+        return {
+            "networks": {k: m.state_dict() for k, m in self.networks().items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any], *, with_optimizers: bool = True) -> None:
+        for key, module in self.networks().items():
+            module.load_state_dict(state["networks"][key])
+        if with_optimizers:
+            for key, optimizer in self.optimizers().items():
+                optimizer.load_state_dict(state["optimizers"][key])
+
+    def eval_mode(self) -> None:
+        for module in self.networks().values():
+            module.eval()
+
+    def train_mode(self) -> None:
+        for module in self.networks().values():
+            module.train()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for m in self.networks().values() for p in m.parameters())
+
+    def _check_labels(self, labels: Tensor | None, n: int) -> Tensor | None:
+        """Conditional models need labels (default: class 0..K-1 cycling); others ignore them."""
+        if self.spec.num_classes == 0:
+            return None
+        if labels is None:
+            labels = torch.arange(n) % self.spec.num_classes
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+        if labels.numel() != n:
+            raise ValueError(f"got {labels.numel()} labels for {n} images")
+        if labels.min() < 0 or labels.max() >= self.spec.num_classes:
+            raise ValueError(f"labels must be in [0, {self.spec.num_classes})")
+        return labels.to(self.device)

@@ -1,0 +1,61 @@
+"""Generating and exporting images from a loaded run (used by the gallery and the CLI)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .images import make_grid, save_png, to_uint8
+from .run import LoadedRun
+
+
+class SamplingError(ValueError):
+    pass
+
+
+def label_index(loaded: LoadedRun, label: str | None) -> int | None:
+    """Class name → index, with a clear error for unknown names or unconditional models."""
+    if label is None:
+        return None
+    if not loaded.family.spec.num_classes:
+        raise SamplingError(f"run {loaded.name} is not class-conditional; --label cannot be used")
+    if label not in loaded.class_names:
+        raise SamplingError(f"unknown label {label!r}; the run knows: {', '.join(loaded.class_names)}")
+    return loaded.class_names.index(label)
+
+
+def generate(loaded: LoadedRun, n: int, seed: int, label: int | None = None) -> np.ndarray:
+    """n samples as (N, H, W, C) uint8; the same run, n, seed and label give the same pixels."""
+    if n < 1:
+        raise SamplingError("the number of samples must be at least 1")
+    labels = None if label is None else torch.full((n,), label, dtype=torch.long)
+    with torch.no_grad():
+        images = loaded.family.sample(n, seed=seed, labels=labels)
+    return to_uint8(images)
+
+
+def provenance(loaded: LoadedRun, seed: int, **extra: object) -> dict[str, object]:
+    """Text metadata written into every exported PNG."""
+    return {"family": loaded.family.name, "run": loaded.name, "step": loaded.step, "seed": seed, **extra}
+
+
+def export_images(images: np.ndarray, out_dir: str | os.PathLike, metadata: dict[str, object],
+                  indices: list[int] | None = None, scale: int = 1) -> list[Path]:
+    """Write the chosen images (default: all) as sample_XXXX.png with metadata; returns paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in indices if indices is not None else range(len(images)):
+        path = out / f"sample_{i:04d}.png"
+        save_png(path, images[i], {**metadata, "index": i}, scale=scale)
+        paths.append(path)
+    return paths
+
+
+def export_grid(images: np.ndarray, path: str | os.PathLike, metadata: dict[str, object],
+                columns: int | None = None) -> Path:
+    save_png(path, make_grid(images, columns), {**metadata, "count": len(images)})
+    return Path(path)

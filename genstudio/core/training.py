@@ -1,0 +1,365 @@
+"""The training loop, free of Qt: a generator of events that checks a stop flag every step.
+
+    trainer = Trainer(settings, run_dir)            # loads data, builds or restores the model
+    for event in trainer.run(control):              # StepLogged, SamplesReady, CheckpointSaved…
+        ...
+
+The app runs this in a worker thread and relays events as signals; the CLI prints them.
+Everything random in training flows from `settings.seed`: the initial weights, the data order
+(a permutation per epoch derived from seed and epoch, so it needs no saved state) and the
+training noise (one torch.Generator whose state is checkpointed). So a run resumed from a
+checkpoint continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .atomic import write_text_atomic
+from .checkpoint import load_checkpoint, move_state, save_checkpoint
+from .data import ImageDataset, load_source
+from .device import select_device
+from .families import Capability, ImageSpec, create_family, family_class
+from .images import make_grid, save_png, to_uint8
+from .run import RunDir, RunError, TrainSettings
+
+# -- control (shared between the loop's thread and whoever drives it) -----------------------
+
+
+class TrainingControl:
+    """Thread-safe requests to a running loop: stop, pause/resume, sample now, save now."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._running = threading.Event()  # cleared while paused
+        self._running.set()
+        self._sample_now = threading.Event()
+        self._save_now = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._running.set()  # a paused loop must wake up to see the stop
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def request_samples(self) -> None:
+        self._sample_now.set()
+
+    def request_save(self) -> None:
+        self._save_now.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def wait_while_paused(self) -> None:
+        while not self._running.wait(timeout=0.1):
+            pass
+
+    def take_sample_request(self) -> bool:
+        return _take(self._sample_now)
+
+    def take_save_request(self) -> bool:
+        return _take(self._save_now)
+
+
+def _take(flag: threading.Event) -> bool:
+    if flag.is_set():
+        flag.clear()
+        return True
+    return False
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    run_dir: str
+    start_step: int
+    total_steps: int
+    dataset: str           # one-line description
+    skipped_report: str    # "" when nothing was skipped
+    device: str
+    num_parameters: int
+
+
+@dataclass(frozen=True)
+class StepLogged:
+    step: int
+    total_steps: int
+    metrics: dict[str, float]
+    images_per_sec: float
+    eta_seconds: float | None
+    elapsed_seconds: float
+
+
+@dataclass(frozen=True)
+class SamplesReady:
+    step: int
+    grid: np.ndarray       # (H, W, C) uint8
+    path: str
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    step: int
+    path: str
+
+
+@dataclass(frozen=True)
+class PauseChanged:
+    step: int
+    paused: bool
+
+
+@dataclass(frozen=True)
+class TrainingFinished:
+    step: int
+    reason: str            # "completed" or "stopped"
+    run_dir: str
+
+
+TrainEvent = RunStarted | StepLogged | SamplesReady | CheckpointSaved | PauseChanged | TrainingFinished
+
+
+# -- the trainer ------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Prepares a run (data, model, optional resume) and runs its loop as a generator.
+
+    Construction loads data and builds the model, which can take a while: call it off the GUI
+    thread. `progress(done, total)` reports data decoding."""
+
+    def __init__(self, settings: TrainSettings, run_dir: str, *, resume: bool = False,
+                 dataset: ImageDataset | None = None,
+                 progress: Callable[[int, int], None] | None = None):
+        self.run_dir = RunDir(run_dir)
+        if resume:
+            settings = _resumed_settings(self.run_dir, settings)
+        else:
+            family_class(settings.family)  # unknown/unbuilt family: fail before touching disk
+            self.run_dir.create()
+        _validate(settings)
+        self.dataset = dataset or load_source(settings.data, settings.size, settings.channels,
+                                              progress=progress)
+        if len(self.dataset) < 1:
+            raise RunError("the dataset is empty")
+        self.device = select_device(settings.device)
+        self.spec = self._image_spec(settings)
+        self.settings = settings
+        self.family = create_family(settings.family, self.spec, settings.family_config,
+                                    self.device, settings.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(settings.seed + 1)
+        self.step = 0
+        if resume:
+            self._restore()
+        else:
+            self._write_config()
+        # (N, C, H, W) uint8 on the CPU; batches are converted on the fly.
+        self.images = torch.from_numpy(np.ascontiguousarray(self.dataset.images)).permute(0, 3, 1, 2)
+        self.labels = torch.from_numpy(self.dataset.labels.astype(np.int64))
+
+    def _image_spec(self, settings: TrainSettings) -> ImageSpec:
+        conditional = settings.conditional and self.dataset.num_classes > 1
+        if conditional and Capability.CONDITIONAL not in family_class(settings.family).capabilities:
+            raise RunError(f"the {settings.family} family cannot be class-conditional")
+        return ImageSpec(self.dataset.channels, self.dataset.size,
+                         self.dataset.num_classes if conditional else 0)
+
+    # -- persistence --------------------------------------------------------------------------
+    def _write_config(self) -> None:
+        self.run_dir.write_config({
+            "family": self.settings.family,
+            "settings": self.settings.to_json(),
+            "family_config": dataclasses.asdict(self.family.config),
+            "spec": dataclasses.asdict(self.spec),
+            "dataset": {
+                "source": self.dataset.source,
+                "images": len(self.dataset),
+                "class_names": self.dataset.class_names,
+                "skipped": len(self.dataset.skipped),
+            },
+            "genstudio_version": _version(),
+        })
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "family": self.settings.family,
+            "step": self.step,
+            "spec": dataclasses.asdict(self.spec),
+            "family_config": dataclasses.asdict(self.family.config),
+            "class_names": self.dataset.class_names if self.spec.num_classes else [],
+            "seed": self.settings.seed,
+            "dataset": self.dataset.source,
+            "genstudio_version": _version(),
+        }
+
+    def save(self) -> CheckpointSaved:
+        state = {
+            "family": self.family.state_dict(),
+            "rng": {"train": self.generator.get_state(), "torch": torch.get_rng_state()},
+        }
+        meta = self._meta()
+        save_checkpoint(self.run_dir.checkpoint_path, state, meta)
+        write_text_atomic(self.run_dir.checkpoint_info_path, json.dumps(meta, indent=2) + "\n")
+        return CheckpointSaved(self.step, str(self.run_dir.checkpoint_path))
+
+    def _restore(self) -> None:
+        state, meta = load_checkpoint(self.run_dir.checkpoint_path, device="cpu")
+        if meta["family"] != self.settings.family:
+            raise RunError(f"checkpoint is a {meta['family']} model, config says {self.settings.family}")
+        self.family.load_state_dict(move_state(state["family"], self.device))
+        self.generator.set_state(state["rng"]["train"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.step = int(meta["step"])
+        self.run_dir.truncate_metrics_after(self.step)
+        self._write_config()
+
+    # -- data order -----------------------------------------------------------------------
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """Indices of the batch at `step`: epoch-wise permutations derived from the seed."""
+        n, b = len(self.images), self.settings.batch
+        per_epoch = max(1, n // b) if n >= b else 1
+        epoch, offset = divmod(step, per_epoch)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(
+            self.settings.seed * 1_000_003 + epoch))
+        if n < b:  # tiny datasets: sample with repetition from the permutation
+            return perm[torch.arange(b) % n]
+        return perm[offset * b:(offset + 1) * b]
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = self.batch_indices(step)
+        x = self.images[idx].to(self.device, non_blocking=True).float().div_(255.0)
+        labels = self.labels[idx].to(self.device) if self.spec.num_classes else None
+        return x, labels
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self, control: TrainingControl | None = None) -> Iterator[TrainEvent]:
+        control = control or TrainingControl()
+        s = self.settings
+        yield RunStarted(str(self.run_dir.path), self.step, s.steps, self.dataset.describe(),
+                         self.dataset.skipped_summary(), str(self.device), self.family.num_parameters())
+        speed = _Throughput(s.batch)
+        started = time.perf_counter()
+        self.family.train_mode()
+        while self.step < s.steps and not control.stop_requested:
+            if control.paused:
+                yield PauseChanged(self.step, True)
+                speed.pause()
+                control.wait_while_paused()
+                speed.resume()
+                if control.stop_requested:
+                    break
+                yield PauseChanged(self.step, False)
+            x, labels = self.batch(self.step)
+            metrics = self.family.train_step(x, labels, self.generator)
+            self.step += 1
+            speed.tick()
+            if self.step % s.log_every == 0 or self.step == s.steps:
+                yield self._log(metrics, speed, time.perf_counter() - started)
+            if _due(self.step, s.sample_every) or control.take_sample_request():
+                yield self.sample_grid()
+            if _due(self.step, s.checkpoint_every) or control.take_save_request():
+                yield self.save()
+        # Stop finishes the current step and saves; completion saves too.
+        yield self.sample_grid()
+        yield self.save()
+        reason = "completed" if self.step >= s.steps else "stopped"
+        yield TrainingFinished(self.step, reason, str(self.run_dir.path))
+
+    def _log(self, metrics: dict[str, float], speed: _Throughput, elapsed: float) -> StepLogged:
+        ips = speed.images_per_sec()
+        remaining = self.settings.steps - self.step
+        eta = remaining * self.settings.batch / ips if ips > 0 else None
+        record = {"step": self.step, **metrics, "images_per_sec": ips, "time": round(elapsed, 3)}
+        self.run_dir.append_metrics(record)
+        return StepLogged(self.step, self.settings.steps, dict(metrics), ips, eta, elapsed)
+
+    def sample_grid(self) -> SamplesReady:
+        n = self.settings.grid_samples
+        self.family.eval_mode()
+        images = self.family.sample(n, seed=self.settings.seed)
+        self.family.train_mode()
+        grid = make_grid(to_uint8(images), columns=int(math.ceil(math.sqrt(n))))
+        path = self.run_dir.samples_dir / f"step_{self.step:07d}.png"
+        save_png(path, grid, {"family": self.settings.family, "run": self.run_dir.path.name,
+                              "step": self.step, "seed": self.settings.seed})
+        return SamplesReady(self.step, grid, str(path))
+
+
+class _Throughput:
+    """Images per second over the last few seconds of unpaused training."""
+
+    def __init__(self, batch: int, window: int = 50):
+        self.batch = batch
+        self.times: deque[float] = deque(maxlen=window)
+        self._paused_at: float | None = None
+
+    def tick(self) -> None:
+        self.times.append(time.perf_counter())
+
+    def pause(self) -> None:
+        self._paused_at = time.perf_counter()
+
+    def resume(self) -> None:
+        # Shift history by the paused time so the pause does not count as slow training.
+        if self._paused_at is not None:
+            gap = time.perf_counter() - self._paused_at
+            self.times = deque((t + gap for t in self.times), maxlen=self.times.maxlen)
+            self._paused_at = None
+
+    def images_per_sec(self) -> float:
+        if len(self.times) < 2:
+            return 0.0
+        span = self.times[-1] - self.times[0]
+        return (len(self.times) - 1) * self.batch / span if span > 0 else 0.0
+
+
+def _due(step: int, every: int) -> bool:
+    return every > 0 and step % every == 0
+
+
+def _resumed_settings(run_dir: RunDir, requested: TrainSettings) -> TrainSettings:
+    if not run_dir.checkpoint_path.is_file():
+        raise RunError(f"cannot resume {run_dir.path}: it has no checkpoint")
+    stored = TrainSettings.from_json(run_dir.read_config()["settings"])
+    # Only how long to train and where may change on resume; the model and data stay.
+    return dataclasses.replace(stored, steps=requested.steps, device=requested.device)
+
+
+def _validate(settings: TrainSettings) -> None:
+    if settings.steps < 1:
+        raise RunError("steps must be at least 1")
+    if settings.batch < 1:
+        raise RunError("batch must be at least 1")
+    if settings.channels not in (None, 1, 3):
+        raise RunError("channels must be 1 or 3")
+    if settings.log_every < 1:
+        raise RunError("log_every must be at least 1")
+
+
+def _version() -> str:
+    from genstudio import __version__
+
+    return __version__

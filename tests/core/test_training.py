@@ -1,0 +1,133 @@
+"""The core training loop: run directory, exact resume, stop/pause, reproducibility."""
+
+import dataclasses
+import json
+import threading
+
+import pytest
+import torch
+
+from genstudio.core.checkpoint import load_checkpoint
+from genstudio.core.run import RunError, TrainSettings, load_run
+from genstudio.core.training import (
+    CheckpointSaved, PauseChanged, RunStarted, SamplesReady, StepLogged, Trainer, TrainingControl,
+    TrainingFinished,
+)
+
+TINY = TrainSettings(
+    family="vae", data="builtin:shapes", size=16, steps=10, batch=8, seed=3, device="cpu",
+    family_config={"base_channels": 4, "latent_dim": 3}, log_every=2, sample_every=5,
+    checkpoint_every=5, grid_samples=4,
+)
+
+
+def _weights(run_dir):
+    state, _ = load_checkpoint(run_dir / "checkpoint.safetensors")
+    return state
+
+
+def _run(settings, run_dir, resume=False, control=None):
+    return list(Trainer(settings, str(run_dir), resume=resume).run(control))
+
+
+def test_a_run_writes_its_directory(tmp_path):
+    events = _run(TINY, tmp_path / "run")
+    run = tmp_path / "run"
+    config = json.loads((run / "config.json").read_text())
+    assert config["settings"]["family"] == "vae" and config["spec"] == {"channels": 3, "size": 16, "num_classes": 0}
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [2, 4, 6, 8, 10]
+    assert {"loss", "bpd", "recon", "kl", "images_per_sec"} <= set(metrics[0])
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_0000005.png", "step_0000010.png"]
+    assert json.loads((run / "checkpoint.json").read_text())["step"] == 10
+    assert isinstance(events[0], RunStarted) and isinstance(events[-1], TrainingFinished)
+    assert events[-1].reason == "completed"
+    kinds = {type(e) for e in events}
+    assert {StepLogged, SamplesReady, CheckpointSaved} <= kinds
+    assert not [p for p in run.rglob("*.tmp")]
+
+
+def test_resume_continues_exactly(tmp_path):
+    _run(TINY, tmp_path / "straight")
+    _run(dataclasses.replace(TINY, steps=5), tmp_path / "split")
+    _run(TINY, tmp_path / "split", resume=True)  # continues to the total of 10 steps
+    straight, split = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    for name in straight["family"]["networks"]:
+        for key, tensor in straight["family"]["networks"][name].items():
+            assert torch.equal(tensor, split["family"]["networks"][name][key]), f"{name}.{key}"
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 5, 6, 8, 10]  # the first part logged its last step, 5
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    _run(dataclasses.replace(TINY, steps=5), run)
+    with open(run / "metrics.jsonl", "a") as fh:  # as if it crashed after logging step 6
+        fh.write(json.dumps({"step": 6, "loss": 1.0}) + "\n")
+    _run(dataclasses.replace(TINY, steps=6), run, resume=True)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 5, 6]
+    assert records[-1]["loss"] != 1.0  # the stale record was replaced by the real one
+
+
+def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path):
+    _run(dataclasses.replace(TINY, steps=2), tmp_path / "run")
+    with pytest.raises(RunError, match="already holds a run"):
+        Trainer(TINY, str(tmp_path / "run"))
+    with pytest.raises(RunError, match="no checkpoint|not a genstudio run"):
+        Trainer(TINY, str(tmp_path / "nothing"), resume=True)
+
+
+def test_stop_finishes_the_step_and_saves_a_loadable_checkpoint(tmp_path):
+    control = TrainingControl()
+    events = []
+    for event in Trainer(dataclasses.replace(TINY, steps=1000), str(tmp_path / "run")).run(control):
+        events.append(event)
+        if isinstance(event, StepLogged) and event.step == 4:
+            control.stop()
+    finished = events[-1]
+    assert finished.reason == "stopped" and finished.step == 4
+    loaded = load_run(tmp_path / "run", device="cpu")
+    assert loaded.step == 4
+    assert loaded.family.sample(2, seed=0).shape == (2, 3, 16, 16)
+
+
+def test_pause_blocks_until_resumed_and_stop_wakes_a_paused_loop(tmp_path):
+    control = TrainingControl()
+    trainer = Trainer(dataclasses.replace(TINY, steps=1000), str(tmp_path / "run"))
+    seen = []
+
+    def consume():
+        for event in trainer.run(control):
+            seen.append(event)
+            if isinstance(event, StepLogged) and event.step == 2:
+                control.pause()
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    for _ in range(100):
+        if any(isinstance(e, PauseChanged) and e.paused for e in seen):
+            break
+        threading.Event().wait(0.05)
+    step_when_paused = trainer.step
+    threading.Event().wait(0.3)
+    assert trainer.step == step_when_paused  # nothing trains while paused
+    control.stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert seen[-1].reason == "stopped"
+
+
+def test_same_seed_same_model(tmp_path):
+    _run(dataclasses.replace(TINY, steps=4), tmp_path / "a")
+    _run(dataclasses.replace(TINY, steps=4), tmp_path / "b")
+    a, b = load_run(tmp_path / "a", "cpu"), load_run(tmp_path / "b", "cpu")
+    assert torch.equal(a.family.sample(3, seed=1), b.family.sample(3, seed=1))
+
+
+def test_conditional_training_on_class_folders(tmp_path):
+    settings = dataclasses.replace(TINY, steps=2, conditional=True)
+    _run(settings, tmp_path / "run")
+    loaded = load_run(tmp_path / "run", "cpu")
+    assert loaded.family.spec.num_classes == 3
+    assert loaded.class_names == ["circle", "square", "triangle"]
