@@ -6,7 +6,13 @@ import pickle
 import pytest
 import torch
 
-from genstudio.core.checkpoint import CheckpointError, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from genstudio.core.checkpoint import (
+    CheckpointError,
+    flatten_state,
+    load_checkpoint,
+    save_checkpoint,
+    unflatten_state,
+)
 from genstudio.core.families import ImageSpec, create_family
 
 
@@ -28,7 +34,7 @@ def _assert_same(a, b):
             _assert_same(a[k], b[k])
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b)
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=False):
             _assert_same(x, y)
     else:
         assert a == b

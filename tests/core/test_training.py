@@ -10,7 +10,13 @@ import torch
 from genstudio.core.checkpoint import load_checkpoint
 from genstudio.core.run import RunError, TrainSettings, load_run
 from genstudio.core.training import (
-    CheckpointSaved, PauseChanged, RunStarted, SamplesReady, StepLogged, Trainer, TrainingControl,
+    CheckpointSaved,
+    PauseChanged,
+    RunStarted,
+    SamplesReady,
+    StepLogged,
+    Trainer,
+    TrainingControl,
     TrainingFinished,
 )
 

@@ -12,7 +12,15 @@ from typing import Any
 
 import torch
 
-from .base import Capability, CapabilityError, Family, ImageSpec, LogProbKind, bits_per_dim, config_from_dict
+from .base import (
+    Capability,
+    CapabilityError,
+    Family,
+    ImageSpec,
+    LogProbKind,
+    bits_per_dim,
+    config_from_dict,
+)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,12 @@ from torch import Tensor, nn
 
 from .base import Capability, Family, ImageSpec, LogProbKind
 from .layers import (
-    DownBlock, UpBlock, discretized_logistic_log_prob, level_widths, pyramid_sizes, to_symmetric,
+    DownBlock,
+    UpBlock,
+    discretized_logistic_log_prob,
+    level_widths,
+    pyramid_sizes,
+    to_symmetric,
     to_unit,
 )
 
@@ -43,7 +48,7 @@ class Encoder(nn.Module):
         widths = level_widths(len(sizes) - 1, cfg.base_channels)
         self.stem = nn.Conv2d(spec.channels, widths[0], 3, padding=1)
         self.blocks = nn.Sequential(
-            *[DownBlock(c_in, c_out) for c_in, c_out in zip([widths[0], *widths[:-1]], widths)]
+            *[DownBlock(c_in, c_out) for c_in, c_out in zip([widths[0], *widths[:-1]], widths, strict=False)]
         )
         flat = widths[-1] * sizes[-1] ** 2
         self.num_classes = spec.num_classes

@@ -1,0 +1,69 @@
+"""Datasets: a folder of the user's images or a procedural built-in, as one uint8 array.
+
+    ds = load_source("builtin:shapes", size=32)        # or a folder path
+    ds.images  # (N, 32, 32, C) uint8;  ds.labels, ds.class_names, ds.skipped, ds.describe()
+
+numpy + Pillow only (no torch, no Qt) so it imports fast and runs headless.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import os
+from collections.abc import Callable
+
+from .builtin import BUILTIN_DATASETS, load_builtin
+from .dataset import DatasetCancelled, DatasetError, ImageDataset, SkippedFile, to_channels
+from .decode import MAX_PIXELS
+from .folder import load_folder
+from .scan import FolderScan, scan_folder
+
+MIN_SIZE, MAX_SIZE = 8, 256
+BUILTIN_PREFIX = "builtin:"
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "MAX_PIXELS",
+    "DatasetCancelled",
+    "DatasetError",
+    "FolderScan",
+    "ImageDataset",
+    "SkippedFile",
+    "load_source",
+    "scan_folder",
+]
+
+
+def load_source(
+    source: str | os.PathLike[str],
+    size: int = 32,
+    channels: int | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ImageDataset:
+    """Load "builtin:NAME" or a folder as size×size images with `channels` (None: 1 if every
+    image is grey, else 3). Raises DatasetError with a sentence for the user; a folder's bad
+    files are skipped and listed in .skipped instead. progress(done, total) is called about
+    every 1%; should_stop() returning True cancels with DatasetCancelled."""
+    size = _checked_size(size)
+    if channels not in (None, 1, 3):
+        raise DatasetError(f"Channels must be 1 (grey), 3 (RGB) or automatic, got {channels!r}.")
+    options = {"progress": progress, "cache_dir": cache_dir, "should_stop": should_stop}
+    if isinstance(source, str) and source.startswith(BUILTIN_PREFIX):
+        rgb = load_builtin(source[len(BUILTIN_PREFIX) :], size, **options)
+    else:
+        rgb = load_folder(source, size, **options)
+    return dataclasses.replace(rgb, images=to_channels(rgb.images, channels))
+
+
+def _checked_size(size: int) -> int:
+    try:
+        size = operator.index(size)
+    except TypeError:
+        raise DatasetError(f"Image size must be a whole number of pixels, got {size!r}.") from None
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise DatasetError(f"Image size must be between {MIN_SIZE} and {MAX_SIZE} px, got {size}.")
+    return size

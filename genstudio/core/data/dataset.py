@@ -1,0 +1,118 @@
+"""The in-memory dataset every family trains on, and the errors/skip records around it."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Integer weights of ITU-R 601 luma exactly as Pillow's RGB->"L" conversion uses them, so a
+# greyscale dataset derived here matches what a user would get from PIL; they sum to 2**16,
+# which keeps a grey pixel (R == G == B) exactly unchanged.
+_LUMA_WEIGHTS = np.array([19595, 38470, 7471], dtype=np.uint32)
+
+# How many class names describe() spells out before eliding the rest.
+_NAMES_SHOWN = 6
+
+
+class DatasetError(Exception):
+    """A dataset cannot be used; the message is one sentence meant for the user."""
+
+
+class DatasetCancelled(DatasetError):
+    """Loading was stopped by the caller's should_stop()."""
+
+    def __init__(self) -> None:
+        super().__init__("cancelled")
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str  # relative to the source folder, printable even when the name is not UTF-8
+    reason: str  # "category" or "category: detail" or "category (detail)"
+
+    @property
+    def category(self) -> str:
+        """The reason without its detail, so skips can be counted by kind."""
+        return self.reason.split(" (", 1)[0].split(":", 1)[0]
+
+
+@dataclass
+class ImageDataset:
+    images: np.ndarray  # uint8 (N, H, W, C), C in {1, 3}, H == W
+    labels: np.ndarray  # int64 (N,); all 0 when there are no classes
+    class_names: list[str]  # [] when unconditional
+    source: str  # "builtin:NAME" or the absolute folder path
+    skipped: list[SkippedFile]
+    factors: np.ndarray | None = None  # builtins only: float32 (N, F) in [0, 1]
+    factor_names: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # folders: relative source path per image
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[3])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def skipped_summary(self) -> str:
+        """E.g. "3 skipped: 2 not an image, 1 truncated image"; "" when nothing was skipped."""
+        if not self.skipped:
+            return ""
+        return f"{len(self.skipped)} skipped: {count_by_category(self.skipped)}"
+
+    def describe(self) -> str:
+        """One line for a status bar."""
+        colour = "RGB" if self.channels == 3 else "greyscale"
+        line = f"{printable(self.source)} — {len(self)} images, {self.size}×{self.size} {colour}, "
+        line += _describe_classes(self.class_names)
+        if self.skipped:
+            line += f"; {len(self.skipped)} skipped"
+        return line
+
+
+def printable(name: str) -> str:
+    """A file name as text a person can read, even when its bytes are not valid UTF-8."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def count_by_category(skipped: list[SkippedFile]) -> str:
+    """E.g. "2 not an image, 1 truncated image": commonest first, then by name."""
+    counts = Counter(s.category for s in skipped)
+    kinds = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{n} {k}" for k, n in kinds)
+
+
+def _describe_classes(names: list[str]) -> str:
+    if not names:
+        return "no classes"
+    shown = ", ".join(names[:_NAMES_SHOWN]) + (", …" if len(names) > _NAMES_SHOWN else "")
+    noun = "class" if len(names) == 1 else "classes"
+    return f"{len(names)} {noun} ({shown})"
+
+
+def is_greyscale(rgb: np.ndarray) -> bool:
+    """True when every pixel of every (…, 3) image has R == G == B."""
+    return bool(
+        np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
+    )
+
+
+def to_channels(rgb: np.ndarray, channels: int | None) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, H, W, C); None picks 1 when the data is grey, else 3."""
+    if channels is None:
+        channels = 1 if is_greyscale(rgb) else 3
+    if channels == 3:
+        return np.ascontiguousarray(rgb)
+    luma = rgb.astype(np.uint32) @ _LUMA_WEIGHTS  # (N, H, W)
+    return ((luma + 0x8000) >> 16).astype(np.uint8)[..., None]

@@ -1,0 +1,108 @@
+"""The command line as a user runs it: real subprocesses, exit codes, files on disk."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from genstudio.core.images import read_png_metadata
+
+TINY = ["--size", "16", "--batch", "8", "--set", "base_channels=4", "--set", "latent_dim=3",
+        "--log-every", "2", "--sample-every", "0", "--checkpoint-every", "0", "--device", "cpu"]
+
+
+def genstudio(*args, check=True):
+    result = subprocess.run([sys.executable, "-m", "genstudio", *map(str, args)],
+                            capture_output=True, text=True, timeout=240)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    result = genstudio("train", "--family", "vae", "--data", "builtin:tins", "--out", run,
+                       "--steps", "6", *TINY)
+    assert "completed at step 6" in result.stdout
+    assert "step 6/6" in result.stdout
+    return run
+
+
+def test_train_writes_a_run(trained_run):
+    assert (trained_run / "checkpoint.safetensors").is_file()
+    assert (trained_run / "config.json").is_file()
+    assert len((trained_run / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_same_run_and_seed_give_byte_identical_pngs(trained_run, tmp_path):
+    genstudio("sample", trained_run, "--n", "5", "--seed", "11", "--out", tmp_path / "a", "--grid", tmp_path / "a.png")
+    genstudio("sample", trained_run, "--n", "5", "--seed", "11", "--out", tmp_path / "b", "--grid", tmp_path / "b.png")
+    genstudio("sample", trained_run, "--n", "5", "--seed", "12", "--out", tmp_path / "c")
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == [f"sample_{i:04d}.png" for i in range(5)]
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert any((tmp_path / "a" / n).read_bytes() != (tmp_path / "c" / n).read_bytes() for n in names)
+    with Image.open(tmp_path / "a" / names[0]) as im:
+        assert im.size == (16, 16)  # the model's resolution
+    meta = read_png_metadata(tmp_path / "a" / names[0])
+    assert meta["family"] == "vae" and meta["seed"] == "11" and meta["step"] == "6" and meta["run"] == "run"
+
+
+def test_info_describes_the_run(trained_run):
+    text = genstudio("info", trained_run).stdout
+    assert "vae" in text and "step       6 of 6" in text and "builtin:tins" in text
+    info = json.loads(genstudio("info", trained_run, "--json").stdout)
+    assert info["step"] == 6 and info["family"] == "vae" and "log_prob" in info["capabilities"]
+
+
+def test_resume_continues_to_the_total_step_count(trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    out = genstudio("train", "--family", "vae", "--data", "builtin:tins", "--out", run, "--steps", "8",
+                    "--resume", *TINY).stdout
+    assert "completed at step 8" in out
+    assert json.loads((run / "checkpoint.json").read_text())["step"] == 8
+
+
+@pytest.mark.parametrize("args,message", [
+    (["sample", "/no/such/run", "--n", "2", "--seed", "0", "--out", "x"], "no run at"),
+    (["train", "--family", "vae", "--data", "/no/such/folder", "--out", "{tmp}/r"], "folder"),
+    (["train", "--family", "gan", "--data", "builtin:tins", "--out", "{tmp}/r"], "not built yet"),
+    (["train", "--family", "nope", "--data", "builtin:tins", "--out", "{tmp}/r"], "unknown family"),
+    (["train", "--family", "vae", "--data", "builtin:nope", "--out", "{tmp}/r"], "nope"),
+    (["train", "--family", "vae", "--data", "builtin:tins", "--out", "{tmp}/r", "--set", "bogus=1"], "bogus"),
+    (["train", "--family", "vae", "--data", "builtin:tins", "--out", "{tmp}/r", "--size", "3"], "size"),
+])
+def test_bad_input_exits_1_with_one_clear_line(tmp_path, args, message):
+    result = genstudio(*[a.replace("{tmp}", str(tmp_path)) for a in args], check=False)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("genstudio: error:"), result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_existing_run_without_resume_is_refused(trained_run):
+    result = genstudio("train", "--family", "vae", "--data", "builtin:tins", "--out", trained_run, *TINY, check=False)
+    assert result.returncode == 1 and "--resume" in result.stderr
+
+
+def test_bad_label_and_usage_errors(trained_run, tmp_path):
+    result = genstudio("sample", trained_run, "--n", "2", "--seed", "0", "--out", tmp_path, "--label", "cat", check=False)
+    assert result.returncode == 1 and "not class-conditional" in result.stderr
+    assert genstudio("train", "--family", "vae", check=False).returncode == 2
+    assert genstudio("frobnicate", check=False).returncode == 2
+
+
+def test_version_and_console_script():
+    assert genstudio("--version").stdout.startswith("genstudio ")
+    script = subprocess.run([str(__import__("pathlib").Path(sys.executable).with_name("genstudio")), "--version"],
+                            capture_output=True, text=True, timeout=60)
+    assert script.returncode == 0 and script.stdout.startswith("genstudio ")
