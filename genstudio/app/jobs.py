@@ -1,0 +1,95 @@
+"""Work the window hands to background threads (see workers.TaskRunner): each function takes a
+Job and returns a plain result for the GUI thread to display. All computation is in core."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtGui import QImage
+
+from genstudio.core.data import ImageDataset, load_source
+from genstudio.core.images import make_grid
+from genstudio.core.run import LoadedRun, RunDir, load_run
+from genstudio.core.sampling import export_grid, export_images, generate, provenance
+
+from .imaging import to_qimage
+from .workers import Job
+
+THUMBNAILS = 24
+THUMBNAIL_COLUMNS = 8
+
+
+@dataclass(frozen=True)
+class DatasetRequest:
+    source: str
+    size: int
+    channels: int | None  # None: automatic
+
+
+@dataclass
+class DatasetPreview:
+    request: DatasetRequest
+    dataset: ImageDataset
+    class_counts: list[tuple[str, int]]
+    thumbnails: QImage   # a grid of up to THUMBNAILS images
+
+
+def load_preview(request: DatasetRequest, job: Job) -> DatasetPreview:
+    dataset = load_source(request.source, request.size, request.channels,
+                          progress=job.progress, should_stop=job.cancelled)
+    counts = np.bincount(dataset.labels, minlength=dataset.num_classes)[:dataset.num_classes]
+    # A fixed-seed random pick shows the variety of a dataset stored class by class.
+    rng = np.random.default_rng(0)
+    pick = np.sort(rng.choice(len(dataset), size=min(THUMBNAILS, len(dataset)), replace=False))
+    grid = make_grid(dataset.images[pick], columns=THUMBNAIL_COLUMNS, padding=1, background=128)
+    return DatasetPreview(request, dataset, [(n, int(c)) for n, c in zip(dataset.class_names, counts, strict=True)],
+                          to_qimage(grid))
+
+
+@dataclass
+class OpenedRun:
+    loaded: LoadedRun
+    metrics: list[dict[str, Any]]
+
+
+def open_run(path: str, device: str, job: Job) -> OpenedRun:
+    loaded = load_run(path, device=device)
+    return OpenedRun(loaded, RunDir(path).read_metrics())
+
+
+@dataclass
+class Samples:
+    loaded: LoadedRun             # the run they came from (its provenance goes into exports)
+    images: np.ndarray            # (N, H, W, C) uint8
+    seed: int
+    label: int | None
+    tiles: list[QImage] = field(default_factory=list)
+
+
+def generate_samples(loaded: LoadedRun, n: int, seed: int, label: int | None, job: Job) -> Samples:
+    images = generate(loaded, n, seed, label)
+    return Samples(loaded, images, seed, label, [to_qimage(image) for image in images])
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    kind: str                     # "selected", "all" or "grid"
+    target: str                   # a folder, or the grid's file
+    samples: Samples
+    indices: list[int] | None     # None: all images
+
+
+def export(request: ExportRequest, job: Job) -> list[Path]:
+    samples = request.samples
+    loaded = samples.loaded
+    extra = {}
+    if samples.label is not None and loaded.class_names:
+        extra["label"] = loaded.class_names[samples.label]
+    metadata = provenance(loaded, samples.seed, **extra)
+    if request.kind == "grid":
+        images = samples.images if request.indices is None else samples.images[request.indices]
+        return [export_grid(images, request.target, metadata)]
+    return export_images(samples.images, request.target, metadata, request.indices)

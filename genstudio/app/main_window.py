@@ -1,0 +1,399 @@
+"""The main window: composes the panels, wires their intents to background work, and owns the
+lifecycle of every thread it starts (closing waits for training to stop and save)."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QThread, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QKeyEvent
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QGroupBox,
+    QLabel,
+    QMainWindow,
+    QSizePolicy,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from genstudio.core.families import family_class
+from genstudio.core.paths import new_run_dir
+from genstudio.core.run import TrainSettings
+
+from . import jobs
+from .capabilities import panel_enabled
+from .imaging import PixelView, to_qimage
+from .layout import click_if_enabled, group_box, make_action, scrolling
+from .panels import DatasetPanel, FamilyPicker, Gallery, MetricsPlot, TrainingPanel
+from .panels.training_panel import IDLE, LOADING, PAUSED, RUNNING, STOPPING
+from .workers import TaskRunner, TrainingWorker, start_thread
+
+log = logging.getLogger(__name__)
+
+LEFT_COLUMN_WIDTH = 320
+TRAINING_PANEL_WIDTH = 290
+
+
+class MainWindow(QMainWindow):
+    training_state_changed = Signal(str)  # idle, loading, running, paused, stopping
+    training_ended = Signal(str)          # completed, stopped, failed or cancelled
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("MainWindow")
+        self.setWindowTitle("genstudio")
+        self.resize(1280, 800)
+        self.preview: jobs.DatasetPreview | None = None
+        self.loaded = None  # LoadedRun shown in the gallery
+        self.training_worker: TrainingWorker | None = None
+        self.training_thread: QThread | None = None
+        self._control = None
+        self._finished_run: str | None = None
+        self._end_reason = ""
+        self._closing = False
+        self.dataset_jobs, self.run_jobs, self.sample_jobs, self.export_jobs = (
+            TaskRunner(self) for _ in range(4))
+        self._build_panels()
+        self._build_menus()
+        self._connect()
+        self._on_family_changed(self.family_picker.current())
+        self.dataset_panel.request_load()  # the default dataset, so Start works at once
+
+    # -- layout -----------------------------------------------------------------------------
+    def _build_panels(self) -> None:
+        self.family_picker = FamilyPicker()
+        self.dataset_panel = DatasetPanel()
+        self.training_panel = TrainingPanel()
+        self.metrics_plot = MetricsPlot()
+        self.latest_samples = PixelView("Sample grids appear here during training")
+        self.latest_samples.setObjectName("latestSamples")
+        self.latest_caption = QLabel(objectName="latestCaption")
+        # A long path must not widen the window: the label takes the width it is given.
+        self.latest_caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.gallery = Gallery()
+        self.tabs = QTabWidget(objectName="mainTabs", accessibleName="Views")
+        self.tabs.addTab(self._train_page(), "Train")
+        self.tabs.addTab(self.gallery, "Gallery")
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(self._left_column())
+        splitter.addWidget(self.tabs)
+        splitter.setStretchFactor(1, 1)
+        splitter.setCollapsible(0, False)
+        self.setCentralWidget(splitter)
+        self.statusBar().showMessage("Ready")
+
+    def _left_column(self) -> QWidget:
+        column = QWidget()
+        layout = QVBoxLayout(column)
+        layout.addWidget(group_box("Model family", self.family_picker))
+        layout.addWidget(group_box("Dataset", self.dataset_panel))
+        layout.addStretch(1)
+        return scrolling(column, LEFT_COLUMN_WIDTH)
+
+    def _train_page(self) -> QWidget:
+        samples_box = QGroupBox("Latest samples")
+        box_layout = QVBoxLayout(samples_box)
+        box_layout.addWidget(self.latest_samples, 1)
+        box_layout.addWidget(self.latest_caption)
+        # Curves on top at full width (they need it); the square sample grid below.
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(group_box("Training curves", self.metrics_plot))
+        right.addWidget(samples_box)
+        right.setSizes([380, 340])
+        page = QSplitter(Qt.Orientation.Horizontal)
+        page.addWidget(scrolling(self.training_panel, TRAINING_PANEL_WIDTH))
+        page.addWidget(right)
+        page.setStretchFactor(1, 1)
+        page.setCollapsible(0, False)
+        return page
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self.open_action = make_action(self, "&Open run…", "Ctrl+O", self.ask_open_run)
+        self.export_action = make_action(self, "&Export samples…", None, self._export_all)
+        self.quit_action = make_action(self, "&Quit", "Ctrl+Q", self.close)
+        file_menu.addActions([self.open_action, self.export_action])
+        file_menu.addSeparator()
+        file_menu.addAction(self.quit_action)
+        panel = self.training_panel
+        train_menu = self.menuBar().addMenu("&Training")
+        for text, keys, button in (
+            ("&Start", "Ctrl+Return", panel.start_button),
+            ("&Pause / resume", "Ctrl+P", panel.pause_button),
+            ("S&top", "Ctrl+.", panel.stop_button),
+            ("Sample &now", None, panel.sample_button),
+            ("Sa&ve now", None, panel.save_button),
+        ):
+            # Through the button, so a shortcut obeys the same enabled state as the click.
+            train_menu.addAction(make_action(self, text, keys, partial(click_if_enabled, button)))
+
+    def _connect(self) -> None:
+        self.family_picker.family_changed.connect(self._on_family_changed)
+        self.dataset_panel.load_requested.connect(self._load_dataset)
+        self.dataset_jobs.progress.connect(self.dataset_panel.show_loading)
+        self.dataset_jobs.succeeded.connect(self._on_dataset_loaded)
+        self.dataset_jobs.failed.connect(self._on_dataset_failed)
+        panel = self.training_panel
+        panel.start_requested.connect(self.start_training)
+        panel.pause_requested.connect(self.toggle_pause)
+        panel.stop_requested.connect(self.stop_training)
+        panel.sample_requested.connect(lambda: self._control and self._control.request_samples())
+        panel.save_requested.connect(lambda: self._control and self._control.request_save())
+        self.run_jobs.succeeded.connect(self._on_run_opened)
+        self.run_jobs.failed.connect(self._on_run_failed)
+        self.gallery.generate_requested.connect(self._generate)
+        self.sample_jobs.succeeded.connect(self.gallery.show_samples)
+        self.sample_jobs.failed.connect(lambda cause, _details: self.gallery.show_error(cause))
+        self.gallery.export_requested.connect(self._export)
+        self.export_jobs.succeeded.connect(self._on_exported)
+        self.export_jobs.failed.connect(lambda cause, _d: self._status(f"Export failed: {cause}"))
+        for runner in (self.dataset_jobs, self.run_jobs, self.sample_jobs, self.export_jobs):
+            runner.busy_changed.connect(self._maybe_finish_closing)
+
+    # -- family and dataset -------------------------------------------------------------------
+    def _on_family_changed(self, name: str) -> None:
+        cls = family_class(name)
+        self.training_panel.set_family(cls.title, cls.Config)
+        self._update_conditional()
+
+    def _load_dataset(self, request: jobs.DatasetRequest) -> None:
+        self.preview = None
+        self.training_panel.set_ready(False, "Loading the dataset…")
+        self.dataset_panel.show_loading()
+        self.dataset_jobs.submit(partial(jobs.load_preview, request))
+
+    def _on_dataset_loaded(self, preview: jobs.DatasetPreview) -> None:
+        self.preview = preview
+        self.dataset_panel.show_preview(preview)
+        self.training_panel.set_ready(True)
+        self._update_conditional()
+        self._status(f"Dataset: {preview.dataset.describe()}")
+
+    def _on_dataset_failed(self, cause: str, details: str) -> None:
+        log.info("dataset not loaded: %s\n%s", cause, details)
+        self.dataset_panel.show_error(cause)
+        self.training_panel.set_ready(False, cause)
+        self._status(f"Dataset not usable: {cause}")
+
+    def _update_conditional(self) -> None:
+        capabilities = family_class(self.family_picker.current()).capabilities
+        family_can = panel_enabled("conditional", capabilities)
+        classes = self.preview.dataset.num_classes if self.preview else 0
+        reason = ("This family cannot be class-conditional" if not family_can
+                  else "The dataset has no classes (subfolders)")
+        self.training_panel.set_conditional_allowed(family_can and classes > 1, reason)
+
+    # -- training -----------------------------------------------------------------------------
+    def start_training(self) -> None:
+        if self.training_thread is not None or self.preview is None:
+            return
+        try:
+            values = self.training_panel.values()
+        except ValueError as exc:
+            self.training_panel.show_error(str(exc))
+            return
+        request = self.dataset_panel.request()
+        settings = TrainSettings(family=self.family_picker.current(), data=request.source,
+                                 size=request.size, channels=request.channels, **values)
+        # The preview already holds these images unless the panel changed since it loaded.
+        dataset = self.preview.dataset if self.preview.request == request else None
+        worker = TrainingWorker(settings, str(new_run_dir(settings.family, settings.data)), dataset=dataset)
+        self._connect_training(worker)
+        self.training_worker, self._control = worker, worker.control
+        self._finished_run, self._end_reason = None, ""
+        self.training_thread = start_thread(worker, worker.run, worker.done, self._on_training_ended)
+        self._set_training_state(LOADING)
+        self.training_panel.clear_error()
+        self.metrics_plot.clear()
+        self.latest_samples.set_image(None)
+        self.latest_caption.clear()
+        self.loaded = None
+        self.gallery.show_placeholder("Training has started; its samples will appear here.")
+        self._status("Preparing the data and the model…")
+
+    def _connect_training(self, worker: TrainingWorker) -> None:
+        worker.loading.connect(self.training_panel.show_loading)
+        worker.run_started.connect(self._on_run_started)
+        worker.step_logged.connect(self._on_step_logged)
+        worker.samples_ready.connect(self._on_samples_ready)
+        worker.checkpoint_saved.connect(self._on_checkpoint_saved)
+        worker.pause_changed.connect(self._on_pause_changed)
+        worker.training_finished.connect(self._on_training_finished)
+        worker.cancelled.connect(self._on_training_cancelled)
+        worker.failed.connect(self._on_training_failed)
+
+    def toggle_pause(self) -> None:
+        if self._control is None or self.training_panel.state not in (RUNNING, PAUSED):
+            return
+        if self._control.paused:
+            self._control.resume()
+            self._set_training_state(RUNNING)
+            self._status("Resumed")
+        else:
+            self._control.pause()
+            self._set_training_state(PAUSED)
+            self._status("Paused — press Resume (or Space) to continue")
+
+    def stop_training(self) -> None:
+        if self._control is None:
+            return
+        self._control.stop()
+        self._set_training_state(STOPPING)
+        self._status("Stopping after this step, then saving a checkpoint…")
+
+    def _set_training_state(self, state: str) -> None:
+        changed = state != self.training_panel.state
+        self.training_panel.set_state(state)
+        idle = state == IDLE
+        self.family_picker.setEnabled(idle)
+        self.dataset_panel.setEnabled(idle)
+        self.open_action.setEnabled(idle)
+        if changed:
+            self.training_state_changed.emit(state)
+
+    def _on_run_started(self, event) -> None:
+        if self.training_panel.state == LOADING:
+            self._set_training_state(PAUSED if self._control.paused else RUNNING)
+        self.training_panel.show_started(event.run_dir, event.start_step, event.total_steps, event.device)
+        self._status(f"Training {event.num_parameters:,} parameters on {event.device}: {event.dataset}")
+
+    def _on_step_logged(self, event) -> None:
+        self.training_panel.show_progress(event.step, event.total_steps)
+        self.training_panel.show_speed(event.images_per_sec, event.eta_seconds)
+        self.metrics_plot.add_record(event.step, event.metrics)
+
+    def _on_samples_ready(self, event) -> None:
+        image = to_qimage(event.grid)
+        self.latest_samples.set_image(image)
+        self.latest_caption.setText(f"step {event.step:,} · {Path(event.path).name}")
+        self.latest_caption.setToolTip(event.path)
+        self.gallery.show_training_grid(image, event.step)
+
+    def _on_checkpoint_saved(self, event) -> None:
+        self._status(f"Saved checkpoint at step {event.step:,}: {event.path}")
+
+    def _on_pause_changed(self, _event) -> None:
+        # The control, not the event, is the truth: a queued event may trail a later click.
+        if self.training_panel.state in (RUNNING, PAUSED):
+            self._set_training_state(PAUSED if self._control.paused else RUNNING)
+
+    def _on_training_finished(self, event) -> None:
+        self._finished_run, self._end_reason = event.run_dir, event.reason
+        self.training_panel.show_progress(event.step, max(event.step, self.training_panel.progress.maximum()))
+        self._status(f"Training {event.reason} at step {event.step:,}; run saved in {event.run_dir}")
+
+    def _on_training_cancelled(self) -> None:
+        self._end_reason = "cancelled"
+        self._status("Training was stopped before it began")
+
+    def _on_training_failed(self, cause: str, details: str) -> None:
+        self._end_reason = "failed"
+        log.error("training failed: %s\n%s", cause, details)
+        self.training_panel.show_error(f"Training failed: {cause}", details)
+        self._status(f"Training failed: {cause}")
+
+    def _on_training_ended(self, _thread: QThread) -> None:
+        self.training_worker = self.training_thread = self._control = None
+        self._set_training_state(IDLE)
+        self.training_ended.emit(self._end_reason or "failed")
+        if self._finished_run and not self._closing:
+            self.open_run(self._finished_run)
+        self._maybe_finish_closing()
+
+    # -- runs and the gallery -------------------------------------------------------------
+    def ask_open_run(self) -> None:
+        path = self.ask_run_folder()
+        if path:
+            self.open_run(path)
+
+    def ask_run_folder(self) -> str:
+        """The Open run dialog; tests replace this method to bypass it."""
+        return QFileDialog.getExistingDirectory(self, "Open a genstudio run folder")
+
+    def open_run(self, path: str) -> None:
+        self._status(f"Opening run {path}…")
+        device = self.training_panel.device_combo.currentText()
+        self.run_jobs.submit(partial(jobs.open_run, str(path), device))
+
+    def _on_run_opened(self, opened: jobs.OpenedRun) -> None:
+        loaded = opened.loaded
+        self.loaded = loaded
+        self.metrics_plot.load_history(opened.metrics)
+        self.training_panel.run_label.setText(f"Run folder: {loaded.run.path}")
+        title = f"{loaded.family.title} · {loaded.name} · step {loaded.step:,}"
+        if panel_enabled("gallery", loaded.family.capabilities):
+            self.gallery.set_run(title, loaded.class_names if loaded.family.spec.num_classes else [])
+        else:
+            self.gallery.show_placeholder(f"{loaded.family.title} cannot draw samples.")
+        self._status(f"Opened run {loaded.run.path} (step {loaded.step:,})")
+
+    def _on_run_failed(self, cause: str, details: str) -> None:
+        log.info("run not opened: %s\n%s", cause, details)
+        self._status(f"Could not open the run: {cause}")
+        self.gallery.show_error(f"Could not open the run: {cause}")
+
+    def _generate(self, count: int, seed: int, label: int | None) -> None:
+        if self.loaded is not None:
+            self.sample_jobs.submit(partial(jobs.generate_samples, self.loaded, count, seed, label))
+
+    def _export(self, request: jobs.ExportRequest) -> None:
+        self.export_jobs.submit(partial(jobs.export, request))
+
+    def _export_all(self) -> None:
+        if self.gallery.samples is None:
+            self._status("Nothing to export yet: train a model or open a run first")
+            return
+        self.gallery.export_all()
+
+    def _on_exported(self, paths: list) -> None:
+        where = paths[0] if len(paths) == 1 else paths[0].parent
+        self._status(f"Exported {len(paths)} image{'s' * (len(paths) != 1)} to {where}")
+
+    # -- shutdown -------------------------------------------------------------------------
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt API
+        # Space reaches the window only when no focused field or button took it (not typing).
+        if event.key() == Qt.Key.Key_Space and not event.modifiers():
+            click_if_enabled(self.training_panel.pause_button)
+            return
+        super().keyPressEvent(event)
+
+    def busy(self) -> bool:
+        runners = (self.dataset_jobs, self.run_jobs, self.sample_jobs, self.export_jobs)
+        return self.training_thread is not None or any(r.is_busy() for r in runners)
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
+        if not self.busy():
+            event.accept()
+            return
+        # Stop, let the worker finish its step and save, and close once every thread ended;
+        # the window stays responsive meanwhile.
+        event.ignore()
+        self._closing = True
+        if self._control is not None:
+            self._control.stop()
+            self._set_training_state(STOPPING)
+        for runner in (self.dataset_jobs, self.run_jobs, self.sample_jobs):
+            runner.cancel()
+        self._status("Stopping training and saving before closing…")
+
+    def _maybe_finish_closing(self, *_args) -> None:
+        if self._closing and not self.busy():
+            QTimer.singleShot(0, self.close)
+
+    def shutdown(self, timeout_ms: int = 60_000) -> None:
+        """Blocking stop of every thread (when the application quits without closing us)."""
+        if self._control is not None:
+            self._control.stop()
+        for runner in (self.dataset_jobs, self.run_jobs, self.sample_jobs, self.export_jobs):
+            runner.cancel()
+            runner.wait(timeout_ms)
+        if self.training_thread is not None:
+            self.training_thread.wait(timeout_ms)
+
+    def _status(self, text: str) -> None:
+        self.statusBar().showMessage(text)

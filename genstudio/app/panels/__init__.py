@@ -1,0 +1,9 @@
+"""The window's panels: each receives data and emits intent signals; none computes."""
+
+from .dataset_panel import DatasetPanel
+from .family_picker import FamilyPicker
+from .gallery import Gallery
+from .metrics_plot import MetricsPlot
+from .training_panel import TrainingPanel
+
+__all__ = ["DatasetPanel", "FamilyPicker", "Gallery", "MetricsPlot", "TrainingPanel"]

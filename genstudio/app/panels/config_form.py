@@ -1,0 +1,144 @@
+"""A form generated from a family's Config dataclass: one editor per field, typed by its default.
+
+int → QSpinBox, float → a line edit that accepts 1e-3 and turns red when it does not parse,
+bool → QCheckBox, anything else → a line edit parsed as a Python literal. The comment beside
+each field in the source (STYLE #7: "a reason on each field") becomes the tooltip."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import re
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QCheckBox, QFormLayout, QLineEdit, QSpinBox, QWidget
+
+INT_LIMIT = 1_000_000_000
+_FIELD_COMMENT = re.compile(r"^\s*(\w+)\s*:[^#]*#\s*(.+)$")
+INVALID_STYLE = "QLineEdit { border: 1px solid #c62828; }"
+
+
+class ConfigForm(QWidget):
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.layout_ = QFormLayout(self)
+        self.layout_.setContentsMargins(0, 0, 0, 0)
+        self.editors: dict[str, QWidget] = {}
+        self._defaults: dict[str, Any] = {}
+
+    def set_config_class(self, config_cls: type | None) -> None:
+        while self.layout_.rowCount():
+            self.layout_.removeRow(0)
+        self.editors.clear()
+        self._defaults.clear()
+        if config_cls is None:
+            return
+        comments = _field_comments(config_cls)
+        for f in dataclasses.fields(config_cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            editor = self._editor_for(f.name, default)
+            editor.setToolTip(comments.get(f.name, ""))
+            editor.setAccessibleName(_title(f.name))
+            editor.setObjectName(f"knob_{f.name}")
+            self.layout_.addRow(_title(f.name), editor)
+            self.editors[f.name] = editor
+            self._defaults[f.name] = default
+
+    def _editor_for(self, name: str, default: Any) -> QWidget:
+        if isinstance(default, bool):
+            editor = QCheckBox()
+            editor.setChecked(default)
+            editor.toggled.connect(self.changed)
+        elif isinstance(default, int):
+            editor = QSpinBox()
+            low = 1 if default >= 1 else (0 if default == 0 else -INT_LIMIT)
+            editor.setRange(low, INT_LIMIT)
+            editor.setValue(default)
+            editor.valueChanged.connect(self.changed)
+        else:
+            editor = QLineEdit(_format(default))
+            editor.textChanged.connect(lambda _text, e=editor, d=default: self._validate(e, d))
+        return editor
+
+    def _validate(self, editor: QLineEdit, default: Any) -> None:
+        ok = _parse(editor.text(), default) is not _INVALID
+        editor.setStyleSheet("" if ok else INVALID_STYLE)
+        editor.setProperty("valid", ok)
+        self.changed.emit()
+
+    def set_values(self, values: dict[str, Any]) -> None:
+        for name, value in values.items():
+            editor = self.editors.get(name)
+            if isinstance(editor, QCheckBox):
+                editor.setChecked(bool(value))
+            elif isinstance(editor, QSpinBox):
+                editor.setValue(int(value))
+            elif isinstance(editor, QLineEdit):
+                editor.setText(_format(value))
+
+    def invalid_fields(self) -> list[str]:
+        """Labels of the fields whose text does not parse."""
+        return [_title(name) for name, editor in self.editors.items()
+                if isinstance(editor, QLineEdit)
+                and _parse(editor.text(), self._defaults[name]) is _INVALID]
+
+    def values(self) -> dict[str, Any]:
+        """The edited config; raises ValueError naming a field that does not parse."""
+        out = {}
+        for name, editor in self.editors.items():
+            if isinstance(editor, QCheckBox):
+                out[name] = editor.isChecked()
+            elif isinstance(editor, QSpinBox):
+                out[name] = editor.value()
+            else:
+                value = _parse(editor.text(), self._defaults[name])
+                if value is _INVALID:
+                    raise ValueError(f"{_title(name)}: {editor.text()!r} is not a valid value")
+                out[name] = value
+        return out
+
+
+_INVALID = object()
+
+
+def _parse(text: str, default: Any) -> Any:
+    try:
+        if isinstance(default, float):
+            value = float(text)
+            return value if value == value and abs(value) != float("inf") else _INVALID
+        if isinstance(default, str):
+            return text
+        value = ast.literal_eval(text.strip())
+        return value if isinstance(value, type(default)) else _INVALID
+    except (ValueError, SyntaxError, TypeError):
+        return _INVALID
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return value if isinstance(value, str) else repr(value)
+
+
+# Field-name words spelled out or capitalised for the form's labels.
+_WORDS = {"lr": "learning rate", "iw": "IW", "kl": "KL", "ema": "EMA", "cfg": "CFG", "ddim": "DDIM",
+          "ddpm": "DDPM", "dim": "size", "num": "number of"}
+
+
+def _title(name: str) -> str:
+    words = [_WORDS.get(word, word) for word in name.split("_")]
+    text = " ".join(words)
+    return text[:1].upper() + text[1:]
+
+
+def _field_comments(config_cls: type) -> dict[str, str]:
+    try:
+        source = inspect.getsource(config_cls)
+    except (OSError, TypeError):
+        return {}
+    return {m.group(1): m.group(2).strip() for line in source.splitlines()
+            if (m := _FIELD_COMMENT.match(line))}

@@ -1,0 +1,243 @@
+"""Samples of a trained model as selectable tiles; regenerate with a seed, enlarge, export.
+
+During training it shows the latest training grid; generating and exporting are requested
+through signals and done by the window in background threads."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QRect, QSize, Qt, Signal
+from PySide6.QtGui import QIcon, QPainter, QPen
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListView,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QStackedWidget,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..imaging import ImageDialog, PixelView, scaled_pixmap
+from ..jobs import ExportRequest, Samples
+
+DEFAULT_COUNT = 36
+TILE_PX = 96          # tiles are enlarged by a whole factor to about this size
+TILE_GAP = 10
+SELECTION_WIDTH = 4
+EMPTY_TEXT = "Train a model or open a run to see samples"
+ALL_CLASSES = "All classes (cycling)"
+
+
+class Gallery(QWidget):
+    generate_requested = Signal(int, int, object)  # count, seed, class index or None
+    export_requested = Signal(object)              # ExportRequest
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("gallery")
+        self.samples: Samples | None = None
+        self._run_title = ""
+        self._build()
+        self.show_placeholder(EMPTY_TEXT)
+
+    # -- layout -----------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.count_spin = QSpinBox(objectName="countSpin", accessibleName="Number of samples",
+                                   minimum=1, maximum=1024, value=DEFAULT_COUNT)
+        self.seed_spin = QSpinBox(objectName="seedField", accessibleName="Sampling seed",
+                                  minimum=0, maximum=2**31 - 1, value=0)
+        self.class_combo = QComboBox(objectName="classCombo", accessibleName="Class")
+        self.class_label = QLabel("Class")
+        self.regenerate_button = _button("Regenerate", "regenerateButton", self.regenerate,
+                                         "Draw new samples with this seed (same seed → same images)")
+        self.export_selected_button = _button("Export selected…", "exportSelectedButton",
+                                              self.export_selected, "Save the selected tiles as PNGs")
+        self.export_all_button = _button("Export all…", "exportAllButton", self.export_all,
+                                         "Save every tile as a PNG")
+        self.export_grid_button = _button("Export grid…", "exportGridButton", self.export_grid,
+                                          "Save the tiles as one grid image")
+        self.caption = QLabel(objectName="galleryCaption", wordWrap=True)
+        self.caption.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.placeholder = PixelView(EMPTY_TEXT)
+        self.training_view = PixelView()
+        self.training_view.setObjectName("galleryTrainingGrid")
+        self.tiles = self._build_tiles()
+        self.stack = QStackedWidget()
+        for page in (self.placeholder, self.training_view, self.tiles):
+            self.stack.addWidget(page)
+        self._lay_out()
+
+    def _build_tiles(self) -> QListWidget:
+        tiles = QListWidget(objectName="galleryTiles", accessibleName="Generated samples")
+        tiles.setViewMode(QListView.ViewMode.IconMode)
+        tiles.setResizeMode(QListView.ResizeMode.Adjust)
+        tiles.setMovement(QListView.Movement.Static)
+        tiles.setUniformItemSizes(True)
+        tiles.setItemDelegate(_TileDelegate(tiles))
+        tiles.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        tiles.itemDoubleClicked.connect(lambda item: self.enlarge(tiles.row(item)))
+        tiles.itemSelectionChanged.connect(self._update_buttons)
+        return tiles
+
+    def _lay_out(self) -> None:
+        top = QHBoxLayout()
+        for label, widget in (("Samples", self.count_spin), ("Seed", self.seed_spin)):
+            top.addWidget(QLabel(label))
+            top.addWidget(widget)
+        top.addWidget(self.class_label)
+        top.addWidget(self.class_combo)
+        top.addWidget(self.regenerate_button)
+        top.addStretch(1)
+        for button in (self.export_selected_button, self.export_all_button, self.export_grid_button):
+            top.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.caption)
+        layout.addWidget(self.stack, 1)
+
+    # -- pages --------------------------------------------------------------------------------
+    def show_placeholder(self, text: str = EMPTY_TEXT) -> None:
+        self.samples = None
+        self._run_title = ""
+        self.placeholder.set_placeholder(text)
+        self.caption.setText("")
+        self.stack.setCurrentWidget(self.placeholder)
+        self._set_class_names([])
+        self._update_buttons()
+
+    def show_training_grid(self, image, step: int) -> None:
+        """The latest grid of a run in progress (the full gallery opens when it ends)."""
+        self.samples = None
+        self._run_title = ""
+        self.training_view.set_image(image)
+        self.caption.setText(f"Training in progress — samples at step {step:,}. "
+                             "The gallery opens here when training ends.")
+        self.stack.setCurrentWidget(self.training_view)
+        self._update_buttons()
+
+    def set_run(self, title: str, class_names: list[str]) -> None:
+        """A loaded run is ready; draw its first samples."""
+        self._run_title = title
+        self._set_class_names(class_names)
+        self.regenerate()
+
+    def show_generating(self) -> None:
+        self.caption.setText(f"{self._run_title} — generating…")
+
+    def show_samples(self, samples: Samples) -> None:
+        self.samples = samples
+        self.tiles.clear()
+        size = samples.images.shape[1]
+        scale = max(1, round(TILE_PX / size))
+        self.tiles.setIconSize(QSize(size * scale, size * scale))
+        self.tiles.setGridSize(QSize(size * scale + TILE_GAP, size * scale + TILE_GAP))
+        for index, image in enumerate(samples.tiles):
+            item = QListWidgetItem(QIcon(scaled_pixmap(image, scale)), "")
+            item.setToolTip(f"sample {index} · seed {samples.seed}")
+            self.tiles.addItem(item)
+        label = "" if samples.label is None else f" · class {self.class_combo.currentText()}"
+        self.caption.setText(f"{self._run_title} · {len(samples.images)} samples · "
+                             f"seed {samples.seed}{label}. Double-click a tile to enlarge it.")
+        self.stack.setCurrentWidget(self.tiles)
+        self._update_buttons()
+
+    def show_error(self, message: str) -> None:
+        self.caption.setText(f"<span style='color:#c62828'>{message}</span>")
+
+    def _set_class_names(self, names: list[str]) -> None:
+        self.class_combo.clear()
+        if names:
+            self.class_combo.addItem(ALL_CLASSES, None)
+            for index, name in enumerate(names):
+                self.class_combo.addItem(name, index)
+        self.class_combo.setVisible(bool(names))
+        self.class_label.setVisible(bool(names))
+
+    def _update_buttons(self) -> None:
+        has_run = bool(self._run_title)
+        has_samples = self.samples is not None
+        self.regenerate_button.setEnabled(has_run)
+        self.export_selected_button.setEnabled(has_samples and bool(self.selected_indices()))
+        self.export_all_button.setEnabled(has_samples)
+        self.export_grid_button.setEnabled(has_samples)
+
+    # -- intents --------------------------------------------------------------------------
+    def regenerate(self) -> None:
+        if not self._run_title:
+            return
+        self.show_generating()
+        self.generate_requested.emit(self.count_spin.value(), self.seed_spin.value(),
+                                     self.class_combo.currentData())
+
+    def selected_indices(self) -> list[int]:
+        return sorted(self.tiles.row(item) for item in self.tiles.selectedItems())
+
+    def export_selected(self, target: str | None = None) -> None:
+        self._export("selected", target, self.selected_indices())
+
+    def export_all(self, target: str | None = None) -> None:
+        self._export("all", target, None)
+
+    def export_grid(self, target: str | None = None) -> None:
+        # The grid holds the selection when there is one, else every tile.
+        self._export("grid", target, self.selected_indices() or None)
+
+    def _export(self, kind: str, target: str | None, indices: list[int] | None) -> None:
+        if self.samples is None or indices == []:
+            return
+        target = target or (self.ask_grid_file() if kind == "grid" else self.ask_folder())
+        if target:
+            self.export_requested.emit(ExportRequest(kind, str(target), self.samples, indices))
+
+    def ask_folder(self) -> str:
+        """The export folder dialog; tests replace this method to bypass it."""
+        return QFileDialog.getExistingDirectory(self, "Export samples to folder")
+
+    def ask_grid_file(self) -> str:
+        """The grid file dialog; tests replace this method to bypass it."""
+        path, _ = QFileDialog.getSaveFileName(self, "Export grid", "grid.png", "PNG images (*.png)")
+        return path
+
+    def enlarge(self, row: int) -> ImageDialog | None:
+        if self.samples is None or not 0 <= row < len(self.samples.tiles):
+            return None
+        dialog = ImageDialog(self.samples.tiles[row], f"Sample {row}",
+                             f"{self._run_title} · sample {row} · seed {self.samples.seed}", self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        return dialog
+
+
+class _TileDelegate(QStyledItemDelegate):
+    """Draws a tile as its image alone, framed in the highlight colour when selected (the
+    default icon-mode look tints the pixels and adds an empty caption bar)."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index) -> None:
+        icon: QIcon = index.data(Qt.ItemDataRole.DecorationRole)
+        size = option.decorationSize
+        rect = QRect(option.rect.center().x() - size.width() // 2,
+                     option.rect.center().y() - size.height() // 2, size.width(), size.height())
+        painter.drawPixmap(rect, icon.pixmap(size))
+        if option.state & QStyle.StateFlag.State_Selected:
+            painter.setPen(QPen(option.palette.highlight().color(), SELECTION_WIDTH))
+            half = SELECTION_WIDTH // 2
+            painter.drawRect(rect.adjusted(-half, -half, half, half))
+
+    def sizeHint(self, option: QStyleOptionViewItem, index) -> QSize:  # noqa: N802 - Qt API
+        return option.decorationSize + QSize(TILE_GAP, TILE_GAP)
+
+
+def _button(text: str, name: str, slot, tooltip: str) -> QPushButton:
+    button = QPushButton(text, objectName=name, accessibleName=text.rstrip("…"))
+    button.setToolTip(tooltip)
+    button.clicked.connect(lambda: slot())  # not slot(checked): clicked passes a bool
+    return button

@@ -1,0 +1,191 @@
+"""Live training curves: one per metric, created once and refreshed on a timer.
+
+Metrics of very different scales (a VAE's loss is thousands of nats, its bits/dim a few units)
+cannot share a linear axis, so only one is shown at first ("bpd" when present) and the others
+are a checkbox away; a log-y toggle and EMA smoothing help read noisy or decaying curves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
+
+REFRESH_MS = 100                       # at most 10 redraws a second, however fast steps come
+PREFERRED_METRICS = ("bpd", "loss")    # shown first; the rest start hidden
+NOT_METRICS = {"step", "time", "images_per_sec"}
+DEFAULT_SMOOTHING = 0.6
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
+
+
+@dataclass
+class _Series:
+    """One metric's points, its EMA, and the two curves drawing them."""
+
+    raw: pg.PlotDataItem
+    smooth: pg.PlotDataItem
+    checkbox: QCheckBox
+    steps: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    smoothed: list[float] = field(default_factory=list)
+    _ema: float = 0.0
+    _weight: float = 0.0
+
+    def add(self, step: float, value: float, alpha: float) -> None:
+        self.steps.append(step)
+        self.values.append(value)
+        if math.isfinite(value):
+            # Debiased EMA (as TensorBoard): starts at the first value instead of at zero.
+            self._ema = alpha * self._ema + (1 - alpha) * value
+            self._weight = alpha * self._weight + (1 - alpha)
+        self.smoothed.append(self._ema / self._weight if self._weight else math.nan)
+
+    def resmooth(self, alpha: float) -> None:
+        steps, values = self.steps, self.values
+        self.steps, self.values, self.smoothed = [], [], []
+        self._ema = self._weight = 0.0
+        for step, value in zip(steps, values, strict=True):
+            self.add(step, value, alpha)
+
+
+class MetricsPlot(QWidget):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("metricsPlot")
+        self._series: dict[str, _Series] = {}
+        self._alpha = DEFAULT_SMOOTHING
+        self._timer = QTimer(self, singleShot=True, interval=REFRESH_MS)
+        self._timer.timeout.connect(self.refresh)
+        self._build_plot()
+        self._build_controls()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.plot, 1)
+        layout.addLayout(self.controls)
+
+    def _build_plot(self) -> None:
+        self.plot = pg.PlotWidget(background=self.palette().base().color())
+        self.plot.setObjectName("metricsPlotWidget")
+        self.plot.setAccessibleName("Training curves")
+        item = self.plot.getPlotItem()
+        item.setClipToView(True)
+        item.setDownsampling(auto=True, mode="peak")
+        item.showGrid(x=True, y=True, alpha=0.25)
+        item.setLabel("bottom", "step")
+        item.setMenuEnabled(False)
+        self.legend = item.addLegend(offset=(-10, 10))
+
+    def _build_controls(self) -> None:
+        self.metric_row = QHBoxLayout()
+        self.log_check = QCheckBox("log y", objectName="logYCheck", accessibleName="Logarithmic y axis")
+        self.log_check.setToolTip("Logarithmic y axis (for positive, decaying curves)")
+        self.log_check.toggled.connect(self._set_log)
+        self.smoothing = QSlider(Qt.Orientation.Horizontal, objectName="smoothingSlider",
+                                 accessibleName="Smoothing")
+        self.smoothing.setRange(0, 99)
+        self.smoothing.setValue(round(DEFAULT_SMOOTHING * 100))
+        self.smoothing.setMaximumWidth(140)
+        self.smoothing.setToolTip("Exponential moving average of the curves (0: raw)")
+        self.smoothing.valueChanged.connect(self._set_smoothing)
+        self.smoothing_label = QLabel(f"smoothing {DEFAULT_SMOOTHING:.2f}")
+        self.controls = QHBoxLayout()
+        self.controls.addWidget(QLabel("Show:"))
+        self.controls.addLayout(self.metric_row)
+        self.controls.addStretch(1)
+        self.controls.addWidget(self.log_check)
+        self.controls.addWidget(self.smoothing_label)
+        self.controls.addWidget(self.smoothing)
+
+    # -- data in ------------------------------------------------------------------------------
+    def add_record(self, step: int, metrics: dict[str, float]) -> None:
+        new = [name for name in metrics if name not in self._series]
+        for name, value in metrics.items():
+            series = self._series.get(name) or self._new_series(name)
+            series.add(float(step), float(value), self._alpha)
+        if new and not self.shown_metrics():  # a user who hid every curve is not overruled
+            self.set_shown(self._default_metric(), True)
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def load_history(self, records: list[dict[str, Any]]) -> None:
+        """Show a finished or re-opened run's metrics.jsonl."""
+        self.clear()
+        for record in records:
+            metrics = {k: v for k, v in record.items()
+                       if k not in NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            self.add_record(int(record.get("step", 0)), metrics)
+        self.refresh()
+
+    def clear(self) -> None:
+        for name in list(self._series):
+            series = self._series.pop(name)
+            self.plot.removeItem(series.raw)
+            self.plot.removeItem(series.smooth)
+            self.legend.removeItem(series.smooth)
+            self.metric_row.removeWidget(series.checkbox)
+            series.checkbox.deleteLater()
+
+    def _new_series(self, name: str) -> _Series:
+        colour = COLOURS[len(self._series) % len(COLOURS)]
+        raw = self.plot.plot(pen=pg.mkPen(pg.mkColor(colour).lighter(160), width=1), connect="finite")
+        smooth = self.plot.plot(pen=pg.mkPen(colour, width=2), name=name, connect="finite")
+        checkbox = QCheckBox(name, objectName=f"metric_{name}", accessibleName=f"Show {name}")
+        checkbox.toggled.connect(lambda _on, n=name: self._apply_visibility(n))
+        self.metric_row.addWidget(checkbox)
+        series = self._series[name] = _Series(raw, smooth, checkbox)
+        self._apply_visibility(name)
+        return series
+
+    def _default_metric(self) -> str:
+        preferred = [name for name in PREFERRED_METRICS if name in self._series]
+        return preferred[0] if preferred else next(iter(self._series))
+
+    # -- presentation -------------------------------------------------------------------------
+    def refresh(self) -> None:
+        for series in self._series.values():
+            if not series.checkbox.isChecked():
+                continue
+            x = np.asarray(series.steps)
+            series.raw.setData(x, np.asarray(series.values))
+            series.smooth.setData(x, np.asarray(series.smoothed))
+            series.raw.setVisible(self._alpha > 0)
+
+    def _apply_visibility(self, name: str) -> None:
+        series = self._series[name]
+        shown = series.checkbox.isChecked()
+        series.smooth.setVisible(shown)
+        series.raw.setVisible(shown and self._alpha > 0)
+        self.legend.removeItem(series.smooth)
+        if shown:
+            self.legend.addItem(series.smooth, name)
+        self.refresh()
+
+    def _set_log(self, on: bool) -> None:
+        self.plot.getPlotItem().setLogMode(y=on)
+
+    def _set_smoothing(self, value: int) -> None:
+        self._alpha = value / 100
+        self.smoothing_label.setText(f"smoothing {self._alpha:.2f}")
+        for series in self._series.values():
+            series.resmooth(self._alpha)
+        self.refresh()
+
+    # -- queries (tests, export) --------------------------------------------------------------
+    def metric_names(self) -> list[str]:
+        return list(self._series)
+
+    def shown_metrics(self) -> list[str]:
+        return [n for n, s in self._series.items() if s.checkbox.isChecked()]
+
+    def set_shown(self, name: str, shown: bool) -> None:
+        self._series[name].checkbox.setChecked(shown)
+
+    def curve_data(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The smoothed curve as drawn (empty until the next refresh)."""
+        x, y = self._series[name].smooth.getData()
+        return (np.asarray([]), np.asarray([])) if x is None else (x, y)

@@ -1,0 +1,263 @@
+"""Hyper-parameters, the Start/Pause/Stop controls and live progress of a training run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from genstudio.core.device import DEVICE_CHOICES
+from genstudio.core.run import TrainSettings
+
+from .config_form import ConfigForm
+
+IDLE, LOADING, RUNNING, PAUSED, STOPPING = "idle", "loading", "running", "paused", "stopping"
+ERROR_STYLE = "color: #c62828;"
+_DEFAULTS = TrainSettings()
+
+
+class TrainingPanel(QWidget):
+    start_requested = Signal()
+    pause_requested = Signal()   # toggles pause / resume
+    stop_requested = Signal()
+    sample_requested = Signal()
+    save_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("trainingPanel")
+        self.state = IDLE
+        self._ready, self._not_ready_reason = False, "Loading the dataset…"
+        self._conditional_allowed = False
+        self._error_details = ""
+        self._build_settings()
+        self._build_controls()
+        self._build_status()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for group in (self.settings_box, self.model_box, self.controls_box):
+            layout.addWidget(group)
+        layout.addStretch(1)
+        self.set_state(IDLE)
+
+    # -- layout -----------------------------------------------------------------------------
+    def _build_settings(self) -> None:
+        self.steps_spin = _spin("stepsSpin", "Steps", 1, 10_000_000, _DEFAULTS.steps, step=100)
+        self.batch_spin = _spin("batchSpin", "Batch size", 1, 4096, _DEFAULTS.batch)
+        self.seed_spin = _spin("trainSeedSpin", "Training seed", 0, 2**31 - 1, _DEFAULTS.seed)
+        self.device_combo = QComboBox(objectName="deviceCombo", accessibleName="Device")
+        self.device_combo.addItems(list(DEVICE_CHOICES))
+        self.device_combo.setToolTip("auto: CUDA if present, else Apple MPS, else CPU")
+        self.conditional_check = QCheckBox("Class-conditional", objectName="conditionalCheck",
+                                           accessibleName="Class-conditional")
+        self.sample_every_spin = _spin("sampleEverySpin", "Sample every", 0, 10_000_000,
+                                       _DEFAULTS.sample_every, step=50)
+        self.sample_every_spin.setSpecialValueText("end only")
+        self.save_every_spin = _spin("saveEverySpin", "Save every", 0, 10_000_000,
+                                     _DEFAULTS.checkpoint_every, step=100)
+        self.save_every_spin.setSpecialValueText("end only")
+        self.settings_box = QGroupBox("Run")
+        form = QFormLayout(self.settings_box)
+        for label, widget in (("Steps", self.steps_spin), ("Batch", self.batch_spin),
+                              ("Seed", self.seed_spin), ("Device", self.device_combo),
+                              ("Sample every", self.sample_every_spin),
+                              ("Save every", self.save_every_spin)):
+            form.addRow(label, widget)
+        form.addRow(self.conditional_check)
+        self.model_box = QGroupBox("Model")
+        self.config_form = ConfigForm()
+        self.config_form.changed.connect(self._update_buttons)
+        QVBoxLayout(self.model_box).addWidget(self.config_form)
+
+    def _build_controls(self) -> None:
+        self.start_button = _button("Start", "startButton", "Start training (Ctrl+Return)")
+        self.pause_button = _button("Pause", "pauseButton", "Pause or resume (Space / Ctrl+P)")
+        self.stop_button = _button("Stop", "stopButton", "Stop after this step and save (Ctrl+.)")
+        self.sample_button = _button("Sample now", "sampleNowButton", "Draw a sample grid now")
+        self.save_button = _button("Save now", "saveNowButton", "Write a checkpoint now")
+        self.start_button.setDefault(True)
+        self.start_button.clicked.connect(self.start_requested)
+        self.pause_button.clicked.connect(self.pause_requested)
+        self.stop_button.clicked.connect(self.stop_requested)
+        self.sample_button.clicked.connect(self.sample_requested)
+        self.save_button.clicked.connect(self.save_requested)
+
+    def _build_status(self) -> None:
+        self.progress = QProgressBar(objectName="trainingProgress", accessibleName="Training progress")
+        self.progress.setFormat("not started")
+        self.progress.setValue(0)
+        self.speed_label = QLabel("", objectName="speedLabel")
+        self.eta_label = QLabel("", objectName="etaLabel")
+        self.run_label = QLabel("", objectName="runLabel", wordWrap=True)
+        self.run_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_label = QLabel("", objectName="trainingError", wordWrap=True)
+        self.error_label.setStyleSheet(ERROR_STYLE)
+        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.details_button = _button("Details…", "errorDetailsButton", "Show the full error report")
+        self.details_button.clicked.connect(self.show_error_details)
+        self.controls_box = QGroupBox("Training")
+        grid = QGridLayout(self.controls_box)
+        grid.addWidget(self.start_button, 0, 0)
+        grid.addWidget(self.pause_button, 0, 1)
+        grid.addWidget(self.stop_button, 0, 2)
+        grid.addWidget(self.sample_button, 1, 0, 1, 2)
+        grid.addWidget(self.save_button, 1, 2)
+        grid.addWidget(self.progress, 2, 0, 1, 3)
+        speed_row = QHBoxLayout()
+        speed_row.addWidget(self.speed_label)
+        speed_row.addStretch(1)
+        speed_row.addWidget(self.eta_label)
+        grid.addLayout(speed_row, 3, 0, 1, 3)
+        grid.addWidget(self.run_label, 4, 0, 1, 3)
+        grid.addWidget(self.error_label, 5, 0, 1, 3)
+        grid.addWidget(self.details_button, 6, 2)
+        self.clear_error()
+
+    # -- inputs -------------------------------------------------------------------------------
+    def set_family(self, title: str, config_cls: type | None) -> None:
+        self.model_box.setTitle(f"Model · {title}")
+        self.config_form.set_config_class(config_cls)
+        self._update_buttons()
+
+    def set_conditional_allowed(self, allowed: bool, reason: str = "") -> None:
+        """Enabled only for a family that can condition and a dataset with several classes."""
+        self._conditional_allowed = allowed
+        if not allowed:
+            self.conditional_check.setChecked(False)
+        self.conditional_check.setToolTip("" if allowed else reason)
+        self._update_buttons()
+
+    def set_ready(self, ready: bool, reason: str = "") -> None:
+        """Whether Start can be pressed (a dataset is loaded and usable)."""
+        self._ready, self._not_ready_reason = ready, reason
+        self._update_buttons()
+
+    def values(self) -> dict[str, Any]:
+        """TrainSettings fields from the form; raises ValueError for an invalid knob."""
+        return {
+            "steps": self.steps_spin.value(), "batch": self.batch_spin.value(),
+            "seed": self.seed_spin.value(), "device": self.device_combo.currentText(),
+            "conditional": self.conditional_check.isChecked(),
+            "sample_every": self.sample_every_spin.value(),
+            "checkpoint_every": self.save_every_spin.value(),
+            "family_config": self.config_form.values(),
+        }
+
+    def set_values(self, **values: Any) -> None:
+        """Fill the form (tests, and later: restoring a run's settings)."""
+        spins = {"steps": self.steps_spin, "batch": self.batch_spin, "seed": self.seed_spin,
+                 "sample_every": self.sample_every_spin, "checkpoint_every": self.save_every_spin}
+        for name, value in values.items():
+            if name in spins:
+                spins[name].setValue(int(value))
+            elif name == "device":
+                self.device_combo.setCurrentText(value)
+            elif name == "conditional":
+                self.conditional_check.setChecked(bool(value))
+            elif name == "family_config":
+                self.config_form.set_values(value)
+            else:
+                raise KeyError(f"the training panel has no field {name!r}")
+
+    # -- state --------------------------------------------------------------------------------
+    def set_state(self, state: str) -> None:
+        self.state = state
+        self.pause_button.setText("Resume" if state == PAUSED else "Pause")
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        idle = self.state == IDLE
+        active = self.state in (RUNNING, PAUSED)
+        invalid = self.config_form.invalid_fields()
+        can_start = idle and self._ready and not invalid
+        self.start_button.setEnabled(can_start)
+        self.start_button.setToolTip(self._start_tooltip(invalid))
+        self.pause_button.setEnabled(active)
+        self.stop_button.setEnabled(self.state in (LOADING, RUNNING, PAUSED))
+        self.sample_button.setEnabled(active)
+        self.save_button.setEnabled(active)
+        self.settings_box.setEnabled(idle)
+        self.model_box.setEnabled(idle)
+        self.conditional_check.setEnabled(idle and self._conditional_allowed)
+
+    def _start_tooltip(self, invalid: list[str]) -> str:
+        if not self._ready:
+            return self._not_ready_reason
+        if invalid:
+            return "Fix the highlighted model settings: " + ", ".join(invalid)
+        return "Start training (Ctrl+Return)"
+
+    # -- progress -----------------------------------------------------------------------------
+    def show_progress(self, step: int, total: int) -> None:
+        self.progress.setRange(0, total)
+        self.progress.setValue(step)
+
+    def show_loading(self, done: int, total: int) -> None:
+        self.progress.setFormat("loading data %v / %m")
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+
+    def show_started(self, run_dir: str, step: int, total: int, device: str) -> None:
+        self.progress.setFormat("step %v / %m")
+        self.show_progress(step, total)
+        self.run_label.setText(f"Run folder: {run_dir}\nDevice: {device}")
+
+    def show_speed(self, images_per_sec: float, eta_seconds: float | None) -> None:
+        self.speed_label.setText(f"{images_per_sec:,.0f} images/s")
+        self.eta_label.setText("ETA " + format_duration(eta_seconds) if eta_seconds is not None else "")
+
+    def show_error(self, cause: str, details: str = "") -> None:
+        self.error_label.setText(cause)
+        self.error_label.show()
+        self._error_details = details
+        self.details_button.setVisible(bool(details))
+
+    def clear_error(self) -> None:
+        self.error_label.clear()
+        self.error_label.hide()
+        self.details_button.hide()
+
+    def show_error_details(self) -> QMessageBox:
+        box = QMessageBox(QMessageBox.Icon.Critical, "Training failed", self.error_label.text(),
+                          QMessageBox.StandardButton.Close, self)
+        box.setDetailedText(self._error_details)
+        box.open()  # not exec(): the window keeps running while the report is open
+        return box
+
+
+def format_duration(seconds: float | None) -> str:
+    """h:mm:ss"""
+    if seconds is None:
+        return ""
+    total = max(0, round(seconds))
+    return f"{total // 3600}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+def _spin(name: str, accessible: str, low: int, high: int, value: int, step: int = 1) -> QSpinBox:
+    spin = QSpinBox(objectName=name, accessibleName=accessible)
+    spin.setRange(low, high)
+    spin.setValue(value)
+    spin.setSingleStep(step)
+    spin.setGroupSeparatorShown(True)
+    return spin
+
+
+def _button(text: str, name: str, tooltip: str) -> QPushButton:
+    button = QPushButton(text, objectName=name, accessibleName=text.rstrip("…"))
+    button.setToolTip(tooltip)
+    return button

@@ -1,0 +1,284 @@
+"""Background threads: the training worker and a runner for one-off jobs.
+
+The GUI thread never computes. Long work runs in a QThread and talks back only through
+signals, which Qt queues to the GUI thread because the receivers live there. Every thread
+started here is registered so that tests (and the window on close) can check that none is
+left running.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import shiboken6
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+
+from genstudio.core.data import DatasetError, ImageDataset, load_source
+from genstudio.core.run import RunError, TrainSettings
+from genstudio.core.sampling import SamplingError
+from genstudio.core.training import (
+    CheckpointSaved,
+    PauseChanged,
+    RunStarted,
+    SamplesReady,
+    StepLogged,
+    Trainer,
+    TrainingControl,
+    TrainingFinished,
+)
+
+log = logging.getLogger(__name__)
+
+_USER_ERRORS = (DatasetError, RunError, SamplingError)
+
+
+class _ThreadHandle(QObject):
+    """Lives on the GUI thread, so the thread's `finished` reaches `on_finished` there."""
+
+    def __init__(self, thread: QThread, on_finished: Callable[[QThread], None]):
+        super().__init__()
+        self.thread_ = thread
+        self.on_finished = on_finished
+        thread.finished.connect(self._finished)
+
+    @Slot()
+    def _finished(self) -> None:
+        thread = self.thread_
+        thread.wait()  # finished is emitted just before the thread ends; make the end certain
+        _LIVE_THREADS.pop(thread, None)
+        self.on_finished(thread)
+        thread.deleteLater()
+
+
+_LIVE_THREADS: dict[QThread, _ThreadHandle] = {}
+
+
+def running_threads() -> list[QThread]:
+    """Threads started by this module that have not finished yet."""
+    return [t for t in _LIVE_THREADS if shiboken6.isValid(t) and t.isRunning()]
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the user: the message and, so a bug is recognisable, the exception type.
+
+    Errors that core raises for bad input already carry a sentence meant for the user."""
+    message = str(exc).strip() or "no message"
+    if isinstance(exc, _USER_ERRORS):
+        return message
+    return f"{message} ({type(exc).__name__})"
+
+
+def start_thread(worker: QObject, entry: Callable[[], None], done: Any,
+                 on_finished: Callable[[QThread], None]) -> QThread:
+    """Move `worker` to a new thread, call `entry` there, quit when `done` is emitted.
+
+    `on_finished(thread)` runs on the GUI thread once the thread has ended and been joined.
+    Call from the GUI thread."""
+    thread = QThread()
+    worker.moveToThread(thread)
+    thread.started.connect(entry)
+    # Direct: quit() is thread-safe, and a queued call would deadlock a GUI thread that is
+    # blocked in wait() for this very thread.
+    done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
+    thread.finished.connect(worker.deleteLater)
+    _LIVE_THREADS[thread] = _ThreadHandle(thread, on_finished)
+    thread.start()
+    return thread
+
+
+class _Throttle:
+    """Lets progress through at most every `interval` seconds, and always the last one."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self._last = 0.0
+
+    def ready(self, done: int, total: int) -> bool:
+        now = time.monotonic()
+        if done >= total or now - self._last >= self.interval:
+            self._last = now
+            return True
+        return False
+
+
+# -- training ---------------------------------------------------------------------------------
+
+
+class TrainingWorker(QObject):
+    """Runs one training run (data loading, model building, the loop) in its thread and relays
+    each core event as a signal. `control` may be used from any thread."""
+
+    loading = Signal(int, int)          # images decoded, total
+    run_started = Signal(object)        # RunStarted
+    step_logged = Signal(object)        # StepLogged
+    samples_ready = Signal(object)      # SamplesReady
+    checkpoint_saved = Signal(object)   # CheckpointSaved
+    pause_changed = Signal(object)      # PauseChanged
+    training_finished = Signal(object)  # TrainingFinished
+    cancelled = Signal()                # stopped before the run began (nothing written)
+    failed = Signal(str, str)           # cause for the user, full traceback
+    done = Signal()                     # always the last signal
+
+    _RELAY = {
+        RunStarted: "run_started", StepLogged: "step_logged", SamplesReady: "samples_ready",
+        CheckpointSaved: "checkpoint_saved", PauseChanged: "pause_changed",
+        TrainingFinished: "training_finished",
+    }
+
+    def __init__(self, settings: TrainSettings, run_dir: str, *,
+                 dataset: ImageDataset | None = None):
+        super().__init__()
+        self.settings = settings
+        self.run_dir = run_dir
+        self.dataset = dataset  # already loaded for the preview: saves decoding it again
+        self.control = TrainingControl()
+        self._throttle = _Throttle()
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            trainer = self._build()
+            if trainer is None:
+                self.cancelled.emit()
+                return
+            for event in trainer.run(self.control):
+                getattr(self, self._RELAY[type(event)]).emit(event)
+        except Exception as exc:  # noqa: BLE001 - any failure must reach the user, not kill the thread
+            log.exception("training failed")
+            self.failed.emit(describe_error(exc), traceback.format_exc())
+        finally:
+            self.done.emit()
+
+    def _build(self) -> Trainer | None:
+        dataset = self.dataset
+        if dataset is None:
+            s = self.settings
+            try:
+                dataset = load_source(s.data, s.size, s.channels, progress=self._progress,
+                                      should_stop=lambda: self.control.stop_requested)
+            except DatasetError:
+                if self.control.stop_requested:
+                    return None
+                raise
+        if self.control.stop_requested:
+            return None
+        return Trainer(self.settings, self.run_dir, dataset=dataset)
+
+    def _progress(self, done: int, total: int) -> None:
+        if self._throttle.ready(done, total):
+            self.loading.emit(done, total)
+
+
+# -- one-off jobs -----------------------------------------------------------------------------
+
+
+class Job:
+    """What a job function sees: progress reporting and whether its result is still wanted."""
+
+    def __init__(self, runner: TaskRunner, job_id: int, worker: FunctionWorker):
+        self._runner = runner
+        self._id = job_id
+        self._worker = worker
+        self._throttle = _Throttle()
+
+    def cancelled(self) -> bool:
+        return self._runner._is_stale(self._id)
+
+    def progress(self, done: int, total: int) -> None:
+        if self._throttle.ready(done, total):
+            self._worker.progress.emit(self._id, done, total)
+
+
+class FunctionWorker(QObject):
+    """Calls fn(job) once in its thread and reports the result or the failure."""
+
+    progress = Signal(int, int, int)      # job id, done, total
+    succeeded = Signal(int, object)       # job id, result
+    failed = Signal(int, str, str)        # job id, cause, traceback
+    done = Signal()
+
+    def __init__(self, fn: Callable[[Job], Any]):
+        super().__init__()
+        self.fn = fn
+        self.job: Job | None = None
+
+    @Slot()
+    def run(self) -> None:
+        assert self.job is not None
+        try:
+            result = self.fn(self.job)
+        except Exception as exc:  # noqa: BLE001 - reported to the GUI instead
+            log.debug("job failed", exc_info=True)
+            self.failed.emit(self.job._id, describe_error(exc), traceback.format_exc())
+        else:
+            self.succeeded.emit(self.job._id, result)
+        finally:
+            self.done.emit()
+
+
+class TaskRunner(QObject):
+    """Runs jobs of one kind in background threads; only the newest job's result is delivered.
+
+    Submitting again makes every older job stale: its result is dropped and job.cancelled()
+    turns True so a cooperative job can give up early. Signals arrive on the GUI thread."""
+
+    succeeded = Signal(object)
+    failed = Signal(str, str)       # cause, traceback
+    progress = Signal(int, int)
+    busy_changed = Signal(bool)
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._latest = 0
+        self._threads: dict[QThread, FunctionWorker] = {}
+
+    def submit(self, fn: Callable[[Job], Any]) -> None:
+        self._latest += 1
+        worker = FunctionWorker(fn)
+        worker.job = Job(self, self._latest, worker)
+        worker.progress.connect(self._on_progress)
+        worker.succeeded.connect(self._on_succeeded)
+        worker.failed.connect(self._on_failed)
+        was_busy = self.is_busy()
+        thread = start_thread(worker, worker.run, worker.done, self._on_thread_finished)
+        self._threads[thread] = worker
+        if not was_busy:
+            self.busy_changed.emit(True)
+
+    def cancel(self) -> None:
+        """Drop the results of every job submitted so far."""
+        self._latest += 1
+
+    def is_busy(self) -> bool:
+        return bool(self._threads)
+
+    def wait(self, ms: int = 10_000) -> bool:
+        """Block until every job's thread has ended (for shutdown only)."""
+        return all(t.wait(ms) for t in list(self._threads))
+
+    def _is_stale(self, job_id: int) -> bool:
+        return job_id != self._latest
+
+    @Slot(int, int, int)
+    def _on_progress(self, job_id: int, done: int, total: int) -> None:
+        if not self._is_stale(job_id):
+            self.progress.emit(done, total)
+
+    @Slot(int, object)
+    def _on_succeeded(self, job_id: int, result: object) -> None:
+        if not self._is_stale(job_id):
+            self.succeeded.emit(result)
+
+    @Slot(int, str, str)
+    def _on_failed(self, job_id: int, cause: str, details: str) -> None:
+        if not self._is_stale(job_id):
+            self.failed.emit(cause, details)
+
+    def _on_thread_finished(self, thread: QThread) -> None:
+        self._threads.pop(thread, None)
+        if not self._threads:
+            self.busy_changed.emit(False)

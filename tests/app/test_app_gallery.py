@@ -1,0 +1,121 @@
+"""Opening a run, regenerating samples (reproducibly, newest only), enlarging and exporting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtCore import Qt
+
+from genstudio.core.images import read_png_metadata
+
+
+@pytest.fixture
+def opened(qtbot, window, trained_run):
+    """The window with the session's trained run opened through File → Open run…"""
+    window.ask_run_folder = lambda: str(trained_run)
+    with qtbot.waitSignal(window.sample_jobs.succeeded, timeout=30_000):
+        window.open_action.trigger()
+    return window
+
+
+def regenerate(qtbot, window, seed: int) -> np.ndarray:
+    window.gallery.seed_spin.setValue(seed)
+    with qtbot.waitSignal(window.sample_jobs.succeeded, timeout=30_000):
+        qtbot.mouseClick(window.gallery.regenerate_button, Qt.MouseButton.LeftButton)
+    return window.gallery.samples.images.copy()
+
+
+def test_open_run_fills_the_gallery_and_the_plot_history(opened, trained_run):
+    gallery = opened.gallery
+    assert gallery.tiles.count() == 36
+    assert gallery.samples.images.shape == (36, 16, 16, 3)
+    assert trained_run.name in gallery.caption.text()
+    assert opened.loaded.step == 30
+    assert opened.metrics_plot.shown_metrics() == ["bpd"]
+    steps, values = opened.metrics_plot.curve_data("bpd")
+    assert list(steps) == [10, 20, 30] and np.isfinite(values).all()
+    assert str(trained_run) in opened.statusBar().currentMessage()
+
+
+def test_the_same_seed_gives_the_same_pixels(qtbot, opened):
+    first = regenerate(qtbot, opened, seed=7)
+    again = regenerate(qtbot, opened, seed=7)
+    other = regenerate(qtbot, opened, seed=8)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert "seed 8" in opened.gallery.caption.text()
+
+
+def test_only_the_newest_request_is_shown(qtbot, opened):
+    received = []
+    opened.sample_jobs.succeeded.connect(received.append)
+    gallery = opened.gallery
+    for seed in (1, 2, 3):
+        gallery.seed_spin.setValue(seed)
+        gallery.regenerate()
+    qtbot.waitUntil(lambda: not opened.sample_jobs.is_busy(), timeout=30_000)
+    assert [samples.seed for samples in received] == [3]
+    assert gallery.samples.seed == 3
+
+
+def test_class_combo_conditions_the_samples(qtbot, opened):
+    combo = opened.gallery.class_combo
+    assert combo.isVisibleTo(opened.gallery)
+    assert [combo.itemText(i) for i in range(combo.count())][1:] == ["circle", "square", "triangle"]
+    combo.setCurrentIndex(combo.findText("square"))
+    regenerate(qtbot, opened, seed=0)
+    assert opened.gallery.samples.label == 1
+
+
+def test_double_click_enlarges_a_tile(qtbot, opened):
+    dialog = opened.gallery.enlarge(3)
+    assert dialog.isVisible()
+    assert dialog.view.image().size() == opened.gallery.samples.tiles[3].size()
+    dialog.close()
+
+
+def wait_exported(qtbot, window, action):
+    with qtbot.waitSignal(window.export_jobs.succeeded, timeout=30_000) as blocker:
+        action()
+    return blocker.args[0]
+
+
+def test_export_selected_all_and_grid_write_pngs_with_provenance(qtbot, opened, tmp_path, trained_run):
+    gallery = opened.gallery
+    gallery.tiles.item(0).setSelected(True)
+    gallery.tiles.item(5).setSelected(True)
+    gallery.ask_folder = lambda: str(tmp_path / "picked")
+    paths = wait_exported(qtbot, opened, lambda: qtbot.mouseClick(
+        gallery.export_selected_button, Qt.MouseButton.LeftButton))
+    assert sorted(p.name for p in paths) == ["sample_0000.png", "sample_0005.png"]
+    meta = read_png_metadata(paths[1])
+    assert meta["family"] == "vae" and meta["run"] == trained_run.name
+    assert meta["step"] == "30" and meta["seed"] == str(gallery.samples.seed)
+    assert meta["index"] == "5"
+    with Image.open(paths[1]) as image:
+        assert np.array_equal(np.asarray(image.convert("RGB")), gallery.samples.images[5])
+
+    everything = wait_exported(qtbot, opened, lambda: gallery.export_all(str(tmp_path / "all")))
+    assert len(everything) == 36 and all(p.is_file() for p in everything)
+
+    gallery.tiles.clearSelection()
+    gallery.ask_grid_file = lambda: str(tmp_path / "grid.png")
+    (grid,) = wait_exported(qtbot, opened, lambda: qtbot.mouseClick(
+        gallery.export_grid_button, Qt.MouseButton.LeftButton))
+    assert read_png_metadata(grid)["count"] == "36"
+    assert "Exported" in opened.statusBar().currentMessage()
+
+
+def test_a_folder_that_is_not_a_run_is_reported(qtbot, window, tmp_path):
+    window.ask_run_folder = lambda: str(tmp_path)
+    with qtbot.waitSignal(window.run_jobs.failed, timeout=30_000):
+        window.open_action.trigger()
+    assert "not a genstudio run" in window.statusBar().currentMessage()
+    assert window.gallery.samples is None
+
+
+def test_file_export_writes_every_sample(qtbot, opened, tmp_path):
+    opened.gallery.ask_folder = lambda: str(tmp_path / "menu")
+    paths = wait_exported(qtbot, opened, opened.export_action.trigger)
+    assert len(paths) == 36

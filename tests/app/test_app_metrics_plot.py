@@ -1,0 +1,67 @@
+"""The metrics plot on its own: default curve, toggles, smoothing, log axis, history."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genstudio.app.panels import MetricsPlot
+
+
+@pytest.fixture
+def plot(qtbot):
+    widget = MetricsPlot()
+    qtbot.addWidget(widget)
+    widget.resize(600, 400)
+    widget.show()
+    return widget
+
+
+def feed(plot, n=20):
+    for step in range(10, 10 * n + 1, 10):
+        plot.add_record(step, {"loss": 3000.0 / step, "bpd": 8.0 - step / 100, "kl": -1.0})
+
+
+def test_bpd_is_shown_first_and_curves_update_on_the_timer(qtbot, plot):
+    feed(plot)
+    assert plot.shown_metrics() == ["bpd"]
+    assert len(plot.curve_data("bpd")[0]) < 20  # not redrawn per record ...
+    qtbot.waitUntil(lambda: len(plot.curve_data("bpd")[0]) == 20, timeout=2_000)  # ... but soon
+    plot.set_shown("loss", True)
+    assert set(plot.shown_metrics()) == {"bpd", "loss"}
+    assert len(plot.curve_data("loss")[0]) == 20
+
+
+def test_smoothing_zero_draws_the_raw_values(plot):
+    feed(plot, 5)
+    plot.smoothing.setValue(0)
+    _, y = plot.curve_data("bpd")
+    assert np.allclose(y, [7.9, 7.8, 7.7, 7.6, 7.5])
+    plot.smoothing.setValue(90)
+    _, smoothed = plot.curve_data("bpd")
+    assert smoothed[0] == pytest.approx(7.9)  # debiased: starts at the first value
+    assert smoothed[-1] > 7.5
+
+
+def test_log_axis_with_non_positive_values_does_not_warn(qtbot, plot):
+    feed(plot)
+    plot.set_shown("kl", True)  # all negative
+    plot.log_check.setChecked(True)
+    plot.refresh()
+    plot.grab()  # paints; filterwarnings=error turns any RuntimeWarning into a failure
+
+
+def test_history_replaces_the_curves(plot):
+    feed(plot)
+    plot.load_history([{"step": 5, "loss": 1.0, "time": 0.1, "images_per_sec": 9.0},
+                       {"step": 6, "loss": 0.5, "time": 0.2, "images_per_sec": 9.0}])
+    assert plot.metric_names() == ["loss"]
+    assert plot.shown_metrics() == ["loss"]
+    assert list(plot.curve_data("loss")[0]) == [5, 6]
+
+
+def test_a_user_who_hides_every_curve_is_not_overruled(plot):
+    feed(plot, 2)
+    plot.set_shown("bpd", False)
+    feed(plot, 2)
+    assert plot.shown_metrics() == []

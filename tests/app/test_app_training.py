@@ -1,0 +1,124 @@
+"""Training from the window: live progress, pause/resume, stop, errors and closing mid-run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from app_helpers import ENDLESS, start_training, wait_idle
+from PySide6.QtCore import Qt
+
+from genstudio.app import workers
+from genstudio.core.families.vae import VAE
+from genstudio.core.run import load_run
+
+
+def run_dir_of(window) -> Path:
+    text = window.training_panel.run_label.text()
+    return Path(text.split("Run folder: ", 1)[1].splitlines()[0])
+
+
+def test_start_shows_progress_curves_and_samples_then_opens_the_gallery(qtbot, window):
+    with qtbot.waitSignal(window.training_ended, timeout=60_000) as ended:
+        start_training(qtbot, window, steps=40)
+    assert ended.args == ["completed"]
+    panel = window.training_panel
+    assert panel.progress.value() == panel.progress.maximum() == 40
+    assert panel.progress.text() == "step 40 / 40"
+    assert "images/s" in panel.speed_label.text()
+    assert panel.eta_label.text().startswith("ETA 0:00:")
+    plot = window.metrics_plot
+    assert plot.shown_metrics() == ["bpd"]
+    qtbot.waitUntil(lambda: len(plot.curve_data("bpd")[0]) == 4)  # logged every 10 steps
+    assert set(plot.metric_names()) >= {"loss", "bpd", "kl"}
+    assert window.latest_samples.image() is not None
+    assert "step 40" in window.latest_caption.text()
+    # The finished run is loaded into the gallery and sampled.
+    qtbot.waitUntil(lambda: window.gallery.samples is not None, timeout=30_000)
+    assert window.gallery.tiles.count() == 36
+    assert load_run(run_dir_of(window)).step == 40
+    assert panel.state == "idle" and panel.start_button.isEnabled()
+
+
+def test_pause_holds_the_step_and_resume_continues(qtbot, window):
+    start_training(qtbot, window, steps=ENDLESS)
+    panel = window.training_panel
+    qtbot.waitUntil(lambda: panel.progress.value() >= 20, timeout=30_000)
+    qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
+    assert panel.pause_button.text() == "Resume"
+    qtbot.waitUntil(lambda: window.training_worker and _loop_is_paused(window), timeout=10_000)
+    held = panel.progress.value()
+    qtbot.wait(500)
+    assert panel.progress.value() == held
+    qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
+    assert panel.pause_button.text() == "Pause"
+    qtbot.waitUntil(lambda: panel.progress.value() > held, timeout=30_000)
+    window.stop_training()
+    wait_idle(qtbot, window)
+
+
+def _loop_is_paused(window) -> bool:
+    # The status bar reports the pause at once; the loop confirms with a PauseChanged event,
+    # after which no more steps are logged. Every queued event before it has been delivered.
+    return window.training_panel.state == "paused" and window._control.paused
+
+
+def test_stop_saves_a_loadable_checkpoint_and_save_now_works(qtbot, window):
+    start_training(qtbot, window, steps=ENDLESS, checkpoint_every=0)
+    panel = window.training_panel
+    qtbot.waitUntil(lambda: panel.progress.value() >= 10, timeout=30_000)
+    qtbot.mouseClick(panel.save_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "Saved checkpoint" in window.statusBar().currentMessage(), timeout=30_000)
+    with qtbot.waitSignal(window.training_ended, timeout=30_000) as ended:
+        qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
+        assert panel.state == "stopping"
+    assert ended.args == ["stopped"]
+    run = run_dir_of(window)
+    assert (run / "checkpoint.safetensors").is_file()
+    loaded = load_run(run)
+    assert 10 <= loaded.step < ENDLESS
+    qtbot.waitUntil(lambda: window.gallery.samples is not None, timeout=30_000)
+    assert window.gallery.samples.loaded.step == loaded.step
+
+
+def test_a_training_error_is_shown_with_its_cause(qtbot, window, monkeypatch):
+    def explode(self, x, labels, generator):
+        raise RuntimeError("gradients exploded on purpose")
+
+    monkeypatch.setattr(VAE, "train_step", explode)
+    with qtbot.waitSignal(window.training_ended, timeout=30_000) as ended:
+        start_training(qtbot, window)
+    assert ended.args == ["failed"]
+    error = window.training_panel.error_label
+    assert error.isVisible()
+    assert "gradients exploded on purpose" in error.text() and "RuntimeError" in error.text()
+    assert "gradients exploded" in window.statusBar().currentMessage()
+    box = window.training_panel.show_error_details()
+    assert "Traceback" in box.detailedText() and "explode" in box.detailedText()
+    box.close()
+    assert not workers.running_threads()
+    assert window.training_panel.state == "idle"
+    assert window.training_panel.start_button.isEnabled()
+
+
+def test_a_bad_setting_is_reported_not_raised(qtbot, window):
+    window.training_panel.set_values(family_config={"latent_dim": 4, "base_channels": 8})
+    window.training_panel.device_combo.setCurrentText("mps")  # not on this machine
+    with qtbot.waitSignal(window.training_ended, timeout=30_000) as ended:
+        qtbot.mouseClick(window.training_panel.start_button, Qt.MouseButton.LeftButton)
+    assert ended.args == ["failed"]
+    assert "MPS" in window.training_panel.error_label.text()
+
+
+@pytest.mark.parametrize("when", ["running", "paused"])
+def test_closing_mid_training_stops_saves_and_leaves_no_thread(qtbot, window, when):
+    start_training(qtbot, window, steps=ENDLESS)
+    qtbot.waitUntil(lambda: window.training_panel.progress.value() >= 10, timeout=30_000)
+    if when == "paused":
+        window.toggle_pause()
+    run = run_dir_of(window)
+    window.close()
+    assert window.isVisible()  # still saving: the close waits for the worker
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=30_000)
+    assert not workers.running_threads()
+    assert load_run(run).step >= 10

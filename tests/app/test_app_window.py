@@ -1,0 +1,130 @@
+"""The window as it opens: defaults, the family list, accessibility, capabilities → panels."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QAbstractSpinBox,
+    QCheckBox,
+    QComboBox,
+    QLineEdit,
+    QListWidget,
+    QSlider,
+)
+
+from genstudio.app.capabilities import PANEL_REQUIREMENTS, enabled_panels
+from genstudio.core.families import FAMILIES, Capability
+
+
+def test_opens_with_shapes_and_vae_ready_to_start(window):
+    assert window.objectName() == "MainWindow"
+    assert window.dataset_panel.source_combo.currentData() == "builtin:shapes"
+    assert window.family_picker.current() == "vae"
+    assert window.preview.dataset.source == "builtin:shapes"
+    assert "6,000 images" in window.dataset_panel.info.text()
+    assert "circle" in window.dataset_panel.classes.text()
+    assert window.dataset_panel.thumbnails.image() is not None
+    assert window.training_panel.start_button.isEnabled()
+    assert not window.training_panel.pause_button.isEnabled()
+    assert not window.training_panel.stop_button.isEnabled()
+    assert "Train a model or open a run" in window.gallery.placeholder._placeholder
+
+
+def test_lists_all_six_families_with_the_unbuilt_ones_disabled(window):
+    items = window.family_picker.items()
+    assert [item.data(Qt.ItemDataRole.UserRole) for item in items] == list(FAMILIES)
+    disabled = [item for item in items if not item.flags() & Qt.ItemFlag.ItemIsEnabled]
+    unavailable = [e for e in FAMILIES.values() if not e.available]
+    assert len(disabled) == len(unavailable) == 5
+    for item, entry in zip(disabled, unavailable, strict=True):
+        assert item.toolTip() == entry.unavailable_reason != ""
+    assert "ELBO" in window.family_picker.summary.text()
+    assert "sample" in window.family_picker.capabilities.text()
+
+
+def test_family_knobs_come_from_the_config_dataclass(window):
+    editors = window.training_panel.config_form.editors
+    assert set(editors) >= {"latent_dim", "base_channels", "lr", "beta"}
+    lr = editors["lr"]
+    assert isinstance(lr, QLineEdit) and float(lr.text()) == 1e-3
+    assert lr.toolTip()  # the field's comment in the dataclass
+    lr.setText("fast please")
+    assert not window.training_panel.start_button.isEnabled()
+    assert "Learning rate" in window.training_panel.start_button.toolTip()
+    lr.setText("3e-4")
+    assert window.training_panel.start_button.isEnabled()
+    assert window.training_panel.values()["family_config"]["lr"] == 3e-4
+
+
+def test_every_interactive_control_has_an_accessible_name(window):
+    kinds = (QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit, QListWidget, QSlider, QCheckBox)
+    unnamed = [w for kind in kinds for w in window.findChildren(kind)
+               if w.isVisibleTo(window) and not w.accessibleName()
+               and w.parent().metaObject().className() not in ("QAbstractSpinBox", "QTabBar", "QComboBox")
+               and not isinstance(w.parent(), QAbstractSpinBox | QComboBox)]
+    assert not unnamed, [f"{type(w).__name__} {w.objectName()!r} {getattr(w, 'text', lambda: '')()}"
+                         for w in unnamed]
+
+
+def test_main_widgets_have_stable_object_names(window):
+    for name in ("familyPicker", "datasetPanel", "trainingPanel", "metricsPlot", "gallery",
+                 "startButton", "pauseButton", "stopButton", "trainingProgress", "seedField",
+                 "regenerateButton"):
+        assert window.findChild(object, name) is not None, name
+
+
+def test_conditional_checkbox_needs_classes_and_the_capability(qtbot, window):
+    check = window.training_panel.conditional_check
+    assert check.isEnabled()  # VAE can condition, shapes has three classes
+    window.dataset_panel.source_combo.setCurrentIndex(
+        window.dataset_panel.source_combo.findData("builtin:tins"))
+    qtbot.waitUntil(lambda: window.preview is not None
+                    and window.preview.dataset.source == "builtin:tins", timeout=20_000)
+    assert not check.isEnabled() and "no classes" in check.toolTip()
+
+
+def test_capability_table_drives_the_panels():
+    assert PANEL_REQUIREMENTS["gallery"] == frozenset({Capability.SAMPLE})
+    assert enabled_panels({Capability.SAMPLE}) == {"gallery"}
+    assert enabled_panels(set()) == set()
+    assert enabled_panels({Capability.SAMPLE, Capability.CONDITIONAL}) == {"gallery", "conditional"}
+
+
+def test_default_size_fits_the_layout(window):
+    assert (window.width(), window.height()) == (1280, 800)
+    assert window.minimumSizeHint().width() <= 1280
+    assert window.minimumSizeHint().height() <= 800
+
+
+def test_space_toggles_pause_only_when_not_typing(qtbot, window):
+    from app_helpers import ENDLESS, start_training
+
+    start_training(qtbot, window, steps=ENDLESS)
+    qtbot.waitUntil(lambda: window.training_panel.state == "running", timeout=10_000)
+    window.tabs.setCurrentWidget(window.gallery)
+    qtbot.keyClick(window.gallery.seed_spin, Qt.Key.Key_Space)  # typing: ignored
+    assert window.training_panel.state == "running"
+    qtbot.keyClick(window, Qt.Key.Key_Space)
+    assert window.training_panel.state == "paused"
+    qtbot.keyClick(window, Qt.Key.Key_Space)
+    assert window.training_panel.state == "running"
+    window.stop_training()
+    qtbot.waitUntil(lambda: not window.busy(), timeout=30_000)
+
+
+def test_keyboard_shortcuts_start_pause_and_stop(qtbot, window):
+    from app_helpers import ENDLESS, tiny_settings
+
+    window.training_panel.set_values(**tiny_settings(steps=ENDLESS))
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
+    ctrl = Qt.KeyboardModifier.ControlModifier
+    qtbot.keyClick(window, Qt.Key.Key_Return, ctrl)
+    qtbot.waitUntil(lambda: window.training_panel.state == "running", timeout=30_000)
+    qtbot.keyClick(window, Qt.Key.Key_P, ctrl)
+    assert window.training_panel.state == "paused"
+    with qtbot.waitSignal(window.training_ended, timeout=30_000) as ended:
+        qtbot.keyClick(window, Qt.Key.Key_Period, ctrl)
+        assert window.training_panel.state == "stopping"
+    assert ended.args == ["stopped"]
