@@ -54,7 +54,7 @@ def in_app(settings: TrainSettings, home: Path) -> Path:
     loop.exec()
     run_dir = Path(window._finished_run or "")  # noqa: SLF001 - benchmark introspection
     window.close()
-    app.processEvents()
+    window.shutdown()  # joins the gallery's sampling job started when training ended
     if not (run_dir / "metrics.jsonl").is_file():
         runs = sorted((home / "data" / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
         run_dir = runs[-1]
@@ -83,6 +83,7 @@ def main() -> int:
 
     import torch
 
+
     home = Path(tempfile.mkdtemp(prefix="genstudio-bench-"))
     os.environ["GENSTUDIO_HOME"] = str(home / "data")
     os.environ.setdefault("GENSTUDIO_CACHE_DIR", str(home / "cache"))
@@ -100,7 +101,7 @@ def main() -> int:
 
     base = statistics.median(results["headless"])
     print(f"\n{args.family} on {args.data} at {args.size} px, batch {args.batch}, {args.steps} steps, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+          f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs")
     print(f"{'mode':<10}{'median img/s':>14}{'runs':>28}{'vs headless':>14}")
     for mode, values in results.items():
         median = statistics.median(values)

@@ -12,7 +12,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from .main_window import MainWindow
 
-    _leave_a_core_for_the_gui()
     argv = list(sys.argv[:1] if argv is None else [sys.argv[0], *argv])
     app = QApplication.instance() or QApplication(argv)
     app.setApplicationName("genstudio")
@@ -25,18 +24,6 @@ def main(argv: list[str] | None = None) -> int:
     # covers a quit that bypassed closeEvent (e.g. the session ending).
     window.shutdown()
     return int(code)
-
-
-def _leave_a_core_for_the_gui() -> None:
-    """Training shares the machine with the GUI thread; torch's default of one compute thread
-    per core starves it (and oversubscribed threads made small models several times slower on
-    a 2-core machine). An explicit OMP_NUM_THREADS wins."""
-    import os
-
-    import torch
-
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 
 
 __all__ = ["main"]
