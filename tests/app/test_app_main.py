@@ -59,3 +59,17 @@ def test_main_trains_and_closes_cleanly_with_exit_code_0(tmp_path, dataset_cache
     loaded = load_run(run_line[4:])
     assert loaded.step >= 20
     assert "Traceback" not in result.stderr
+
+
+def test_a_missing_display_is_one_clear_line_not_a_qt_abort():
+    from genstudio.app import display_problem
+
+    assert "no display" in display_problem({})
+    assert display_problem({"QT_QPA_PLATFORM": "offscreen"}) == ""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    result = subprocess.run([sys.executable, "-m", "genstudio"], env=env, capture_output=True,
+                            text=True, timeout=120)
+    if sys.platform.startswith("linux"):
+        assert result.returncode == 1
+        assert result.stderr.strip().startswith("genstudio: error: no display")
+        assert "Traceback" not in result.stderr
