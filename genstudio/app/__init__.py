@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes.util
 import os
 import sys
 
@@ -36,17 +35,39 @@ def display_problem(environ: dict[str, str] | None = None) -> str:
     """Why Qt could not open a window here, or "" if it should.
 
     Qt aborts the whole process (no exception to catch) when no platform plugin can start, with
-    a message that does not say what to do; these are the two causes people actually hit."""
+    a message that does not say what to do; these are the causes people actually hit: no
+    display at all, or X11 system libraries that the pip wheel of Qt expects but does not ship."""
     env = os.environ if environ is None else environ
-    platform = env.get("QT_QPA_PLATFORM", "")
-    if platform or not sys.platform.startswith("linux"):
+    if env.get("QT_QPA_PLATFORM") or not sys.platform.startswith("linux"):
         return ""
     if not env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY"):
         return ("no display to open a window on (neither DISPLAY nor WAYLAND_DISPLAY is set); "
                 "run it in a desktop session, or set QT_QPA_PLATFORM=offscreen for a headless check")
-    if not env.get("WAYLAND_DISPLAY") and ctypes.util.find_library("xcb-cursor") is None:
-        return ("Qt needs the system library libxcb-cursor0 to open a window under X11; install it "
-                "(Debian/Ubuntu: sudo apt install libxcb-cursor0; Fedora: sudo dnf install xcb-util-cursor)")
+    if env.get("WAYLAND_DISPLAY"):
+        return ""
+    missing = _xcb_plugin_load_error()
+    if missing:
+        return (f"Qt cannot open an X11 window: {missing}. Install Qt's X11 libraries (Debian/Ubuntu: "
+                "sudo apt install libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0 "
+                "libxcb-xkb1 libxcb-render-util0 libxcb-image0 libxcb-shape0)")
+    return ""
+
+
+def _xcb_plugin_load_error() -> str:
+    """The dynamic loader's complaint about Qt's xcb platform plugin, or "" if it loads."""
+    import ctypes
+    import importlib.util
+
+    spec = importlib.util.find_spec("PySide6")
+    if spec is None or spec.origin is None:
+        return ""
+    plugin = os.path.join(os.path.dirname(spec.origin), "Qt", "plugins", "platforms", "libqxcb.so")
+    if not os.path.exists(plugin):
+        return ""
+    try:
+        ctypes.CDLL(plugin)
+    except OSError as exc:
+        return str(exc)  # names the missing library, e.g. "libxcb-icccm.so.4: cannot open…"
     return ""
 
 
