@@ -66,11 +66,14 @@ class RunDir:
     def exists(self) -> bool:
         return self.config_path.is_file()
 
-    def create(self) -> None:
+    def check_creatable(self) -> None:
         if self.exists():
             raise RunError(f"{self.path} already holds a run; use --resume to continue it")
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"{self.path} exists and is not a folder")
+
+    def create(self) -> None:
+        self.check_creatable()
         self.samples_dir.mkdir(parents=True, exist_ok=True)
 
     def write_config(self, config: dict[str, Any]) -> None:

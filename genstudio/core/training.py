@@ -159,7 +159,7 @@ class Trainer:
             settings = _resumed_settings(self.run_dir, settings)
         else:
             family_class(settings.family)  # unknown/unbuilt family: fail before touching disk
-            self.run_dir.create()
+            self.run_dir.check_creatable()
         _validate(settings)
         self.dataset = dataset or load_source(settings.data, settings.size, settings.channels,
                                               progress=progress)
@@ -175,6 +175,7 @@ class Trainer:
         if resume:
             self._restore()
         else:
+            self.run_dir.create()  # only now: bad data or options leave nothing behind
             self._write_config()
         # (N, C, H, W) uint8 on the CPU; batches are converted on the fly.
         self.images = torch.from_numpy(np.ascontiguousarray(self.dataset.images)).permute(0, 3, 1, 2)

@@ -87,6 +87,7 @@ def test_bad_input_exits_1_with_one_clear_line(tmp_path, args, message):
     assert len(lines) == 1 and lines[0].startswith("genstudio: error:"), result.stderr
     assert message in lines[0]
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists()  # a refused run leaves no folder behind
 
 
 def test_existing_run_without_resume_is_refused(trained_run):
