@@ -12,7 +12,7 @@ def images_per_sec_from_metrics(run_dir: str | Path, batch: int, skip_steps: int
     Uses the loop's own clock (`time` in each record: seconds since the loop started), so data
     loading and model building are excluded in every mode alike."""
     records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-    warm = [r for r in records if r["step"] > skip_steps]
+    warm = [r for r in records if r["step"] > skip_steps and "time" in r]  # not eval records
     if len(warm) < 2:
         raise ValueError(f"too few records after step {skip_steps} in {run_dir}")
     first, last = warm[0], warm[-1]

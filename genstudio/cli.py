@@ -100,8 +100,15 @@ def _add_train(sub: Any) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from .core.data import load_source
+    from .core.likelihood import describe_likelihood
     from .core.run import TrainSettings
-    from .core.training import StepLogged, Trainer, TrainingControl, TrainingFinished
+    from .core.training import (
+        LikelihoodEvaluated,
+        StepLogged,
+        Trainer,
+        TrainingControl,
+        TrainingFinished,
+    )
 
     settings = TrainSettings(
         family=args.family, data=args.data, size=args.size, channels=args.channels,
@@ -127,6 +134,8 @@ def _train(args: argparse.Namespace) -> int:
         for event in trainer.run(control):
             if isinstance(event, StepLogged) and not args.quiet:
                 print(_format_step(event), flush=True)
+            elif isinstance(event, LikelihoodEvaluated):
+                print(describe_likelihood(event.figures, event.images), flush=True)
             elif isinstance(event, TrainingFinished):
                 print(f"{event.reason} at step {event.step}: {event.run_dir}", flush=True)
     finally:

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from genstudio.core.families import family_class
+from genstudio.core.likelihood import describe_likelihood
 from genstudio.core.paths import new_run_dir
 from genstudio.core.run import TrainSettings
 
@@ -222,6 +223,7 @@ class MainWindow(QMainWindow):
         worker.step_logged.connect(self._on_step_logged)
         worker.samples_ready.connect(self._on_samples_ready)
         worker.checkpoint_saved.connect(self._on_checkpoint_saved)
+        worker.likelihood_evaluated.connect(self._on_likelihood_evaluated)
         worker.pause_changed.connect(self._on_pause_changed)
         worker.training_finished.connect(self._on_training_finished)
         worker.cancelled.connect(self._on_training_cancelled)
@@ -277,6 +279,10 @@ class MainWindow(QMainWindow):
     def _on_checkpoint_saved(self, event) -> None:
         self._status(f"Saved checkpoint at step {event.step:,}: {event.path}")
 
+    def _on_likelihood_evaluated(self, event) -> None:
+        self.training_panel.show_likelihood(describe_likelihood(event.figures, event.images))
+        self.metrics_plot.add_record(event.step, event.figures)
+
     def _on_pause_changed(self, _event) -> None:
         # The control, not the event, is the truth: a queued event may trail a later click.
         if self.training_panel.state in (RUNNING, PAUSED):
@@ -325,6 +331,11 @@ class MainWindow(QMainWindow):
         self.loaded = loaded
         self.metrics_plot.load_history(opened.metrics)
         self.training_panel.run_label.setText(f"Run folder: {loaded.run.path}")
+        evaluations = [r for r in opened.metrics if "eval_images" in r]
+        if evaluations:
+            last = evaluations[-1]
+            figures = {k: v for k, v in last.items() if k.endswith(("_nats", "_bpd"))}
+            self.training_panel.show_likelihood(describe_likelihood(figures, last["eval_images"]))
         title = f"{loaded.family.title} · {loaded.name} · step {loaded.step:,}"
         if panel_enabled("gallery", loaded.family.capabilities):
             self.gallery.set_run(title, loaded.class_names if loaded.family.spec.num_classes else [])

@@ -39,6 +39,7 @@ class TrainSettings:
     sample_every: int = 250        # steps between sample grids (0: only at the end)
     checkpoint_every: int = 500    # steps between checkpoints (0: only at the end / on stop)
     grid_samples: int = 64         # images in each sample grid
+    eval_images: int = 256         # images whose likelihood is measured when the run ends (0: off)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -32,6 +32,7 @@ from .data import ImageDataset, load_source
 from .device import select_device
 from .families import Capability, ImageSpec, create_family, family_class
 from .images import make_grid, save_png, to_uint8
+from .likelihood import evaluate_likelihood
 from .run import RunDir, RunError, TrainSettings
 
 # -- control (shared between the loop's thread and whoever drives it) -----------------------
@@ -127,6 +128,13 @@ class CheckpointSaved:
 
 
 @dataclass(frozen=True)
+class LikelihoodEvaluated:
+    step: int
+    images: int                # how many training images were measured
+    figures: dict[str, float]  # "<bound>_nats" and "<bound>_bpd", e.g. elbo_bpd, iwae_bpd
+
+
+@dataclass(frozen=True)
 class PauseChanged:
     step: int
     paused: bool
@@ -139,7 +147,8 @@ class TrainingFinished:
     run_dir: str
 
 
-TrainEvent = RunStarted | StepLogged | SamplesReady | CheckpointSaved | PauseChanged | TrainingFinished
+TrainEvent = (RunStarted | StepLogged | SamplesReady | CheckpointSaved | LikelihoodEvaluated
+              | PauseChanged | TrainingFinished)
 
 
 # -- the trainer ------------------------------------------------------------------------------
@@ -286,6 +295,9 @@ class Trainer:
         # Stop finishes the current step and saves; completion saves too.
         yield self.sample_grid()
         yield self.save()
+        evaluated = self.evaluate()
+        if evaluated is not None:
+            yield evaluated
         reason = "completed" if self.step >= s.steps else "stopped"
         yield TrainingFinished(self.step, reason, str(self.run_dir.path))
 
@@ -296,6 +308,24 @@ class Trainer:
         record = {"step": self.step, **metrics, "images_per_sec": ips, "time": round(elapsed, 3)}
         self.run_dir.append_metrics(record)
         return StepLogged(self.step, self.settings.steps, dict(metrics), ips, eta, elapsed)
+
+    def evaluate(self) -> LikelihoodEvaluated | None:
+        """Likelihood bounds on a fixed subset of the training images, logged as a record.
+
+        The same images every time (the first of a seed-fixed permutation), so figures of one
+        run are comparable across its evaluations. A held-out split arrives with the metrics
+        work; until then these are training-set figures and are labelled so."""
+        n = min(self.settings.eval_images, len(self.images))
+        if n <= 0:
+            return None
+        idx = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(12345))[:n]
+        labels = self.labels[idx] if self.spec.num_classes else None
+        figures = evaluate_likelihood(self.family, self.images[idx].to(self.device),
+                                      None if labels is None else labels.to(self.device))
+        if not figures:
+            return None
+        self.run_dir.append_metrics({"step": self.step, **figures, "eval_images": n})
+        return LikelihoodEvaluated(self.step, n, figures)
 
     def sample_grid(self) -> SamplesReady:
         n = self.settings.grid_samples

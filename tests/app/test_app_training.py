@@ -30,7 +30,9 @@ def test_start_shows_progress_curves_and_samples_then_opens_the_gallery(qtbot, w
     plot = window.metrics_plot
     assert plot.shown_metrics() == ["bpd"]
     qtbot.waitUntil(lambda: len(plot.curve_data("bpd")[0]) == 4)  # logged every 10 steps
-    assert set(plot.metric_names()) >= {"loss", "bpd", "kl"}
+    assert set(plot.metric_names()) >= {"loss", "bpd", "kl", "elbo_bpd", "iwae_bpd"}
+    assert panel.likelihood_label.text().startswith("On 256 training images: elbo ")
+    assert "iwae" in panel.likelihood_label.text() and "bits/dim" in panel.likelihood_label.text()
     assert window.latest_samples.image() is not None
     assert "step 40" in window.latest_caption.text()
     # The finished run is loaded into the gallery and sampled.

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import threading
 
 import pytest
@@ -23,7 +24,7 @@ from genstudio.core.training import (
 TINY = TrainSettings(
     family="vae", data="builtin:shapes", size=16, steps=10, batch=8, seed=3, device="cpu",
     family_config={"base_channels": 4, "latent_dim": 3}, log_every=2, sample_every=5,
-    checkpoint_every=5, grid_samples=4,
+    checkpoint_every=5, grid_samples=4, eval_images=0,
 )
 
 
@@ -137,3 +138,16 @@ def test_conditional_training_on_class_folders(tmp_path):
     loaded = load_run(tmp_path / "run", "cpu")
     assert loaded.family.spec.num_classes == 3
     assert loaded.class_names == ["circle", "square", "triangle"]
+
+
+def test_a_finished_run_records_its_likelihood_bounds(tmp_path):
+    events = _run(dataclasses.replace(TINY, eval_images=40), tmp_path / "run")
+    evaluated = [e for e in events if type(e).__name__ == "LikelihoodEvaluated"]
+    assert len(evaluated) == 1 and evaluated[0].images == 40
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 10 and last["eval_images"] == 40
+    # The importance-weighted bound is the tighter one: more nats, fewer bits/dim.
+    assert last["iwae_nats"] > last["elbo_nats"]
+    assert last["iwae_bpd"] < last["elbo_bpd"]
+    dims = 3 * 16 * 16
+    assert last["elbo_bpd"] == pytest.approx(-last["elbo_nats"] / (dims * math.log(2)))

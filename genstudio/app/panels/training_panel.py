@@ -105,6 +105,8 @@ class TrainingPanel(QWidget):
         self.eta_label = QLabel("", objectName="etaLabel")
         self.run_label = QLabel("", objectName="runLabel", wordWrap=True)
         self.run_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.likelihood_label = QLabel("", objectName="likelihoodLabel", wordWrap=True)
+        self.likelihood_label.setToolTip("Likelihood bounds measured when the run ended; lower bits/dim is better")
         self.error_label = QLabel("", objectName="trainingError", wordWrap=True)
         self.error_label.setStyleSheet(ERROR_STYLE)
         self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -124,8 +126,9 @@ class TrainingPanel(QWidget):
         speed_row.addWidget(self.eta_label)
         grid.addLayout(speed_row, 3, 0, 1, 3)
         grid.addWidget(self.run_label, 4, 0, 1, 3)
-        grid.addWidget(self.error_label, 5, 0, 1, 3)
-        grid.addWidget(self.details_button, 6, 2)
+        grid.addWidget(self.likelihood_label, 5, 0, 1, 3)
+        grid.addWidget(self.error_label, 6, 0, 1, 3)
+        grid.addWidget(self.details_button, 7, 2)
         self.clear_error()
 
     # -- inputs -------------------------------------------------------------------------------
@@ -216,10 +219,14 @@ class TrainingPanel(QWidget):
         self.progress.setFormat("step %v / %m")
         self.show_progress(step, total)
         self.run_label.setText(f"Run folder: {run_dir}\nDevice: {device}")
+        self.likelihood_label.clear()
 
     def show_speed(self, images_per_sec: float, eta_seconds: float | None) -> None:
         self.speed_label.setText(f"{images_per_sec:,.0f} images/s")
         self.eta_label.setText("ETA " + format_duration(eta_seconds) if eta_seconds is not None else "")
+
+    def show_likelihood(self, text: str) -> None:
+        self.likelihood_label.setText(text)
 
     def show_error(self, cause: str, details: str = "") -> None:
         self.error_label.setText(cause)

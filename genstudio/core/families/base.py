@@ -136,6 +136,11 @@ class Family(ABC):
         """log p(x) in nats per image of 8-bit data x = k/255; kind given by log_prob_kind."""
         raise CapabilityError(f"{self.title} has no likelihood")
 
+    def likelihood_bounds(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+        """Every log-likelihood figure the family gives for x, by name, in nats per image
+        (e.g. a VAE's ELBO and its importance-weighted bound)."""
+        return {"log_prob": self.log_prob(x, labels)}
+
     def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None) -> Tensor:
         raise CapabilityError(f"{self.title} cannot inpaint")
 
