@@ -135,7 +135,7 @@ def _train(args: argparse.Namespace) -> int:
             if isinstance(event, StepLogged) and not args.quiet:
                 print(_format_step(event), flush=True)
             elif isinstance(event, LikelihoodEvaluated):
-                print(describe_likelihood(event.figures, event.images), flush=True)
+                print(describe_likelihood(event.figures, event.images, event.split), flush=True)
             elif isinstance(event, TrainingFinished):
                 print(f"{event.reason} at step {event.step}: {event.run_dir}", flush=True)
     finally:

@@ -280,7 +280,7 @@ class MainWindow(QMainWindow):
         self._status(f"Saved checkpoint at step {event.step:,}: {event.path}")
 
     def _on_likelihood_evaluated(self, event) -> None:
-        self.training_panel.show_likelihood(describe_likelihood(event.figures, event.images))
+        self.training_panel.show_likelihood(describe_likelihood(event.figures, event.images, event.split))
         self.metrics_plot.add_record(event.step, event.figures)
 
     def _on_pause_changed(self, _event) -> None:
@@ -335,7 +335,8 @@ class MainWindow(QMainWindow):
         if evaluations:
             last = evaluations[-1]
             figures = {k: v for k, v in last.items() if k.endswith(("_nats", "_bpd"))}
-            self.training_panel.show_likelihood(describe_likelihood(figures, last["eval_images"]))
+            self.training_panel.show_likelihood(
+                describe_likelihood(figures, last["eval_images"], last.get("eval_split", "training")))
         title = f"{loaded.family.title} · {loaded.name} · step {loaded.step:,}"
         if panel_enabled("gallery", loaded.family.capabilities):
             self.gallery.set_run(title, loaded.class_names if loaded.family.spec.num_classes else [])

@@ -35,9 +35,9 @@ def evaluate_likelihood(family: Family, images: torch.Tensor, labels: torch.Tens
     return figures
 
 
-def describe_likelihood(figures: dict[str, float], images: int) -> str:
-    """One line for people: "On 256 training images: elbo 4.312 bits/dim (2,345.6 nats/image), …"."""
+def describe_likelihood(figures: dict[str, float], images: int, split: str) -> str:
+    """One line for people: "On 256 held-out images: elbo 4.312 bits/dim (2,345.6 nats/image), …"."""
     names = [key[: -len("_bpd")] for key in figures if key.endswith("_bpd")]
     parts = [f"{name} {figures[name + '_bpd']:.3f} bits/dim ({figures[name + '_nats']:,.1f} nats/image)"
              for name in names]
-    return f"On {images} training images: " + ", ".join(parts)
+    return f"On {images} {split} images: " + ", ".join(parts)

@@ -28,7 +28,7 @@ import torch
 
 from .atomic import write_text_atomic
 from .checkpoint import load_checkpoint, move_state, save_checkpoint
-from .data import ImageDataset, load_source
+from .data import ImageDataset, held_out_split, load_source
 from .device import select_device
 from .families import Capability, ImageSpec, create_family, family_class
 from .images import make_grid, save_png, to_uint8
@@ -130,7 +130,8 @@ class CheckpointSaved:
 @dataclass(frozen=True)
 class LikelihoodEvaluated:
     step: int
-    images: int                # how many training images were measured
+    images: int                # how many images were measured
+    split: str                 # "held-out", or "training" for datasets too small to split
     figures: dict[str, float]  # "<bound>_nats" and "<bound>_bpd", e.g. elbo_bpd, iwae_bpd
 
 
@@ -174,6 +175,7 @@ class Trainer:
                                               progress=progress)
         if len(self.dataset) < 1:
             raise RunError("the dataset is empty")
+        self.split = held_out_split(len(self.dataset))
         self.device = select_device(settings.device)
         self.spec = self._image_spec(settings)
         self.settings = settings
@@ -186,9 +188,13 @@ class Trainer:
         else:
             self.run_dir.create()  # only now: bad data or options leave nothing behind
             self._write_config()
-        # (N, C, H, W) uint8 on the CPU; batches are converted on the fly.
-        self.images = torch.from_numpy(np.ascontiguousarray(self.dataset.images)).permute(0, 3, 1, 2)
-        self.labels = torch.from_numpy(self.dataset.labels.astype(np.int64))
+        # (N, C, H, W) uint8 on the CPU; batches are converted on the fly. Training sees only
+        # the train split; the held-out images are kept for likelihood figures.
+        all_images = torch.from_numpy(np.ascontiguousarray(self.dataset.images)).permute(0, 3, 1, 2)
+        all_labels = torch.from_numpy(self.dataset.labels.astype(np.int64))
+        train, test = (torch.from_numpy(i) for i in (self.split.train, self.split.test))
+        self.images, self.labels = all_images[train], all_labels[train]
+        self.test_images, self.test_labels = all_images[test], all_labels[test]
 
     def _image_spec(self, settings: TrainSettings) -> ImageSpec:
         conditional = settings.conditional and self.dataset.num_classes > 1
@@ -209,6 +215,8 @@ class Trainer:
                 "images": len(self.dataset),
                 "class_names": self.dataset.class_names,
                 "skipped": len(self.dataset.skipped),
+                "train_images": len(self.split.train),
+                "held_out_images": len(self.split.test),
             },
             "genstudio_version": _version(),
         })
@@ -310,22 +318,21 @@ class Trainer:
         return StepLogged(self.step, self.settings.steps, dict(metrics), ips, eta, elapsed)
 
     def evaluate(self) -> LikelihoodEvaluated | None:
-        """Likelihood bounds on a fixed subset of the training images, logged as a record.
-
-        The same images every time (the first of a seed-fixed permutation), so figures of one
-        run are comparable across its evaluations. A held-out split arrives with the metrics
-        work; until then these are training-set figures and are labelled so."""
-        n = min(self.settings.eval_images, len(self.images))
+        """Likelihood bounds on held-out images (the first eval_images of the shared split),
+        logged as a record; tiny datasets without a split fall back to training images and
+        say so."""
+        split = "held-out" if len(self.test_images) else "training"
+        images, labels = ((self.test_images, self.test_labels) if split == "held-out"
+                          else (self.images, self.labels))
+        n = min(self.settings.eval_images, len(images))
         if n <= 0:
             return None
-        idx = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(12345))[:n]
-        labels = self.labels[idx] if self.spec.num_classes else None
-        figures = evaluate_likelihood(self.family, self.images[idx].to(self.device),
-                                      None if labels is None else labels.to(self.device))
+        labels = labels[:n].to(self.device) if self.spec.num_classes else None
+        figures = evaluate_likelihood(self.family, images[:n].to(self.device), labels)
         if not figures:
             return None
-        self.run_dir.append_metrics({"step": self.step, **figures, "eval_images": n})
-        return LikelihoodEvaluated(self.step, n, figures)
+        self.run_dir.append_metrics({"step": self.step, **figures, "eval_images": n, "eval_split": split})
+        return LikelihoodEvaluated(self.step, n, split, figures)
 
     def sample_grid(self) -> SamplesReady:
         n = self.settings.grid_samples

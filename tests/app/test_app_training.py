@@ -31,7 +31,7 @@ def test_start_shows_progress_curves_and_samples_then_opens_the_gallery(qtbot, w
     assert plot.shown_metrics() == ["bpd"]
     qtbot.waitUntil(lambda: len(plot.curve_data("bpd")[0]) == 4)  # logged every 10 steps
     assert set(plot.metric_names()) >= {"loss", "bpd", "kl", "elbo_bpd", "iwae_bpd"}
-    assert panel.likelihood_label.text().startswith("On 256 training images: elbo ")
+    assert panel.likelihood_label.text().startswith("On 256 held-out images: elbo ")
     assert "iwae" in panel.likelihood_label.text() and "bits/dim" in panel.likelihood_label.text()
     assert window.latest_samples.image() is not None
     assert "step 40" in window.latest_caption.text()
@@ -98,7 +98,9 @@ def test_a_training_error_is_shown_with_its_cause(qtbot, window, monkeypatch):
     box = window.training_panel.show_error_details()
     assert "Traceback" in box.detailedText() and "explode" in box.detailedText()
     box.close()
-    assert not workers.running_threads()
+    assert window.training_thread is None  # the failed training thread was joined
+    # A superseded dataset preview may still be finishing under load; it must end too.
+    qtbot.waitUntil(lambda: not workers.running_threads(), timeout=20_000)
     assert window.training_panel.state == "idle"
     assert window.training_panel.start_button.isEnabled()
 

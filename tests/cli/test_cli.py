@@ -28,7 +28,7 @@ def trained_run(tmp_path_factory):
                        "--steps", "6", *TINY)
     assert "completed at step 6" in result.stdout
     assert "step 6/6" in result.stdout
-    assert "On 256 training images: elbo " in result.stdout and "iwae " in result.stdout
+    assert "On 256 held-out images: elbo " in result.stdout and "iwae " in result.stdout
     return run
 
 

@@ -18,6 +18,7 @@ from .dataset import DatasetCancelled, DatasetError, ImageDataset, SkippedFile, 
 from .decode import MAX_PIXELS
 from .folder import load_folder
 from .scan import FolderScan, scan_folder
+from .split import Split, held_out_split
 
 MIN_SIZE, MAX_SIZE = 8, 256
 BUILTIN_PREFIX = "builtin:"
@@ -30,6 +31,8 @@ __all__ = [
     "FolderScan",
     "ImageDataset",
     "SkippedFile",
+    "Split",
+    "held_out_split",
     "load_source",
     "scan_folder",
 ]
