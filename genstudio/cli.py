@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_sample(sub)
     _add_info(sub)
+    _add_eval(sub)
     app = sub.add_parser("app", help="open the desktop app (the same as no arguments)")
     app.set_defaults(handler=lambda _args: __import__("genstudio.app", fromlist=["main"]).main([]))
     return parser
@@ -210,6 +211,54 @@ def _sample(args: argparse.Namespace) -> int:
     if args.grid:
         export_grid(images, args.grid, meta)
     print(f"wrote {len(paths)} images to {args.out}" + (f" and a grid to {args.grid}" if args.grid else ""))
+    return 0
+
+
+# -- eval -------------------------------------------------------------------------------------
+
+
+def _add_eval(sub: Any) -> None:
+    p = sub.add_parser("eval", help="measure a run: likelihood, FID/KID, precision/recall, memorisation")
+    p.add_argument("run", help="a run folder")
+    p.add_argument("--data", required=True, help="reference images: a folder or builtin:NAME "
+                   "(its held-out tenth is used, the images the run never saw if it trained on it)")
+    p.add_argument("--metrics", default="fid,kid,precision,recall,bpd",
+                   help="comma-separated: bpd, fid, kid, precision, recall, density, coverage, memorisation")
+    p.add_argument("--samples", type=int, default=1000, help="generated images (default 1000)")
+    p.add_argument("--reference", type=int, default=1000, help="at most this many reference images")
+    p.add_argument("--extractor", default="auto",
+                   help="auto (Inception-v3 if its weights are found, else offline), inception, offline, or a file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--no-record", action="store_true", help="do not append the figures to metrics.jsonl")
+    p.set_defaults(handler=_eval)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .core.data import load_source
+    from .core.metrics.evaluate import EvalSettings, evaluate_family
+    from .core.run import load_run
+
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    settings = EvalSettings(metrics=metrics, samples=args.samples, reference=args.reference,
+                            extractor=args.extractor, seed=args.seed)
+    loaded = load_run(args.run, device=args.device)
+    spec = loaded.family.spec
+    data = load_source(args.data, spec.size, spec.channels)
+    say = None if args.json else (lambda stage: print(f"  {stage}…", file=sys.stderr, flush=True))
+    figures = evaluate_family(loaded.family, data, settings, progress=say)
+    record = {"step": loaded.step, "eval_source": data.source, **figures}
+    if not args.no_record:
+        loaded.run.append_metrics(record)
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    print(f"{loaded.family.title} · {loaded.name} · step {loaded.step} · against {data.source} "
+          f"({figures['reference_images']} {figures['reference_split']} images)")
+    for key, value in figures.items():
+        if key not in ("reference_images", "reference_split"):
+            print(f"  {key:<26} {value:.4f}" if isinstance(value, float) else f"  {key:<26} {value}")
     return 0
 
 

@@ -1,0 +1,122 @@
+"""Evaluate a trained run: likelihood, sample quality, coverage and memorisation, one dict.
+
+Reference images are the held-out tenth of the data source (the images the run never trained
+on, when the source is its training data; tiny sources without a split use every image and the
+result says "training"). The per-pixel categorical baseline is fitted on the source's train
+split and measured on the same reference, so its row is directly comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data import ImageDataset, held_out_split
+from ..families import Capability, Family
+from ..images import to_uint8
+from ..likelihood import evaluate_likelihood
+from .baseline import PixelCategorical
+from .features import FeatureExtractor, get_extractor
+from .fid import fid_from_features
+from .kid import kid
+from .memorisation import memorisation_report
+from .prdc import density_coverage, precision_recall
+
+METRICS = ("bpd", "fid", "kid", "precision", "recall", "density", "coverage", "memorisation")
+DEFAULT_METRICS = ("fid", "kid", "precision", "recall", "bpd")
+_NEEDS_FEATURES = {"fid", "kid", "precision", "recall", "density", "coverage"}
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    samples: int = 1000          # generated images compared against the reference
+    reference: int = 1000        # at most this many held-out images
+    extractor: str = "auto"      # auto (Inception if present, else offline), inception, offline, or a path
+    seed: int = 0                # seeds the generated samples (and KID's subsets)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.metrics) - set(METRICS))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+        if self.samples < 2 or self.reference < 2:
+            raise ValueError("evaluation needs at least 2 samples and 2 reference images")
+
+
+def reference_split(data: ImageDataset, limit: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """(reference images, train images, split name) of a source, as (N, H, W, C) uint8."""
+    split = held_out_split(len(data))
+    if split.has_test:
+        return data.images[split.test[:limit]], data.images[split.train], "held-out"
+    return data.images[:limit], data.images, "training"
+
+
+def evaluate_family(family: Family, data: ImageDataset, settings: EvalSettings,
+                    extractor: FeatureExtractor | None = None,
+                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every requested metric for `family` against `data` (same size and channels)."""
+    say = progress or (lambda _stage: None)
+    if (data.size, data.channels) != (family.spec.size, family.spec.channels):
+        raise ValueError(f"the data is {data.size} px with {data.channels} channel(s) but the model "
+                         f"makes {family.spec.size} px with {family.spec.channels}")
+    reference, train, split = reference_split(data, settings.reference)
+    result: dict[str, Any] = {"reference_images": len(reference), "reference_split": split}
+    wanted = set(settings.metrics)
+    if wanted & _NEEDS_FEATURES:  # before any slow work: a bad extractor choice fails at once
+        extractor = extractor or get_extractor(settings.extractor)
+    if "bpd" in wanted:
+        say("likelihood")
+        result.update(_likelihood(family, reference, train))
+    if wanted & (_NEEDS_FEATURES | {"memorisation"}):
+        say("sampling")
+        samples = _generate(family, settings.samples, settings.seed)
+        result["samples"] = len(samples)
+        if "memorisation" in wanted:
+            say("memorisation")
+            report = memorisation_report(samples, train)
+            result.update(memorisation_min=report.min_distance, memorisation_median=report.median_distance,
+                          memorisation_near_copies=report.fraction_below_threshold)
+        if extractor is not None:
+            say(f"features ({extractor.name})")
+            result["extractor"] = extractor.name
+            result.update(_sample_quality(extractor.extract(reference), extractor.extract(samples),
+                                          wanted, settings.seed))
+    return result
+
+
+def _likelihood(family: Family, reference: np.ndarray, train: np.ndarray) -> dict[str, Any]:
+    out: dict[str, Any] = {"baseline_bpd": PixelCategorical.fit(train).bits_per_dim(reference)}
+    if Capability.LOG_PROB not in family.capabilities:
+        return out
+    images = torch.from_numpy(np.ascontiguousarray(reference)).permute(0, 3, 1, 2).to(family.device)
+    figures = evaluate_likelihood(family, images)
+    out.update(figures)
+    # The headline is the tightest figure the family gives (for a VAE: the IWAE bound).
+    out["bpd"] = min(v for k, v in figures.items() if k.endswith("_bpd"))
+    out["bpd_kind"] = family.log_prob_kind.value if family.log_prob_kind else "unknown"
+    return out
+
+
+def _generate(family: Family, n: int, seed: int, batch: int = 250) -> np.ndarray:
+    family.eval_mode()
+    parts = [to_uint8(family.sample(min(batch, n - start), seed=seed + start))
+             for start in range(0, n, batch)]
+    family.train_mode()
+    return np.concatenate(parts)
+
+
+def _sample_quality(real: np.ndarray, fake: np.ndarray, wanted: set[str], seed: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if "fid" in wanted:
+        out["fid"] = fid_from_features(real, fake)
+    if "kid" in wanted:
+        out["kid"], out["kid_std"] = kid(real, fake, seed=seed)
+    if wanted & {"precision", "recall"}:
+        out["precision"], out["recall"] = precision_recall(real, fake, k=3)
+    if wanted & {"density", "coverage"}:
+        out["density"], out["coverage"] = density_coverage(real, fake, k=5)
+    return out
