@@ -38,6 +38,7 @@ class EvalSettings:
     reference: int = 1000        # at most this many held-out images
     extractor: str = "auto"      # auto (Inception if present, else offline), inception, offline, or a path
     seed: int = 0                # seeds the generated samples (and KID's subsets)
+    baseline: bool = True        # also score per-pixel independent samples (the floor row)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(METRICS))
@@ -83,9 +84,21 @@ def evaluate_family(family: Family, data: ImageDataset, settings: EvalSettings,
         if extractor is not None:
             say(f"features ({extractor.name})")
             result["extractor"] = extractor.name
-            result.update(_sample_quality(extractor.extract(reference), extractor.extract(samples),
-                                          wanted, settings.seed))
+            reference_features = extractor.extract(reference)
+            result.update(_sample_quality(reference_features, extractor.extract(samples), wanted, settings.seed))
+            if settings.baseline:
+                say("baseline samples")
+                result.update(_baseline_quality(extractor, reference_features, train, len(samples),
+                                                wanted, settings.seed))
     return result
+
+
+def _baseline_quality(extractor: FeatureExtractor, reference_features: np.ndarray, train: np.ndarray,
+                      n: int, wanted: set[str], seed: int) -> dict[str, float]:
+    """The same sample-quality figures for per-pixel independent samples (the floor row)."""
+    samples = PixelCategorical.fit(train).sample(n, seed=seed)
+    figures = _sample_quality(reference_features, extractor.extract(samples), wanted, seed)
+    return {f"baseline_{k}": v for k, v in figures.items()}
 
 
 def _likelihood(family: Family, reference: np.ndarray, train: np.ndarray) -> dict[str, Any]:

@@ -1,0 +1,141 @@
+"""Comparing runs of any families: their metric curves and a table of final figures.
+
+A run's final figures are its last evaluation record in metrics.jsonl (from training's end-of-
+run evaluation or `genstudio eval`). Sample-quality figures from different feature extractors
+are not comparable, so a table shows one extractor's figures only and says which runs it left
+out. Each distinct data source adds a row for the per-pixel categorical baseline measured in the
+same evaluation, so every family is read against the same floor.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .paths import runs_dir
+from .run import RunDir, RunError
+
+COLUMNS = ["run", "family", "data", "step", "extractor", "bpd", "bpd_kind", "fid", "kid", "precision",
+           "recall", "density", "coverage"]
+FEATURE_FIGURES = ("fid", "kid", "precision", "recall", "density", "coverage")
+BASELINE_FAMILY = "baseline (per-pixel)"
+# Keys of a metrics record that are bookkeeping, not curves.
+_NOT_CURVES = {"step", "time", "images_per_sec", "eval_images", "reference_images", "samples"}
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    path: str
+    name: str
+    family: str
+    data: str
+    step: int
+    curves: dict[str, tuple[list[int], list[float]]]
+    final: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ComparisonTable:
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    extractor: str | None
+    notes: list[str]
+
+
+def list_runs(root: str | os.PathLike | None = None) -> list[Path]:
+    """Run folders directly under root (default: the app's runs folder), newest first."""
+    folder = Path(root) if root is not None else runs_dir()
+    if not folder.is_dir():
+        return []
+    runs = [p for p in folder.iterdir() if RunDir(p).exists()]
+    return sorted(runs, key=lambda p: RunDir(p).config_path.stat().st_mtime, reverse=True)
+
+
+def summarize_run(path: str | os.PathLike) -> RunSummary:
+    run = RunDir(path)
+    config = run.read_config()  # RunError for a folder that is not a run
+    records = run.read_metrics()
+    curves: dict[str, tuple[list[int], list[float]]] = {}
+    for record in records:
+        step = int(record.get("step", 0))
+        for key, value in record.items():
+            if key in _NOT_CURVES or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            steps, values = curves.setdefault(key, ([], []))
+            steps.append(step)
+            values.append(float(value))
+    evaluations = [r for r in records if _is_evaluation(r)]
+    last_step = max((int(r.get("step", 0)) for r in records), default=0)
+    return RunSummary(str(run.path), run.path.name, config.get("family", "?"),
+                      config.get("dataset", {}).get("source", config.get("settings", {}).get("data", "?")),
+                      last_step, curves, dict(evaluations[-1]) if evaluations else {})
+
+
+def _is_evaluation(record: dict[str, Any]) -> bool:
+    return "eval_images" in record or "reference_images" in record
+
+
+def compare_runs(paths: list[str | os.PathLike], extractor: str | None = None) -> ComparisonTable:
+    summaries = [summarize_run(p) for p in paths]
+    used = Counter(s.final.get("extractor") for s in summaries if s.final.get("extractor"))
+    extractor = extractor or (used.most_common(1)[0][0] if used else None)
+    rows, notes, baselines = [], [], {}
+    for summary in summaries:
+        row, dropped = _row(summary, extractor)
+        rows.append(row)
+        if dropped:
+            notes.append(f"{summary.name}: its FID/KID/precision/recall were measured with "
+                         f"{summary.final.get('extractor')} and are left out (this table: {extractor}).")
+        if not summary.final:
+            notes.append(f"{summary.name} has no evaluation yet: run `genstudio eval` on it.")
+        baseline = _baseline_row(summary, extractor)
+        if baseline and summary.data not in baselines:
+            baselines[summary.data] = baseline
+    return ComparisonTable(list(COLUMNS), rows + list(baselines.values()), extractor, notes)
+
+
+def _row(summary: RunSummary, extractor: str | None) -> tuple[dict[str, Any], bool]:
+    final = summary.final
+    row: dict[str, Any] = {"run": summary.name, "family": summary.family, "data": summary.data,
+                           "step": final.get("step", summary.step)}
+    if "bpd" in final:
+        row["bpd"], row["bpd_kind"] = final["bpd"], final.get("bpd_kind", "")
+    elif (bounds := [v for k, v in final.items() if k.endswith("_bpd") and not k.startswith("baseline")]):
+        row["bpd"], row["bpd_kind"] = min(bounds), "bound"  # end-of-training record: ELBO/IWAE
+    same_extractor = final.get("extractor") == extractor
+    if same_extractor:
+        row["extractor"] = extractor
+        row.update({k: final[k] for k in FEATURE_FIGURES if k in final})
+    dropped = bool(final.get("extractor")) and not same_extractor
+    return row, dropped
+
+
+def _baseline_row(summary: RunSummary, extractor: str | None) -> dict[str, Any] | None:
+    final = summary.final
+    if "baseline_bpd" not in final:
+        return None
+    row: dict[str, Any] = {"run": "—", "family": BASELINE_FAMILY, "data": summary.data,
+                           "bpd": final["baseline_bpd"], "bpd_kind": "exact"}
+    if final.get("extractor") == extractor:
+        features = {k: final[f"baseline_{k}"] for k in FEATURE_FIGURES if f"baseline_{k}" in final}
+        if features:
+            row.update(extractor=extractor, **features)
+    return row
+
+
+def table_to_csv(table: ComparisonTable) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=table.columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in table.rows:
+        writer.writerow({k: row.get(k, "") for k in table.columns})
+    return out.getvalue()
+
+
+__all__ = ["BASELINE_FAMILY", "COLUMNS", "ComparisonTable", "RunError", "RunSummary", "compare_runs",
+           "list_runs", "summarize_run", "table_to_csv"]

@@ -1,0 +1,90 @@
+"""Comparing runs: curves, one table row per run, the baseline row, never mixed extractors."""
+
+import csv
+import io
+import json
+
+import pytest
+
+from genstudio.core.compare import (
+    BASELINE_FAMILY,
+    compare_runs,
+    list_runs,
+    summarize_run,
+    table_to_csv,
+)
+from genstudio.core.run import RunError, TrainSettings
+from genstudio.core.training import Trainer
+
+OFFLINE = "random-conv-v1 (offline, 512-d)"
+
+
+def _run(root, name, steps=4):
+    settings = TrainSettings(data="builtin:tins", size=16, steps=steps, batch=8, device="cpu", log_every=2,
+                             sample_every=0, checkpoint_every=0, eval_images=20,
+                             family_config={"base_channels": 4, "latent_dim": 2})
+    for _ in Trainer(settings, str(root / name)).run():
+        pass
+    return root / name
+
+
+def _add_eval(run, extractor, fid, **extra):
+    record = {"step": 4, "eval_source": "builtin:tins", "reference_images": 50, "reference_split": "held-out",
+              "bpd": 3.2, "bpd_kind": "bound", "baseline_bpd": 5.1, "extractor": extractor, "fid": fid,
+              "kid": 0.01, "precision": 0.5, "recall": 0.4, "baseline_fid": 300.0, **extra}
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return root, [_run(root, "a"), _run(root, "b"), _run(root, "c")]
+
+
+def test_summary_has_curves_and_the_end_of_training_evaluation(runs):
+    _, (a, *_rest) = runs
+    summary = summarize_run(a)
+    assert summary.family == "vae" and summary.data == "builtin:tins" and summary.step == 4
+    assert summary.curves["bpd"][0] == [2, 4]
+    assert "iwae_bpd" in summary.curves and "images_per_sec" not in summary.curves
+    assert summary.final["eval_split"] == "held-out" and "elbo_bpd" in summary.final
+
+
+def test_table_rows_baseline_and_extractor_rule(runs, tmp_path):
+    root, (a, b, c) = runs
+    for run in (a, b, c):  # work on copies so other tests see the runs unchanged
+        (tmp_path / run.name).mkdir()
+        for f in run.iterdir():
+            if f.is_file():
+                (tmp_path / run.name / f.name).write_bytes(f.read_bytes())
+    a2, b2, c2 = (tmp_path / r.name for r in (a, b, c))
+    _add_eval(a2, OFFLINE, 12.5)
+    _add_eval(b2, OFFLINE, 20.0)
+    _add_eval(c2, "inception-v3 (pool3, 2048-d)", 80.0)
+    table = compare_runs([a2, b2, c2])
+    assert table.extractor == OFFLINE  # the most common one
+    rows = {r["run"]: r for r in table.rows}
+    assert rows["a"]["fid"] == 12.5 and rows["b"]["fid"] == 20.0
+    assert "fid" not in rows["c"] and rows["c"]["bpd"] == 3.2  # other extractor: left out, bpd kept
+    assert any("c:" in note and "left out" in note for note in table.notes)
+    baseline = [r for r in table.rows if r["family"] == BASELINE_FAMILY]
+    assert len(baseline) == 1 and baseline[0]["bpd"] == 5.1 and baseline[0]["fid"] == 300.0
+    parsed = list(csv.DictReader(io.StringIO(table_to_csv(table))))
+    assert [r["run"] for r in parsed] == ["a", "b", "c", "—"]
+    assert parsed[0]["fid"] == "12.5" and parsed[2]["fid"] == ""
+
+
+def test_runs_without_feature_metrics_still_get_a_bpd_row(runs):
+    _, (a, *_rest) = runs
+    table = compare_runs([a])
+    assert table.extractor is None
+    assert table.rows[0]["bpd"] == pytest.approx(summarize_run(a).final["iwae_bpd"])
+
+
+def test_listing_and_bad_folders(runs, tmp_path):
+    root, made = runs
+    assert set(list_runs(root)) == set(made)
+    assert list_runs(tmp_path / "nothing") == []
+    with pytest.raises(RunError, match="not a genstudio run"):
+        summarize_run(tmp_path)
