@@ -101,10 +101,10 @@ def _add_train(sub: Any) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from .core.data import load_source
-    from .core.likelihood import describe_likelihood
+    from .core.metrics.evaluate import describe_evaluation
     from .core.run import TrainSettings
     from .core.training import (
-        LikelihoodEvaluated,
+        Evaluated,
         StepLogged,
         Trainer,
         TrainingControl,
@@ -135,8 +135,8 @@ def _train(args: argparse.Namespace) -> int:
         for event in trainer.run(control):
             if isinstance(event, StepLogged) and not args.quiet:
                 print(_format_step(event), flush=True)
-            elif isinstance(event, LikelihoodEvaluated):
-                print(describe_likelihood(event.figures, event.images, event.split), flush=True)
+            elif isinstance(event, Evaluated):
+                print(describe_evaluation(event.figures), flush=True)
             elif isinstance(event, TrainingFinished):
                 print(f"{event.reason} at step {event.step}: {event.run_dir}", flush=True)
     finally:

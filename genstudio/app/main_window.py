@@ -22,15 +22,15 @@ from PySide6.QtWidgets import (
 )
 
 from genstudio.core.families import family_class
-from genstudio.core.likelihood import describe_likelihood
+from genstudio.core.metrics.evaluate import describe_evaluation
 from genstudio.core.paths import new_run_dir
-from genstudio.core.run import TrainSettings
+from genstudio.core.run import BOOKKEEPING_KEYS, TrainSettings
 
 from . import jobs
 from .capabilities import panel_enabled
 from .imaging import PixelView, to_qimage
 from .layout import click_if_enabled, group_box, make_action, scrolling
-from .panels import DatasetPanel, FamilyPicker, Gallery, MetricsPlot, TrainingPanel
+from .panels import ComparisonView, DatasetPanel, FamilyPicker, Gallery, MetricsPlot, TrainingPanel
 from .panels.training_panel import IDLE, LOADING, PAUSED, RUNNING, STOPPING
 from .workers import TaskRunner, TrainingWorker, start_thread
 
@@ -77,9 +77,11 @@ class MainWindow(QMainWindow):
         # A long path must not widen the window: the label takes the width it is given.
         self.latest_caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.gallery = Gallery()
+        self.comparison = ComparisonView()
         self.tabs = QTabWidget(objectName="mainTabs", accessibleName="Views")
         self.tabs.addTab(self._train_page(), "Train")
         self.tabs.addTab(self.gallery, "Gallery")
+        self.tabs.addTab(self.comparison, "Compare")
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self._left_column())
         splitter.addWidget(self.tabs)
@@ -121,6 +123,10 @@ class MainWindow(QMainWindow):
         file_menu.addActions([self.open_action, self.export_action])
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
+        view_menu = self.menuBar().addMenu("&View")
+        for index, (text, keys) in enumerate((("&Train", "Ctrl+1"), ("&Gallery", "Ctrl+2"),
+                                              ("&Compare runs", "Ctrl+3"))):
+            view_menu.addAction(make_action(self, text, keys, partial(self.tabs.setCurrentIndex, index)))
         panel = self.training_panel
         train_menu = self.menuBar().addMenu("&Training")
         for text, keys, button in (
@@ -153,7 +159,8 @@ class MainWindow(QMainWindow):
         self.gallery.export_requested.connect(self._export)
         self.export_jobs.succeeded.connect(self._on_exported)
         self.export_jobs.failed.connect(lambda cause, _d: self._status(f"Export failed: {cause}"))
-        for runner in (self.dataset_jobs, self.run_jobs, self.sample_jobs, self.export_jobs):
+        for runner in (self.dataset_jobs, self.run_jobs, self.sample_jobs, self.export_jobs,
+                       *self.comparison.runners):
             runner.busy_changed.connect(self._maybe_finish_closing)
 
     # -- family and dataset -------------------------------------------------------------------
@@ -223,7 +230,7 @@ class MainWindow(QMainWindow):
         worker.step_logged.connect(self._on_step_logged)
         worker.samples_ready.connect(self._on_samples_ready)
         worker.checkpoint_saved.connect(self._on_checkpoint_saved)
-        worker.likelihood_evaluated.connect(self._on_likelihood_evaluated)
+        worker.evaluated.connect(self._on_evaluated)
         worker.pause_changed.connect(self._on_pause_changed)
         worker.training_finished.connect(self._on_training_finished)
         worker.cancelled.connect(self._on_training_cancelled)
@@ -279,9 +286,11 @@ class MainWindow(QMainWindow):
     def _on_checkpoint_saved(self, event) -> None:
         self._status(f"Saved checkpoint at step {event.step:,}: {event.path}")
 
-    def _on_likelihood_evaluated(self, event) -> None:
-        self.training_panel.show_likelihood(describe_likelihood(event.figures, event.images, event.split))
-        self.metrics_plot.add_record(event.step, event.figures)
+    def _on_evaluated(self, event) -> None:
+        self.training_panel.show_likelihood(describe_evaluation(event.figures))
+        numeric = {k: v for k, v in event.figures.items()
+                   if isinstance(v, float) and k not in BOOKKEEPING_KEYS}
+        self.metrics_plot.add_record(event.step, numeric)
 
     def _on_pause_changed(self, _event) -> None:
         # The control, not the event, is the truth: a queued event may trail a later click.
@@ -331,12 +340,9 @@ class MainWindow(QMainWindow):
         self.loaded = loaded
         self.metrics_plot.load_history(opened.metrics)
         self.training_panel.run_label.setText(f"Run folder: {loaded.run.path}")
-        evaluations = [r for r in opened.metrics if "eval_images" in r]
+        evaluations = [r for r in opened.metrics if "reference_images" in r]
         if evaluations:
-            last = evaluations[-1]
-            figures = {k: v for k, v in last.items() if k.endswith(("_nats", "_bpd"))}
-            self.training_panel.show_likelihood(
-                describe_likelihood(figures, last["eval_images"], last.get("eval_split", "training")))
+            self.training_panel.show_likelihood(describe_evaluation(evaluations[-1]))
         title = f"{loaded.family.title} · {loaded.name} · step {loaded.step:,}"
         if panel_enabled("gallery", loaded.family.capabilities):
             self.gallery.set_run(title, loaded.class_names if loaded.family.spec.num_classes else [])
@@ -375,7 +381,8 @@ class MainWindow(QMainWindow):
         super().keyPressEvent(event)
 
     def busy(self) -> bool:
-        runners = (self.dataset_jobs, self.run_jobs, self.sample_jobs, self.export_jobs)
+        runners = (self.dataset_jobs, self.run_jobs, self.sample_jobs, self.export_jobs,
+                   *self.comparison.runners)
         return self.training_thread is not None or any(r.is_busy() for r in runners)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
@@ -389,7 +396,7 @@ class MainWindow(QMainWindow):
         if self._control is not None:
             self._control.stop()
             self._set_training_state(STOPPING)
-        for runner in (self.dataset_jobs, self.run_jobs, self.sample_jobs):
+        for runner in (self.dataset_jobs, self.run_jobs, self.sample_jobs, *self.comparison.runners):
             runner.cancel()
         self._status("Stopping training and saving before closing…")
 
@@ -401,7 +408,8 @@ class MainWindow(QMainWindow):
         """Blocking stop of every thread (when the application quits without closing us)."""
         if self._control is not None:
             self._control.stop()
-        for runner in (self.dataset_jobs, self.run_jobs, self.sample_jobs, self.export_jobs):
+        for runner in (self.dataset_jobs, self.run_jobs, self.sample_jobs, self.export_jobs,
+                       *self.comparison.runners):
             runner.cancel()
             runner.wait(timeout_ms)
         if self.training_thread is not None:

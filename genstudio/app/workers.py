@@ -22,7 +22,7 @@ from genstudio.core.run import RunError, TrainSettings
 from genstudio.core.sampling import SamplingError
 from genstudio.core.training import (
     CheckpointSaved,
-    LikelihoodEvaluated,
+    Evaluated,
     PauseChanged,
     RunStarted,
     SamplesReady,
@@ -118,7 +118,7 @@ class TrainingWorker(QObject):
     step_logged = Signal(object)        # StepLogged
     samples_ready = Signal(object)      # SamplesReady
     checkpoint_saved = Signal(object)   # CheckpointSaved
-    likelihood_evaluated = Signal(object)  # LikelihoodEvaluated
+    evaluated = Signal(object)          # Evaluated
     pause_changed = Signal(object)      # PauseChanged
     training_finished = Signal(object)  # TrainingFinished
     cancelled = Signal()                # stopped before the run began (nothing written)
@@ -127,7 +127,7 @@ class TrainingWorker(QObject):
 
     _RELAY = {
         RunStarted: "run_started", StepLogged: "step_logged", SamplesReady: "samples_ready",
-        CheckpointSaved: "checkpoint_saved", LikelihoodEvaluated: "likelihood_evaluated",
+        CheckpointSaved: "checkpoint_saved", Evaluated: "evaluated",
         PauseChanged: "pause_changed",
         TrainingFinished: "training_finished",
     }

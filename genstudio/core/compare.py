@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from .paths import runs_dir
-from .run import RunDir, RunError
+from .run import BOOKKEEPING_KEYS, RunDir, RunError
 
 COLUMNS = ["run", "family", "data", "step", "extractor", "bpd", "bpd_kind", "fid", "kid", "precision",
            "recall", "density", "coverage"]
 FEATURE_FIGURES = ("fid", "kid", "precision", "recall", "density", "coverage")
 BASELINE_FAMILY = "baseline (per-pixel)"
-# Keys of a metrics record that are bookkeeping, not curves.
-_NOT_CURVES = {"step", "time", "images_per_sec", "eval_images", "reference_images", "samples"}
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ def summarize_run(path: str | os.PathLike) -> RunSummary:
     for record in records:
         step = int(record.get("step", 0))
         for key, value in record.items():
-            if key in _NOT_CURVES or isinstance(value, bool) or not isinstance(value, (int, float)):
+            if key in BOOKKEEPING_KEYS or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             steps, values = curves.setdefault(key, ([], []))
             steps.append(step)
@@ -77,7 +75,7 @@ def summarize_run(path: str | os.PathLike) -> RunSummary:
 
 
 def _is_evaluation(record: dict[str, Any]) -> bool:
-    return "eval_images" in record or "reference_images" in record
+    return "reference_images" in record
 
 
 def compare_runs(paths: list[str | os.PathLike], extractor: str | None = None) -> ComparisonTable:
@@ -103,8 +101,8 @@ def _row(summary: RunSummary, extractor: str | None) -> tuple[dict[str, Any], bo
     final = summary.final
     row: dict[str, Any] = {"run": summary.name, "family": summary.family, "data": summary.data,
                            "step": final.get("step", summary.step)}
-    if "bpd" in final:
-        row["bpd"], row["bpd_kind"] = final["bpd"], final.get("bpd_kind", "")
+    if "eval_bpd" in final:
+        row["bpd"], row["bpd_kind"] = final["eval_bpd"], final.get("bpd_kind", "")
     elif (bounds := [v for k, v in final.items() if k.endswith("_bpd") and not k.startswith("baseline")]):
         row["bpd"], row["bpd_kind"] = min(bounds), "bound"  # end-of-training record: ELBO/IWAE
     same_extractor = final.get("extractor") == extractor

@@ -34,10 +34,3 @@ def evaluate_likelihood(family: Family, images: torch.Tensor, labels: torch.Tens
         figures[f"{name}_bpd"] = -nats / (dims * math.log(2.0))
     return figures
 
-
-def describe_likelihood(figures: dict[str, float], images: int, split: str) -> str:
-    """One line for people: "On 256 held-out images: elbo 4.312 bits/dim (2,345.6 nats/image), …"."""
-    names = [key[: -len("_bpd")] for key in figures if key.endswith("_bpd")]
-    parts = [f"{name} {figures[name + '_bpd']:.3f} bits/dim ({figures[name + '_nats']:,.1f} nats/image)"
-             for name in names]
-    return f"On {images} {split} images: " + ", ".join(parts)

@@ -39,7 +39,11 @@ class TrainSettings:
     sample_every: int = 250        # steps between sample grids (0: only at the end)
     checkpoint_every: int = 500    # steps between checkpoints (0: only at the end / on stop)
     grid_samples: int = 64         # images in each sample grid
-    eval_images: int = 256         # images whose likelihood is measured when the run ends (0: off)
+    eval_images: int = 256         # held-out images each evaluation measures against (0: no evaluation)
+    eval_every: int = 0            # steps between evaluations during training (0: only when the run ends)
+    eval_metrics: tuple[str, ...] = ("bpd",)  # any of genstudio.core.metrics.evaluate.METRICS
+    eval_samples: int = 256        # generated images for sample-quality metrics
+    eval_extractor: str = "offline"  # features for FID/KID/precision/recall during training (fast on CPU)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -47,7 +51,14 @@ class TrainSettings:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainSettings:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if isinstance(values.get("eval_metrics"), list):  # JSON has no tuples
+            values["eval_metrics"] = tuple(values["eval_metrics"])
+        return cls(**values)
+
+
+# Keys of a metrics.jsonl record that are bookkeeping, not metrics to plot or compare.
+BOOKKEEPING_KEYS = frozenset({"step", "time", "images_per_sec", "reference_images", "samples"})
 
 
 class RunError(RuntimeError):

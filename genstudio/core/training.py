@@ -32,7 +32,7 @@ from .data import ImageDataset, held_out_split, load_source
 from .device import select_device
 from .families import Capability, ImageSpec, create_family, family_class
 from .images import make_grid, save_png, to_uint8
-from .likelihood import evaluate_likelihood
+from .metrics.evaluate import EvalSettings, evaluate_family
 from .run import RunDir, RunError, TrainSettings
 
 # -- control (shared between the loop's thread and whoever drives it) -----------------------
@@ -128,11 +128,9 @@ class CheckpointSaved:
 
 
 @dataclass(frozen=True)
-class LikelihoodEvaluated:
+class Evaluated:
     step: int
-    images: int                # how many images were measured
-    split: str                 # "held-out", or "training" for datasets too small to split
-    figures: dict[str, float]  # "<bound>_nats" and "<bound>_bpd", e.g. elbo_bpd, iwae_bpd
+    figures: dict[str, Any]    # as genstudio.core.metrics.evaluate.evaluate_family returns them
 
 
 @dataclass(frozen=True)
@@ -148,8 +146,8 @@ class TrainingFinished:
     run_dir: str
 
 
-TrainEvent = (RunStarted | StepLogged | SamplesReady | CheckpointSaved | LikelihoodEvaluated
-              | PauseChanged | TrainingFinished)
+TrainEvent = (RunStarted | StepLogged | SamplesReady | CheckpointSaved | Evaluated | PauseChanged
+              | TrainingFinished)
 
 
 # -- the trainer ------------------------------------------------------------------------------
@@ -300,10 +298,14 @@ class Trainer:
                 yield self.sample_grid()
             if _due(self.step, s.checkpoint_every) or control.take_save_request():
                 yield self.save()
+            if _due(self.step, s.eval_every) and self.step < s.steps:
+                evaluated = self.evaluate(final=False)
+                if evaluated is not None:
+                    yield evaluated
         # Stop finishes the current step and saves; completion saves too.
         yield self.sample_grid()
         yield self.save()
-        evaluated = self.evaluate()
+        evaluated = self.evaluate(final=True)
         if evaluated is not None:
             yield evaluated
         reason = "completed" if self.step >= s.steps else "stopped"
@@ -317,22 +319,18 @@ class Trainer:
         self.run_dir.append_metrics(record)
         return StepLogged(self.step, self.settings.steps, dict(metrics), ips, eta, elapsed)
 
-    def evaluate(self) -> LikelihoodEvaluated | None:
-        """Likelihood bounds on held-out images (the first eval_images of the shared split),
-        logged as a record; tiny datasets without a split fall back to training images and
-        say so."""
-        split = "held-out" if len(self.test_images) else "training"
-        images, labels = ((self.test_images, self.test_labels) if split == "held-out"
-                          else (self.images, self.labels))
-        n = min(self.settings.eval_images, len(images))
-        if n <= 0:
+    def evaluate(self, final: bool) -> Evaluated | None:
+        """Measure the model against the held-out split (the same one `genstudio eval` uses)
+        and log the figures as a record; the final evaluation also scores the baseline."""
+        s = self.settings
+        if s.eval_images <= 0:
             return None
-        labels = labels[:n].to(self.device) if self.spec.num_classes else None
-        figures = evaluate_likelihood(self.family, images[:n].to(self.device), labels)
-        if not figures:
-            return None
-        self.run_dir.append_metrics({"step": self.step, **figures, "eval_images": n, "eval_split": split})
-        return LikelihoodEvaluated(self.step, n, split, figures)
+        request = EvalSettings(metrics=tuple(s.eval_metrics), samples=max(2, s.eval_samples),
+                               reference=max(2, s.eval_images), extractor=s.eval_extractor,
+                               seed=s.seed, baseline=final)
+        figures = evaluate_family(self.family, self.dataset, request)
+        self.run_dir.append_metrics({"step": self.step, **figures})
+        return Evaluated(self.step, figures)
 
     def sample_grid(self) -> SamplesReady:
         n = self.settings.grid_samples

@@ -37,7 +37,7 @@ def test_train_writes_a_run(trained_run):
     assert (trained_run / "config.json").is_file()
     records = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4, 6, 6]  # three logged steps, then the evaluation
-    assert records[-1]["eval_images"] == 256 and records[-1]["elbo_bpd"] > 0
+    assert records[-1]["reference_images"] == 256 and records[-1]["elbo_bpd"] > 0
 
 
 def test_same_run_and_seed_give_byte_identical_pngs(trained_run, tmp_path):

@@ -32,7 +32,7 @@ def test_eval_prints_json_figures_and_records_them(run):
     assert figures["reference_images"] == 150 and figures["samples"] == 120
     assert figures["extractor"].startswith("random-conv-v1 (offline")
     assert figures["fid"] > 0 and 0 <= figures["precision"] <= 1 and 0 <= figures["recall"] <= 1
-    assert figures["bpd"] == min(figures["elbo_bpd"], figures["iwae_bpd"]) and figures["bpd_kind"] == "bound"
+    assert figures["eval_bpd"] == min(figures["elbo_bpd"], figures["iwae_bpd"]) and figures["bpd_kind"] == "bound"
     assert 0 < figures["baseline_bpd"] < 8
     # The floor row: per-pixel independent samples, scored the same way; they cover nothing.
     assert {"baseline_fid", "baseline_kid", "baseline_precision", "baseline_recall"} <= set(figures)

@@ -30,7 +30,7 @@ def _run(root, name, steps=4):
 
 def _add_eval(run, extractor, fid, **extra):
     record = {"step": 4, "eval_source": "builtin:tins", "reference_images": 50, "reference_split": "held-out",
-              "bpd": 3.2, "bpd_kind": "bound", "baseline_bpd": 5.1, "extractor": extractor, "fid": fid,
+              "eval_bpd": 3.2, "bpd_kind": "bound", "baseline_bpd": 5.1, "extractor": extractor, "fid": fid,
               "kid": 0.01, "precision": 0.5, "recall": 0.4, "baseline_fid": 300.0, **extra}
     with open(run / "metrics.jsonl", "a") as fh:
         fh.write(json.dumps(record) + "\n")
@@ -48,7 +48,7 @@ def test_summary_has_curves_and_the_end_of_training_evaluation(runs):
     assert summary.family == "vae" and summary.data == "builtin:tins" and summary.step == 4
     assert summary.curves["bpd"][0] == [2, 4]
     assert "iwae_bpd" in summary.curves and "images_per_sec" not in summary.curves
-    assert summary.final["eval_split"] == "held-out" and "elbo_bpd" in summary.final
+    assert summary.final["reference_split"] == "held-out" and "elbo_bpd" in summary.final
 
 
 def test_table_rows_baseline_and_extractor_rule(runs, tmp_path):

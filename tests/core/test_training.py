@@ -12,6 +12,7 @@ from genstudio.core.checkpoint import load_checkpoint
 from genstudio.core.run import RunError, TrainSettings, load_run
 from genstudio.core.training import (
     CheckpointSaved,
+    Evaluated,
     PauseChanged,
     RunStarted,
     SamplesReady,
@@ -142,12 +143,30 @@ def test_conditional_training_on_class_folders(tmp_path):
 
 def test_a_finished_run_records_its_likelihood_bounds(tmp_path):
     events = _run(dataclasses.replace(TINY, eval_images=40), tmp_path / "run")
-    evaluated = [e for e in events if type(e).__name__ == "LikelihoodEvaluated"]
-    assert len(evaluated) == 1 and evaluated[0].images == 40
+    evaluated = [e for e in events if isinstance(e, Evaluated)]
+    assert len(evaluated) == 1 and evaluated[0].figures["reference_images"] == 40
     last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert last["step"] == 10 and last["eval_images"] == 40
+    assert last["step"] == 10 and last["reference_images"] == 40 and last["reference_split"] == "held-out"
+    assert last["eval_bpd"] == last["iwae_bpd"] and 0 < last["baseline_bpd"] < 8
     # The importance-weighted bound is the tighter one: more nats, fewer bits/dim.
     assert last["iwae_nats"] > last["elbo_nats"]
     assert last["iwae_bpd"] < last["elbo_bpd"]
     dims = 3 * 16 * 16
     assert last["elbo_bpd"] == pytest.approx(-last["elbo_nats"] / (dims * math.log(2)))
+
+
+def test_evaluation_every_n_steps_measures_sample_quality_without_changing_training(tmp_path):
+    settings = dataclasses.replace(TINY, eval_images=30, eval_every=4, eval_samples=30,
+                                   eval_metrics=("bpd", "fid", "precision", "recall"))
+    events = _run(settings, tmp_path / "evaluated")
+    evaluations = [e for e in events if isinstance(e, Evaluated)]
+    assert [e.step for e in evaluations] == [4, 8, 10]  # every 4 steps, then the final evaluation
+    final = evaluations[-1].figures
+    assert final["extractor"].startswith("random-conv-v1") and "fid" in final and "baseline_fid" in final
+    assert "baseline_fid" not in evaluations[0].figures  # the floor row is scored once, at the end
+    # Evaluating draws no randomness from training: the weights equal an unevaluated run's.
+    _run(TINY, tmp_path / "plain")
+    a, b = _weights(tmp_path / "evaluated"), _weights(tmp_path / "plain")
+    for name in a["family"]["networks"]:
+        for key, tensor in a["family"]["networks"][name].items():
+            assert torch.equal(tensor, b["family"]["networks"][name][key]), f"{name}.{key}"

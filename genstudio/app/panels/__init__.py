@@ -1,9 +1,10 @@
 """The window's panels: each receives data and emits intent signals; none computes."""
 
+from .comparison import ComparisonView
 from .dataset_panel import DatasetPanel
 from .family_picker import FamilyPicker
 from .gallery import Gallery
 from .metrics_plot import MetricsPlot
 from .training_panel import TrainingPanel
 
-__all__ = ["DatasetPanel", "FamilyPicker", "Gallery", "MetricsPlot", "TrainingPanel"]
+__all__ = ["ComparisonView", "DatasetPanel", "FamilyPicker", "Gallery", "MetricsPlot", "TrainingPanel"]

@@ -16,9 +16,11 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
+from genstudio.core.run import BOOKKEEPING_KEYS
+
 REFRESH_MS = 100                       # at most 10 redraws a second, however fast steps come
 PREFERRED_METRICS = ("bpd", "loss")    # shown first; the rest start hidden
-NOT_METRICS = {"step", "time", "images_per_sec"}
+NOT_METRICS = BOOKKEEPING_KEYS
 DEFAULT_SMOOTHING = 0.6
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 

@@ -37,6 +37,7 @@ class VAEConfig:
     beta: float = 1.0           # KL weight; 1 trains the true ELBO, >1 a β-VAE
     iw_samples: int = 32        # importance samples in log_prob (1 = plain ELBO)
     min_log_scale: float = -6.0 # floor of the decoder's log-scale, keeps the likelihood finite
+    per_pixel_scale: bool = False  # decoder predicts each pixel's scale (better bits/dim) vs one per channel
 
 
 class Encoder(nn.Module):
@@ -76,13 +77,14 @@ class Decoder(nn.Module):
             c_out = widths[level - 1] if level > 0 else widths[0]
             ups.append(UpBlock(widths[level], c_out, sizes[level]))
         self.blocks = nn.Sequential(*ups)
-        self.out = nn.Conv2d(widths[0], spec.channels, 3, padding=1)
+        # Per pixel: a mean, and with per_pixel_scale a log-scale too (2C output channels).
+        self.out = nn.Conv2d(widths[0], spec.channels * (2 if cfg.per_pixel_scale else 1), 3, padding=1)
 
     def forward(self, z: Tensor, y_onehot: Tensor | None) -> Tensor:
         if y_onehot is not None:
             z = torch.cat([z, y_onehot], dim=1)
         h = F.silu(self.fc(z)).view(-1, *self.start_shape)  # (B, C, s, s)
-        return self.out(self.blocks(h))
+        return self.out(self.blocks(h))                      # (B, C or 2C, H, W)
 
 
 class VAE(Family):
@@ -123,14 +125,22 @@ class VAE(Family):
             return None
         return F.one_hot(labels.to(self.device), self.spec.num_classes).float()
 
-    def _log_scale(self) -> Tensor:
-        floor = self.config.min_log_scale
-        return self.likelihood["log_scale"].clamp_min(floor).view(1, -1, 1, 1)
+    def _split_output(self, out: Tensor) -> tuple[Tensor, Tensor]:
+        """Decoder output → (mean, log-scale), each (B, C, H, W) in [−1, 1] pixel units."""
+        c = self.spec.channels
+        shared = self.likelihood["log_scale"].view(1, -1, 1, 1)
+        if self.config.per_pixel_scale:
+            # The shared per-channel value stays as an offset, so training starts where the
+            # per-channel model starts (σ ≈ 0.1) and the network learns the deviations.
+            mean, log_scale = out[:, :c], out[:, c:] + shared
+        else:
+            mean, log_scale = out, shared.expand_as(out)
+        return mean, log_scale.clamp_min(self.config.min_log_scale)
 
-    def reconstruction_log_prob(self, x01: Tensor, mean: Tensor) -> Tensor:
-        """log p(x | z) in nats per image, from the decoder's mean (B, C, H, W)."""
-        x = to_symmetric(x01)
-        return discretized_logistic_log_prob(x, mean, self._log_scale()).flatten(1).sum(1)
+    def reconstruction_log_prob(self, x01: Tensor, decoder_out: Tensor) -> Tensor:
+        """log p(x | z) in nats per image, from the decoder's output."""
+        mean, log_scale = self._split_output(decoder_out)
+        return discretized_logistic_log_prob(to_symmetric(x01), mean, log_scale).flatten(1).sum(1)
 
     @staticmethod
     def kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -179,7 +189,8 @@ class VAE(Family):
     @torch.no_grad()
     def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         labels = self._check_labels(labels, z.shape[0])
-        return to_unit(self.decoder(z.to(self.device), self._onehot(labels))).cpu()
+        mean, _ = self._split_output(self.decoder(z.to(self.device), self._onehot(labels)))
+        return to_unit(mean).cpu()
 
     @torch.no_grad()
     def log_prob(self, x: Tensor, labels: Tensor | None = None, samples: int | None = None,
