@@ -5,20 +5,13 @@ import subprocess
 import sys
 
 import pytest
+from cli_helpers import genstudio
 from PIL import Image
 
 from genstudio.core.images import read_png_metadata
 
 TINY = ["--size", "16", "--batch", "8", "--set", "base_channels=4", "--set", "latent_dim=3",
         "--log-every", "2", "--sample-every", "0", "--checkpoint-every", "0", "--device", "cpu"]
-
-
-def genstudio(*args, check=True):
-    result = subprocess.run([sys.executable, "-m", "genstudio", *map(str, args)],
-                            capture_output=True, text=True, timeout=240)
-    if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,9 @@
 """`genstudio eval` as a user runs it."""
 
 import json
-import subprocess
-import sys
 
 import pytest
-
-
-def genstudio(*args, check=True):
-    result = subprocess.run([sys.executable, "-m", "genstudio", *map(str, args)],
-                            capture_output=True, text=True, timeout=300)
-    if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\\n{result.stdout}\\n{result.stderr}")
-    return result
+from cli_helpers import genstudio
 
 
 @pytest.fixture(scope="module")
