@@ -40,7 +40,7 @@ class TrainSettings:
     checkpoint_every: int = 500    # steps between checkpoints (0: only at the end / on stop)
     grid_samples: int = 64         # images in each sample grid
     eval_images: int = 256         # held-out images each evaluation measures against (0: no evaluation)
-    eval_every: int = 0            # steps between evaluations during training (0: only when the run ends)
+    eval_every: int = 500          # steps between evaluations during training (0: only when the run ends)
     eval_metrics: tuple[str, ...] = ("bpd",)  # any of genstudio.core.metrics.evaluate.METRICS
     eval_samples: int = 256        # generated images for sample-quality metrics
     eval_extractor: str = "offline"  # features for FID/KID/precision/recall during training (fast on CPU)

@@ -126,3 +126,19 @@ def test_closing_mid_training_stops_saves_and_leaves_no_thread(qtbot, window, wh
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=30_000)
     assert not workers.running_threads()
     assert load_run(run).step >= 10
+
+
+def test_evaluations_during_training_are_plotted_live(qtbot, window):
+    panel = window.training_panel
+    panel.quality_check.setChecked(True)
+    with qtbot.waitSignal(window.training_ended, timeout=90_000) as ended:
+        start_training(qtbot, window, steps=40, eval_every=20)
+    assert ended.args == ["completed"]
+    plot = window.metrics_plot
+    qtbot.waitUntil(lambda: "fid" in plot.metric_names(), timeout=10_000)
+    steps, values = plot.history("eval_bpd")
+    assert steps == [20, 40] and all(0 < v < 16 for v in values)
+    assert plot.history("fid")[0] == [20, 40]
+    text = panel.likelihood_label.text()
+    assert text.startswith("On 256 held-out images:") and "FID" in text and "random-conv-v1" in text
+    assert "per-pixel baseline" in text  # the final evaluation scores the floor too

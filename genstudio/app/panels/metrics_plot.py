@@ -14,7 +14,16 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QScrollArea,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
 
 from genstudio.core.run import BOOKKEEPING_KEYS
 
@@ -22,7 +31,8 @@ REFRESH_MS = 100                       # at most 10 redraws a second, however fa
 PREFERRED_METRICS = ("bpd", "loss")    # shown first; the rest start hidden
 NOT_METRICS = BOOKKEEPING_KEYS
 DEFAULT_SMOOTHING = 0.6
-COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
+           "#bcbd22", "#393b79", "#7f7f7f", "#637939", "#e7969c", "#8c6d31", "#6baed6", "#31a354")
 
 
 @dataclass
@@ -83,7 +93,17 @@ class MetricsPlot(QWidget):
         self.legend = item.addLegend(offset=(-10, 10))
 
     def _build_controls(self) -> None:
-        self.metric_row = QHBoxLayout()
+        # One toggle per metric, in a strip that scrolls sideways: evaluations add a dozen
+        # metrics, and a plain row of check boxes would force the window wider than the screen.
+        strip = QWidget()
+        self.metric_row = QHBoxLayout(strip)
+        self.metric_row.setContentsMargins(0, 0, 0, 0)
+        self.metric_row.addStretch(1)
+        self.metric_scroll = QScrollArea(objectName="metricToggles", widgetResizable=True)
+        self.metric_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.metric_scroll.setWidget(strip)
+        self.metric_scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.metric_scroll.setMinimumWidth(120)
         self.log_check = QCheckBox("log y", objectName="logYCheck", accessibleName="Logarithmic y axis")
         self.log_check.setToolTip("Logarithmic y axis (for positive, decaying curves)")
         self.log_check.toggled.connect(self._set_log)
@@ -97,8 +117,7 @@ class MetricsPlot(QWidget):
         self.smoothing_label = QLabel(f"smoothing {DEFAULT_SMOOTHING:.2f}")
         self.controls = QHBoxLayout()
         self.controls.addWidget(QLabel("Show:"))
-        self.controls.addLayout(self.metric_row)
-        self.controls.addStretch(1)
+        self.controls.addWidget(self.metric_scroll, 1)
         self.controls.addWidget(self.log_check)
         self.controls.addWidget(self.smoothing_label)
         self.controls.addWidget(self.smoothing)
@@ -133,12 +152,14 @@ class MetricsPlot(QWidget):
             series.checkbox.deleteLater()
 
     def _new_series(self, name: str) -> _Series:
-        colour = COLOURS[len(self._series) % len(COLOURS)]
+        index = len(self._series)
+        # Past the palette, spread further hues so two metrics never share a colour.
+        colour = COLOURS[index] if index < len(COLOURS) else pg.intColor(index * 5, hues=23).name()
         raw = self.plot.plot(pen=pg.mkPen(pg.mkColor(colour).lighter(160), width=1), connect="finite")
         smooth = self.plot.plot(pen=pg.mkPen(colour, width=2), name=name, connect="finite")
         checkbox = QCheckBox(name, objectName=f"metric_{name}", accessibleName=f"Show {name}")
         checkbox.toggled.connect(lambda _on, n=name: self._apply_visibility(n))
-        self.metric_row.addWidget(checkbox)
+        self.metric_row.insertWidget(self.metric_row.count() - 1, checkbox)  # before the stretch
         series = self._series[name] = _Series(raw, smooth, checkbox)
         self._apply_visibility(name)
         return series
@@ -186,6 +207,11 @@ class MetricsPlot(QWidget):
 
     def set_shown(self, name: str, shown: bool) -> None:
         self._series[name].checkbox.setChecked(shown)
+
+    def history(self, name: str) -> tuple[list[float], list[float]]:
+        """Every recorded (step, raw value) of a metric, shown or not."""
+        series = self._series[name]
+        return list(series.steps), list(series.values)
 
     def curve_data(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """The smoothed curve as drawn (empty until the next refresh)."""

@@ -31,6 +31,9 @@ ERROR_STYLE = "color: #c62828;"
 _DEFAULTS = TrainSettings()
 
 
+LIKELIHOOD_ONLY = ("bpd",)
+QUALITY_METRICS = ("bpd", "fid", "precision", "recall")
+
 class TrainingPanel(QWidget):
     start_requested = Signal()
     pause_requested = Signal()   # toggles pause / resume
@@ -71,13 +74,26 @@ class TrainingPanel(QWidget):
         self.save_every_spin = _spin("saveEverySpin", "Save every", 0, 10_000_000,
                                      _DEFAULTS.checkpoint_every, step=100)
         self.save_every_spin.setSpecialValueText("end only")
+        self.eval_every_spin = _spin("evalEverySpin", "Evaluate every", 0, 10_000_000,
+                                     _DEFAULTS.eval_every, step=100)
+        self.eval_every_spin.setSpecialValueText("end only")
+        self.eval_every_spin.setToolTip("Measure held-out bits/dim (and sample metrics if ticked) "
+                                        "every this many steps, in the training thread")
+        self.quality_check = QCheckBox("Sample metrics (FID, precision, recall)",
+                                       objectName="qualityMetricsCheck",
+                                       accessibleName="Measure sample metrics during training")
+        self.quality_check.setToolTip(f"Adds FID, precision and recall of {_DEFAULTS.eval_samples} "
+                                      f"samples to each evaluation, with the {_DEFAULTS.eval_extractor} "
+                                      "feature extractor (fast on a CPU)")
         self.settings_box = QGroupBox("Run")
         form = QFormLayout(self.settings_box)
         for label, widget in (("Steps", self.steps_spin), ("Batch", self.batch_spin),
                               ("Seed", self.seed_spin), ("Device", self.device_combo),
                               ("Sample every", self.sample_every_spin),
-                              ("Save every", self.save_every_spin)):
+                              ("Save every", self.save_every_spin),
+                              ("Evaluate every", self.eval_every_spin)):
             form.addRow(label, widget)
+        form.addRow(self.quality_check)
         form.addRow(self.conditional_check)
         self.model_box = QGroupBox("Model")
         self.config_form = ConfigForm()
@@ -158,13 +174,16 @@ class TrainingPanel(QWidget):
             "conditional": self.conditional_check.isChecked(),
             "sample_every": self.sample_every_spin.value(),
             "checkpoint_every": self.save_every_spin.value(),
+            "eval_every": self.eval_every_spin.value(),
+            "eval_metrics": QUALITY_METRICS if self.quality_check.isChecked() else LIKELIHOOD_ONLY,
             "family_config": self.config_form.values(),
         }
 
     def set_values(self, **values: Any) -> None:
         """Fill the form (tests, and later: restoring a run's settings)."""
         spins = {"steps": self.steps_spin, "batch": self.batch_spin, "seed": self.seed_spin,
-                 "sample_every": self.sample_every_spin, "checkpoint_every": self.save_every_spin}
+                 "sample_every": self.sample_every_spin, "checkpoint_every": self.save_every_spin,
+                 "eval_every": self.eval_every_spin}
         for name, value in values.items():
             if name in spins:
                 spins[name].setValue(int(value))
@@ -172,6 +191,8 @@ class TrainingPanel(QWidget):
                 self.device_combo.setCurrentText(value)
             elif name == "conditional":
                 self.conditional_check.setChecked(bool(value))
+            elif name == "eval_metrics":
+                self.quality_check.setChecked(tuple(value) != LIKELIHOOD_ONLY)
             elif name == "family_config":
                 self.config_form.set_values(value)
             else:
