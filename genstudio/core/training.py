@@ -33,6 +33,7 @@ from .device import select_device
 from .families import Capability, ImageSpec, create_family, family_class
 from .images import make_grid, save_png, to_uint8
 from .metrics.evaluate import EvalSettings, evaluate_family
+from .metrics.features import get_extractor
 from .run import RunDir, RunError, TrainSettings
 
 # -- control (shared between the loop's thread and whoever drives it) -----------------------
@@ -181,6 +182,7 @@ class Trainer:
                                     self.device, settings.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(settings.seed + 1)
         self.step = 0
+        self._extractor = None  # feature extractor for evaluations, built on first use
         if resume:
             self._restore()
         else:
@@ -328,7 +330,11 @@ class Trainer:
         request = EvalSettings(metrics=tuple(s.eval_metrics), samples=max(2, s.eval_samples),
                                reference=max(2, s.eval_images), extractor=s.eval_extractor,
                                seed=s.seed, baseline=final)
-        figures = evaluate_family(self.family, self.dataset, request)
+        needs_features = set(request.metrics) - {"bpd", "memorisation"}
+        if needs_features and self._extractor is None:
+            # Built once per run: loading Inception means hashing ~90 MB and a TorchScript load.
+            self._extractor = get_extractor(s.eval_extractor)
+        figures = evaluate_family(self.family, self.dataset, request, extractor=self._extractor)
         self.run_dir.append_metrics({"step": self.step, **figures})
         return Evaluated(self.step, figures)
 

@@ -170,3 +170,16 @@ def test_evaluation_every_n_steps_measures_sample_quality_without_changing_train
     for name in a["family"]["networks"]:
         for key, tensor in a["family"]["networks"][name].items():
             assert torch.equal(tensor, b["family"]["networks"][name][key]), f"{name}.{key}"
+
+
+def test_the_feature_extractor_is_built_once_per_run(tmp_path, monkeypatch):
+    import genstudio.core.training as training
+
+    built = []
+    real = training.get_extractor
+    monkeypatch.setattr(training, "get_extractor", lambda pref: built.append(pref) or real(pref))
+    settings = dataclasses.replace(TINY, eval_images=20, eval_every=2, eval_samples=20,
+                                   eval_metrics=("bpd", "fid"))
+    events = _run(settings, tmp_path / "run")
+    assert len([e for e in events if isinstance(e, Evaluated)]) == 5  # steps 2, 4, 6, 8 and the end
+    assert built == ["offline"]
