@@ -232,25 +232,35 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--no-record", action="store_true", help="do not append the figures to metrics.jsonl")
+    p.add_argument("--pairs", metavar="PNG", help="with memorisation: write the closest sample/training "
+                   "pairs here (samples on top, their nearest training images below)")
     p.set_defaults(handler=_eval)
 
 
 def _eval(args: argparse.Namespace) -> int:
     from .core.data import load_source
-    from .core.metrics.evaluate import EvalSettings, evaluate_family
+    from .core.images import save_png
+    from .core.metrics.evaluate import EvalSettings, pairs_strip, run_evaluation
     from .core.run import load_run
 
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    if args.pairs and "memorisation" not in metrics:
+        raise CommandError("--pairs needs memorisation in --metrics")
     settings = EvalSettings(metrics=metrics, samples=args.samples, reference=args.reference,
                             extractor=args.extractor, seed=args.seed)
     loaded = load_run(args.run, device=args.device)
     spec = loaded.family.spec
     data = load_source(args.data, spec.size, spec.channels)
     say = None if args.json else (lambda stage: print(f"  {stage}…", file=sys.stderr, flush=True))
-    figures = evaluate_family(loaded.family, data, settings, progress=say)
+    evaluation = run_evaluation(loaded.family, data, settings, stage=say)
+    figures = evaluation.figures
     record = {"step": loaded.step, "eval_source": data.source, **figures}
     if not args.no_record:
         loaded.run.append_metrics(record)
+    if args.pairs:
+        save_png(args.pairs, pairs_strip(evaluation.closest_pairs),
+                 {"run": loaded.name, "step": loaded.step, "rms_distances": " ".join(
+                     f"{pair.distance:.4f}" for pair in evaluation.closest_pairs)})
     if args.json:
         print(json.dumps(record, indent=2))
         return 0

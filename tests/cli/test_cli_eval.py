@@ -39,10 +39,25 @@ def test_eval_is_reproducible_by_seed(run):
     assert a == b
 
 
+def test_eval_writes_the_closest_pairs_as_a_png(run, tmp_path):
+    from PIL import Image
+
+    from genstudio.core.images import read_png_metadata
+
+    out = tmp_path / "pairs.png"
+    genstudio("eval", run, "--data", "builtin:tins", "--metrics", "memorisation", "--samples", "30",
+              "--reference", "30", "--pairs", out, "--no-record")
+    with Image.open(out) as image:  # 8 pairs of 16 px tiles, two rows, 2 px padding
+        assert image.size == (2 + 8 * 18, 2 + 2 * 18)
+    distances = [float(d) for d in read_png_metadata(out)["rms_distances"].split()]
+    assert len(distances) == 8 and distances == sorted(distances) and distances[0] > 0
+
+
 @pytest.mark.parametrize("args,message", [
     (["--metrics", "fid,beauty"], "unknown metric"),
     (["--extractor", "/no/such/weights.pt"], "weights.pt"),
     (["--samples", "1"], "at least 2"),
+    (["--metrics", "fid", "--pairs", "p.png"], "--pairs needs memorisation"),
 ])
 def test_bad_eval_input_is_one_line(run, args, message):
     result = genstudio("eval", run, "--data", "builtin:tins", *args, check=False)

@@ -34,6 +34,12 @@ from genstudio.core.metrics.features import (
     find_inception,
     get_extractor,
 )
+from genstudio.core.preferences import (
+    INCEPTION_WEIGHTS,
+    load_preferences,
+    preferences_path,
+    set_preference,
+)
 
 SHARED_MODELS = Path(__file__).resolve().parents[3] / "shared" / "models"
 PAYLOAD = bytes(range(256)) * 1000  # 256 kB
@@ -320,6 +326,27 @@ def test_get_extractor_choices(tmp_path, monkeypatch):
     monkeypatch.setenv(feat.INCEPTION_ENV, str(tmp_path / "gone.pt"))
     with pytest.raises(FileNotFoundError, match=feat.INCEPTION_ENV):
         find_inception()
+
+
+def test_file_chosen_in_the_app_is_found_after_the_environment(tmp_path, monkeypatch):
+    chosen = _save_scripted(FakeStyleGan(), tmp_path / "chosen.pt")
+    set_preference(INCEPTION_WEIGHTS, str(chosen))
+    assert find_inception() == chosen and isinstance(get_extractor("auto"), InceptionExtractor)
+    env = _save_scripted(FakeStyleGan(), tmp_path / "env.pt")
+    monkeypatch.setenv(feat.INCEPTION_ENV, str(env))
+    assert find_inception() == env  # the environment overrides a remembered choice
+    monkeypatch.delenv(feat.INCEPTION_ENV)
+    chosen.unlink()  # a remembered file that has gone is passed over, not an error
+    assert find_inception() is None and isinstance(get_extractor("auto"), RandomConvExtractor)
+
+
+def test_unreadable_preferences_mean_defaults(tmp_path):
+    preferences_path().parent.mkdir(parents=True, exist_ok=True)
+    preferences_path().write_text("{not json")
+    assert load_preferences() == {} and find_inception() is None
+    set_preference("x", 1)  # and can be written over
+    set_preference(INCEPTION_WEIGHTS, None)
+    assert load_preferences() == {"x": 1}
 
 
 def test_download_inception_needs_a_checksum_then_caches_verified_file(server, monkeypatch):

@@ -9,7 +9,7 @@ split and measured on the same reference, so its row is directly comparable.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,7 @@ import torch
 
 from ..data import ImageDataset, held_out_split
 from ..families import Capability, Family
-from ..images import to_uint8
+from ..images import make_grid, to_uint8
 from ..likelihood import evaluate_likelihood
 from .baseline import PixelCategorical
 from .features import FeatureExtractor, get_extractor
@@ -58,16 +58,72 @@ def reference_split(data: ImageDataset, limit: int) -> tuple[np.ndarray, np.ndar
     return data.images[:limit], data.labels[:limit], data.images, "training"
 
 
+StageFn = Callable[[str], None]        # the stage starting now, e.g. "sampling"
+CountFn = Callable[[int, int], None]   # images done of total within the current stage
+StopFn = Callable[[], bool]            # True: give up at the next stage boundary
+
+
+class EvaluationCancelled(RuntimeError):
+    """`should_stop` asked to stop; nothing was recorded."""
+
+
+@dataclass(frozen=True)
+class ClosestPair:
+    """A generated image beside its nearest training image, for people to judge by eye."""
+
+    sample: np.ndarray      # (H, W, C) uint8
+    training: np.ndarray    # (H, W, C) uint8
+    sample_index: int       # among this evaluation's samples (same seed → same sample)
+    training_index: int     # within the source's training split
+    distance: float         # RMS pixel distance on the [0, 1] scale (see memorisation.py)
+
+
+@dataclass
+class Evaluation:
+    figures: dict[str, Any]                # what metrics.jsonl records (JSON-safe)
+    closest_pairs: list[ClosestPair] = field(default_factory=list)  # nearest first; [] without memorisation
+
+
+def pairs_strip(pairs: list[ClosestPair], padding: int = 2) -> np.ndarray:
+    """The pairs as one image: samples in the top row, each one's nearest training image below."""
+    if not pairs:
+        raise ValueError("no pairs to show: the evaluation did not include memorisation")
+    images = np.stack([p.sample for p in pairs] + [p.training for p in pairs])
+    return make_grid(images, columns=len(pairs), padding=padding)
+
+
 def evaluate_family(family: Family, data: ImageDataset, settings: EvalSettings,
                     extractor: FeatureExtractor | None = None,
-                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                    progress: StageFn | None = None) -> dict[str, Any]:
     """Every requested metric for `family` against `data` (same size and channels)."""
-    say = progress or (lambda _stage: None)
+    return run_evaluation(family, data, settings, extractor, stage=progress).figures
+
+
+def run_evaluation(family: Family, data: ImageDataset, settings: EvalSettings,
+                   extractor: FeatureExtractor | None = None, stage: StageFn | None = None,
+                   count: CountFn | None = None, should_stop: StopFn | None = None,
+                   closest: int = 8) -> Evaluation:
+    """evaluate_family, plus the `closest` sample/training pairs when memorisation is asked for.
+    Reports each stage and image counts as it goes; `should_stop` is checked between stages
+    and between batches of feature extraction."""
+    def say(name: str) -> None:
+        if should_stop is not None and should_stop():
+            raise EvaluationCancelled("evaluation cancelled")
+        if stage is not None:
+            stage(name)
+
+    def counted(done: int, total: int) -> None:
+        if should_stop is not None and should_stop():
+            raise EvaluationCancelled("evaluation cancelled")
+        if count is not None:
+            count(done, total)
+
     if (data.size, data.channels) != (family.spec.size, family.spec.channels):
         raise ValueError(f"the data is {data.size} px with {data.channels} channel(s) but the model "
                          f"makes {family.spec.size} px with {family.spec.channels}")
     reference, reference_labels, train, split = reference_split(data, settings.reference)
     result: dict[str, Any] = {"reference_images": len(reference), "reference_split": split}
+    pairs: list[ClosestPair] = []
     wanted = set(settings.metrics)
     if wanted & _NEEDS_FEATURES:  # before any slow work: a bad extractor choice fails at once
         extractor = extractor or get_extractor(settings.extractor)
@@ -76,31 +132,28 @@ def evaluate_family(family: Family, data: ImageDataset, settings: EvalSettings,
         result.update(_likelihood(family, reference, reference_labels, train))
     if wanted & (_NEEDS_FEATURES | {"memorisation"}):
         say("sampling")
-        samples = _generate(family, settings.samples, settings.seed)
+        samples = generate_uint8(family, settings.samples, settings.seed, progress=counted)
         result["samples"] = len(samples)
         if "memorisation" in wanted:
             say("memorisation")
-            report = memorisation_report(samples, train)
+            report = memorisation_report(samples, train, closest=closest)
             result.update(memorisation_min=report.min_distance, memorisation_median=report.median_distance,
                           memorisation_near_copies=report.fraction_below_threshold)
-        if extractor is not None:
-            say(f"features ({extractor.name})")
+            pairs = [ClosestPair(samples[i], train[j], i, j, d) for i, j, d in report.closest]
+        if extractor is not None and wanted & _NEEDS_FEATURES:
             result["extractor"] = extractor.name
-            reference_features = extractor.extract(reference)
-            result.update(_sample_quality(reference_features, extractor.extract(samples), wanted, settings.seed))
+            say(f"features of the reference images ({extractor.name})")
+            reference_features = extractor.extract(reference, progress=counted)
+            say(f"features of the samples ({extractor.name})")
+            result.update(sample_quality(reference_features, extractor.extract(samples, progress=counted),
+                                         wanted, settings.seed))
             if settings.baseline:
-                say("baseline samples")
-                result.update(_baseline_quality(extractor, reference_features, train, len(samples),
-                                                wanted, settings.seed))
-    return result
-
-
-def _baseline_quality(extractor: FeatureExtractor, reference_features: np.ndarray, train: np.ndarray,
-                      n: int, wanted: set[str], seed: int) -> dict[str, float]:
-    """The same sample-quality figures for per-pixel independent samples (the floor row)."""
-    samples = PixelCategorical.fit(train).sample(n, seed=seed)
-    figures = _sample_quality(reference_features, extractor.extract(samples), wanted, seed)
-    return {f"baseline_{k}": v for k, v in figures.items()}
+                say("per-pixel baseline samples")
+                baseline = PixelCategorical.fit(train).sample(len(samples), seed=settings.seed)
+                figures = sample_quality(reference_features, extractor.extract(baseline, progress=counted),
+                                         wanted, settings.seed)
+                result.update({f"baseline_{k}": v for k, v in figures.items()})
+    return Evaluation(result, pairs)
 
 
 def _likelihood(family: Family, reference: np.ndarray, labels: np.ndarray,
@@ -120,15 +173,24 @@ def _likelihood(family: Family, reference: np.ndarray, labels: np.ndarray,
     return out
 
 
-def _generate(family: Family, n: int, seed: int, batch: int = 250) -> np.ndarray:
+def generate_uint8(family: Family, n: int, seed: int, batch: int = 250,
+                   progress: CountFn | None = None) -> np.ndarray:
+    """n unconditional samples as (N, H, W, C) uint8, made `batch` at a time (bounded memory)."""
     family.eval_mode()
-    parts = [to_uint8(family.sample(min(batch, n - start), seed=seed + start))
-             for start in range(0, n, batch)]
-    family.train_mode()
+    parts = []
+    try:
+        for start in range(0, n, batch):
+            parts.append(to_uint8(family.sample(min(batch, n - start), seed=seed + start)))
+            if progress is not None:
+                progress(start + len(parts[-1]), n)
+    finally:
+        family.train_mode()  # also when a cancel raises out of `progress`
     return np.concatenate(parts)
 
 
-def _sample_quality(real: np.ndarray, fake: np.ndarray, wanted: set[str], seed: int) -> dict[str, float]:
+def sample_quality(real: np.ndarray, fake: np.ndarray, wanted: set[str], seed: int) -> dict[str, float]:
+    """The requested feature-space figures (fid, kid, precision/recall, density/coverage) of
+    generated features `fake` against reference features `real`."""
     out: dict[str, float] = {}
     if "fid" in wanted:
         out["fid"] = fid_from_features(real, fake)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from genstudio.core import paths
 from genstudio.core.atomic import write_text_atomic
 from genstudio.core.metrics.download import DownloadError, download_file, sha256_of
+from genstudio.core.preferences import INCEPTION_WEIGHTS, get_preference
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -40,6 +41,7 @@ __all__ = [
     "InceptionExtractor",
     "InvalidWeightsError",
     "KnownWeights",
+    "cached_inception_path",
     "RandomConvExtractor",
     "detect_interface",
     "download_inception",
@@ -223,17 +225,27 @@ def models_dir() -> Path:
 
 
 def find_inception(explicit_path: str | os.PathLike | None = None) -> Path | None:
-    """The Inception weights to use: an explicit path, else $GENSTUDIO_INCEPTION, else the cached
-    download if its checksum verifies; None when there are none. A path the user named that does
-    not exist raises rather than silently falling back to the offline extractor."""
+    """The Inception weights to use: an explicit path, else $GENSTUDIO_INCEPTION, else the file
+    chosen in the app (preferences), else the cached download if its checksum verifies; None
+    when there are none. A path named for this call or in the environment that does not exist
+    raises rather than silently falling back to the offline extractor; a remembered choice
+    whose file has gone is passed over (every figure names the extractor it used)."""
     for named, origin in ((explicit_path, "path"), (os.environ.get(INCEPTION_ENV), INCEPTION_ENV)):
         if named:
             path = Path(named).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"Inception weights named by {origin} not found: {path}")
             return path
-    cached = models_dir() / KNOWN_WEIGHTS[DEFAULT_WEIGHTS].filename
+    chosen = get_preference(INCEPTION_WEIGHTS)
+    if isinstance(chosen, str) and Path(chosen).is_file():
+        return Path(chosen)
+    cached = cached_inception_path()
     return cached if _cached_file_verifies(cached) else None
+
+
+def cached_inception_path() -> Path:
+    """Where download_inception() puts the standard weights."""
+    return models_dir() / KNOWN_WEIGHTS[DEFAULT_WEIGHTS].filename
 
 
 def _cached_file_verifies(path: Path) -> bool:
@@ -267,7 +279,7 @@ def download_inception(
             f"no published checksum is known for {known.filename}; download it yourself from "
             f"{known.url} and point genstudio at it ({INCEPTION_ENV}=…), or pass the expected sha256"
         )
-    dest = models_dir() / known.filename
+    dest = cached_inception_path()
     download_file(known.url, dest, expected, progress=progress, should_stop=should_stop)
     if known.sha256 is None:
         write_text_atomic(_sidecar(dest), f"{expected.lower()}  {known.filename}\n")

@@ -1,0 +1,80 @@
+"""run_evaluation: the closest sample/training pairs are real nearest neighbours, stages are
+reported, and a cancel stops it cleanly."""
+
+import numpy as np
+import pytest
+
+from genstudio.core.data import load_source
+from genstudio.core.families import ImageSpec, create_family
+from genstudio.core.metrics.evaluate import (
+    EvalSettings,
+    EvaluationCancelled,
+    generate_uint8,
+    pairs_strip,
+    reference_split,
+    run_evaluation,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_source("builtin:tins", 16, 3)
+
+
+@pytest.fixture
+def family(data):
+    spec = ImageSpec(channels=3, size=16, num_classes=0)
+    return create_family("vae", spec, {"base_channels": 4, "latent_dim": 3}, seed=1)
+
+
+def test_closest_pairs_are_the_true_nearest_training_images(family, data):
+    stages = []
+    settings = EvalSettings(metrics=("memorisation",), samples=40, reference=50, seed=5)
+    result = run_evaluation(family, data, settings, stage=stages.append, closest=6)
+    assert stages == ["sampling", "memorisation"]
+    pairs = result.closest_pairs
+    assert len(pairs) == 6
+    samples = generate_uint8(family, 40, seed=5)
+    _ref, _labels, train, _split = reference_split(data, 50)
+    flat_train = train.reshape(len(train), -1).astype(np.float64)
+    for pair in pairs:
+        np.testing.assert_array_equal(pair.sample, samples[pair.sample_index])
+        np.testing.assert_array_equal(pair.training, train[pair.training_index])
+        # Brute force: no training image is closer, and the distance is the RMS on [0, 1].
+        d = np.sqrt(((flat_train - samples[pair.sample_index].reshape(-1)) ** 2).mean(axis=1)) / 255
+        assert pair.training_index == int(d.argmin())
+        assert pair.distance == pytest.approx(d.min(), rel=1e-9)
+    assert [p.distance for p in pairs] == sorted(p.distance for p in pairs)
+    assert result.figures["memorisation_min"] == pytest.approx(pairs[0].distance)
+
+
+def test_pairs_strip_puts_samples_above_their_training_images(family, data):
+    settings = EvalSettings(metrics=("memorisation",), samples=10, reference=20)
+    pairs = run_evaluation(family, data, settings, closest=3).closest_pairs
+    strip = pairs_strip(pairs, padding=2)
+    assert strip.shape == (2 + 2 * (16 + 2), 2 + 3 * (16 + 2), 3)
+    np.testing.assert_array_equal(strip[2:18, 2:18], pairs[0].sample)
+    np.testing.assert_array_equal(strip[20:36, 2 + 18:18 + 18], pairs[1].training)
+    with pytest.raises(ValueError, match="memorisation"):
+        pairs_strip([])
+
+
+def test_cancel_between_stages_raises_and_leaves_the_model_in_training_mode(family, data):
+    stages = []
+    settings = EvalSettings(metrics=("memorisation", "fid"), samples=20, reference=20, extractor="offline")
+
+    def stop_after_sampling_started():
+        return "sampling" in stages
+
+    with pytest.raises(EvaluationCancelled):
+        run_evaluation(family, data, settings, stage=stages.append, should_stop=stop_after_sampling_started)
+    assert stages == ["sampling"]
+    assert all(net.training for net in family.networks().values())
+
+
+def test_counts_report_sampling_and_feature_progress(family, data):
+    counts = []
+    settings = EvalSettings(metrics=("fid",), samples=30, reference=40, extractor="offline", baseline=False)
+    result = run_evaluation(family, data, settings, count=lambda done, total: counts.append((done, total)))
+    assert (30, 30) in counts and (40, 40) in counts  # samples made; reference features done
+    assert result.closest_pairs == [] and "fid" in result.figures
