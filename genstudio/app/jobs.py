@@ -12,6 +12,13 @@ from PySide6.QtGui import QImage
 
 from genstudio.core.data import ImageDataset, load_source
 from genstudio.core.images import make_grid
+from genstudio.core.metrics.evaluate import (
+    FEATURE_METRICS,
+    ClosestPair,
+    EvalSettings,
+    run_evaluation,
+)
+from genstudio.core.metrics.features import InceptionExtractor, download_inception, get_extractor
 from genstudio.core.run import LoadedRun, RunDir, load_run
 from genstudio.core.sampling import export_grid, export_images, generate, provenance
 
@@ -93,3 +100,64 @@ def export(request: ExportRequest, job: Job) -> list[Path]:
         images = samples.images if request.indices is None else samples.images[request.indices]
         return [export_grid(images, request.target, metadata)]
     return export_images(samples.images, request.target, metadata, request.indices)
+
+
+# -- evaluation -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvaluationRequest:
+    runs: tuple[str, ...]
+    settings: EvalSettings
+    data: str | None = None       # reference images; None: each run's own data source
+
+
+@dataclass
+class RunEvaluation:
+    path: str
+    name: str
+    figures: dict[str, Any]                  # as recorded in the run's metrics.jsonl
+    pairs: list[ClosestPair]
+    pair_tiles: list[tuple[QImage, QImage]]  # (sample, nearest training image) per pair
+
+
+def evaluate_runs(request: EvaluationRequest, job: Job) -> list[RunEvaluation]:
+    """Evaluate each run with one feature extractor (so their figures share a table) and append
+    each record to the run's metrics.jsonl. A cancel stops at the next stage or batch."""
+    settings = request.settings
+    extractor = None
+    if set(settings.metrics) & FEATURE_METRICS:
+        job.say("loading the feature extractor")
+        extractor = get_extractor(settings.extractor)
+    results = []
+    for number, path in enumerate(request.runs, 1):
+        loaded = load_run(path, device="auto")
+        prefix = f"{loaded.name} ({number} of {len(request.runs)})" if len(request.runs) > 1 else loaded.name
+        job.say(f"{prefix}: loading the data")
+        spec = loaded.family.spec
+        data = load_source(request.data or loaded.settings.data, spec.size, spec.channels,
+                           progress=job.progress, should_stop=job.cancelled)
+        evaluation = run_evaluation(loaded.family, data, settings, extractor,
+                                    stage=lambda stage, prefix=prefix: job.say(f"{prefix}: {stage}"),
+                                    count=job.progress, should_stop=job.cancelled)
+        record = {"step": loaded.step, "eval_source": data.source, **evaluation.figures}
+        loaded.run.append_metrics(record)
+        tiles = [(to_qimage(p.sample), to_qimage(p.training)) for p in evaluation.closest_pairs]
+        results.append(RunEvaluation(str(loaded.run.path), loaded.name, record, evaluation.closest_pairs, tiles))
+    return results
+
+
+def check_inception_file(path: str, job: Job) -> str:
+    """Load the file as the feature network (raises InvalidWeightsError if it is not one)."""
+    job.say(f"checking {path}")
+    InceptionExtractor(path)
+    return path
+
+
+def download_inception_weights(sha256: str, job: Job) -> str:
+    job.say("downloading the Inception-v3 weights")
+    path = download_inception(progress=lambda done, total: job.progress(done, total or 0),
+                              should_stop=job.cancelled, sha256=sha256)
+    job.say("checking the downloaded file")
+    InceptionExtractor(path)
+    return str(path)

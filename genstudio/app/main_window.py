@@ -127,6 +127,8 @@ class MainWindow(QMainWindow):
         for index, (text, keys) in enumerate((("&Train", "Ctrl+1"), ("&Gallery", "Ctrl+2"),
                                               ("&Compare runs", "Ctrl+3"))):
             view_menu.addAction(make_action(self, text, keys, partial(self.tabs.setCurrentIndex, index)))
+        view_menu.addSeparator()
+        view_menu.addAction(make_action(self, "&Evaluate ticked runs…", "Ctrl+E", self._open_evaluation))
         panel = self.training_panel
         train_menu = self.menuBar().addMenu("&Training")
         for text, keys, button in (
@@ -138,6 +140,10 @@ class MainWindow(QMainWindow):
         ):
             # Through the button, so a shortcut obeys the same enabled state as the click.
             train_menu.addAction(make_action(self, text, keys, partial(click_if_enabled, button)))
+
+    def _open_evaluation(self) -> None:
+        self.tabs.setCurrentWidget(self.comparison)
+        click_if_enabled(self.comparison.evaluate_button)
 
     def _connect(self) -> None:
         self.family_picker.family_changed.connect(self._on_family_changed)

@@ -18,6 +18,9 @@ import shiboken6
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from genstudio.core.data import DatasetError, ImageDataset, load_source
+from genstudio.core.metrics.download import DownloadError
+from genstudio.core.metrics.evaluate import EvaluationCancelled
+from genstudio.core.metrics.features import InvalidWeightsError
 from genstudio.core.run import RunError, TrainSettings
 from genstudio.core.sampling import SamplingError
 from genstudio.core.training import (
@@ -34,7 +37,8 @@ from genstudio.core.training import (
 
 log = logging.getLogger(__name__)
 
-_USER_ERRORS = (DatasetError, RunError, SamplingError)
+# Errors whose message is already a sentence for the user (no exception type appended).
+_USER_ERRORS = (DatasetError, DownloadError, EvaluationCancelled, InvalidWeightsError, RunError, SamplingError)
 
 
 class _ThreadHandle(QObject):
@@ -195,11 +199,16 @@ class Job:
         if self._throttle.ready(done, total):
             self._worker.progress.emit(self._id, done, total)
 
+    def say(self, text: str) -> None:
+        """What the job is doing now, e.g. "features of the samples" (a stage, not a count)."""
+        self._worker.message.emit(self._id, text)
+
 
 class FunctionWorker(QObject):
     """Calls fn(job) once in its thread and reports the result or the failure."""
 
     progress = Signal(int, int, int)      # job id, done, total
+    message = Signal(int, str)            # job id, stage
     succeeded = Signal(int, object)       # job id, result
     failed = Signal(int, str, str)        # job id, cause, traceback
     done = Signal()
@@ -232,6 +241,7 @@ class TaskRunner(QObject):
     succeeded = Signal(object)
     failed = Signal(str, str)       # cause, traceback
     progress = Signal(int, int)
+    message = Signal(str)
     busy_changed = Signal(bool)
 
     def __init__(self, parent: QObject | None = None):
@@ -244,6 +254,7 @@ class TaskRunner(QObject):
         worker = FunctionWorker(fn)
         worker.job = Job(self, self._latest, worker)
         worker.progress.connect(self._on_progress)
+        worker.message.connect(self._on_message)
         worker.succeeded.connect(self._on_succeeded)
         worker.failed.connect(self._on_failed)
         was_busy = self.is_busy()
@@ -271,6 +282,11 @@ class TaskRunner(QObject):
         if not self._is_stale(job_id):
             self.progress.emit(done, total)
 
+    @Slot(int, str)
+    def _on_message(self, job_id: int, text: str) -> None:
+        if not self._is_stale(job_id):
+            self.message.emit(text)
+
     @Slot(int, object)
     def _on_succeeded(self, job_id: int, result: object) -> None:
         if not self._is_stale(job_id):
@@ -282,6 +298,8 @@ class TaskRunner(QObject):
             self.failed.emit(cause, details)
 
     def _on_thread_finished(self, thread: QThread) -> None:
+        if not shiboken6.isValid(self):
+            return  # the widget that owned this runner was deleted while the job ran on
         self._threads.pop(thread, None)
         if not self._threads:
             self.busy_changed.emit(False)

@@ -51,7 +51,8 @@ def one_torch_thread():
 
 
 # Qt warnings the offscreen platform prints for any top-level window; not ours.
-BENIGN_QT_WARNINGS = ("This plugin does not support propagateSizeHints()",)
+BENIGN_QT_WARNINGS = ("This plugin does not support propagateSizeHints()",
+                      "This plugin does not support raise()")
 
 
 @pytest.fixture(autouse=True)

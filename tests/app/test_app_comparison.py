@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import io
 import json
+import math
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from app_helpers import SIZE, TINY_MODEL
+from fakes import FakeStyleGan, save_scripted, serve_files
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QLabel
 
 from genstudio.app.panels import ComparisonView
+from genstudio.app.panels.evaluation import EvaluationDialog
 from genstudio.core.compare import BASELINE_FAMILY, COLUMNS
 from genstudio.core.data import load_source
+from genstudio.core.metrics import features
+from genstudio.core.metrics.features import INCEPTION_ENV, InceptionExtractor
 from genstudio.core.paths import runs_dir
+from genstudio.core.preferences import INCEPTION_WEIGHTS, get_preference
 from genstudio.core.run import TrainSettings
 from genstudio.core.training import Trainer
 
@@ -72,7 +81,14 @@ def view(qtbot, runs) -> ComparisonView:
     with qtbot.waitSignal(widget.list_jobs.succeeded, timeout=10_000):
         widget.show()  # showing the view lists the runs
     yield widget
+    # pytest-qt closes and deletes the widget before this runs; tests that start jobs late
+    # call settle() themselves so that every job ends while the view is alive.
     qtbot.waitUntil(lambda: not any(r.is_busy() for r in widget.runners), timeout=10_000)
+
+
+def settle(qtbot, view) -> None:
+    """Wait until every job of the view (and its evaluation dialog) has ended."""
+    qtbot.waitUntil(lambda: not any(r.is_busy() for r in view.runners), timeout=20_000)
 
 
 def tick(qtbot, view, path, checked=True) -> None:
@@ -177,3 +193,116 @@ def test_ctrl_3_shows_the_compare_tab_with_the_runs(qtbot, window, runs):
         qtbot.keyClick(window, Qt.Key.Key_3, Qt.KeyboardModifier.ControlModifier)
     assert window.tabs.currentWidget() is window.comparison
     assert window.comparison.run_list.count() == 3
+
+
+# -- evaluating runs from the app -------------------------------------------------------------
+
+
+def open_evaluation(qtbot, view, *paths) -> EvaluationDialog:
+    for path in paths:
+        tick(qtbot, view, path)
+    qtbot.mouseClick(view.evaluate_button, Qt.MouseButton.LeftButton)
+    dialog = view.evaluation
+    assert dialog.isVisible() and sorted(dialog.runs) == sorted(paths)
+    return dialog
+
+
+def set_small(dialog, samples=24, reference=30, metrics=("bpd", "fid", "precision", "recall", "memorisation")):
+    for name, box in dialog.metric_boxes.items():
+        box.setChecked(name in metrics)
+    dialog.samples_spin.setValue(samples)
+    dialog.reference_spin.setValue(reference)
+
+
+def test_evaluating_ticked_runs_records_figures_and_shows_the_closest_pairs(qtbot, view, runs):
+    first, _, third = runs
+    dialog = open_evaluation(qtbot, view, first, third)
+    assert dialog.extractor_combo.currentData() == "offline"  # no Inception weights anywhere
+    assert "No Inception-v3 weights yet" in dialog.inception_label.text()
+    set_small(dialog)
+    with qtbot.waitSignal(dialog.evaluated, timeout=60_000):
+        qtbot.mouseClick(dialog.evaluate_button, Qt.MouseButton.LeftButton)
+    for path in (first, third):
+        record = json.loads((Path(path) / "metrics.jsonl").read_text().splitlines()[-1])
+        assert record["extractor"] == EXTRACTOR and record["samples"] == 24
+        assert record["eval_source"] == "builtin:shapes" and record["reference_split"] == "held-out"
+        assert math.isfinite(record["eval_bpd"]) and record["memorisation_min"] > 0
+        assert Path(path).name in dialog.results_label.text()
+    assert dialog.pair_count() == 16  # 8 closest pairs per run
+    distances = [w.text() for w in dialog.pairs_area.findChildren(QLabel, "evaluationPairDistance")]
+    assert len(distances) == 16 and all(float(d) > 0 for d in distances)
+    tiles = dialog.pairs_area.findChildren(QLabel, "evaluationPairTile")
+    assert len(tiles) == 32 and tiles[0].pixmap().width() >= 4 * SIZE
+    assert "Done" in dialog.stage_label.text()
+    qtbot.waitUntil(lambda: not dialog.busy() and dialog.evaluate_button.isEnabled(), timeout=10_000)
+    # The comparison re-reads the runs: the third run, unevaluated before, now has a FID.
+    qtbot.waitUntil(lambda: any(row[0] == Path(third).name and row[COLUMNS.index("fid")]
+                                for row in view.table_texts()), timeout=20_000)
+    settle(qtbot, view)
+
+
+def test_cancel_stops_an_evaluation_and_records_nothing(qtbot, view, runs):
+    dialog = open_evaluation(qtbot, view, runs[2])
+    set_small(dialog, samples=20_000, metrics=("fid",))
+    before = (Path(runs[2]) / "metrics.jsonl").read_text()
+    qtbot.mouseClick(dialog.evaluate_button, Qt.MouseButton.LeftButton)
+    assert dialog.busy() and dialog.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: "sampling" in dialog.stage_label.text(), timeout=20_000)
+    qtbot.mouseClick(dialog.cancel_button, Qt.MouseButton.LeftButton)
+    assert dialog.stage_label.text() == "Cancelled."
+    qtbot.waitUntil(lambda: not dialog.busy(), timeout=20_000)
+    assert (Path(runs[2]) / "metrics.jsonl").read_text() == before
+    assert dialog.evaluate_button.isEnabled()
+
+
+def test_a_chosen_weights_file_becomes_the_inception_extractor(qtbot, view, runs, tmp_path, monkeypatch):
+    monkeypatch.delenv(INCEPTION_ENV, raising=False)
+    dialog = open_evaluation(qtbot, view, runs[0])
+    dialog.extractor_combo.setCurrentIndex(dialog.extractor_combo.findData("inception"))
+    assert not dialog.evaluate_button.isEnabled()  # Inception chosen but no weights yet
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a network")
+    dialog.ask_open_file = lambda: str(junk)
+    with qtbot.waitSignal(dialog.weights_jobs.failed, timeout=20_000):
+        qtbot.mouseClick(dialog.choose_button, Qt.MouseButton.LeftButton)
+    assert "not a TorchScript file" in dialog.stage_label.text() and get_preference(INCEPTION_WEIGHTS) is None
+    weights = save_scripted(FakeStyleGan(), tmp_path / "inception.pt")
+    dialog.ask_open_file = lambda: str(weights)
+    qtbot.waitUntil(dialog.choose_button.isEnabled, timeout=10_000)
+    with qtbot.waitSignal(dialog.weights_jobs.succeeded, timeout=20_000):
+        qtbot.mouseClick(dialog.choose_button, Qt.MouseButton.LeftButton)
+    assert get_preference(INCEPTION_WEIGHTS) == str(weights)  # the CLI's "auto" finds it too
+    assert dialog.extractor_combo.currentData() == "inception" and str(weights) in dialog.inception_label.text()
+    set_small(dialog, samples=10, reference=10, metrics=("fid",))
+    qtbot.waitUntil(dialog.evaluate_button.isEnabled, timeout=10_000)  # the check's thread has ended
+    with qtbot.waitSignal(dialog.evaluated, timeout=60_000):
+        qtbot.mouseClick(dialog.evaluate_button, Qt.MouseButton.LeftButton)
+    assert dialog.results[0].figures["extractor"] == InceptionExtractor.name
+    settle(qtbot, view)
+
+
+def test_download_needs_a_checksum_and_keeps_only_a_verified_file(qtbot, view, runs, tmp_path, monkeypatch):
+    monkeypatch.delenv(INCEPTION_ENV, raising=False)
+    monkeypatch.setattr(features, "models_dir", lambda: tmp_path / "models")
+    payload = save_scripted(FakeStyleGan(), tmp_path / "served.pt").read_bytes()
+    with serve_files({"/inception.pt": payload}) as (url, handler):
+        known = features.KNOWN_WEIGHTS[features.DEFAULT_WEIGHTS]
+        monkeypatch.setitem(features.KNOWN_WEIGHTS, features.DEFAULT_WEIGHTS,
+                            dataclasses.replace(known, url=f"{url}/inception.pt", sha256=None))
+        dialog = open_evaluation(qtbot, view, runs[0])
+        assert not dialog.download_button.isEnabled()  # no checksum typed yet
+        dialog.sha_edit.setText("0" * 64)
+        assert dialog.download_button.isEnabled()
+        with qtbot.waitSignal(dialog.weights_jobs.failed, timeout=20_000):
+            qtbot.mouseClick(dialog.download_button, Qt.MouseButton.LeftButton)
+        assert "checksum mismatch" in dialog.stage_label.text()
+        assert not any((tmp_path / "models").glob("*"))  # nothing half-kept
+        dialog.sha_edit.setText(hashlib.sha256(payload).hexdigest())
+        qtbot.waitUntil(dialog.download_button.isEnabled, timeout=10_000)
+        with qtbot.waitSignal(dialog.weights_jobs.succeeded, timeout=20_000):
+            qtbot.mouseClick(dialog.download_button, Qt.MouseButton.LeftButton)
+        assert handler.requests == ["/inception.pt", "/inception.pt"]
+    cached = tmp_path / "models" / known.filename
+    assert cached.read_bytes() == payload and features.find_inception() == cached
+    assert dialog.extractor_combo.currentData() == "inception" and str(cached) in dialog.inception_label.text()
+    settle(qtbot, view)

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
-import threading
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fakes import FakeFidHelper, FakeStyleGan, probe, save_scripted, serve_files
 
 from genstudio.core.metrics import features as feat
 from genstudio.core.metrics.download import (
@@ -49,53 +46,11 @@ SLOW_CHUNK, SLOW_CHUNKS = 16 * 1024, 64
 # --------------------------------------------------------------------------- a local server
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-    requests: list[str] = []
-
-    def do_GET(self):
-        self.requests.append(self.path)
-        if self.path == "/slow.bin":
-            return self._send_slowly()
-        body = self.files.get(self.path)
-        if body is None:
-            return self.send_error(404, "Not Found")
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _send_slowly(self):
-        self.send_response(200)
-        self.send_header("Content-Length", str(SLOW_CHUNK * SLOW_CHUNKS))
-        self.end_headers()
-        try:
-            for _ in range(SLOW_CHUNKS):
-                self.wfile.write(b"x" * SLOW_CHUNK)
-                self.wfile.flush()
-                time.sleep(0.01)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client cancelled: expected
-
-    def log_message(self, format, *args):  # keep the test output clean
-        pass
-
-
 @pytest.fixture
 def server():
-    """Base URL of a loopback-only HTTP server; shut down after the test."""
-    handler = type("Handler", (_Handler,), {"files": {"/file.bin": PAYLOAD}, "requests": []})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(
-        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    """Base URL of a loopback-only HTTP server serving /file.bin and /slow.bin, and its handler."""
+    with serve_files({"/file.bin": PAYLOAD}, slow=(SLOW_CHUNK, SLOW_CHUNKS)) as served:
+        yield served
 
 
 def _sha(data: bytes) -> str:
@@ -226,26 +181,6 @@ def test_extract_reports_progress_and_rejects_bad_input():
 # --------------------------------------------------------------------------- Inception interfaces
 
 
-def _probe(x: torch.Tensor, width: int) -> torch.Tensor:
-    """Features that expose what the network was fed: min, max, height, width."""
-    out = torch.zeros(x.shape[0], width)
-    out[:, 0] = x.amin(dim=(1, 2, 3))
-    out[:, 1] = x.amax(dim=(1, 2, 3))
-    out[:, 2] = float(x.shape[2])
-    out[:, 3] = float(x.shape[3])
-    return out
-
-
-class FakeFidHelper(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _probe(x, 2048)
-
-
-class FakeStyleGan(torch.nn.Module):
-    def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
-        return _probe(img, 2048 if return_features else 1008)
-
-
 class FakeTwoInputs(torch.nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return x + y
@@ -253,17 +188,7 @@ class FakeTwoInputs(torch.nn.Module):
 
 class FakeClassifier(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _probe(x, 1000)
-
-
-def _save_scripted(module: torch.nn.Module, path: Path) -> Path:
-    with warnings.catch_warnings():
-        # TorchScript is deprecated in torch >= 2.9 but is the format the FID weights ship in.
-        warnings.filterwarnings(
-            "ignore", message=r"`torch\.jit\.script`", category=DeprecationWarning
-        )
-        torch.jit.script(module).save(str(path))
-    return path
+        return probe(x, 1000)
 
 
 @pytest.fixture(autouse=True)
@@ -272,7 +197,7 @@ def _no_inception_env(monkeypatch):
 
 
 def test_fid_helper_interface_gets_299_pixels_scaled_to_plus_minus_one(tmp_path):
-    extractor = InceptionExtractor(_save_scripted(FakeFidHelper(), tmp_path / "a.pt"))
+    extractor = InceptionExtractor(save_scripted(FakeFidHelper(), tmp_path / "a.pt"))
     assert extractor.interface == NORMALIZED_299 and extractor.dim == 2048
     images = np.zeros((3, 28, 28, 1), np.uint8)
     images[:, :14] = 255
@@ -282,7 +207,7 @@ def test_fid_helper_interface_gets_299_pixels_scaled_to_plus_minus_one(tmp_path)
 
 
 def test_stylegan_interface_gets_0_255_at_native_size(tmp_path):
-    extractor = InceptionExtractor(_save_scripted(FakeStyleGan(), tmp_path / "b.pt"))
+    extractor = InceptionExtractor(save_scripted(FakeStyleGan(), tmp_path / "b.pt"))
     assert extractor.interface == STYLEGAN_0_255
     images = np.zeros((2, 32, 32, 3), np.uint8)
     images[:, :, :5] = 255
@@ -298,7 +223,7 @@ def test_stylegan_interface_gets_0_255_at_native_size(tmp_path):
 )
 def test_wrong_torchscript_interface_is_a_clear_error(tmp_path, module, message):
     with pytest.raises(InvalidWeightsError, match=message):
-        InceptionExtractor(_save_scripted(module, tmp_path / "w.pt"))
+        InceptionExtractor(save_scripted(module, tmp_path / "w.pt"))
 
 
 def test_non_torchscript_files_are_a_clear_error(tmp_path):
@@ -319,7 +244,7 @@ def test_get_extractor_choices(tmp_path, monkeypatch):
     assert isinstance(get_extractor("offline"), RandomConvExtractor)
     with pytest.raises(FileNotFoundError, match="no Inception weights"):
         get_extractor("inception")
-    model = _save_scripted(FakeStyleGan(), tmp_path / "m.pt")
+    model = save_scripted(FakeStyleGan(), tmp_path / "m.pt")
     assert isinstance(get_extractor(str(model)), InceptionExtractor)
     monkeypatch.setenv(feat.INCEPTION_ENV, str(model))
     assert find_inception() == model and isinstance(get_extractor("auto"), InceptionExtractor)
@@ -329,10 +254,10 @@ def test_get_extractor_choices(tmp_path, monkeypatch):
 
 
 def test_file_chosen_in_the_app_is_found_after_the_environment(tmp_path, monkeypatch):
-    chosen = _save_scripted(FakeStyleGan(), tmp_path / "chosen.pt")
+    chosen = save_scripted(FakeStyleGan(), tmp_path / "chosen.pt")
     set_preference(INCEPTION_WEIGHTS, str(chosen))
     assert find_inception() == chosen and isinstance(get_extractor("auto"), InceptionExtractor)
-    env = _save_scripted(FakeStyleGan(), tmp_path / "env.pt")
+    env = save_scripted(FakeStyleGan(), tmp_path / "env.pt")
     monkeypatch.setenv(feat.INCEPTION_ENV, str(env))
     assert find_inception() == env  # the environment overrides a remembered choice
     monkeypatch.delenv(feat.INCEPTION_ENV)

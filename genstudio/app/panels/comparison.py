@@ -45,6 +45,7 @@ from genstudio.core.compare import (
 from genstudio.core.paths import runs_dir
 
 from ..workers import Job, TaskRunner
+from .evaluation import EvaluationDialog
 from .metrics_plot import COLOURS
 
 PREFERRED_METRIC = "bpd"
@@ -111,7 +112,9 @@ class ComparisonView(QWidget):
         self._colours: dict[str, str] = {}             # by path: a run keeps its colour while ticked
         self.list_jobs = TaskRunner(self)
         self.table_jobs = TaskRunner(self)
-        self.runners = (self.list_jobs, self.table_jobs)
+        self.evaluation = EvaluationDialog(self)
+        self.evaluation.evaluated.connect(lambda _results: self.refresh())
+        self.runners = (self.list_jobs, self.table_jobs, *self.evaluation.runners)
         self._build()
         self.list_jobs.succeeded.connect(self._on_listed)
         self.list_jobs.failed.connect(lambda cause, _details: self.show_message(cause, error=True))
@@ -128,6 +131,9 @@ class ComparisonView(QWidget):
                                       f"List the runs in {runs_dir()} again")
         self.add_button = _button("Add run folder…", "comparisonAddRun", self.ask_add_run,
                                   "Add a run kept outside the runs folder")
+        self.evaluate_button = _button("Evaluate…", "comparisonEvaluate", self.open_evaluation,
+                                       "Measure the ticked runs: likelihood, FID/KID, precision/recall, "
+                                       "memorisation (Ctrl+E)")
         self.metric_combo = QComboBox(objectName="comparisonMetric", accessibleName="Metric to plot")
         self.metric_combo.currentTextChanged.connect(lambda _text: self._draw_curves())
         self.csv_button = _button("Export CSV…", "comparisonExportCsv", self.export_csv,
@@ -158,7 +164,7 @@ class ComparisonView(QWidget):
         return plot
 
     def _lay_out(self) -> None:
-        buttons = _row(self.refresh_button, self.add_button)
+        buttons = _row(self.refresh_button, self.add_button, self.evaluate_button)
         left = _column(QLabel("Runs (tick to compare)"), (self.run_list, 1), buttons)
         left.setMinimumWidth(RUN_LIST_WIDTH)
         top = _row(QLabel("Metric"), self.metric_combo, 1, self.csv_button, self.png_button)
@@ -235,6 +241,7 @@ class ComparisonView(QWidget):
         self._update_curves(paths)
         self._update_metrics(paths)
         self._draw_curves()
+        self._update_buttons()
         if paths:
             self.table_jobs.submit(partial(_compare, paths))
         else:
@@ -371,7 +378,17 @@ class ComparisonView(QWidget):
         path, _ = QFileDialog.getSaveFileName(self, title, name, filters)
         return path
 
+    def open_evaluation(self) -> None:
+        """Show the evaluation dialog for the ticked runs (it stays open beside the window)."""
+        if not self.checked_paths():
+            return
+        if not self.evaluation.busy():
+            self.evaluation.set_runs(self.checked_paths())
+        self.evaluation.show()
+        self.evaluation.raise_()
+
     def _update_buttons(self) -> None:
+        self.evaluate_button.setEnabled(bool(self._curves))
         self.csv_button.setEnabled(self.table is not None)
         self.png_button.setEnabled(bool(self._curves))
 

@@ -28,7 +28,7 @@ from .prdc import density_coverage, precision_recall
 
 METRICS = ("bpd", "fid", "kid", "precision", "recall", "density", "coverage", "memorisation")
 DEFAULT_METRICS = ("fid", "kid", "precision", "recall", "bpd")
-_NEEDS_FEATURES = {"fid", "kid", "precision", "recall", "density", "coverage"}
+FEATURE_METRICS = frozenset({"fid", "kid", "precision", "recall", "density", "coverage"})
 
 
 @dataclass(frozen=True)
@@ -125,12 +125,12 @@ def run_evaluation(family: Family, data: ImageDataset, settings: EvalSettings,
     result: dict[str, Any] = {"reference_images": len(reference), "reference_split": split}
     pairs: list[ClosestPair] = []
     wanted = set(settings.metrics)
-    if wanted & _NEEDS_FEATURES:  # before any slow work: a bad extractor choice fails at once
+    if wanted & FEATURE_METRICS:  # before any slow work: a bad extractor choice fails at once
         extractor = extractor or get_extractor(settings.extractor)
     if "bpd" in wanted:
         say("likelihood")
         result.update(_likelihood(family, reference, reference_labels, train))
-    if wanted & (_NEEDS_FEATURES | {"memorisation"}):
+    if wanted & (FEATURE_METRICS | {"memorisation"}):
         say("sampling")
         samples = generate_uint8(family, settings.samples, settings.seed, progress=counted)
         result["samples"] = len(samples)
@@ -140,7 +140,7 @@ def run_evaluation(family: Family, data: ImageDataset, settings: EvalSettings,
             result.update(memorisation_min=report.min_distance, memorisation_median=report.median_distance,
                           memorisation_near_copies=report.fraction_below_threshold)
             pairs = [ClosestPair(samples[i], train[j], i, j, d) for i, j, d in report.closest]
-        if extractor is not None and wanted & _NEEDS_FEATURES:
+        if extractor is not None and wanted & FEATURE_METRICS:
             result["extractor"] = extractor.name
             say(f"features of the reference images ({extractor.name})")
             reference_features = extractor.extract(reference, progress=counted)
