@@ -18,6 +18,8 @@ from .base import (
     Family,
     ImageSpec,
     LogProbKind,
+    SampleProgress,
+    SamplingCancelled,
     bits_per_dim,
     config_from_dict,
 )
@@ -84,5 +86,5 @@ def create_family(
 
 __all__ = [
     "FAMILIES", "Capability", "CapabilityError", "Family", "FamilyEntry", "ImageSpec", "LogProbKind",
-    "UnknownFamilyError", "available_families", "bits_per_dim", "create_family", "family_class",
+    "SampleProgress", "SamplingCancelled", "UnknownFamilyError", "available_families", "bits_per_dim", "create_family", "family_class",
 ]

@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -38,6 +39,15 @@ class LogProbKind(str, enum.Enum):
 
 class CapabilityError(RuntimeError):
     """Raised when a family is asked for something it did not declare."""
+
+
+class SamplingCancelled(RuntimeError):
+    """Raised by a progress callback to stop a long sampler; the sampler lets it propagate."""
+
+
+# progress(step, total_steps, images): images are the current state in [0, 1] (N, C, H, W) on
+# the CPU when the sampler has a meaningful one to show (a denoising chain), else None.
+SampleProgress = Callable[[int, int, "Tensor | None"], None]
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,11 @@ class Family(ABC):
     capabilities: ClassVar[frozenset[Capability]]
     log_prob_kind: ClassVar[LogProbKind | None] = None
     Config: ClassVar[type]  # a frozen dataclass of hyper-parameters, all with defaults
+    # Knobs chosen per sampling call rather than at training time (e.g. a diffusion sampler
+    # and its step count): a frozen dataclass with defaults, or None. The gallery shows them.
+    SampleOptions: ClassVar[type | None] = None
+    # The smallest sensible Config values, for the contract tests and quick smoke runs.
+    TINY: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, spec: ImageSpec, config: Any, device: torch.device, seed: int = 0):
         self.spec = spec
@@ -123,8 +138,22 @@ class Family(ABC):
     def latent_dim(self) -> int | None:
         return None
 
-    def sample(self, n: int, seed: int, labels: Tensor | None = None) -> Tensor:
+    def sample(self, n: int, seed: int, labels: Tensor | None = None, *, options: Any = None,
+               progress: SampleProgress | None = None) -> Tensor:
+        """n images in [0, 1], (N, C, H, W) on the CPU. The same seed (and options) gives the
+        same images. `options` is an instance of SampleOptions (None: its defaults); iterative
+        samplers call progress(step, total_steps, current_images_or_None) as they go, and
+        stop early with SamplingCancelled when it raises that."""
         raise CapabilityError(f"{self.title} cannot sample")
+
+    def sample_options(self, values: dict[str, Any] | None = None) -> Any:
+        """The family's SampleOptions from plain values (unknown keys refused); None when the
+        family has no per-call sampling knobs."""
+        if self.SampleOptions is None:
+            if values:
+                raise ValueError(f"{self.title} takes no sampling options (got {', '.join(values)})")
+            return None
+        return config_from_dict(self.SampleOptions, values)
 
     def encode(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         raise CapabilityError(f"{self.title} has no encoder")

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Capability, Family, ImageSpec, LogProbKind
+from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress
 from .layers import (
     DownBlock,
     UpBlock,
@@ -97,6 +98,7 @@ class VAE(Family):
     )
     log_prob_kind = LogProbKind.BOUND
     Config = VAEConfig
+    TINY: ClassVar[dict[str, Any]] = {"base_channels": 4, "latent_dim": 4, "iw_samples": 4}
 
     def __init__(self, spec: ImageSpec, config: VAEConfig, device: torch.device, seed: int = 0):
         super().__init__(spec, config, device, seed)
@@ -173,7 +175,8 @@ class VAE(Family):
 
     # -- capabilities -----------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, seed: int, labels: Tensor | None = None) -> Tensor:
+    def sample(self, n: int, seed: int, labels: Tensor | None = None, *, options: Any = None,
+               progress: SampleProgress | None = None) -> Tensor:
         """Decoder means at z ~ N(0, I). z is drawn on the CPU from `seed`, so the same seed
         gives the same images on every device."""
         z = torch.randn((n, self.latent_dim), generator=torch.Generator().manual_seed(seed))

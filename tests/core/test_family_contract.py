@@ -1,0 +1,163 @@
+"""The contract every registered family keeps (../shared/DESIGN.md), run over each one.
+
+Family-specific mathematics lives in each family's own test file; this suite checks what the
+app, the CLI and the metrics rely on: shapes and ranges, reproducibility by seed, declared
+capabilities that work and undeclared ones that refuse, checkpoint round trips, labels, and
+inpainting that keeps the known pixels exactly."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from genstudio.core.checkpoint import load_checkpoint, save_checkpoint
+from genstudio.core.families import (
+    Capability,
+    CapabilityError,
+    ImageSpec,
+    available_families,
+    create_family,
+    family_class,
+)
+
+SIZE = 16
+FAMILIES = available_families()
+
+
+def tiny_config(name: str) -> dict:
+    """The smallest sensible model of each family (its TINY attribute, if it declares one)."""
+    return dict(getattr(family_class(name), "TINY", {}))
+
+
+def make(name: str, channels: int = 3, classes: int = 0, seed: int = 0):
+    spec = ImageSpec(channels=channels, size=SIZE, num_classes=classes)
+    return create_family(name, spec, tiny_config(name), device="cpu", seed=seed)
+
+
+def batch(n: int = 8, channels: int = 3, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, channels, SIZE, SIZE), generator=g).float() / 255
+
+
+def test_every_family_is_registered_and_described():
+    for name in FAMILIES:
+        cls = family_class(name)
+        assert cls.title and cls.summary and Capability.SAMPLE in cls.capabilities
+        assert (cls.log_prob_kind is not None) == (Capability.LOG_PROB in cls.capabilities)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_samples_are_images_in_the_unit_range_and_reproducible(name, channels):
+    family = make(name, channels)
+    family.eval_mode()
+    a = family.sample(3, seed=7)
+    assert a.shape == (3, channels, SIZE, SIZE) and a.dtype == torch.float32 and a.device.type == "cpu"
+    assert torch.isfinite(a).all() and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, family.sample(3, seed=7))
+    assert not torch.equal(a, family.sample(3, seed=8))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_a_train_step_is_finite_and_draws_randomness_only_from_its_generator(name):
+    x = batch()
+    metrics = []
+    for _ in range(2):
+        family = make(name, seed=3)
+        metrics.append(family.train_step(x, None, torch.Generator().manual_seed(11)))
+    assert metrics[0] == metrics[1]  # same weights, data and generator: same step
+    assert metrics[0] and all(isinstance(v, float) and math.isfinite(v) for v in metrics[0].values())
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_checkpoint_round_trip_gives_the_same_samples(name, tmp_path):
+    family = make(name, seed=1)
+    family.train_step(batch(), None, torch.Generator().manual_seed(0))
+    save_checkpoint(tmp_path / "c.safetensors", family.state_dict(), {"family": name})
+    state, _meta = load_checkpoint(tmp_path / "c.safetensors")
+    other = make(name, seed=2)
+    other.load_state_dict(state)
+    family.eval_mode()
+    other.eval_mode()
+    assert torch.equal(family.sample(2, seed=5), other.sample(2, seed=5))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_undeclared_capabilities_refuse_clearly(name):
+    family = make(name)
+    x = batch(2)
+    calls = {
+        Capability.ENCODE: lambda: family.encode(x),
+        Capability.DECODE: lambda: family.decode(torch.zeros(2, 4)),
+        Capability.LOG_PROB: lambda: family.log_prob(x),
+        Capability.INPAINT: lambda: family.inpaint(x, torch.ones(2, 1, SIZE, SIZE, dtype=torch.bool), seed=0),
+    }
+    for capability, call in calls.items():
+        if capability not in family.capabilities:
+            with pytest.raises(CapabilityError):
+                call()
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILIES if Capability.LOG_PROB in family_class(n).capabilities])
+def test_log_prob_is_finite_nats_per_image(name):
+    family = make(name)
+    family.eval_mode()
+    lp = family.log_prob(batch(4))
+    assert lp.shape == (4,) and torch.isfinite(lp).all()
+    bounds = family.likelihood_bounds(batch(4))
+    assert bounds and all(v.shape == (4,) for v in bounds.values())
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILIES if Capability.DECODE in family_class(n).capabilities])
+def test_decode_maps_latents_to_images(name):
+    family = make(name)
+    family.eval_mode()
+    dim = family.latent_dim
+    assert isinstance(dim, int) and dim > 0
+    z = torch.randn(2, dim, generator=torch.Generator().manual_seed(0))
+    images = family.decode(z)
+    assert images.shape == (2, 3, SIZE, SIZE) and images.min() >= 0 and images.max() <= 1
+    if Capability.ENCODE in family.capabilities:
+        assert family.encode(batch(2)).shape == (2, dim)
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILIES if Capability.INPAINT in family_class(n).capabilities])
+def test_inpainting_keeps_known_pixels_exactly_and_is_reproducible(name):
+    family = make(name)
+    family.eval_mode()
+    x = batch(2)
+    keep = torch.ones(2, 1, SIZE, SIZE, dtype=torch.bool)
+    keep[:, :, 4:12, 4:12] = False
+    out = family.inpaint(x, keep, seed=3)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert torch.equal(out * keep, x * keep)  # bit for bit
+    assert not torch.equal(out, x)
+    assert torch.equal(out, family.inpaint(x, keep, seed=3))
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILIES if Capability.CONDITIONAL in family_class(n).capabilities])
+def test_conditional_families_take_labels_everywhere(name):
+    family = make(name, classes=3)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    metrics = family.train_step(batch(), labels, torch.Generator().manual_seed(0))
+    assert all(math.isfinite(v) for v in metrics.values())
+    family.eval_mode()
+    assert family.sample(3, seed=0, labels=torch.tensor([2, 1, 0])).shape == (3, 3, SIZE, SIZE)
+    with pytest.raises(ValueError, match="labels"):
+        family.sample(2, seed=0, labels=torch.tensor([0, 5]))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_sample_options_are_typed_and_progress_can_cancel(name):
+    family = make(name)
+    family.eval_mode()
+    options = family.sample_options({})
+    assert (options is None) == (family.SampleOptions is None)
+    with pytest.raises(ValueError):
+        family.sample_options({"no_such_option": 1})
+    seen = []
+    images = family.sample(2, seed=0, options=options, progress=lambda s, t, imgs: seen.append((s, t)))
+    assert images.shape == (2, 3, SIZE, SIZE)
+    assert all(0 < s <= t for s, t in seen)  # iterative samplers report; one-shot ones may not
