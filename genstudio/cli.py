@@ -149,7 +149,7 @@ def _parse_options(options: list[str]) -> dict[str, Any]:
     for option in options:
         key, sep, raw = option.partition("=")
         if not sep or not key:
-            raise CommandError(f"--set expects KEY=VALUE, got {option!r}")
+            raise CommandError(f"expected KEY=VALUE, got {option!r}")
         try:
             values[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
@@ -194,6 +194,8 @@ def _add_sample(sub: Any) -> None:
     p.add_argument("--label", help="class name, for class-conditional runs")
     p.add_argument("--scale", type=int, default=1, help="integer upscaling of written PNGs (nearest)")
     p.add_argument("--device", default="cpu", help="cpu (default: reproducible), auto, cuda or mps")
+    p.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="a sampling option of the family, e.g. --option sampler=ddim --option steps=50")
     p.set_defaults(handler=_sample)
 
 
@@ -205,8 +207,12 @@ def _sample(args: argparse.Namespace) -> int:
         raise CommandError("--scale must be at least 1")
     loaded = load_run(args.run, device=args.device)
     label = label_index(loaded, args.label)
-    images = generate(loaded, args.n, args.seed, label)
-    meta = provenance(loaded, args.seed, **({"label": args.label} if args.label else {}))
+    options = _parse_options(args.options)
+    images = generate(loaded, args.n, args.seed, label, options)
+    extra = {"label": args.label} if args.label else {}
+    if options:
+        extra["options"] = json.dumps(options, sort_keys=True)
+    meta = provenance(loaded, args.seed, **extra)
     paths = export_images(images, args.out, meta, scale=args.scale)
     if args.grid:
         export_grid(images, args.grid, meta)

@@ -3,6 +3,7 @@ Job and returns a plain result for the GUI thread to display. All computation is
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,8 @@ import numpy as np
 from PySide6.QtGui import QImage
 
 from genstudio.core.data import ImageDataset, load_source
-from genstudio.core.images import make_grid
+from genstudio.core.families import SamplingCancelled
+from genstudio.core.images import make_grid, to_uint8
 from genstudio.core.metrics.evaluate import (
     FEATURE_METRICS,
     ClosestPair,
@@ -74,11 +76,30 @@ class Samples:
     seed: int
     label: int | None
     tiles: list[QImage] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)  # the family's sampling options used
 
 
-def generate_samples(loaded: LoadedRun, n: int, seed: int, label: int | None, job: Job) -> Samples:
-    images = generate(loaded, n, seed, label)
-    return Samples(loaded, images, seed, label, [to_qimage(image) for image in images])
+@dataclass(frozen=True)
+class SamplingPreview:
+    """The state of a slow sampler part-way (e.g. a denoising chain), for the gallery."""
+
+    step: int
+    total: int
+    grid: QImage | None   # the current images as a grid, when the sampler shows them
+
+
+def generate_samples(loaded: LoadedRun, n: int, seed: int, label: int | None,
+                     options: dict[str, Any] | None, job: Job) -> Samples:
+    def progress(step: int, total: int, images) -> None:
+        if job.cancelled():
+            raise SamplingCancelled("sampling cancelled")
+        job.progress(step, total)
+        grid = None if images is None else to_qimage(
+            make_grid(to_uint8(images), columns=THUMBNAIL_COLUMNS, padding=1, background=128))
+        job.preview(SamplingPreview(step, total, grid))
+
+    images = generate(loaded, n, seed, label, options, progress=progress)
+    return Samples(loaded, images, seed, label, [to_qimage(image) for image in images], options or {})
 
 
 @dataclass(frozen=True)
@@ -95,6 +116,8 @@ def export(request: ExportRequest, job: Job) -> list[Path]:
     extra = {}
     if samples.label is not None and loaded.class_names:
         extra["label"] = loaded.class_names[samples.label]
+    if samples.options:
+        extra["options"] = json.dumps(samples.options, sort_keys=True)
     metadata = provenance(loaded, samples.seed, **extra)
     if request.kind == "grid":
         images = samples.images if request.indices is None else samples.images[request.indices]

@@ -161,6 +161,8 @@ class MainWindow(QMainWindow):
         self.run_jobs.failed.connect(self._on_run_failed)
         self.gallery.generate_requested.connect(self._generate)
         self.sample_jobs.succeeded.connect(self.gallery.show_samples)
+        self.sample_jobs.preview.connect(self.gallery.show_sampling_progress)
+        self.gallery.cancel_requested.connect(self._cancel_sampling)
         self.sample_jobs.failed.connect(lambda cause, _details: self.gallery.show_error(cause))
         self.gallery.export_requested.connect(self._export)
         self.export_jobs.succeeded.connect(self._on_exported)
@@ -351,7 +353,8 @@ class MainWindow(QMainWindow):
             self.training_panel.show_likelihood(describe_evaluation(evaluations[-1]))
         title = f"{loaded.family.title} · {loaded.name} · step {loaded.step:,}"
         if panel_enabled("gallery", loaded.family.capabilities):
-            self.gallery.set_run(title, loaded.class_names if loaded.family.spec.num_classes else [])
+            self.gallery.set_run(title, loaded.class_names if loaded.family.spec.num_classes else [],
+                                 loaded.family.SampleOptions)
         else:
             self.gallery.show_placeholder(f"{loaded.family.title} cannot draw samples.")
         self._status(f"Opened run {loaded.run.path} (step {loaded.step:,})")
@@ -361,9 +364,13 @@ class MainWindow(QMainWindow):
         self._status(f"Could not open the run: {cause}")
         self.gallery.show_error(f"Could not open the run: {cause}")
 
-    def _generate(self, count: int, seed: int, label: int | None) -> None:
+    def _generate(self, count: int, seed: int, label: int | None, options: dict) -> None:
         if self.loaded is not None:
-            self.sample_jobs.submit(partial(jobs.generate_samples, self.loaded, count, seed, label))
+            self.sample_jobs.submit(partial(jobs.generate_samples, self.loaded, count, seed, label, options))
+
+    def _cancel_sampling(self) -> None:
+        self.sample_jobs.cancel()  # the sampler stops at its next step; its result is dropped
+        self.gallery.show_cancelled()
 
     def _export(self, request: jobs.ExportRequest) -> None:
         self.export_jobs.submit(partial(jobs.export, request))

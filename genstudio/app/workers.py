@@ -38,6 +38,8 @@ from genstudio.core.training import (
 log = logging.getLogger(__name__)
 
 # Errors whose message is already a sentence for the user (no exception type appended).
+PREVIEW_INTERVAL = 0.1  # seconds between intermediate results sent to the GUI thread
+
 _USER_ERRORS = (DatasetError, DownloadError, EvaluationCancelled, InvalidWeightsError, RunError, SamplingError)
 
 
@@ -144,6 +146,7 @@ class TrainingWorker(QObject):
         self.dataset = dataset  # already loaded for the preview: saves decoding it again
         self.control = TrainingControl()
         self._throttle = _Throttle()
+        self._last_preview = 0.0
 
     @Slot()
     def run(self) -> None:
@@ -199,6 +202,14 @@ class Job:
         if self._throttle.ready(done, total):
             self._worker.progress.emit(self._id, done, total)
 
+    def preview(self, item: object) -> None:
+        """An intermediate result to show (e.g. the current state of a denoising chain); sent
+        at most every 0.1 s, since drawing it costs the GUI thread time."""
+        now = time.monotonic()
+        if now - self._last_preview >= PREVIEW_INTERVAL:
+            self._last_preview = now
+            self._worker.preview.emit(self._id, item)
+
     def say(self, text: str) -> None:
         """What the job is doing now, e.g. "features of the samples" (a stage, not a count)."""
         self._worker.message.emit(self._id, text)
@@ -209,6 +220,7 @@ class FunctionWorker(QObject):
 
     progress = Signal(int, int, int)      # job id, done, total
     message = Signal(int, str)            # job id, stage
+    preview = Signal(int, object)         # job id, intermediate result
     succeeded = Signal(int, object)       # job id, result
     failed = Signal(int, str, str)        # job id, cause, traceback
     done = Signal()
@@ -242,6 +254,7 @@ class TaskRunner(QObject):
     failed = Signal(str, str)       # cause, traceback
     progress = Signal(int, int)
     message = Signal(str)
+    preview = Signal(object)
     busy_changed = Signal(bool)
 
     def __init__(self, parent: QObject | None = None):
@@ -255,6 +268,7 @@ class TaskRunner(QObject):
         worker.job = Job(self, self._latest, worker)
         worker.progress.connect(self._on_progress)
         worker.message.connect(self._on_message)
+        worker.preview.connect(self._on_preview)
         worker.succeeded.connect(self._on_succeeded)
         worker.failed.connect(self._on_failed)
         was_busy = self.is_busy()
@@ -281,6 +295,11 @@ class TaskRunner(QObject):
     def _on_progress(self, job_id: int, done: int, total: int) -> None:
         if not self._is_stale(job_id):
             self.progress.emit(done, total)
+
+    @Slot(int, object)
+    def _on_preview(self, job_id: int, item: object) -> None:
+        if not self._is_stale(job_id):
+            self.preview.emit(item)
 
     @Slot(int, str)
     def _on_message(self, job_id: int, text: str) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from .families import SampleProgress
 from .images import make_grid, save_png, to_uint8
 from .run import LoadedRun
 
@@ -27,13 +29,21 @@ def label_index(loaded: LoadedRun, label: str | None) -> int | None:
     return loaded.class_names.index(label)
 
 
-def generate(loaded: LoadedRun, n: int, seed: int, label: int | None = None) -> np.ndarray:
-    """n samples as (N, H, W, C) uint8; the same run, n, seed and label give the same pixels."""
+def generate(loaded: LoadedRun, n: int, seed: int, label: int | None = None,
+             options: dict[str, Any] | None = None, progress: SampleProgress | None = None) -> np.ndarray:
+    """n samples as (N, H, W, C) uint8; the same run, n, seed, label and options give the same
+    pixels. `options` are the family's sampling knobs by name (e.g. {"sampler": "ddim"})."""
     if n < 1:
         raise SamplingError("the number of samples must be at least 1")
+    family = loaded.family
+    try:
+        typed = family.sample_options(options)
+    except (TypeError, ValueError) as exc:
+        raise SamplingError(str(exc)) from exc
     labels = None if label is None else torch.full((n,), label, dtype=torch.long)
+    family.eval_mode()
     with torch.no_grad():
-        images = loaded.family.sample(n, seed=seed, labels=labels)
+        images = family.sample(n, seed=seed, labels=labels, options=typed, progress=progress)
     return to_uint8(images)
 
 

@@ -11,11 +11,13 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
     QFileDialog,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QListView,
     QListWidget,
     QListWidgetItem,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QStackedWidget,
@@ -27,7 +29,8 @@ from PySide6.QtWidgets import (
 )
 
 from ..imaging import ImageDialog, PixelView, scaled_pixmap
-from ..jobs import ExportRequest, Samples
+from ..jobs import ExportRequest, Samples, SamplingPreview
+from .config_form import ConfigForm
 
 DEFAULT_COUNT = 36
 TILE_PX = 96          # tiles are enlarged by a whole factor to about this size
@@ -38,14 +41,17 @@ ALL_CLASSES = "All classes (cycling)"
 
 
 class Gallery(QWidget):
-    generate_requested = Signal(int, int, object)  # count, seed, class index or None
-    export_requested = Signal(object)              # ExportRequest
+    generate_requested = Signal(int, int, object, dict)  # count, seed, class index or None, sampling options
+    cancel_requested = Signal()                          # stop the sampler that is running
+    export_requested = Signal(object)                    # ExportRequest
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("gallery")
         self.samples: Samples | None = None
         self._run_title = ""
+        self._options_class: type | None = None
+        self._busy = False  # a sampler is running
         self._build()
         self.show_placeholder(EMPTY_TEXT)
 
@@ -65,6 +71,17 @@ class Gallery(QWidget):
                                          "Save every tile as a PNG")
         self.export_grid_button = _button("Export grid…", "exportGridButton", self.export_grid,
                                           "Save the tiles as one grid image")
+        self.cancel_button = _button("Cancel", "cancelSamplingButton", self.cancel_requested.emit,
+                                     "Stop drawing these samples")
+        self.cancel_button.setVisible(False)
+        self.progress_bar = QProgressBar(objectName="samplingProgress", textVisible=True)
+        self.progress_bar.setVisible(False)
+        # The family's per-call sampling knobs (e.g. a diffusion sampler and its step count).
+        self.options_form = ConfigForm()
+        self.options_form.setObjectName("samplingOptions")
+        self.options_box = QGroupBox("Sampler")
+        QVBoxLayout(self.options_box).addWidget(self.options_form)
+        self.options_box.setVisible(False)
         self.caption = QLabel(objectName="galleryCaption", wordWrap=True)
         self.caption.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.placeholder = PixelView(EMPTY_TEXT)
@@ -96,11 +113,14 @@ class Gallery(QWidget):
         top.addWidget(self.class_label)
         top.addWidget(self.class_combo)
         top.addWidget(self.regenerate_button)
+        top.addWidget(self.cancel_button)
+        top.addWidget(self.progress_bar)
         top.addStretch(1)
         for button in (self.export_selected_button, self.export_all_button, self.export_grid_button):
             top.addWidget(button)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        layout.addWidget(self.options_box)
         layout.addWidget(self.caption)
         layout.addWidget(self.stack, 1)
 
@@ -124,16 +144,45 @@ class Gallery(QWidget):
         self.stack.setCurrentWidget(self.training_view)
         self._update_buttons()
 
-    def set_run(self, title: str, class_names: list[str]) -> None:
-        """A loaded run is ready; draw its first samples."""
+    def set_run(self, title: str, class_names: list[str], sample_options: type | None = None) -> None:
+        """A loaded run is ready; draw its first samples. `sample_options` is the family's
+        SampleOptions dataclass, shown as a form (None: the family has no sampling knobs)."""
         self._run_title = title
         self._set_class_names(class_names)
+        if sample_options is not self._options_class:
+            self._options_class = sample_options
+            self.options_form.set_config_class(sample_options)
+        self.options_box.setVisible(sample_options is not None)
         self.regenerate()
 
     def show_generating(self) -> None:
         self.caption.setText(f"{self._run_title} — generating…")
+        self._set_busy(True)
+
+    def show_sampling_progress(self, preview: SamplingPreview) -> None:
+        """A slow sampler's progress: step k of T and, when it has one, the current chain."""
+        self.progress_bar.setRange(0, preview.total)
+        self.progress_bar.setValue(preview.step)
+        self.progress_bar.setFormat("step %v of %m")
+        if preview.grid is not None:
+            self.training_view.set_image(preview.grid)
+            self.stack.setCurrentWidget(self.training_view)
+        self.caption.setText(f"{self._run_title} — sampling, step {preview.step:,} of {preview.total:,}…")
+
+    def show_cancelled(self) -> None:
+        self._set_busy(False)
+        self.caption.setText(f"{self._run_title} — sampling cancelled.")
+        self.stack.setCurrentWidget(self.tiles if self.samples is not None else self.placeholder)
+
+    def _set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        self.cancel_button.setVisible(busy)
+        self.progress_bar.setVisible(busy)
+        self.progress_bar.setRange(0, 0)  # busy until the sampler reports steps
+        self._update_buttons()
 
     def show_samples(self, samples: Samples) -> None:
+        self._set_busy(False)
         self.samples = samples
         self.tiles.clear()
         size = samples.images.shape[1]
@@ -151,6 +200,7 @@ class Gallery(QWidget):
         self._update_buttons()
 
     def show_error(self, message: str) -> None:
+        self._set_busy(False)
         self.caption.setText(f"<span style='color:#c62828'>{message}</span>")
 
     def _set_class_names(self, names: list[str]) -> None:
@@ -165,7 +215,7 @@ class Gallery(QWidget):
     def _update_buttons(self) -> None:
         has_run = bool(self._run_title)
         has_samples = self.samples is not None
-        self.regenerate_button.setEnabled(has_run)
+        self.regenerate_button.setEnabled(has_run and not self._busy)
         self.export_selected_button.setEnabled(has_samples and bool(self.selected_indices()))
         self.export_all_button.setEnabled(has_samples)
         self.export_grid_button.setEnabled(has_samples)
@@ -174,9 +224,14 @@ class Gallery(QWidget):
     def regenerate(self) -> None:
         if not self._run_title:
             return
+        invalid = self.options_form.invalid_fields()
+        if invalid:
+            self.show_error(f"Fix the sampler option(s): {', '.join(invalid)}")
+            return
         self.show_generating()
+        options = self.options_form.values() if self._options_class is not None else {}
         self.generate_requested.emit(self.count_spin.value(), self.seed_spin.value(),
-                                     self.class_combo.currentData())
+                                     self.class_combo.currentData(), options)
 
     def selected_indices(self) -> list[int]:
         return sorted(self.tiles.row(item) for item in self.tiles.selectedItems())
