@@ -1,0 +1,94 @@
+"""Screenshots of the app's panels, made from real runs, for the README and issues.
+
+    .venv/bin/python tools/screenshots.py --out docs/screenshots RUN [RUN …]
+
+Runs offscreen (no display needed): opens the real main window, adds the given run folders
+to the Compare tab, ticks them, evaluates them from the Evaluate dialog (offline extractor
+unless --extractor inception and weights are configured) and saves:
+  compare.png      the Compare tab with curves and the table
+  evaluation.png   the Evaluate dialog with figures and the closest sample/training pairs
+  gallery.png      the Gallery of the first run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtCore import QEventLoop, QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from genstudio.app.main_window import MainWindow  # noqa: E402
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Run the event loop until `predicate()` holds (polling every 50 ms)."""
+    deadline = time.monotonic() + timeout
+    loop = QEventLoop()
+    timer = QTimer()
+    timer.timeout.connect(lambda: (predicate() or time.monotonic() > deadline) and loop.quit())
+    timer.start(50)
+    loop.exec()
+    timer.stop()
+    if not predicate():
+        raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="run folders")
+    parser.add_argument("--out", default="docs/screenshots")
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--extractor", default="offline", choices=("offline", "inception"))
+    parser.add_argument("--size", default="1400x900")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    width, height = (int(v) for v in args.size.split("x"))
+
+    app = QApplication.instance() or QApplication([])
+    window = MainWindow()
+    window.resize(width, height)
+    window.show()
+    view = window.comparison
+    window.tabs.setCurrentWidget(view)
+    wait_until(lambda: not view.list_jobs.is_busy(), 60, "the run list")
+    for run in args.runs:
+        view.add_run(run)
+        wait_until(lambda: not any(r.is_busy() for r in view.runners), 120, f"adding {run}")
+    for run in args.runs:
+        view.set_checked(run, True)
+    wait_until(lambda: view.table is not None and not view.table_jobs.is_busy(), 120, "the table")
+
+    view.open_evaluation()
+    dialog = view.evaluation
+    dialog.samples_spin.setValue(args.samples)
+    dialog.extractor_combo.setCurrentIndex(dialog.extractor_combo.findData(args.extractor))
+    dialog.resize(900, 900)
+    dialog.start()
+    wait_until(lambda: not dialog.busy(), 3600, "the evaluation")
+    if not dialog.results:
+        raise SystemExit(f"evaluation failed: {dialog.stage_label.text()}")
+    dialog.grab().save(str(out / "evaluation.png"))
+    wait_until(lambda: not any(r.is_busy() for r in view.runners), 120, "the refreshed table")
+    window.grab().save(str(out / "compare.png"))
+
+    window.open_run(args.runs[0])
+    window.tabs.setCurrentWidget(window.gallery)
+    wait_until(lambda: window.gallery.samples is not None, 300, "the gallery samples")
+    window.grab().save(str(out / "gallery.png"))
+    print(f"wrote {', '.join(p.name for p in sorted(out.glob('*.png')))} to {out}")
+    window.shutdown()
+    dialog.close()
+    app.processEvents()  # once, to let the windows close (not in a loop: see tests/app/conftest.py)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
