@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock training budget")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--conditional", action="store_true", help="condition on the class subfolders")
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--extractor", default="auto", help="auto (shared Inception if present), offline, or a file")
     parser.add_argument("--work", default="/tmp/genstudio-bench", help="folder for data and runs")
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         run_dir = work / "runs" / f"{args.family}-{_slug(args.data)}-{time.strftime('%Y%m%d-%H%M%S')}"
         trained = train_for(args.family, source, args.size, args.batch, _options(args.options),
-                            args.minutes * 60, run_dir)
+                            args.minutes * 60, run_dir, args.conditional)
     extractor = _extractor(args.extractor)
     result = evaluate(run_dir, source, reference, extractor, args.samples)
     result.update(trained, reference=reference_name, family=args.family, data=args.data)
@@ -94,9 +95,9 @@ def _source_and_reference(data: str, size: int, work: Path) -> tuple[str, np.nda
 
 
 def train_for(family: str, source: str, size: int, batch: int, options: dict[str, Any],
-              budget_s: float, run_dir: Path) -> dict[str, Any]:
+              budget_s: float, run_dir: Path, conditional: bool = False) -> dict[str, Any]:
     settings = TrainSettings(family=family, data=source, size=size, steps=10**8, batch=batch,
-                             family_config=options, sample_every=0, checkpoint_every=0,
+                             family_config=options, conditional=conditional, sample_every=0, checkpoint_every=0,
                              eval_images=0, log_every=10)
     control = TrainingControl()
     started = None
@@ -113,7 +114,8 @@ def train_for(family: str, source: str, size: int, batch: int, options: dict[str
     images = step * batch
     dataset_size = len(load_source(source, size, None))
     return {"steps": step, "train_seconds": round(wall, 1), "images_per_sec": round(images_per_sec, 1),
-            "epochs": round(images / (0.9 * dataset_size), 2), "batch": batch, "options": options}
+            "epochs": round(images / (0.9 * dataset_size), 2), "batch": batch, "options": options,
+            "conditional": conditional}
 
 
 def evaluate(run_dir: Path, source: str, reference: np.ndarray, extractor, samples: int) -> dict[str, Any]:

@@ -174,13 +174,14 @@ def _likelihood(family: Family, reference: np.ndarray, labels: np.ndarray,
 
 
 def generate_uint8(family: Family, n: int, seed: int, batch: int = 250,
-                   progress: CountFn | None = None) -> np.ndarray:
-    """n unconditional samples as (N, H, W, C) uint8, made `batch` at a time (bounded memory)."""
+                   progress: CountFn | None = None, options: Any = None) -> np.ndarray:
+    """n samples as (N, H, W, C) uint8, made `batch` at a time (bounded memory); a conditional
+    family cycles through its classes. `options`: the family's SampleOptions (None: defaults)."""
     family.eval_mode()
     parts = []
     try:
         for start in range(0, n, batch):
-            parts.append(to_uint8(family.sample(min(batch, n - start), seed=seed + start)))
+            parts.append(to_uint8(family.sample(min(batch, n - start), seed=seed + start, options=options)))
             if progress is not None:
                 progress(start + len(parts[-1]), n)
     finally:
