@@ -1,0 +1,456 @@
+"""Generative adversarial network: a DCGAN-style generator and discriminator trained as a
+two-player game (Goodfellow et al. 2014; architecture after Radford et al. 2015, DCGAN).
+
+Three losses, chosen in the config (s = a discriminator score, σ the logistic function):
+
+    non-saturating (Goodfellow 2014)   L_D = softplus(−s_real) + softplus(s_fake)
+                                       L_G = softplus(−s_fake)          (= −log σ(s_fake))
+    least-squares (Mao et al. 2017)    L_D = ½(s_real − 1)² + ½ s_fake²  (a = 0, b = c = 1)
+                                       L_G = ½(s_fake − 1)²
+    wgan-gp (Gulrajani et al. 2017)    L_D = s_fake − s_real + λ (‖∇ D(x̂)‖₂ − 1)²,
+                                             x̂ = ε x + (1 − ε) G(z), ε ~ U[0, 1] per image
+                                       L_G = −s_fake
+
+Each term is averaged over the batch. The discriminator may be spectrally normalised (Miyato
+et al. 2018); sampling uses an exponential moving average of the generator's weights (Yazıcı
+et al. 2019), which is steadier than the live generator. With classes, G takes a learned class
+embedding beside z (cGAN, Mirza & Osindero 2014) and D is a projection discriminator (Miyato &
+Koyama 2018): D(x, y) = ψ(φ(x)) + ⟨embed(y), φ(x)⟩.
+
+A GAN has no encoder, so `encode` and `inpaint` optimise z to fit the image (GAN inversion,
+e.g. Creswell & Bharath 2018): Adam on z from several seeded random starts, keeping the best.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from .base import Capability, Family, ImageSpec, SampleProgress
+from .layers import level_widths, pyramid_sizes, to_symmetric, to_unit
+
+LOSSES = ("non-saturating", "least-squares", "wgan-gp")
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    latent_dim: int = 64           # size of z ~ N(0, I)
+    base_channels: int = 32        # conv width at full resolution; doubles per level (cap 256)
+    loss: str = "non-saturating"   # non-saturating (Goodfellow) | least-squares (LSGAN) | wgan-gp
+    lr_generator: float = 2e-4     # Adam learning rate of G
+    lr_discriminator: float = 2e-4 # Adam learning rate of D
+    adam_betas: tuple[float, ...] = ()  # (): the loss's usual, (0.5, 0.999) or (0.0, 0.9) for wgan-gp
+    n_critic: int = 0              # D updates per G update, each on the whole batch; 0: 1, or 5 for wgan-gp
+    gp_weight: float = 10.0        # λ of the WGAN-GP gradient penalty (wgan-gp only)
+    spectral_norm: bool = True     # spectrally normalise every D layer (Lipschitz ≈ 1; steadier)
+    ema_decay: float = 0.999       # EMA of G's weights, used for sampling; 0: the live G
+    ema_warmup: bool = True        # decay ramps up as (1+t)/(10+t), so early samples are not the init
+    inversion_steps: int = 200     # Adam steps on z per start when encoding or inpainting
+    inversion_restarts: int = 4    # seeded random starts per image; the best fit is kept
+    inversion_lr: float = 0.1      # Adam learning rate on z, cosine-decayed to 0 over the steps
+
+
+# -- losses (pure functions of discriminator scores, so they can be checked by hand) --------
+
+
+def discriminator_loss(loss: str, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
+    """The discriminator's loss without any gradient penalty (see the module docstring)."""
+    if loss == "non-saturating":
+        return F.softplus(-real_scores).mean() + F.softplus(fake_scores).mean()
+    if loss == "least-squares":
+        return 0.5 * (real_scores - 1).pow(2).mean() + 0.5 * fake_scores.pow(2).mean()
+    if loss == "wgan-gp":
+        return fake_scores.mean() - real_scores.mean()
+    raise ValueError(f"unknown GAN loss {loss!r}; choose one of {', '.join(LOSSES)}")
+
+
+def generator_loss(loss: str, fake_scores: Tensor) -> Tensor:
+    if loss == "non-saturating":
+        return F.softplus(-fake_scores).mean()
+    if loss == "least-squares":
+        return 0.5 * (fake_scores - 1).pow(2).mean()
+    if loss == "wgan-gp":
+        return -fake_scores.mean()
+    raise ValueError(f"unknown GAN loss {loss!r}; choose one of {', '.join(LOSSES)}")
+
+
+def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
+                     eps: Tensor) -> Tensor:
+    """E[(‖∇ₓ D(x̂)‖₂ − 1)²] at x̂ = ε·real + (1 − ε)·fake, without λ (Gulrajani 2017).
+
+    `eps` is (N, 1, 1, 1) in [0, 1]. The graph is kept (create_graph) so the penalty trains D."""
+    mixed = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+# -- networks ---------------------------------------------------------------------------------
+
+
+class GeneratorBlock(nn.Module):
+    """Upsample (nearest) to an exact size, 3×3 conv, BatchNorm, ReLU: DCGAN's layer with a
+    resize-convolution instead of a transposed one, which avoids checkerboard artefacts
+    (Odena et al. 2016) and reaches odd sizes such as 7 → 14 → 28 exactly."""
+
+    def __init__(self, c_in: int, c_out: int, out_size: int):
+        super().__init__()
+        self.out_size = out_size
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)  # BN supplies the bias
+        self.norm = nn.BatchNorm2d(c_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.interpolate(x, size=(self.out_size, self.out_size), mode="nearest")
+        return F.relu(self.norm(self.conv(x)))
+
+
+class Generator(nn.Module):
+    """(z, y) → image in [−1, 1], from a small (C, 4, 4)-ish map up the image's size pyramid to
+    a full-resolution feature map, then a 3×3 conv to the image channels and tanh (DCGAN)."""
+
+    def __init__(self, spec: ImageSpec, cfg: GANConfig):
+        super().__init__()
+        sizes = pyramid_sizes(spec.size)                  # e.g. 28 → [28, 14, 7, 4]
+        widths = level_widths(len(sizes) - 1, cfg.base_channels)
+        self.start_shape = (widths[-1], sizes[-1], sizes[-1])
+        self.class_embedding = (nn.Embedding(spec.num_classes, cfg.latent_dim)
+                                if spec.num_classes else None)
+        in_dim = cfg.latent_dim * (2 if spec.num_classes else 1)
+        self.project = nn.Linear(in_dim, math.prod(self.start_shape), bias=False)
+        self.project_norm = nn.BatchNorm2d(widths[-1])
+        # Up to sizes[level] with width widths[level − 1], the encoder's width there. The last
+        # block works at full resolution: without it the image is a linear function of
+        # half-resolution features, and edges come out blurred and striped.
+        self.blocks = nn.Sequential(*[
+            GeneratorBlock(widths[level], widths[max(level - 1, 0)], sizes[level])
+            for level in range(len(widths) - 1, -1, -1)
+        ])
+        self.to_image = nn.Conv2d(widths[0], spec.channels, 3, padding=1)
+
+    def forward(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        if self.class_embedding is not None:
+            z = torch.cat([z, self.class_embedding(labels)], dim=1)
+        h = self.project(z).view(-1, *self.start_shape)   # (B, C, s, s)
+        h = self.blocks(F.relu(self.project_norm(h)))     # (B, base, H, W)
+        return torch.tanh(self.to_image(h))               # (B, channels, H, W)
+
+
+class Discriminator(nn.Module):
+    """(x, y) → one unbounded score per image: 3×3 convs with LeakyReLU(0.2) and no BatchNorm,
+    since the WGAN-GP penalty is per image and batch statistics would couple the images."""
+
+    def __init__(self, spec: ImageSpec, cfg: GANConfig):
+        super().__init__()
+        sizes = pyramid_sizes(spec.size)
+        widths = level_widths(len(sizes) - 1, cfg.base_channels)
+        norm = spectral_norm if cfg.spectral_norm else _unchanged
+        # Per level a strided conv then a 3×3 conv at the new size, as in the spectrally
+        # normalised "standard CNN" of Miyato 2018: with every layer 1-Lipschitz, depth is what
+        # lets D separate real from fake. The first layer is already strided (DCGAN), so
+        # nothing wide runs at full resolution.
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip([spec.channels, *widths[:-1]], widths, strict=True):
+            layers += [norm(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)), nn.LeakyReLU(0.2),
+                       norm(nn.Conv2d(c_out, c_out, 3, padding=1)), nn.LeakyReLU(0.2)]
+        self.features = nn.Sequential(*layers)
+        feature_dim = widths[-1] * sizes[-1] ** 2
+        self.head = norm(nn.Linear(feature_dim, 1))
+        self.class_embedding = (norm(nn.Embedding(spec.num_classes, feature_dim))
+                                if spec.num_classes else None)
+
+    def forward(self, x: Tensor, labels: Tensor | None) -> Tensor:
+        h = self.features(x).flatten(1)                   # (B, C·s·s)
+        score = self.head(h).squeeze(1)                   # (B,)
+        if self.class_embedding is not None:              # projection: + ⟨embed(y), φ(x)⟩
+            score = score + (self.class_embedding(labels) * h).sum(dim=1)
+        return score
+
+
+def _unchanged(value: Any) -> Any:
+    return value
+
+
+@contextlib.contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    """No weight gradients for `module` inside the block (gradients still flow through it)."""
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        module.requires_grad_(True)
+
+
+class ExponentialMovingAverage(nn.Module):
+    """A copy of a network whose weights trail the live ones: w̄ ← β w̄ + (1 − β) w.
+
+    With warmup the decay at update t (from 0) is β_t = min(decay, (1 + t)/(10 + t)), so until
+    it reaches `decay` the average spans about the last ninth of training (1/(1 − β_t) ≈ t/9),
+    and early samples are not dominated by the random initial weights. Buffers (the
+    BatchNorm running statistics) are copied, not averaged. The update count is a buffer, so it
+    is checkpointed with the weights and a resumed run continues the same schedule."""
+
+    def __init__(self, live: nn.Module, decay: float, warmup: bool):
+        super().__init__()
+        self.average = copy.deepcopy(live).requires_grad_(False).eval()
+        self.decay = decay
+        self.warmup = warmup
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    def decay_at(self, update: int) -> float:
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1 + update) / (10 + update))
+
+    @torch.no_grad()
+    def update(self, live: nn.Module) -> None:
+        beta = self.decay_at(int(self.updates))
+        for average, current in zip(self.average.parameters(), live.parameters(), strict=True):
+            average.lerp_(current, 1.0 - beta)  # exact at β = 0 and β = 1
+        averaged_buffers = dict(self.average.named_buffers())
+        for name, current in live.named_buffers():
+            averaged_buffers[name].copy_(current)
+        self.updates += 1
+
+    def forward(self, *args: Any) -> Tensor:
+        return self.average(*args)
+
+
+# -- the family -------------------------------------------------------------------------------
+
+
+class GAN(Family):
+    name = "gan"
+    title = "GAN"
+    summary = "Generator vs discriminator; sharp samples in one pass, latent found by inversion."
+    capabilities = frozenset(
+        {Capability.SAMPLE, Capability.DECODE, Capability.ENCODE, Capability.INPAINT,
+         Capability.CONDITIONAL}
+    )
+    Config = GANConfig
+    TINY: ClassVar[dict[str, Any]] = {"base_channels": 4, "latent_dim": 8, "inversion_steps": 10,
+                                      "inversion_restarts": 2}
+
+    def __init__(self, spec: ImageSpec, config: GANConfig, device: torch.device, seed: int = 0):
+        super().__init__(spec, config, device, seed)
+        _validate(config)
+        self.generator = Generator(spec, config).to(self.device)
+        self.discriminator = Discriminator(spec, config).to(self.device)
+        self.generator_ema = ExponentialMovingAverage(self.generator, config.ema_decay,
+                                                      config.ema_warmup)
+        betas = self.adam_betas
+        self.optimizer_g = torch.optim.Adam(self.generator.parameters(),
+                                            lr=config.lr_generator, betas=betas)
+        self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(),
+                                            lr=config.lr_discriminator, betas=betas)
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"generator": self.generator, "discriminator": self.discriminator,
+                "generator_ema": self.generator_ema}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.optimizer_g, "discriminator": self.optimizer_d}
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    @property
+    def adam_betas(self) -> tuple[float, float]:
+        if self.config.adam_betas:
+            return tuple(self.config.adam_betas)  # type: ignore[return-value]
+        # DCGAN's β₁ = 0.5; Gulrajani 2017 train the WGAN-GP critic, n_critic times per G step,
+        # with no momentum (β₁ = 0, β₂ = 0.9), since its target moves with every G step.
+        return (0.0, 0.9) if self.config.loss == "wgan-gp" else (0.5, 0.999)
+
+    @property
+    def critic_steps(self) -> int:
+        if self.config.n_critic:
+            return self.config.n_critic
+        return 5 if self.config.loss == "wgan-gp" else 1
+
+    def train_mode(self) -> None:
+        super().train_mode()
+        self.generator_ema.eval()  # never trained: always samples with BN running statistics
+
+    def num_parameters(self) -> int:
+        """Parameters of G and D; the EMA copy of G adds no capacity."""
+        return sum(p.numel() for m in (self.generator, self.discriminator) for p in m.parameters())
+
+    # -- training ---------------------------------------------------------------------------
+    def train_step(self, x: Tensor, labels: Tensor | None, generator: torch.Generator) -> dict[str, float]:
+        """`critic_steps` D updates, then one G update. Every D update sees the whole batch x
+        against a fresh fake batch (fresh z, and fresh ε for the penalty); the G update then
+        re-scores the last fake batch with the updated D, as the DCGAN reference does, which
+        saves a generator pass. Fakes carry the batch's own labels, so classes follow the data.
+        Logged D figures are means over the D updates of this step."""
+        if self.spec.num_classes and labels is None:
+            raise ValueError("a class-conditional GAN needs the batch's labels")
+        labels = labels.to(self.device) if self.spec.num_classes else None
+        real = to_symmetric(x.to(self.device))
+        logs: dict[str, list[float]] = {}
+        for step in range(self.critic_steps):
+            # Only the last fake batch trains G, so only it needs a graph through G.
+            with torch.set_grad_enabled(step == self.critic_steps - 1):
+                fake = self.generator(self._draw_z(real.shape[0], generator), labels)
+            for key, value in self._discriminator_step(real, fake.detach(), labels, generator).items():
+                logs.setdefault(key, []).append(value)
+        with _frozen(self.discriminator):  # G's loss needs ∂/∂x through D, not D's weight grads
+            g_loss = generator_loss(self.config.loss, self.discriminator(fake, labels))
+        self.optimizer_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.optimizer_g.step()
+        self.generator_ema.update(self.generator)
+        means = {key: sum(values) / len(values) for key, values in logs.items()}
+        return {"d_loss": means.pop("d_loss"), "g_loss": g_loss.item(), **means}
+
+    def _discriminator_step(self, real: Tensor, fake: Tensor, labels: Tensor | None,
+                            generator: torch.Generator) -> dict[str, float]:
+        n = real.shape[0]
+        both_labels = None if labels is None else torch.cat([labels, labels])
+        # One forward pass over real and fake together: D has no batch statistics, so this is
+        # the same as two passes, and both are scored with the same spectral-norm estimate.
+        real_scores, fake_scores = self.discriminator(torch.cat([real, fake]), both_labels).split(n)
+        d_loss = discriminator_loss(self.config.loss, real_scores, fake_scores)
+        metrics: dict[str, float] = {}
+        if self.config.loss == "wgan-gp":
+            eps = self._draw(generator, (n, 1, 1, 1), uniform=True)
+            penalty = gradient_penalty(lambda v: self.discriminator(v, labels), real, fake, eps)
+            d_loss = d_loss + self.config.gp_weight * penalty
+            metrics["gp"] = penalty.item()
+            metrics["w_distance"] = (real_scores.mean() - fake_scores.mean()).item()
+        self.optimizer_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.optimizer_d.step()
+        # Scores as probabilities for the NS loss (σ of the logit); the LSGAN score is trained
+        # towards 1 / 0 already and the WGAN critic is unbounded, so those are shown raw.
+        as_shown = torch.sigmoid if self.config.loss == "non-saturating" else _unchanged
+        return {"d_loss": d_loss.item(), "d_real": as_shown(real_scores.detach()).mean().item(),
+                "d_fake": as_shown(fake_scores.detach()).mean().item(), **metrics}
+
+    def _draw_z(self, n: int, generator: torch.Generator) -> Tensor:
+        return self._draw(generator, (n, self.latent_dim))
+
+    def _draw(self, generator: torch.Generator, shape: tuple[int, ...], uniform: bool = False) -> Tensor:
+        """Noise from the caller's generator on its own device, then moved to the model's."""
+        draw = torch.rand if uniform else torch.randn
+        return draw(shape, generator=generator, device=generator.device).to(self.device)
+
+    # -- sampling -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, seed: int, labels: Tensor | None = None, *, options: Any = None,
+               progress: SampleProgress | None = None) -> Tensor:
+        """EMA generator at z ~ N(0, I) drawn on the CPU from `seed` (same seed, same images on
+        every device). One pass, so there is no progress to report."""
+        z = torch.randn((n, self.latent_dim), generator=torch.Generator().manual_seed(seed))
+        return self.decode(z, labels)
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        labels = self._check_labels(labels, z.shape[0])
+        return to_unit(self.generator_ema(z.to(self.device), labels)).cpu()
+
+    # -- inversion ----------------------------------------------------------------------------
+    def encode(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The latent whose image best matches x (see `invert`)."""
+        z, _error = self.invert(x, labels)
+        return z
+
+    def invert(self, x: Tensor, labels: Tensor | None = None, steps: int | None = None,
+               restarts: int | None = None, seed: int = 0) -> tuple[Tensor, Tensor]:
+        """Latents z (N, latent_dim) whose EMA-generated images best match x in [0, 1], and the
+        per-image mean squared error of that fit in [0, 1] pixel units (N,), both on the CPU.
+        steps / restarts default to the config's inversion settings."""
+        keep_all = torch.ones(x.shape[0], 1, *x.shape[2:], dtype=torch.bool)
+        return self._fit_latents(x, keep_all, labels, steps, restarts, seed)
+
+    def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None) -> Tensor:
+        """Fit z to the known pixels only, then fill the unknown ones from G(z); the known
+        pixels are copied from x unchanged. keep_mask: True = known, broadcastable to x."""
+        keep = keep_mask.to(torch.bool).cpu()
+        try:
+            fits = torch.broadcast_shapes(keep.shape, x.shape) == x.shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(f"keep_mask of shape {tuple(keep.shape)} does not fit images {tuple(x.shape)}")
+        z, _error = self._fit_latents(x, keep, labels, None, None, seed)
+        filled = self.decode(z, labels).to(x.dtype)
+        return torch.where(keep, x.cpu(), filled)
+
+    def _fit_latents(self, x: Tensor, keep: Tensor, labels: Tensor | None, steps: int | None,
+                     restarts: int | None, seed: int) -> tuple[Tensor, Tensor]:
+        """Minimise the masked MSE between G(z) and x over z, from `restarts` starts drawn in
+        order from `seed`, keeping per image the best z seen at any step of any start (so
+        more restarts can only lower the error). Starts run one after another, so the first
+        start is exactly the single-start run."""
+        steps = self.config.inversion_steps if steps is None else steps
+        restarts = self.config.inversion_restarts if restarts is None else restarts
+        if steps < 0 or restarts < 1:
+            raise ValueError("inversion needs steps >= 0 and restarts >= 1")
+        if tuple(x.shape[1:]) != self.spec.shape:
+            raise ValueError(f"images of shape {tuple(x.shape[1:])} given to a model of {self.spec.shape}")
+        n = x.shape[0]
+        labels = self._check_labels(labels, n)
+        target = x.to(self.device, torch.float32)
+        known = torch.broadcast_to(keep.to(self.device), x.shape).float()
+        known_count = known.flatten(1).sum(1).clamp_min(1.0)
+        # Gaussian z concentrates near ‖z‖ = √d; projecting onto a ball a little wider (√d + 3,
+        # beyond 4 std of the χ distribution) keeps z where G was trained, without biasing
+        # the fit inside it as a ‖z‖² penalty would.
+        max_norm = math.sqrt(self.latent_dim) + 3.0
+        starts = torch.Generator().manual_seed(seed)
+        best_z = torch.zeros(n, self.latent_dim, device=self.device)
+        best_error = torch.full((n,), math.inf, device=self.device)
+
+        def errors(z: Tensor) -> Tensor:
+            image = (self.generator_ema(z, labels) + 1) * 0.5  # [0, 1], unclamped for gradients
+            return (known * (image - target).pow(2)).flatten(1).sum(1) / known_count  # (N,)
+
+        def keep_better(z: Tensor, error: Tensor) -> None:
+            better = error < best_error
+            best_error.copy_(torch.where(better, error, best_error))
+            best_z.copy_(torch.where(better[:, None], z, best_z))
+
+        with torch.enable_grad():
+            for _ in range(restarts):
+                z = torch.randn((n, self.latent_dim), generator=starts).to(self.device)
+                z.requires_grad_(True)
+                optimizer = torch.optim.Adam([z], lr=self.config.inversion_lr)
+                for step in range(steps):
+                    error = errors(z)
+                    keep_better(z.detach(), error.detach())
+                    optimizer.zero_grad(set_to_none=True)
+                    error.sum().backward()  # a sum: each image's gradient ignores the others
+                    for group in optimizer.param_groups:
+                        group["lr"] = self.config.inversion_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+                    optimizer.step()
+                    with torch.no_grad():
+                        z.mul_((max_norm / z.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0))
+                with torch.no_grad():
+                    keep_better(z, errors(z))
+        return best_z.cpu(), best_error.cpu()
+
+
+def _validate(config: GANConfig) -> None:
+    """Refuse settings that cannot train, with the reason (a GAN fails slowly otherwise)."""
+    if config.loss not in LOSSES:
+        raise ValueError(f"unknown GAN loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
+    if config.n_critic < 0:
+        raise ValueError("n_critic must be >= 0 (0: the loss's usual number)")
+    if len(config.adam_betas) not in (0, 2) or not all(0 <= b < 1 for b in config.adam_betas):
+        raise ValueError("adam_betas must be () or two numbers in [0, 1)")
+    if not 0.0 <= config.ema_decay <= 1.0:
+        raise ValueError("ema_decay must be in [0, 1]")
+    if config.latent_dim < 1 or config.base_channels < 1:
+        raise ValueError("latent_dim and base_channels must be positive")
+
+
+FAMILY = GAN
