@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -10,11 +11,14 @@ from .families import Capability, Family
 
 
 def evaluate_likelihood(family: Family, images: torch.Tensor, labels: torch.Tensor | None = None,
-                        batch: int = 64) -> dict[str, float]:
+                        batch: int = 64, quick: bool = False,
+                        progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
     """Mean of each of the family's likelihood bounds over `images` ((N, C, H, W) uint8).
 
     Returns {"<name>_nats": nats per image, "<name>_bpd": bits per dimension} for every bound
-    the family reports (for a VAE: elbo and iwae); {} when the family has no likelihood."""
+    the family reports (for a VAE: elbo and iwae); {} when the family has no likelihood.
+    quick: the family's cheap figure for live plots (see Family.likelihood_bounds).
+    progress(done_images, total) after each batch."""
     if Capability.LOG_PROB not in family.capabilities or len(images) == 0:
         return {}
     totals: dict[str, float] = {}
@@ -23,8 +27,10 @@ def evaluate_likelihood(family: Family, images: torch.Tensor, labels: torch.Tens
         for start in range(0, len(images), batch):
             x = images[start:start + batch].float().div(255.0)
             y = None if labels is None else labels[start:start + batch]
-            for name, log_prob in family.likelihood_bounds(x, y).items():
+            for name, log_prob in family.likelihood_bounds(x, y, quick=quick).items():
                 totals[name] = totals.get(name, 0.0) + log_prob.double().sum().item()
+            if progress is not None:
+                progress(min(start + batch, len(images)), len(images))
     family.train_mode()
     dims, n = family.spec.dims, len(images)
     figures: dict[str, float] = {}

@@ -329,7 +329,10 @@ class Trainer:
             return None
         request = EvalSettings(metrics=tuple(s.eval_metrics), samples=max(2, s.eval_samples),
                                reference=max(2, s.eval_images), extractor=s.eval_extractor,
-                               seed=s.seed, baseline=final)
+                               seed=s.seed, baseline=final,
+                               # A live indicator, not the record of the model: a family whose
+                               # exact figure is costly gives its quick estimate (named so).
+                               quick_likelihood=True)
         needs_features = set(request.metrics) - {"bpd", "memorisation"}
         if needs_features and self._extractor is None:
             # Built once per run: loading Inception means hashing ~90 MB and a TorchScript load.

@@ -41,9 +41,9 @@ FAMILIES: dict[str, FamilyEntry] = {
     e.name: e
     for e in (
         FamilyEntry("vae", "Variational autoencoder", "genstudio.core.families.vae"),
-        FamilyEntry("gan", "GAN", None, "GAN is not built yet (planned: issue #4)."),
+        FamilyEntry("gan", "GAN", "genstudio.core.families.gan"),
         FamilyEntry("flow", "Normalizing flow", None, "Normalizing flow is not built yet (planned: issue #5)."),
-        FamilyEntry("diffusion", "Diffusion", None, "Diffusion is not built yet (planned: issue #4)."),
+        FamilyEntry("diffusion", "Diffusion", "genstudio.core.families.diffusion"),
         FamilyEntry("pixelcnn", "PixelCNN", None, "PixelCNN is not built yet (planned: issue #5)."),
         FamilyEntry("ebm", "Energy-based model", None, "Energy-based model is not built yet (planned: issue #5)."),
     )

@@ -217,7 +217,8 @@ class VAE(Family):
         return (torch.logsumexp(stacked, dim=0) - math.log(k)).cpu()
 
 
-    def likelihood_bounds(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+    def likelihood_bounds(self, x: Tensor, labels: Tensor | None = None, *,
+                          quick: bool = False) -> dict[str, Tensor]:
         """The ELBO and the importance-weighted bound with iw_samples samples (nats/image)."""
         return {"elbo": self.log_prob(x, labels, samples=1),
                 "iwae": self.log_prob(x, labels, samples=self.config.iw_samples)}

@@ -39,6 +39,7 @@ class EvalSettings:
     extractor: str = "auto"      # auto (Inception if present, else offline), inception, offline, or a path
     seed: int = 0                # seeds the generated samples (and KID's subsets)
     baseline: bool = True        # also score per-pixel independent samples (the floor row)
+    quick_likelihood: bool = False  # the family's cheap likelihood figure (live plots in training)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(METRICS))
@@ -129,7 +130,8 @@ def run_evaluation(family: Family, data: ImageDataset, settings: EvalSettings,
         extractor = extractor or get_extractor(settings.extractor)
     if "bpd" in wanted:
         say("likelihood")
-        result.update(_likelihood(family, reference, reference_labels, train))
+        result.update(_likelihood(family, reference, reference_labels, train,
+                                  settings.quick_likelihood, counted))
     if wanted & (FEATURE_METRICS | {"memorisation"}):
         say("sampling")
         samples = generate_uint8(family, settings.samples, settings.seed, progress=counted)
@@ -156,15 +158,15 @@ def run_evaluation(family: Family, data: ImageDataset, settings: EvalSettings,
     return Evaluation(result, pairs)
 
 
-def _likelihood(family: Family, reference: np.ndarray, labels: np.ndarray,
-                train: np.ndarray) -> dict[str, Any]:
+def _likelihood(family: Family, reference: np.ndarray, labels: np.ndarray, train: np.ndarray,
+                quick: bool = False, progress: CountFn | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"baseline_bpd": PixelCategorical.fit(train).bits_per_dim(reference)}
     if Capability.LOG_PROB not in family.capabilities:
         return out
     images = torch.from_numpy(np.ascontiguousarray(reference)).permute(0, 3, 1, 2).to(family.device)
     # A class-conditional model is scored on each image's own class.
     y = torch.from_numpy(labels).to(family.device) if family.spec.num_classes else None
-    figures = evaluate_likelihood(family, images, y)
+    figures = evaluate_likelihood(family, images, y, quick=quick, progress=progress)
     out.update(figures)
     # The headline is the tightest figure the family gives (for a VAE: the IWAE bound). Not
     # "bpd": training logs that name for its per-batch figure, a different quantity.

@@ -1,0 +1,784 @@
+"""Denoising diffusion (DDPM, Ho et al. 2020) with DDIM sampling and inversion (Song et al.
+2021), cosine or linear noise schedules (Nichol & Dhariwal 2021), classifier-free guidance
+(Ho & Salimans 2022) and RePaint inpainting (Lugmayr et al. 2022).
+
+The file keeps three things apart (as lucidrains' `Unet` / `GaussianDiffusion` do):
+  * `NoiseSchedule`: the closed forms of the forward process q — ᾱ_t, q(x_t | x_0) and the
+    posterior q(x_{t-1} | x_t, x_0);
+  * the process functions (`ddpm_sample`, `ddim_sample`, `ddim_invert`, `repaint`,
+    `variational_bound`), which take any ε-predictor `eps_fn(x_t, t)`, so tests can plug in
+    the analytically optimal predictor for Gaussian data in place of the network;
+  * `UNet`, the ε-network, and `Diffusion`, the family that owns network, EMA and optimizer.
+
+Conventions: timesteps are 0-based, index t ∈ {0..T−1} is the paper's step t+1; index −1 is
+the data x_0 (ᾱ = 1). Images live in [−1, 1] inside the process ([0, 1] across the contract).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress
+from .layers import to_symmetric, to_unit
+
+# eps_fn(x_t, t) → predicted ε, the same shape as x_t; t is a (B,) long tensor of indices.
+EpsFn = Callable[[Tensor, Tensor], Tensor]
+# Called with the current x_0 prediction in [−1, 1] after each reverse step.
+StepCallback = Callable[[int, int, Tensor], None]
+
+_MAX_BETA = 0.999  # Nichol & Dhariwal 2021: keeps α_t > 0 so the reverse step never divides by 0
+
+
+# -- the forward process ----------------------------------------------------------------------
+
+
+class NoiseSchedule:
+    """β_1..β_T and every closed form derived from them (float64 tables, Ho et al. 2020 §2):
+
+        q(x_t | x_0)          = N(√ᾱ_t x_0, (1 − ᾱ_t) I),            ᾱ_t = ∏_{s≤t} (1 − β_s)
+        q(x_{t−1} | x_t, x_0) = N(c0_t x_0 + ct_t x_t, β̃_t I),       β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t)
+        c0_t = β_t √ᾱ_{t−1} / (1 − ᾱ_t),   ct_t = (1 − ᾱ_{t−1}) √α_t / (1 − ᾱ_t)
+    """
+
+    def __init__(self, betas: Tensor):
+        betas = betas.double()
+        if betas.dim() != 1 or not ((betas > 0) & (betas < 1)).all():
+            raise ValueError("betas must be a 1-D tensor with values in (0, 1)")
+        self.betas = betas
+        self.alphas = 1.0 - betas
+        self.alpha_bars = torch.cumprod(self.alphas, 0)
+        self._alpha_bars_from_data = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bars])
+        self.alpha_bars_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bars[:-1]])
+        self.posterior_variance = betas * (1.0 - self.alpha_bars_prev) / (1.0 - self.alpha_bars)
+        self.posterior_mean_coef_x0 = betas * self.alpha_bars_prev.sqrt() / (1.0 - self.alpha_bars)
+        self.posterior_mean_coef_xt = (1.0 - self.alpha_bars_prev) * self.alphas.sqrt() / (1.0 - self.alpha_bars)
+
+    @property
+    def num_steps(self) -> int:
+        return self.betas.numel()
+
+    @classmethod
+    def linear(cls, num_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> NoiseSchedule:
+        """Ho et al. 2020: β linear from 1e-4 to 0.02 for T = 1000. For other T both ends are
+        scaled by 1000/T (as Nichol & Dhariwal do), so the chain destroys the same amount of
+        signal whatever its length; β is capped below 1."""
+        scale = 1000.0 / num_steps
+        betas = torch.linspace(beta_start * scale, beta_end * scale, num_steps, dtype=torch.float64)
+        return cls(betas.clamp(max=_MAX_BETA))
+
+    @classmethod
+    def cosine(cls, num_steps: int, offset: float = 0.008) -> NoiseSchedule:
+        """Nichol & Dhariwal 2021 eq. 17: ᾱ(t) = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s)·π/2).
+        It destroys information more evenly than the linear schedule, which matters most for
+        small images; the small offset s keeps β_1 from being vanishingly small."""
+        steps = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+        f = torch.cos((steps + offset) / (1 + offset) * math.pi / 2) ** 2
+        alpha_bars = f / f[0]
+        betas = 1.0 - alpha_bars[1:] / alpha_bars[:-1]
+        return cls(betas.clamp(max=_MAX_BETA))
+
+    @classmethod
+    def named(cls, kind: str, num_steps: int) -> NoiseSchedule:
+        if kind == "linear":
+            return cls.linear(num_steps)
+        if kind == "cosine":
+            return cls.cosine(num_steps)
+        raise ValueError(f"unknown noise schedule {kind!r}; choose linear or cosine")
+
+    # -- lookups at a batch of timesteps, shaped to broadcast against x ------------------------
+    def at(self, table: Tensor, t: Tensor, like: Tensor) -> Tensor:
+        """table[t] as (B, 1, 1, …) in like's dtype and device. For ᾱ, t = −1 reads 1: the data."""
+        if table is self.alpha_bars:
+            values = self._alpha_bars_from_data[t.cpu() + 1]
+        else:
+            values = table[t.cpu()]
+        return values.to(like.device, like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε, a draw from q(x_t | x_0) (Ho et al. eq. 4)."""
+        alpha_bar = self.at(self.alpha_bars, t, x0)
+        return alpha_bar.sqrt() * x0 + (1.0 - alpha_bar).sqrt() * noise
+
+    def q_posterior(self, x0: Tensor, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and variance of q(x_{t−1} | x_t, x_0) (Ho et al. eqs. 6–7)."""
+        mean = self.at(self.posterior_mean_coef_x0, t, xt) * x0 + self.at(self.posterior_mean_coef_xt, t, xt) * xt
+        return mean, self.at(self.posterior_variance, t, xt).expand_as(xt)
+
+    def predict_x0(self, xt: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """Invert eq. 4 for x_0 given the noise: x_0 = (x_t − √(1 − ᾱ_t) ε) / √ᾱ_t."""
+        alpha_bar = self.at(self.alpha_bars, t, xt)
+        return (xt - (1.0 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+
+    def eps_from_x0(self, xt: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        alpha_bar = self.at(self.alpha_bars, t, xt)
+        return (xt - alpha_bar.sqrt() * x0) / (1.0 - alpha_bar).sqrt()
+
+    def reverse_variance(self, kind: str) -> Tensor:
+        """σ_t² of the fixed-variance reverse process p(x_{t−1} | x_t) (Ho et al. §3.2): β̃_t
+        ("posterior", exact when x_0 is a point) or β_t ("beta", exact when x_0 ~ N(0, I)).
+        At t = 0 both use β̃ of the next step, since β̃_0 = 0 (Nichol & Dhariwal's clipping)."""
+        if kind == "posterior":
+            variance = self.posterior_variance.clone()
+        elif kind == "beta":
+            variance = self.betas.clone()
+        else:
+            raise ValueError(f"unknown reverse variance {kind!r}; choose posterior or beta")
+        if self.num_steps > 1:
+            variance[0] = self.posterior_variance[1]
+        return variance
+
+
+def _full(t: int, x: Tensor) -> Tensor:
+    return torch.full((x.shape[0],), t, dtype=torch.long)
+
+
+def ddim_timesteps(num_steps: int, steps: int) -> list[int]:
+    """`steps` timesteps a stride T/steps apart from 0 up, largest first: [980, 960, …, 0] for
+    T = 1000 and 50 steps (the spacing of Song et al.'s code). It starts one stride below
+    T − 1 on purpose: the cosine schedule's last steps reach ᾱ ≈ 1e-9, and a deterministic
+    step from there would multiply the network's ε error by √(ᾱ_prev / ᾱ_T) ≈ 700, while
+    x_T ~ N(0, I) is already an accurate start at t = 980 (ᾱ ≈ 1e-3)."""
+    steps = max(1, min(steps, num_steps))
+    return [i * num_steps // steps for i in range(steps)][::-1]
+
+
+# -- reverse steps ------------------------------------------------------------------------------
+
+
+def ddim_step(schedule: NoiseSchedule, x: Tensor, eps: Tensor, t: int, t_prev: int, eta: float,
+              noise: Tensor | None, clip: bool) -> tuple[Tensor, Tensor]:
+    """One DDIM update x_t → x_{t_prev} (Song et al. 2021 eq. 12); t_prev = −1 means x_0.
+
+    η = 0 is the deterministic ODE; η = 1 is ancestral DDPM sampling on the sub-sequence.
+    Returns (x_{t_prev}, x_0 prediction)."""
+    tt, tp = _full(t, x), _full(t_prev, x)
+    x0 = schedule.predict_x0(x, tt, eps)
+    if clip:
+        # Keep the ε consistent with the clipped x_0 so the step stays on the same line.
+        x0 = x0.clamp(-1.0, 1.0)
+        eps = schedule.eps_from_x0(x, tt, x0)
+    alpha_bar = schedule.at(schedule.alpha_bars, tt, x)
+    alpha_bar_prev = schedule.at(schedule.alpha_bars, tp, x)
+    sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()
+    x_prev = alpha_bar_prev.sqrt() * x0 + (1 - alpha_bar_prev - sigma**2).clamp_min(0).sqrt() * eps
+    if noise is not None and eta > 0:
+        x_prev = x_prev + sigma * noise
+    return x_prev, x0
+
+
+def ddpm_step(schedule: NoiseSchedule, x: Tensor, eps: Tensor, t: int, variance: Tensor,
+              noise: Tensor, clip: bool) -> tuple[Tensor, Tensor]:
+    """Ancestral step x_t → x_{t−1} ~ p(x_{t−1} | x_t) = N(μ̃(x̂_0, x_t), σ_t²) (Ho et al.
+    Algorithm 2, written through the x_0 prediction so it can be clipped)."""
+    tt = _full(t, x)
+    x0 = schedule.predict_x0(x, tt, eps)
+    if clip:
+        x0 = x0.clamp(-1.0, 1.0)
+    mean, _ = schedule.q_posterior(x0, x, tt)
+    if t == 0:
+        return mean, x0  # the last step returns the mean: no noise on the final image
+    return mean + schedule.at(variance, tt, x).sqrt() * noise, x0
+
+
+def _randn_like(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Noise drawn on the generator's device (the CPU for sampling) so results do not depend
+    on the model's device, then moved next to x."""
+    return torch.randn(x.shape, generator=generator, device=generator.device).to(x.device, x.dtype)
+
+
+def ddpm_sample(schedule: NoiseSchedule, eps_fn: EpsFn, x_T: Tensor, generator: torch.Generator,
+                *, variance: str = "posterior", clip: bool = True,
+                callback: StepCallback | None = None) -> Tensor:
+    """Ancestral sampling through all T steps (Ho et al. Algorithm 2)."""
+    sigma2 = schedule.reverse_variance(variance)
+    x, total = x_T, schedule.num_steps
+    for i, t in enumerate(range(total - 1, -1, -1)):
+        eps = eps_fn(x, _full(t, x).to(x.device))
+        x, x0 = ddpm_step(schedule, x, eps, t, sigma2, _randn_like(x, generator), clip)
+        if callback is not None:
+            callback(i + 1, total, x0)
+    return x
+
+
+def ddim_sample(schedule: NoiseSchedule, eps_fn: EpsFn, x_T: Tensor, steps: int, *,
+                eta: float = 0.0, generator: torch.Generator | None = None, clip: bool = True,
+                callback: StepCallback | None = None) -> Tensor:
+    """DDIM on `steps` evenly spaced timesteps (Song et al. 2021); deterministic for η = 0."""
+    if eta > 0 and generator is None:
+        raise ValueError("stochastic DDIM (eta > 0) needs a generator")
+    timesteps = ddim_timesteps(schedule.num_steps, steps)
+    x = x_T
+    for i, t in enumerate(timesteps):
+        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        noise = _randn_like(x, generator) if eta > 0 else None
+        x, x0 = ddim_step(schedule, x, eps_fn(x, _full(t, x).to(x.device)), t, t_prev, eta, noise, clip)
+        if callback is not None:
+            callback(i + 1, len(timesteps), x0)
+    return x
+
+
+def ddim_invert(schedule: NoiseSchedule, eps_fn: EpsFn, x0: Tensor, steps: int,
+                refinements: int = 2) -> Tensor:
+    """DDIM inversion x_0 → x_T: the η = 0 ODE of `ddim_sample` run backwards (Song et al. §4.3).
+
+    A decode step x_t → x_prev uses ε(x_t, t); undoing it needs ε at the still unknown x_t.
+    The first guess takes ε(x_prev, t) (the usual inversion, whose error grows with the step
+    size); each refinement re-evaluates ε at the current guess of x_t, a fixed-point
+    iteration that converges to the exact inverse of the decode step, so decode(encode(x))
+    returns x closely even with few steps. No clipping: the map must stay invertible."""
+    timesteps = ddim_timesteps(schedule.num_steps, steps)[::-1]  # ascending: 0 … T−1
+    x, t_prev = x0, -1
+    for t in timesteps:
+        tt = _full(t, x)
+        alpha_bar = schedule.at(schedule.alpha_bars, tt, x)
+        guess = x
+        for _ in range(refinements + 1):
+            eps = eps_fn(guess, tt.to(x.device))
+            implied_x0 = schedule.predict_x0(x, _full(t_prev, x), eps)  # from x_prev and ε
+            guess = alpha_bar.sqrt() * implied_x0 + (1 - alpha_bar).sqrt() * eps
+        x, t_prev = guess, t
+    return x
+
+
+# -- RePaint -------------------------------------------------------------------------------------
+
+
+def repaint_positions(steps: int, jump_length: int, resamples: int) -> list[int]:
+    """The walk over positions S..0 of the (respaced) chain that RePaint takes (Lugmayr et al.
+    2022, §4.2): go down one position at a time, and after every `jump_length` positions jump
+    back up by `jump_length` and redo them, `resamples` extra times, so the generated region
+    gets several chances to harmonise with the known one. S = `steps`; position 0 is x_0."""
+    jumps_left = {p: resamples for p in range(steps - jump_length, 0, -jump_length)}
+    position, walk = steps, [steps]
+    while position > 0:
+        position -= 1
+        walk.append(position)
+        if jumps_left.get(position, 0) > 0:
+            jumps_left[position] -= 1
+            position += jump_length
+            walk.append(position)
+    return walk
+
+
+def repaint(schedule: NoiseSchedule, eps_fn: EpsFn, x0_known: Tensor, keep_mask: Tensor,
+            generator: torch.Generator, *, steps: int, jump_length: int, resamples: int,
+            clip: bool = True) -> Tensor:
+    """RePaint (Lugmayr et al. 2022, Algorithm 1) on a respaced chain of `steps` timesteps.
+
+    Each reverse step draws the unknown region from p(x_{t−1} | x_t) (ancestral DDIM, η = 1)
+    and the known region from q(x_{t−1} | x_0) of the given image; a jump back draws
+    x_{t+j} ~ q(x_{t+j} | x_t) in one go (the forward chain composes in closed form)."""
+    # Timestep at each position: position 0 is the data (−1), position S the top of the grid.
+    times = [-1, *ddim_timesteps(schedule.num_steps, steps)[::-1]]
+    walk = repaint_positions(len(times) - 1, jump_length, resamples)
+    keep = keep_mask.to(x0_known.device, torch.bool).expand_as(x0_known)
+    x = _randn_like(x0_known, generator)
+    for here, there in zip(walk, walk[1:], strict=False):
+        t, t_next = times[here], times[there]
+        if there < here:  # a reverse step, then paste in the known region at t_next
+            eps = eps_fn(x, _full(t, x).to(x.device))
+            x, _ = ddim_step(schedule, x, eps, t, t_next, 1.0, _randn_like(x, generator), clip)
+            if t_next >= 0:
+                known = schedule.q_sample(x0_known, _full(t_next, x), _randn_like(x, generator))
+            else:
+                known = x0_known
+            x = torch.where(keep, known, x)
+        else:  # jump back up: q(x_{t_next} | x_t) = N(√(ᾱ_next/ᾱ_t) x_t, 1 − ᾱ_next/ᾱ_t)
+            ratio = schedule.at(schedule.alpha_bars, _full(t_next, x), x) / schedule.at(
+                schedule.alpha_bars, _full(t, x), x)
+            x = ratio.sqrt() * x + (1 - ratio).sqrt() * _randn_like(x, generator)
+    return x
+
+
+# -- the variational bound -----------------------------------------------------------------------
+
+
+def gaussian_kl(mean1: Tensor, var1: Tensor, mean2: Tensor, var2: Tensor) -> Tensor:
+    """KL(N(mean1, var1) ‖ N(mean2, var2)) elementwise, in nats."""
+    return 0.5 * (torch.log(var2 / var1) + (var1 + (mean1 - mean2) ** 2) / var2 - 1.0)
+
+
+def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """log P(pixel) under N(mean, std²) integrated over the pixel's bin (Ho et al. eq. 13):
+    x ∈ [−1, 1] on the grid 2k/255 − 1, bins of width 2/255, the two end bins to ±∞."""
+    half_bin = 1.0 / 255.0
+    upper = (x - mean + half_bin) / std
+    lower = (x - mean - half_bin) / std
+    log_cdf_upper = torch.special.log_ndtr(upper)     # log P(bin) of the lowest bin
+    log_sf_lower = torch.special.log_ndtr(-lower)     # log P(bin) of the highest bin
+    # Middle bins: Φ(u) − Φ(l) = Φ(−l) − Φ(−u); take the side away from the far tail so the
+    # difference of two numbers near 1 does not cancel.
+    upper_tail = lower > 0
+    mass = torch.where(upper_tail, torch.special.ndtr(-lower) - torch.special.ndtr(-upper),
+                       torch.special.ndtr(upper) - torch.special.ndtr(lower))
+    # When the mass underflows, the density at the centre times the bin width is exact enough.
+    centre = (x - mean) / std
+    log_density = -0.5 * centre**2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
+    log_mid = torch.where(mass > 1e-12, torch.log(mass.clamp_min(1e-300)), log_density + math.log(2 * half_bin))
+    return torch.where(x < -0.999, log_cdf_upper, torch.where(x > 0.999, log_sf_lower, log_mid))
+
+
+def variational_bound(schedule: NoiseSchedule, eps_fn: EpsFn, x0: Tensor, generator: torch.Generator,
+                      *, variance: str = "posterior", clip: bool = True, terms: int = 0,
+                      batch_limit: int = 256) -> dict[str, Tensor]:
+    """The negative VLB of Ho et al. 2020 eq. 5, per image, in nats (float64):
+
+        L_T = KL(q(x_T | x_0) ‖ N(0, I))                                   "prior"
+        Σ_{t≥2} L_{t−1} = Σ KL(q(x_{t−1} | x_t, x_0) ‖ p(x_{t−1} | x_t))    "diffusion"
+        L_0 = −log p(x_0 | x_1), a discretized Gaussian over the 256 bins  "decoder"
+
+    Each term uses one draw x_t ~ q(x_t | x_0) from `generator`. terms = 0 sums all T terms
+    exactly; terms = k evaluates the decoder exactly plus one timestep drawn in each of k
+    equal strata of the rest, weighted by the stratum size: an unbiased estimate of the same
+    sum, T/k times cheaper, though not itself a bound. The network runs on batches of (t,
+    image) pairs of up to `batch_limit` images."""
+    batch, T = x0.shape[0], schedule.num_steps
+    timesteps, weights = _bound_timesteps(T, terms, generator)
+    sigma2 = schedule.reverse_variance(variance)
+    x0_64 = x0.double()
+    prior_mean = schedule.alpha_bars[-1].sqrt().item() * x0_64
+    prior = gaussian_kl(prior_mean, torch.full_like(x0_64, 1 - schedule.alpha_bars[-1].item()),
+                        torch.zeros_like(x0_64), torch.ones_like(x0_64)).flatten(1).sum(1)
+    diffusion = torch.zeros(batch, dtype=torch.float64, device=x0.device)
+    decoder = torch.zeros_like(diffusion)
+    per_chunk = max(1, batch_limit // batch)
+    for start in range(0, len(timesteps), per_chunk):
+        chunk = timesteps[start:start + per_chunk]
+        t = chunk.repeat_interleave(batch)                           # (K·B,)
+        x0_rep = x0.repeat(len(chunk), *([1] * (x0.dim() - 1)))      # (K·B, C, H, W)
+        noise = _randn_like(x0_rep, generator)
+        xt = schedule.q_sample(x0_rep, t, noise)
+        eps = eps_fn(xt, t.to(xt.device)).double()
+        x0_hat = schedule.predict_x0(xt.double(), t, eps)
+        if clip:
+            x0_hat = x0_hat.clamp(-1.0, 1.0)
+        model_mean, _ = schedule.q_posterior(x0_hat, xt.double(), t)
+        model_var = schedule.at(sigma2, t, model_mean)
+        true_mean, true_var = schedule.q_posterior(x0_rep.double(), xt.double(), t)
+        kl = gaussian_kl(true_mean, true_var, model_mean, model_var.expand_as(model_mean))
+        nll = -discretized_gaussian_log_prob(x0_rep.double(), model_mean, model_var.sqrt().expand_as(model_mean))
+        is_decoder = (t == 0).to(model_mean.device).view(-1, *([1] * (x0.dim() - 1)))
+        term = torch.where(is_decoder, nll, kl).flatten(1).sum(1).view(len(chunk), batch)
+        weight = weights[start:start + per_chunk].to(term.device, term.dtype).view(-1, 1)
+        first = (chunk == 0).to(term.device).view(-1, 1)
+        decoder += (term * weight * first).sum(0)
+        diffusion += (term * weight * ~first).sum(0)
+    return {"prior": prior, "diffusion": diffusion, "decoder": decoder,
+            "total": prior + diffusion + decoder}
+
+
+def _bound_timesteps(T: int, terms: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Timesteps to evaluate and the weight of each (see `variational_bound`)."""
+    if terms <= 0 or terms >= T - 1:
+        return torch.arange(T), torch.ones(T, dtype=torch.float64)
+    edges = torch.linspace(1, T, terms + 1).round().long()  # strata of 1..T−1
+    sizes = edges[1:] - edges[:-1]
+    offsets = (torch.rand(terms, generator=generator, device=generator.device).cpu() * sizes).long()
+    picked = edges[:-1] + offsets
+    return torch.cat([torch.zeros(1, dtype=torch.long), picked]), torch.cat(
+        [torch.ones(1, dtype=torch.float64), sizes.double()])
+
+
+# -- the ε-network ------------------------------------------------------------------------------
+
+
+def unet_levels(size: int) -> int:
+    """Halvings from the image size down to a 4–7 px bottleneck: 8 → 1, 16 → 2, 28 → 2, 32 → 3."""
+    return max(1, int(math.floor(math.log2(size / 4))))
+
+
+def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
+    """Transformer position encoding of (B,) float timesteps → (B, dim) (Ho et al. §4)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = t.float()[:, None] * freqs[None, :]
+    embedding = torch.cat([angles.sin(), angles.cos()], dim=1)
+    return F.pad(embedding, (0, dim - 2 * half))
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(next(g for g in (8, 4, 2, 1) if channels % g == 0), channels)
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    """Zero-initialised output layers: every residual branch starts as the identity, which
+    keeps a deep UNet stable from the first step (as Ho et al.'s code does)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """GroupNorm–SiLU–conv twice, the time/class embedding added in between, plus a skip."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, c_out)
+        self.norm2, self.dropout = _norm(c_out), nn.Dropout(dropout)
+        self.conv2 = _zero(nn.Conv2d(c_out, c_out, 3, padding=1))
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb(F.silu(emb))[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class SelfAttention(nn.Module):
+    """Single-head self-attention over the pixels of the bottleneck (a few dozen of them)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = _norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.out = _zero(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).view(b, 3, c, h * w).transpose(2, 3).unbind(1)  # (B, HW, C)
+        attended = F.scaled_dot_product_attention(q, k, v)                               # (B, HW, C)
+        return x + self.out(attended.transpose(1, 2).reshape(b, c, h, w))
+
+
+class UNet(nn.Module):
+    """ε_θ(x_t, t, y): a UNet (Ronneberger et al. 2015) as in Ho et al. 2020, small enough for
+    a CPU. Levels come from the image size (`unet_levels`); the input is zero-padded to a
+    multiple of 2^levels so odd sizes (28, 30, …) work, and the output is cropped back.
+
+    The output is preconditioned (Karras et al. 2022, written for ε): ε_θ = c_skip·x_t +
+    c_out·F(x_t, t, y), where c_skip·x_t is the optimal predictor for data of mean 0 and std
+    σ_data, and c_out the std of what it leaves unexplained. Near pure noise the signal in x_t
+    is ~√ᾱ_t ≈ 0.03 while a plain network's ε error is a few percent too (5–8 % rms after 2000
+    steps on the shapes data), so DDIM's η = 0 ODE carried that error into the images as
+    speckle; here it is scaled down by c_out ≈ √ᾱ_t σ_data. At low noise c_out → 1 and F is the
+    ordinary ε-network. The loss is still L_simple on ε_θ; a fresh network (zero output layer)
+    is the optimal predictor for N(0, σ_data²) data."""
+
+    def __init__(self, spec: ImageSpec, cfg: DiffusionConfig, alpha_bars: Tensor):
+        super().__init__()
+        self.sigma_data = cfg.sigma_data
+        # Derived from the config, so not checkpointed (persistent=False).
+        self.register_buffer("alpha_bars", alpha_bars.float(), persistent=False)
+        self.levels = unet_levels(spec.size)
+        step = 2**self.levels
+        self.size, self.padded = spec.size, math.ceil(spec.size / step) * step
+        self.time_scale = 1000.0 / cfg.timesteps  # embeddings see 0..1000 whatever T is
+        base = cfg.base_channels
+        widths = [base * cfg.channel_mults[min(i, len(cfg.channel_mults) - 1)] for i in range(self.levels + 1)]
+        emb_dim, self.base = 4 * base, base
+        self.time_mlp = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # One extra row: index num_classes is the "no label" class of classifier-free guidance.
+        self.class_embedding = nn.Embedding(spec.num_classes + 1, emb_dim) if spec.num_classes else None
+        self.stem = nn.Conv2d(spec.channels, widths[0], 3, padding=1)
+        blocks = cfg.blocks_per_level
+        self.down_blocks = nn.ModuleList(
+            nn.ModuleList(ResBlock(widths[i], widths[i], emb_dim, cfg.dropout) for _ in range(blocks))
+            for i in range(self.levels))
+        self.downsamples = nn.ModuleList(
+            nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1) for i in range(self.levels))
+        bottom = widths[-1]
+        self.mid1 = ResBlock(bottom, bottom, emb_dim, cfg.dropout)
+        self.mid_attention = SelfAttention(bottom) if cfg.attention else nn.Identity()
+        self.mid2 = ResBlock(bottom, bottom, emb_dim, cfg.dropout)
+        self.upsamples = nn.ModuleList(
+            nn.Conv2d(widths[i + 1], widths[i], 3, padding=1) for i in range(self.levels))
+        self.up_blocks = nn.ModuleList(
+            nn.ModuleList(ResBlock(2 * widths[i], widths[i], emb_dim, cfg.dropout) for _ in range(blocks))
+            for i in range(self.levels))
+        self.out = nn.Sequential(_norm(widths[0]), nn.SiLU(),
+                                 _zero(nn.Conv2d(widths[0], spec.channels, 3, padding=1)))
+
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        emb = self.time_mlp(sinusoidal_embedding(t * self.time_scale, self.base))  # (B, 4·base)
+        if self.class_embedding is not None:
+            if labels is None:
+                raise ValueError("a class-conditional network needs labels (num_classes: no label)")
+            emb = emb + self.class_embedding(labels)
+        pad = self.padded - self.size
+        h = self.stem(F.pad(x, (0, pad, 0, pad)))
+        skips = []
+        for blocks, downsample in zip(self.down_blocks, self.downsamples, strict=True):
+            for block in blocks:
+                h = block(h, emb)
+                skips.append(h)
+            h = downsample(h)
+        h = self.mid2(self.mid_attention(self.mid1(h, emb)), emb)
+        for i in reversed(range(self.levels)):
+            h = self.upsamples[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+            for block in self.up_blocks[i]:
+                h = block(torch.cat([h, skips.pop()], dim=1), emb)
+        residual = self.out(h)[:, :, :self.size, :self.size]
+        if self.sigma_data <= 0:
+            return residual
+        alpha_bar = self.alpha_bars[t].view(-1, 1, 1, 1)
+        signal, noise = alpha_bar * self.sigma_data**2, 1.0 - alpha_bar  # variances in x_t
+        c_skip = noise.sqrt() / (signal + noise)
+        c_out = (signal / (signal + noise)).sqrt()
+        return c_skip * x + c_out * residual
+
+
+class ExponentialMovingAverage(nn.Module):
+    """An EMA copy of a network, used for sampling (Ho et al. §4: decay 0.9999). Early on the
+    decay is min(decay, (1 + n)/(10 + n)) so that short runs are not dominated by the random
+    initial weights; n, the update count, is a buffer, so it is checkpointed with the weights."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__()
+        self.model = copy.deepcopy(model).requires_grad_(False)
+        self.decay = decay
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, source: nn.Module) -> None:
+        n = int(self.updates)
+        decay = min(self.decay, (1 + n) / (10 + n))
+        for mine, theirs in zip(self.model.parameters(), source.parameters(), strict=True):
+            mine.lerp_(theirs, 1.0 - decay)
+        self.updates += 1
+
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.model(x, t, labels)
+
+
+# -- the family ----------------------------------------------------------------------------------
+
+
+# Terms of the stratified bound estimate used for live plots during training (quick=True).
+QUICK_BOUND_TERMS = 50
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    timesteps: int = 1000             # T, length of the noising chain (Ho et al.: 1000)
+    schedule: str = "cosine"          # "cosine" (Nichol & Dhariwal; better for small images) or "linear" (Ho et al.)
+    base_channels: int = 32           # UNet width at full resolution
+    channel_mults: tuple[int, ...] = (1, 2, 2, 2)  # width multiplier per level; the last repeats
+    blocks_per_level: int = 1         # residual blocks per UNet level (Ho et al.: 2)
+    attention: bool = True            # self-attention at the 4–7 px bottleneck
+    sigma_data: float = 0.5           # data std assumed by the output preconditioning; 0: plain ε-network
+    dropout: float = 0.0              # in residual blocks; 0.1 helps on small datasets trained long
+    lr: float = 5e-4                  # Adam learning rate (after warm-up)
+    warmup_steps: int = 200           # linear learning-rate warm-up
+    grad_clip: float = 1.0            # max gradient norm (Ho et al.: 1)
+    ema_decay: float = 0.999          # EMA of the weights used for sampling
+    p_uncond: float = 0.1             # label dropout for classifier-free guidance (conditional models)
+    reverse_variance: str = "posterior"  # σ_t² of p(x_{t−1}|x_t): "posterior" β̃_t or "beta" β_t
+    bound_terms: int = 0              # log_prob: 0 sums all T terms (the bound); k: unbiased k-term estimate, T/k× faster
+
+
+@dataclass(frozen=True)
+class DiffusionSampleOptions:
+    sampler: str = "ddim"     # "ddim" (Song et al., few steps) or "ddpm" (ancestral, all T steps)
+    steps: int = 50           # DDIM steps (at most T); DDPM always takes T
+    eta: float = 0.0          # DDIM noise: 0 deterministic, 1 ancestral on the sub-sequence
+    guidance: float = 2.0     # classifier-free guidance: 1 plain conditional, 0 unconditional (conditional models only)
+    clip: bool = True         # clip each x_0 prediction to the pixel range (cleaner samples)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in ("ddim", "ddpm"):
+            raise ValueError(f"sampler must be ddim or ddpm, not {self.sampler!r}")
+        if self.steps < 1 or self.eta < 0 or self.guidance < 0:
+            raise ValueError("steps must be ≥ 1, eta ≥ 0 and guidance ≥ 0")
+
+
+@dataclass(frozen=True)
+class InpaintOptions:
+    """RePaint's knobs. The defaults cost ~210 network passes (4× a DDIM-50 sample); without
+    resampling (resamples = 0) the fill often ignores the known region's colours, and jumps
+    of 10 harmonised visibly better than jumps of 5 on the shapes data."""
+
+    steps: int = 50           # timesteps of the respaced chain RePaint walks down
+    jump_length: int = 10     # positions RePaint goes back up each time it resamples (paper: 10)
+    resamples: int = 4        # extra passes over each stretch (paper: 9, with T = 250 steps)
+    guidance: float = 2.0     # classifier-free guidance scale for conditional models
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.jump_length < 1 or self.resamples < 0 or self.guidance < 0:
+            raise ValueError("steps and jump_length must be ≥ 1, resamples and guidance ≥ 0")
+
+
+class Diffusion(Family):
+    """DDPM trained on the simple ε-loss (Ho et al. 2020 eq. 14), sampled with DDIM or DDPM
+    from an EMA of the weights. The latent is x_T (C·H·W numbers, the image's own shape
+    flattened), reached from an image by DDIM inversion and mapped back by the DDIM ODE."""
+
+    name = "diffusion"
+    title = "Diffusion"
+    summary = "Learns to undo gradual noising (DDPM); slow but sharp sampling, DDIM latents, a likelihood bound."
+    capabilities = frozenset(
+        {Capability.SAMPLE, Capability.DECODE, Capability.ENCODE, Capability.LOG_PROB,
+         Capability.INPAINT, Capability.CONDITIONAL}
+    )
+    log_prob_kind = LogProbKind.BOUND
+    Config = DiffusionConfig
+    SampleOptions = DiffusionSampleOptions
+    TINY: ClassVar[dict[str, Any]] = {"base_channels": 8, "channel_mults": (1, 2), "timesteps": 20}
+
+    def __init__(self, spec: ImageSpec, config: DiffusionConfig, device: torch.device, seed: int = 0):
+        super().__init__(spec, config, device, seed)
+        if config.timesteps < 2:
+            raise ValueError("timesteps must be at least 2")
+        if not 0.0 <= config.p_uncond < 1.0:
+            raise ValueError("p_uncond must be in [0, 1)")
+        self.schedule = NoiseSchedule.named(config.schedule, config.timesteps)
+        self.schedule.reverse_variance(config.reverse_variance)  # fail now on an unknown kind
+        self.unet = UNet(spec, config, self.schedule.alpha_bars).to(self.device)
+        self.ema = ExponentialMovingAverage(self.unet, config.ema_decay).to(self.device)
+        self.optimizer = torch.optim.Adam(self.unet.parameters(), lr=config.lr)
+        self.null_label = spec.num_classes  # the extra embedding row: "no label"
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"unet": self.unet, "ema": self.ema}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"adam": self.optimizer}
+
+    @property
+    def latent_dim(self) -> int:
+        return self.spec.dims  # x_T has the image's shape
+
+    # -- training ---------------------------------------------------------------------------
+    def train_step(self, x: Tensor, labels: Tensor | None, generator: torch.Generator) -> dict[str, float]:
+        """L_simple = E‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t)‖² with t uniform (Ho et al. Alg. 1)."""
+        x0 = to_symmetric(x.to(self.device))
+        batch = x0.shape[0]
+        t = torch.randint(0, self.config.timesteps, (batch,), generator=generator,
+                          device=generator.device).to(self.device)
+        noise = _randn_like(x0, generator)
+        y = self._training_labels(labels, batch, generator)
+        loss = F.mse_loss(self.unet(self.schedule.q_sample(x0, t, noise), t, y), noise)
+        # The EMA's update count is the step count, so warm-up resumes exactly from a checkpoint.
+        step = int(self.ema.updates)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * min(1.0, (step + 1) / max(1, self.config.warmup_steps))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.unet.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.unet)
+        return {"loss": loss.item(), "grad_norm": float(grad_norm)}
+
+    def _training_labels(self, labels: Tensor | None, batch: int, generator: torch.Generator) -> Tensor | None:
+        """Labels with a p_uncond fraction replaced by the null class, so one network learns
+        both ε(x_t, y) and ε(x_t) (Ho & Salimans 2022, Algorithm 1)."""
+        if self.spec.num_classes == 0:
+            return None
+        if labels is None:
+            raise ValueError("a class-conditional model needs labels to train")
+        labels = labels.to(self.device, torch.long)
+        drop = torch.rand(batch, generator=generator, device=generator.device).to(self.device)
+        return torch.where(drop < self.config.p_uncond, torch.full_like(labels, self.null_label), labels)
+
+    # -- the ε-predictor the process functions call ------------------------------------------
+    def eps_fn(self, labels: Tensor | None, guidance: float = 1.0, network: nn.Module | None = None) -> EpsFn:
+        """ε(x_t, t) of the EMA network (or `network`), guided when the model is conditional:
+        ε̃ = ε(x_t) + w (ε(x_t, y) − ε(x_t)) (Ho & Salimans 2022 eq. 6 with w = 1 + their w),
+        so w = 1 is the conditional model and w = 0 the unconditional one."""
+        network = network or self.ema
+        if labels is None:
+            return lambda x, t: network(x, t, None)
+
+        def guided(x: Tensor, t: Tensor) -> Tensor:
+            # The bound runs several timesteps of a batch at once: repeat the labels to match.
+            y = labels.repeat(x.shape[0] // labels.shape[0])
+            if guidance == 1.0:
+                return network(x, t, y)
+            conditional, unconditional = network(
+                torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, self.null_label)])
+            ).chunk(2)
+            return unconditional + guidance * (conditional - unconditional)
+
+        return guided
+
+    # -- capabilities -----------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, seed: int, labels: Tensor | None = None, *, options: Any = None,
+               progress: SampleProgress | None = None) -> Tensor:
+        """x_T ~ N(0, I) from `seed` on the CPU, then DDIM (default) or DDPM down to x_0.
+        progress gets the current x_0 prediction after every step."""
+        options = options or self.SampleOptions()
+        labels = self._check_labels(labels, n)
+        generator = torch.Generator().manual_seed(seed)
+        x_T = torch.randn((n, *self.spec.shape), generator=generator).to(self.device)
+        eps_fn = self.eps_fn(labels, options.guidance)
+        callback = None if progress is None else (lambda i, total, x0: progress(i, total, to_unit(x0).cpu()))
+        if options.sampler == "ddpm":
+            x = ddpm_sample(self.schedule, eps_fn, x_T, generator, variance=self.config.reverse_variance,
+                            clip=options.clip, callback=callback)
+        else:
+            x = ddim_sample(self.schedule, eps_fn, x_T, options.steps, eta=options.eta,
+                            generator=generator, clip=options.clip, callback=callback)
+        return to_unit(x).cpu()
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, labels: Tensor | None = None, *, options: Any = None) -> Tensor:
+        """x_T of the deterministic DDIM ODE (η = 0) run from x, flattened to (N, C·H·W).
+        Conditional models follow the guided ε (options.guidance), as `decode` does."""
+        options = options or self.SampleOptions()
+        labels = self._check_labels(labels, x.shape[0])
+        x_T = ddim_invert(self.schedule, self.eps_fn(labels, options.guidance),
+                          to_symmetric(x.to(self.device)), options.steps)
+        return x_T.flatten(1).cpu()
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, labels: Tensor | None = None, *, options: Any = None) -> Tensor:
+        """The DDIM ODE (η = 0, unclipped, so it inverts `encode`) from x_T = z.view(C, H, W)."""
+        if z.dim() != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"latents must be (N, {self.latent_dim}), not {tuple(z.shape)}")
+        options = options or self.SampleOptions()
+        labels = self._check_labels(labels, z.shape[0])
+        x_T = z.to(self.device, torch.float32).view(-1, *self.spec.shape)
+        x = ddim_sample(self.schedule, self.eps_fn(labels, options.guidance), x_T, options.steps,
+                        eta=0.0, clip=False)
+        return to_unit(x).cpu()
+
+    @torch.no_grad()
+    def log_prob(self, x: Tensor, labels: Tensor | None = None, *, seed: int = 0,
+                 terms: int | None = None) -> Tensor:
+        """The variational lower bound on log p(x) in nats per image (Ho et al. eq. 5), with
+        all T terms (terms=None and bound_terms = 0) or a stratified estimate. The noise of
+        each term comes from `seed`, so the figure is reproducible. A conditional model is
+        scored as p(x | y), unguided: guidance does not define a normalised distribution."""
+        labels = self._check_labels(labels, x.shape[0])
+        terms = self.config.bound_terms if terms is None else terms
+        bound = variational_bound(
+            self.schedule, self.eps_fn(labels, 1.0), to_symmetric(x.to(self.device)),
+            torch.Generator().manual_seed(seed), variance=self.config.reverse_variance,
+            terms=terms, batch_limit=max(1, 2**16 // self.spec.size**2))
+        return (-bound["total"]).float().cpu()
+
+    def likelihood_bounds(self, x: Tensor, labels: Tensor | None = None, *,
+                          quick: bool = False) -> dict[str, Tensor]:
+        """The bound over all T terms; quick: an unbiased stratified estimate of it from
+        QUICK_BOUND_TERMS terms (T/k times cheaper), named vlb_est because one draw of an
+        estimate is not itself a bound."""
+        if quick and self.config.timesteps > QUICK_BOUND_TERMS and (
+                self.config.bound_terms == 0 or self.config.bound_terms > QUICK_BOUND_TERMS):
+            return {"vlb_est": self.log_prob(x, labels, terms=min(QUICK_BOUND_TERMS, self.config.timesteps))}
+        return {"vlb": self.log_prob(x, labels)}
+
+    @torch.no_grad()
+    def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None, *,
+                options: InpaintOptions | None = None) -> Tensor:
+        """RePaint: fill the pixels where keep_mask is False; the kept ones are returned
+        unchanged, bit for bit."""
+        options = options or InpaintOptions()
+        labels = self._check_labels(labels, x.shape[0])
+        keep = torch.as_tensor(keep_mask).to(torch.bool).cpu().expand_as(x.cpu())
+        filled = repaint(self.schedule, self.eps_fn(labels, options.guidance), to_symmetric(x.to(self.device)),
+                         keep.to(self.device), torch.Generator().manual_seed(seed), steps=options.steps,
+                         jump_length=options.jump_length, resamples=options.resamples)
+        return torch.where(keep, x.cpu(), to_unit(filled).cpu())
+
+
+FAMILY = Diffusion
