@@ -146,7 +146,6 @@ class TrainingWorker(QObject):
         self.dataset = dataset  # already loaded for the preview: saves decoding it again
         self.control = TrainingControl()
         self._throttle = _Throttle()
-        self._last_preview = 0.0
 
     @Slot()
     def run(self) -> None:
@@ -194,6 +193,7 @@ class Job:
         self._id = job_id
         self._worker = worker
         self._throttle = _Throttle()
+        self._last_preview = 0.0  # monotonic time of the last preview sent
 
     def cancelled(self) -> bool:
         return self._runner._is_stale(self._id)

@@ -119,3 +119,69 @@ def test_file_export_writes_every_sample(qtbot, opened, tmp_path):
     opened.gallery.ask_folder = lambda: str(tmp_path / "menu")
     paths = wait_exported(qtbot, opened, opened.export_action.trigger)
     assert len(paths) == 36
+
+
+# -- a family with sampling options and a slow sampler (diffusion) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def diffusion_run(tmp_path_factory, dataset_cache):
+    """A tiny diffusion run with a long chain, so DDPM sampling takes long enough to cancel."""
+    from genstudio.core.data import load_source
+    from genstudio.core.run import TrainSettings
+    from genstudio.core.training import Trainer
+
+    run = tmp_path_factory.mktemp("diffusion") / "run"
+    settings = TrainSettings(family="diffusion", data="builtin:shapes", size=16, steps=4, batch=8,
+                             family_config={"base_channels": 8, "channel_mults": [1], "timesteps": 3000},
+                             sample_every=0, checkpoint_every=0, eval_images=0)
+    dataset = load_source("builtin:shapes", 16, cache_dir=dataset_cache)
+    for _event in Trainer(settings, str(run), dataset=dataset).run():
+        pass
+    return run
+
+
+@pytest.fixture
+def diffusion_opened(qtbot, window, diffusion_run):
+    window.gallery.count_spin.setValue(4)
+    window.ask_run_folder = lambda: str(diffusion_run)
+    window.open_action.trigger()
+    qtbot.waitUntil(lambda: window.gallery.samples is not None or "c62828" in window.gallery.caption.text(),
+                    timeout=60_000)  # samples, or an error shown in red
+    assert window.gallery.samples is not None, window.gallery.caption.text()
+    return window
+
+
+def test_sampling_options_come_from_the_family_and_reach_the_sampler(qtbot, diffusion_opened, tmp_path):
+    gallery = diffusion_opened.gallery
+    assert not gallery.options_box.isHidden()
+    assert {"sampler", "steps", "eta"} <= set(gallery.options_form.editors)
+    gallery.options_form.set_values({"sampler": "ddim", "steps": 4, "eta": 0.0})
+    first = regenerate(qtbot, diffusion_opened, seed=1)
+    gallery.options_form.set_values({"steps": 6})
+    other_steps = regenerate(qtbot, diffusion_opened, seed=1)
+    assert not np.array_equal(first, other_steps)  # the step count reached the sampler
+    assert gallery.samples.options == {**gallery.options_form.values()}
+    gallery.export_grid(str(tmp_path / "grid.png"))
+    qtbot.waitUntil(lambda: (tmp_path / "grid.png").exists(), timeout=10_000)
+    assert '"steps": 6' in read_png_metadata(tmp_path / "grid.png")["options"]
+    gallery.options_form.set_values({"sampler": "euler"})
+    gallery.regenerate()
+    qtbot.waitUntil(lambda: "sampler must be ddim or ddpm" in gallery.caption.text(), timeout=10_000)
+
+
+def test_a_slow_sampler_shows_its_chain_and_can_be_cancelled(qtbot, diffusion_opened):
+    gallery = diffusion_opened.gallery
+    before = gallery.samples.images.copy()
+    gallery.options_form.set_values({"sampler": "ddpm"})
+    qtbot.mouseClick(gallery.regenerate_button, Qt.MouseButton.LeftButton)
+    assert not gallery.cancel_button.isHidden() and not gallery.regenerate_button.isEnabled()
+    qtbot.waitUntil(lambda: gallery.progress_bar.value() > 0, timeout=30_000)
+    assert gallery.progress_bar.maximum() == 3000
+    assert gallery.stack.currentWidget() is gallery.training_view  # the current x_0 predictions
+    assert "step" in gallery.caption.text()
+    qtbot.mouseClick(gallery.cancel_button, Qt.MouseButton.LeftButton)
+    assert "cancelled" in gallery.caption.text() and gallery.regenerate_button.isEnabled()
+    qtbot.waitUntil(lambda: not diffusion_opened.sample_jobs.is_busy(), timeout=30_000)
+    assert np.array_equal(gallery.samples.images, before)  # the earlier samples are kept
+    assert gallery.stack.currentWidget() is gallery.tiles
