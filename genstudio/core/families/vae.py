@@ -39,6 +39,7 @@ class VAEConfig:
     iw_samples: int = 32        # importance samples in log_prob (1 = plain ELBO)
     min_log_scale: float = -6.0 # floor of the decoder's log-scale, keeps the likelihood finite
     per_pixel_scale: bool = False  # decoder predicts each pixel's scale (better bits/dim) vs one per channel
+    grad_clip: float = 5.0      # max gradient norm of the per-dimension loss (0: off); stops rare spikes derailing training
 
 
 class Encoder(nn.Module):
@@ -163,15 +164,25 @@ class VAE(Family):
         terms = self.elbo_terms(x, labels, eps)
         loss = -(terms["recon"] - self.config.beta * terms["kl"]).mean()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # Per dimension, so one clipping threshold suits every image size. Without clipping a
+        # 32 px shapes run trained smoothly to 4.0 bits/dim and then jumped to 25 in ten steps.
+        (loss / self.spec.dims).backward()
+        grad_norm = self._clip_gradients()
         self.optimizer.step()
         elbo = terms["elbo"].detach().mean().item()
         return {
             "loss": loss.item(),
+            "grad_norm": grad_norm,
             "bpd": -elbo / (self.spec.dims * math.log(2.0)),
             "recon": -terms["recon"].detach().mean().item(),
             "kl": terms["kl"].detach().mean().item(),
         }
+
+    def _clip_gradients(self) -> float:
+        """Clip the global gradient norm to config.grad_clip; returns the norm before clipping."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        limit = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
+        return float(nn.utils.clip_grad_norm_(params, limit))
 
     # -- capabilities -----------------------------------------------------------------------
     @torch.no_grad()
