@@ -226,6 +226,7 @@ class MainWindow(QMainWindow):
         self._set_training_state(LOADING)
         self.training_panel.clear_error()
         self.metrics_plot.clear()
+        self.metrics_plot.set_first_shown(family_class(settings.family).plotted_metrics)
         self.latest_samples.set_image(None)
         self.latest_caption.clear()
         self.loaded = None
@@ -346,6 +347,7 @@ class MainWindow(QMainWindow):
     def _on_run_opened(self, opened: jobs.OpenedRun) -> None:
         loaded = opened.loaded
         self.loaded = loaded
+        self.metrics_plot.set_first_shown(loaded.family.plotted_metrics)
         self.metrics_plot.load_history(opened.metrics)
         self.training_panel.run_label.setText(f"Run folder: {loaded.run.path}")
         evaluations = [r for r in opened.metrics if "reference_images" in r]

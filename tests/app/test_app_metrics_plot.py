@@ -65,3 +65,12 @@ def test_a_user_who_hides_every_curve_is_not_overruled(plot):
     plot.set_shown("bpd", False)
     feed(plot, 2)
     assert plot.shown_metrics() == []
+
+
+def test_a_gan_run_shows_both_players_and_d_on_real_and_fake_first(plot):
+    from genstudio.core.families import family_class
+
+    plot.set_first_shown(family_class("gan").plotted_metrics)
+    for step in (10, 20):
+        plot.add_record(step, {"d_loss": 1.3, "g_loss": 0.8, "d_real": 0.5, "d_fake": 0.4, "gp": 0.0})
+    assert plot.shown_metrics() == ["d_loss", "g_loss", "d_real", "d_fake"]

@@ -71,6 +71,7 @@ class MetricsPlot(QWidget):
         self.setObjectName("metricsPlot")
         self._series: dict[str, _Series] = {}
         self._alpha = DEFAULT_SMOOTHING
+        self._first_shown: tuple[str, ...] = ()  # the family's plotted_metrics
         self._timer = QTimer(self, singleShot=True, interval=REFRESH_MS)
         self._timer.timeout.connect(self.refresh)
         self._build_plot()
@@ -129,7 +130,8 @@ class MetricsPlot(QWidget):
             series = self._series.get(name) or self._new_series(name)
             series.add(float(step), float(value), self._alpha)
         if new and not self.shown_metrics():  # a user who hid every curve is not overruled
-            self.set_shown(self._default_metric(), True)
+            for name in self._default_metrics():
+                self.set_shown(name, True)
         if not self._timer.isActive():
             self._timer.start()
 
@@ -164,9 +166,16 @@ class MetricsPlot(QWidget):
         self._apply_visibility(name)
         return series
 
-    def _default_metric(self) -> str:
+    def set_first_shown(self, names: tuple[str, ...]) -> None:
+        """Metrics to show when a run's first records arrive (a family's plotted_metrics)."""
+        self._first_shown = tuple(names)
+
+    def _default_metrics(self) -> list[str]:
+        family_choice = [name for name in self._first_shown if name in self._series]
+        if family_choice:
+            return family_choice
         preferred = [name for name in PREFERRED_METRICS if name in self._series]
-        return preferred[0] if preferred else next(iter(self._series))
+        return preferred[:1] or [next(iter(self._series))]
 
     # -- presentation -------------------------------------------------------------------------
     def refresh(self) -> None:

@@ -109,6 +109,9 @@ class Family(ABC):
     # Knobs chosen per sampling call rather than at training time (e.g. a diffusion sampler
     # and its step count): a frozen dataclass with defaults, or None. The gallery shows them.
     SampleOptions: ClassVar[type | None] = None
+    # Training metrics the live plot shows at first (the rest start hidden); (): the plot's
+    # own choice (bits/dim or the loss).
+    plotted_metrics: ClassVar[tuple[str, ...]] = ()
     # The smallest sensible Config values, for the contract tests and quick smoke runs.
     TINY: ClassVar[dict[str, Any]] = {}
 

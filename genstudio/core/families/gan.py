@@ -235,6 +235,7 @@ class GAN(Family):
          Capability.CONDITIONAL}
     )
     Config = GANConfig
+    plotted_metrics = ("d_loss", "g_loss", "d_real", "d_fake")  # both players, and D on real vs fake
     TINY: ClassVar[dict[str, Any]] = {"base_channels": 4, "latent_dim": 8, "inversion_steps": 10,
                                       "inversion_restarts": 2}
 
