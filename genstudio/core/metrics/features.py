@@ -14,6 +14,7 @@ get_extractor() picks one: Inception when weights can be found, else the offline
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import warnings
@@ -250,7 +251,17 @@ def cached_inception_path() -> Path:
 
 def _cached_file_verifies(path: Path) -> bool:
     expected = KNOWN_WEIGHTS[DEFAULT_WEIGHTS].sha256 or _read_sidecar(path)
-    return path.is_file() and expected is not None and sha256_of(path) == expected
+    if expected is None or not path.is_file():
+        return False
+    stat = path.stat()
+    return _hash_for_stat(str(path), stat.st_size, stat.st_mtime_ns) == expected
+
+
+@functools.lru_cache(maxsize=8)
+def _hash_for_stat(path: str, size: int, mtime_ns: int) -> str:
+    # Hashing ~90 MB takes a noticeable moment and find_inception() runs whenever the app's
+    # Evaluate dialog is built or refreshed: hash a given file version once per process.
+    return sha256_of(path)
 
 
 def _sidecar(path: Path) -> Path:
