@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from benchmarks.real_data import INCEPTION, load_idx_split, write_idx_folder
+from genstudio.cli import _parse_options as _options  # the CLI's KEY=VALUE parsing
 from genstudio.core.data import load_source
 from genstudio.core.images import make_grid, save_png
 from genstudio.core.metrics.baseline import PixelCategorical
@@ -169,17 +170,6 @@ def _print_table(r: dict[str, Any]) -> None:
     print(f"| per-pixel baseline | {r['baseline_fid']:.1f} | {r['baseline_kid'] * 1e3:.1f} | "
           f"{r['baseline_precision']:.2f} | {r['baseline_recall']:.2f} | "
           + (f"{r['baseline_bpd']:.3f} (exact) |" if r["baseline_bpd"] is not None else "– |"))
-
-
-def _options(options: list[str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for option in options:
-        key, _, raw = option.partition("=")
-        try:
-            values[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key] = raw
-    return values
 
 
 def _slug(data: str) -> str:
