@@ -112,6 +112,9 @@ class Family(ABC):
     # Training metrics the live plot shows at first (the rest start hidden); (): the plot's
     # own choice (bits/dim or the loss).
     plotted_metrics: ClassVar[tuple[str, ...]] = ()
+    # How `inpaint` fills the unknown pixels, in a line the app shows beside the result (e.g.
+    # "RePaint: …"); empty for families that cannot inpaint.
+    inpaint_method: ClassVar[str] = ""
     # The smallest sensible Config values, for the contract tests and quick smoke runs.
     TINY: ClassVar[dict[str, Any]] = {}
 

@@ -620,6 +620,8 @@ class Diffusion(Family):
          Capability.INPAINT, Capability.CONDITIONAL}
     )
     log_prob_kind = LogProbKind.BOUND
+    inpaint_method = ("RePaint (Lugmayr et al. 2022): denoise the whole image, re-noise the known pixels "
+                      "to each step's level, and resample back and forth so the fill agrees with them.")
     Config = DiffusionConfig
     SampleOptions = DiffusionSampleOptions
     TINY: ClassVar[dict[str, Any]] = {"base_channels": 8, "channel_mults": (1, 2), "timesteps": 20}

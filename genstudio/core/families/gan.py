@@ -230,6 +230,8 @@ class GAN(Family):
     name = "gan"
     title = "GAN"
     summary = "Generator vs discriminator; sharp samples in one pass, latent found by inversion."
+    inpaint_method = ("Latent optimisation: find the z whose generated image best matches the known pixels "
+                      "(several restarts), then take the unknown pixels from G(z).")
     capabilities = frozenset(
         {Capability.SAMPLE, Capability.DECODE, Capability.ENCODE, Capability.INPAINT,
          Capability.CONDITIONAL}
