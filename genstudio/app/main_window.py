@@ -222,7 +222,7 @@ class MainWindow(QMainWindow):
         self._connect_training(worker)
         self.training_worker, self._control = worker, worker.control
         self._finished_run, self._end_reason = None, ""
-        self.training_thread = start_thread(worker, worker.run, worker.done, self._on_training_ended)
+        self.training_thread = start_thread(worker, worker.run, self._on_training_ended)
         self._set_training_state(LOADING)
         self.training_panel.clear_error()
         self.metrics_plot.clear()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import shiboken6
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
 
 from genstudio.core.data import DatasetError, ImageDataset, load_source
 from genstudio.core.metrics.download import DownloadError
@@ -79,19 +79,41 @@ def describe_error(exc: BaseException) -> str:
     return f"{message} ({type(exc).__name__})"
 
 
-def start_thread(worker: QObject, entry: Callable[[], None], done: Any,
+class ThreadWorker(QObject):
+    """A QObject that does its work in a thread of start_thread and ends with finish().
+
+    Why the hand-back: a Python-made QObject destroyed in a worker thread (the usual
+    `thread.finished.connect(worker.deleteLater)`) runs ~QObject there, which calls back into
+    Python (PySide's override lookup, which needs the GIL) while holding one of Qt's shared
+    signal-slot mutexes. If the GUI thread, holding the GIL, is connecting a signal whose
+    objects hash to the same mutex at that moment, both wait forever; we saw exactly this hang
+    the test suite. Moved back to the GUI thread before its thread ends, the worker is
+    destroyed on the GUI thread, which already holds the GIL."""
+
+    done = Signal()  # always the last signal
+
+    def finish(self) -> None:
+        """Call last, from the worker's own thread: hand it back, then let its thread quit."""
+        app = QCoreApplication.instance()
+        if app is not None:
+            self.moveToThread(app.thread())
+        self.done.emit()
+
+
+def start_thread(worker: ThreadWorker, entry: Callable[[], None],
                  on_finished: Callable[[QThread], None]) -> QThread:
-    """Move `worker` to a new thread, call `entry` there, quit when `done` is emitted.
+    """Move `worker` to a new thread and call `entry` (one of its slots) there; the thread
+    quits when the worker's `done` is emitted.
 
     `on_finished(thread)` runs on the GUI thread once the thread has ended and been joined.
-    Call from the GUI thread."""
+    Call from the GUI thread. The worker is handed back to the GUI thread by its `finish()`
+    and is deleted there, when its owner drops it (see ThreadWorker)."""
     thread = QThread()
     worker.moveToThread(thread)
     thread.started.connect(entry)
     # Direct: quit() is thread-safe, and a queued call would deadlock a GUI thread that is
     # blocked in wait() for this very thread.
-    done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
-    thread.finished.connect(worker.deleteLater)
+    worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
     _LIVE_THREADS[thread] = _ThreadHandle(thread, on_finished)
     thread.start()
     return thread
@@ -115,7 +137,7 @@ class _Throttle:
 # -- training ---------------------------------------------------------------------------------
 
 
-class TrainingWorker(QObject):
+class TrainingWorker(ThreadWorker):
     """Runs one training run (data loading, model building, the loop) in its thread and relays
     each core event as a signal. `control` may be used from any thread."""
 
@@ -129,7 +151,6 @@ class TrainingWorker(QObject):
     training_finished = Signal(object)  # TrainingFinished
     cancelled = Signal()                # stopped before the run began (nothing written)
     failed = Signal(str, str)           # cause for the user, full traceback
-    done = Signal()                     # always the last signal
 
     _RELAY = {
         RunStarted: "run_started", StepLogged: "step_logged", SamplesReady: "samples_ready",
@@ -160,7 +181,7 @@ class TrainingWorker(QObject):
             log.exception("training failed")
             self.failed.emit(describe_error(exc), traceback.format_exc())
         finally:
-            self.done.emit()
+            self.finish()
 
     def _build(self) -> Trainer | None:
         dataset = self.dataset
@@ -215,7 +236,7 @@ class Job:
         self._worker.message.emit(self._id, text)
 
 
-class FunctionWorker(QObject):
+class FunctionWorker(ThreadWorker):
     """Calls fn(job) once in its thread and reports the result or the failure."""
 
     progress = Signal(int, int, int)      # job id, done, total
@@ -223,7 +244,6 @@ class FunctionWorker(QObject):
     preview = Signal(int, object)         # job id, intermediate result
     succeeded = Signal(int, object)       # job id, result
     failed = Signal(int, str, str)        # job id, cause, traceback
-    done = Signal()
 
     def __init__(self, fn: Callable[[Job], Any]):
         super().__init__()
@@ -241,7 +261,10 @@ class FunctionWorker(QObject):
         else:
             self.succeeded.emit(self.job._id, result)
         finally:
-            self.done.emit()
+            # The job holds this worker: break the cycle so that the worker dies by reference
+            # count on the GUI thread, not in a garbage-collector pass on whatever thread.
+            self.job = None
+            self.finish()
 
 
 class TaskRunner(QObject):
@@ -272,7 +295,7 @@ class TaskRunner(QObject):
         worker.succeeded.connect(self._on_succeeded)
         worker.failed.connect(self._on_failed)
         was_busy = self.is_busy()
-        thread = start_thread(worker, worker.run, worker.done, self._on_thread_finished)
+        thread = start_thread(worker, worker.run, self._on_thread_finished)
         self._threads[thread] = worker
         if not was_busy:
             self.busy_changed.emit(True)
