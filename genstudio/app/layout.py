@@ -6,7 +6,24 @@ from collections.abc import Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QAbstractButton, QGroupBox, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QGroupBox,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+
+def push_button(text: str, name: str, tooltip: str, slot: Callable[[], object] | None = None) -> QPushButton:
+    """A button with an object name (for tests and style sheets), an accessible name without
+    the trailing "…", a tooltip, and optionally a slot called with no arguments."""
+    button = QPushButton(text, objectName=name, accessibleName=text.rstrip("…"))
+    button.setToolTip(tooltip)
+    if slot is not None:
+        button.clicked.connect(lambda: slot())  # not slot(checked): clicked passes a bool
+    return button
 
 
 def group_box(title: str, widget: QWidget) -> QGroupBox:

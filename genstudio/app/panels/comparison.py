@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
-    QPushButton,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -44,6 +43,7 @@ from genstudio.core.compare import (
 )
 from genstudio.core.paths import runs_dir
 
+from ..layout import push_button
 from ..workers import Job, TaskRunner
 from .evaluation import EvaluationDialog
 from .metrics_plot import COLOURS
@@ -127,19 +127,20 @@ class ComparisonView(QWidget):
         self.run_list = QListWidget(objectName="comparisonRuns", accessibleName="Runs to compare")
         self.run_list.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.run_list.itemChanged.connect(self._on_checks_changed)
-        self.refresh_button = _button("Refresh", "comparisonRefresh", self.refresh,
-                                      f"List the runs in {runs_dir()} again")
-        self.add_button = _button("Add run folder…", "comparisonAddRun", self.ask_add_run,
-                                  "Add a run kept outside the runs folder")
-        self.evaluate_button = _button("Evaluate…", "comparisonEvaluate", self.open_evaluation,
-                                       "Measure the ticked runs: likelihood, FID/KID, precision/recall, "
-                                       "memorisation (Ctrl+E)")
+        self.refresh_button = push_button("Refresh", "comparisonRefresh",
+                                          f"List the runs in {runs_dir()} again", self.refresh)
+        self.add_button = push_button("Add run folder…", "comparisonAddRun",
+                                      "Add a run kept outside the runs folder", self.ask_add_run)
+        self.evaluate_button = push_button(
+            "Evaluate…", "comparisonEvaluate",
+            "Measure the ticked runs: likelihood, FID/KID, precision/recall, memorisation (Ctrl+E)",
+            self.open_evaluation)
         self.metric_combo = QComboBox(objectName="comparisonMetric", accessibleName="Metric to plot")
         self.metric_combo.currentTextChanged.connect(lambda _text: self._draw_curves())
-        self.csv_button = _button("Export CSV…", "comparisonExportCsv", self.export_csv,
-                                  "Save the table as a CSV file")
-        self.png_button = _button("Export PNG…", "comparisonExportPng", self.export_png,
-                                  "Save the plot and the table as one PNG image")
+        self.csv_button = push_button("Export CSV…", "comparisonExportCsv",
+                                      "Save the table as a CSV file", self.export_csv)
+        self.png_button = push_button("Export PNG…", "comparisonExportPng",
+                                      "Save the plot and the table as one PNG image", self.export_png)
         self.plot = self._build_plot()
         self.table_widget = _table()
         self.extractor_label = _label("comparisonExtractor")
@@ -464,10 +465,3 @@ def _label(name: str) -> QLabel:
     label = QLabel(objectName=name, wordWrap=True)
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     return label
-
-
-def _button(text: str, name: str, slot, tooltip: str) -> QPushButton:
-    button = QPushButton(text, objectName=name, accessibleName=text.rstrip("…"))
-    button.setToolTip(tooltip)
-    button.clicked.connect(lambda: slot())  # not slot(checked): clicked passes a bool
-    return button

@@ -26,7 +26,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QProgressBar,
-    QPushButton,
     QScrollArea,
     QSpinBox,
     QVBoxLayout,
@@ -47,6 +46,7 @@ from genstudio.core.preferences import INCEPTION_WEIGHTS, set_preference
 
 from .. import jobs
 from ..imaging import scaled_pixmap
+from ..layout import push_button
 from ..workers import TaskRunner
 
 DEFAULT_METRICS = ("bpd", "fid", "kid", "precision", "recall", "memorisation")
@@ -101,8 +101,10 @@ class EvaluationDialog(QDialog):
         self.extractor_combo.currentIndexChanged.connect(self._update_buttons)
         self.inception_label = QLabel(objectName="evaluationInceptionStatus", wordWrap=True)
         self.inception_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.choose_button = _button("Use a file…", "evaluationChooseWeights", self.ask_weights_file,
-                                     "Point genstudio at Inception-v3 weights you already have (TorchScript)")
+        self.choose_button = push_button(
+            "Use a file…", "evaluationChooseWeights",
+            "Point genstudio at Inception-v3 weights you already have (TorchScript)",
+            self.ask_weights_file)
         self.sha_edit = QLineEdit(objectName="evaluationSha256", placeholderText="SHA-256 of the file (64 hex digits)")
         self.sha_edit.textChanged.connect(self._update_buttons)
         known = KNOWN_WEIGHTS[DEFAULT_WEIGHTS]
@@ -111,15 +113,20 @@ class EvaluationDialog(QDialog):
             "accepted only if it matches the SHA-256 you paste here (e.g. `sha256sum` of a copy you trust).")
         if known.sha256:
             self.sha_edit.setText(known.sha256)
-        self.download_button = _button("Download", "evaluationDownload", self.download_weights,
-                                       f"Download {known.filename} into {cached_inception_path().parent}")
+        self.download_button = push_button(
+            "Download", "evaluationDownload",
+            f"Download {known.filename} into {cached_inception_path().parent}",
+            self.download_weights)
         self.progress_bar = QProgressBar(objectName="evaluationProgress", textVisible=True)
         self.stage_label = QLabel(objectName="evaluationStage", wordWrap=True)
-        self.evaluate_button = _button("Evaluate", "evaluationStart", self.start,
-                                       "Measure the runs and record the figures in their metrics.jsonl")
+        self.evaluate_button = push_button(
+            "Evaluate", "evaluationStart",
+            "Measure the runs and record the figures in their metrics.jsonl",
+            self.start)
         self.evaluate_button.setDefault(True)
-        self.cancel_button = _button("Cancel", "evaluationCancel", self.cancel, "Stop the evaluation or download")
-        self.close_button = _button("Close", "evaluationClose", self.close, "Close this dialog")
+        self.cancel_button = push_button(
+            "Cancel", "evaluationCancel", "Stop the evaluation or download", self.cancel)
+        self.close_button = push_button("Close", "evaluationClose", "Close this dialog", self.close)
         self.results_label = QLabel(objectName="evaluationResults", wordWrap=True)
         self.results_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.pairs_area = QWidget(objectName="evaluationPairs")
@@ -346,10 +353,3 @@ def _spin(name: str, low: int, high: int, value: int, tooltip: str) -> QSpinBox:
     spin.setToolTip(tooltip)
     spin.setGroupSeparatorShown(True)
     return spin
-
-
-def _button(text: str, name: str, slot, tooltip: str) -> QPushButton:
-    button = QPushButton(text, objectName=name, accessibleName=text.rstrip("…"))
-    button.setToolTip(tooltip)
-    button.clicked.connect(lambda: slot())
-    return button

@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QProgressBar,
-    QPushButton,
     QSpinBox,
     QStackedWidget,
     QStyle,
@@ -30,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from ..imaging import ImageDialog, PixelView, scaled_pixmap
 from ..jobs import ExportRequest, Samples, SamplingPreview
+from ..layout import push_button
 from .config_form import ConfigForm
 
 DEFAULT_COUNT = 36
@@ -63,16 +63,24 @@ class Gallery(QWidget):
                                   minimum=0, maximum=2**31 - 1, value=0)
         self.class_combo = QComboBox(objectName="classCombo", accessibleName="Class")
         self.class_label = QLabel("Class")
-        self.regenerate_button = _button("Regenerate", "regenerateButton", self.regenerate,
-                                         "Draw new samples with this seed (same seed → same images)")
-        self.export_selected_button = _button("Export selected…", "exportSelectedButton",
-                                              self.export_selected, "Save the selected tiles as PNGs")
-        self.export_all_button = _button("Export all…", "exportAllButton", self.export_all,
-                                         "Save every tile as a PNG")
-        self.export_grid_button = _button("Export grid…", "exportGridButton", self.export_grid,
-                                          "Save the tiles as one grid image")
-        self.cancel_button = _button("Cancel", "cancelSamplingButton", self.cancel_requested.emit,
-                                     "Stop drawing these samples")
+        self.regenerate_button = push_button(
+            "Regenerate", "regenerateButton",
+            "Draw new samples with this seed (same seed → same images)",
+            self.regenerate)
+        self.export_selected_button = push_button(
+            "Export selected…", "exportSelectedButton",
+            "Save the selected tiles as PNGs",
+            self.export_selected)
+        self.export_all_button = push_button(
+            "Export all…", "exportAllButton", "Save every tile as a PNG", self.export_all)
+        self.export_grid_button = push_button(
+            "Export grid…", "exportGridButton",
+            "Save the tiles as one grid image",
+            self.export_grid)
+        self.cancel_button = push_button(
+            "Cancel", "cancelSamplingButton",
+            "Stop drawing these samples",
+            self.cancel_requested.emit)
         self.cancel_button.setVisible(False)
         self.progress_bar = QProgressBar(objectName="samplingProgress", textVisible=True)
         self.progress_bar.setVisible(False)
@@ -289,10 +297,3 @@ class _TileDelegate(QStyledItemDelegate):
 
     def sizeHint(self, option: QStyleOptionViewItem, index) -> QSize:  # noqa: N802 - Qt API
         return option.decorationSize + QSize(TILE_GAP, TILE_GAP)
-
-
-def _button(text: str, name: str, slot, tooltip: str) -> QPushButton:
-    button = QPushButton(text, objectName=name, accessibleName=text.rstrip("…"))
-    button.setToolTip(tooltip)
-    button.clicked.connect(lambda: slot())  # not slot(checked): clicked passes a bool
-    return button

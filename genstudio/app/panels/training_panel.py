@@ -15,7 +15,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QMessageBox,
     QProgressBar,
-    QPushButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -24,6 +23,7 @@ from PySide6.QtWidgets import (
 from genstudio.core.device import DEVICE_CHOICES
 from genstudio.core.run import TrainSettings
 
+from ..layout import push_button
 from .config_form import ConfigForm
 
 IDLE, LOADING, RUNNING, PAUSED, STOPPING = "idle", "loading", "running", "paused", "stopping"
@@ -101,11 +101,11 @@ class TrainingPanel(QWidget):
         QVBoxLayout(self.model_box).addWidget(self.config_form)
 
     def _build_controls(self) -> None:
-        self.start_button = _button("Start", "startButton", "Start training (Ctrl+Return)")
-        self.pause_button = _button("Pause", "pauseButton", "Pause or resume (Space / Ctrl+P)")
-        self.stop_button = _button("Stop", "stopButton", "Stop after this step and save (Ctrl+.)")
-        self.sample_button = _button("Sample now", "sampleNowButton", "Draw a sample grid now")
-        self.save_button = _button("Save now", "saveNowButton", "Write a checkpoint now")
+        self.start_button = push_button("Start", "startButton", "Start training (Ctrl+Return)")
+        self.pause_button = push_button("Pause", "pauseButton", "Pause or resume (Space / Ctrl+P)")
+        self.stop_button = push_button("Stop", "stopButton", "Stop after this step and save (Ctrl+.)")
+        self.sample_button = push_button("Sample now", "sampleNowButton", "Draw a sample grid now")
+        self.save_button = push_button("Save now", "saveNowButton", "Write a checkpoint now")
         self.start_button.setDefault(True)
         self.start_button.clicked.connect(self.start_requested)
         self.pause_button.clicked.connect(self.pause_requested)
@@ -126,7 +126,7 @@ class TrainingPanel(QWidget):
         self.error_label = QLabel("", objectName="trainingError", wordWrap=True)
         self.error_label.setStyleSheet(ERROR_STYLE)
         self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.details_button = _button("Details…", "errorDetailsButton", "Show the full error report")
+        self.details_button = push_button("Details…", "errorDetailsButton", "Show the full error report")
         self.details_button.clicked.connect(self.show_error_details)
         self.controls_box = QGroupBox("Training")
         grid = QGridLayout(self.controls_box)
@@ -283,9 +283,3 @@ def _spin(name: str, accessible: str, low: int, high: int, value: int, step: int
     spin.setSingleStep(step)
     spin.setGroupSeparatorShown(True)
     return spin
-
-
-def _button(text: str, name: str, tooltip: str) -> QPushButton:
-    button = QPushButton(text, objectName=name, accessibleName=text.rstrip("…"))
-    button.setToolTip(tooltip)
-    return button
