@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", help="run folders")
     parser.add_argument("--out", default="docs/screenshots")
     parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--reference", type=int, default=1000,
+                        help="held-out images to score (a diffusion bound costs T passes each)")
     parser.add_argument("--extractor", default="offline", choices=("offline", "inception"))
     parser.add_argument("--size", default="1400x900")
     args = parser.parse_args(argv)
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     view.open_evaluation()
     dialog = view.evaluation
     dialog.samples_spin.setValue(args.samples)
+    dialog.reference_spin.setValue(args.reference)
     dialog.extractor_combo.setCurrentIndex(dialog.extractor_combo.findData(args.extractor))
     dialog.resize(900, 900)
     dialog.start()

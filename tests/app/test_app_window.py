@@ -57,6 +57,15 @@ def test_family_knobs_come_from_the_config_dataclass(window):
     assert window.training_panel.values()["family_config"]["lr"] == 3e-4
 
 
+def test_a_knob_with_fixed_choices_is_a_drop_down(window):
+    window.family_picker.select("gan")
+    loss = window.training_panel.config_form.editors["loss"]
+    assert isinstance(loss, QComboBox)
+    assert [loss.itemText(i) for i in range(loss.count())] == ["non-saturating", "least-squares", "wgan-gp"]
+    loss.setCurrentIndex(2)
+    assert window.training_panel.values()["family_config"]["loss"] == "wgan-gp"
+
+
 def test_every_interactive_control_has_an_accessible_name(window):
     kinds = (QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit, QListWidget, QSlider, QCheckBox)
     unnamed = [w for kind in kinds for w in window.findChildren(kind)

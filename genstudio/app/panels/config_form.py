@@ -1,7 +1,8 @@
 """A form generated from a family's Config dataclass: one editor per field, typed by its default.
 
 int → QSpinBox, float → a line edit that accepts 1e-3 and turns red when it does not parse,
-bool → QCheckBox, anything else → a line edit parsed as a Python literal. The comment beside
+bool → QCheckBox, a field typed Literal[...] → a drop-down of its choices, anything else → a
+line edit parsed as a Python literal. The comment beside
 each field in the source (STYLE #7: "a reason on each field") becomes the tooltip."""
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import re
 from typing import Any
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QCheckBox, QFormLayout, QLineEdit, QSpinBox, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLineEdit, QSpinBox, QWidget
+
+from genstudio.core.families.base import field_choices
 
 INT_LIMIT = 1_000_000_000
 _FIELD_COMMENT = re.compile(r"^\s*(\w+)\s*:[^#]*#\s*(.+)$")
@@ -38,9 +41,10 @@ class ConfigForm(QWidget):
         if config_cls is None:
             return
         comments = _field_comments(config_cls)
+        choices = field_choices(config_cls)
         for f in dataclasses.fields(config_cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            editor = self._editor_for(f.name, default)
+            editor = self._editor_for(f.name, default, choices.get(f.name))
             editor.setToolTip(comments.get(f.name, ""))
             editor.setAccessibleName(_title(f.name))
             editor.setObjectName(f"knob_{f.name}")
@@ -48,8 +52,14 @@ class ConfigForm(QWidget):
             self.editors[f.name] = editor
             self._defaults[f.name] = default
 
-    def _editor_for(self, name: str, default: Any) -> QWidget:
-        if isinstance(default, bool):
+    def _editor_for(self, name: str, default: Any, choices: tuple[Any, ...] | None) -> QWidget:
+        if choices:
+            editor = QComboBox()
+            for choice in choices:
+                editor.addItem(str(choice), choice)
+            editor.setCurrentIndex(choices.index(default))
+            editor.currentIndexChanged.connect(self.changed)
+        elif isinstance(default, bool):
             editor = QCheckBox()
             editor.setChecked(default)
             editor.toggled.connect(self.changed)
@@ -77,6 +87,11 @@ class ConfigForm(QWidget):
                 editor.setChecked(bool(value))
             elif isinstance(editor, QSpinBox):
                 editor.setValue(int(value))
+            elif isinstance(editor, QComboBox):
+                index = editor.findData(value)
+                if index < 0:
+                    raise ValueError(f"{_title(name)}: {value!r} is not one of the choices")
+                editor.setCurrentIndex(index)
             elif isinstance(editor, QLineEdit):
                 editor.setText(_format(value))
 
@@ -94,6 +109,8 @@ class ConfigForm(QWidget):
                 out[name] = editor.isChecked()
             elif isinstance(editor, QSpinBox):
                 out[name] = editor.value()
+            elif isinstance(editor, QComboBox):
+                out[name] = editor.currentData()
             else:
                 value = _parse(editor.text(), self._defaults[name])
                 if value is _INVALID:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,8 +79,16 @@ def bits_per_dim(log_prob_nats: Tensor | float, dims: int) -> Tensor | float:
     return -log_prob_nats / (dims * math.log(2.0))
 
 
+def field_choices(config_cls: type) -> dict[str, tuple[Any, ...]]:
+    """The allowed values of each field annotated `Literal[...]` (the app shows a drop-down)."""
+    hints = typing.get_type_hints(config_cls)
+    return {f.name: typing.get_args(hints[f.name]) for f in dataclasses.fields(config_cls)
+            if typing.get_origin(hints[f.name]) is typing.Literal}
+
+
 def config_from_dict(config_cls: type, values: dict[str, Any] | None) -> Any:
-    """Build a frozen config dataclass, refusing unknown keys with a clear message."""
+    """Build a frozen config dataclass, refusing unknown keys and values outside a field's
+    Literal choices with a clear message."""
     values = dict(values or {})
     known = {f.name: f for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(values) - set(known))
@@ -88,6 +97,9 @@ def config_from_dict(config_cls: type, values: dict[str, Any] | None) -> Any:
             f"unknown {config_cls.__name__} option(s): {', '.join(unknown)}; "
             f"known: {', '.join(sorted(known))}"
         )
+    for name, allowed in field_choices(config_cls).items():
+        if name in values and values[name] not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, not {values[name]!r}")
     for name, value in list(values.items()):
         default = known[name].default
         # JSON round trips turn tuples into lists; keep the declared type.

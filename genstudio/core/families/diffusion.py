@@ -20,7 +20,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -560,7 +560,7 @@ QUICK_BOUND_TERMS = 50
 @dataclass(frozen=True)
 class DiffusionConfig:
     timesteps: int = 1000             # T, length of the noising chain (Ho et al.: 1000)
-    schedule: str = "cosine"          # "cosine" (Nichol & Dhariwal; better for small images) or "linear" (Ho et al.)
+    schedule: Literal["cosine", "linear"] = "cosine"  # "cosine" (Nichol & Dhariwal; better for small images) or "linear" (Ho et al.)
     base_channels: int = 32           # UNet width at full resolution
     channel_mults: tuple[int, ...] = (1, 2, 2, 2)  # width multiplier per level; the last repeats
     blocks_per_level: int = 1         # residual blocks per UNet level (Ho et al.: 2)
@@ -572,13 +572,13 @@ class DiffusionConfig:
     grad_clip: float = 1.0            # max gradient norm (Ho et al.: 1)
     ema_decay: float = 0.999          # EMA of the weights used for sampling
     p_uncond: float = 0.1             # label dropout for classifier-free guidance (conditional models)
-    reverse_variance: str = "posterior"  # σ_t² of p(x_{t−1}|x_t): "posterior" β̃_t or "beta" β_t
+    reverse_variance: Literal["posterior", "beta"] = "posterior"  # σ_t² of p(x_{t−1}|x_t): "posterior" β̃_t or "beta" β_t
     bound_terms: int = 0              # log_prob: 0 sums all T terms (the bound); k: unbiased k-term estimate, T/k× faster
 
 
 @dataclass(frozen=True)
 class DiffusionSampleOptions:
-    sampler: str = "ddim"     # "ddim" (Song et al., few steps) or "ddpm" (ancestral, all T steps)
+    sampler: Literal["ddim", "ddpm"] = "ddim"  # "ddim" (Song et al., few steps) or "ddpm" (ancestral, all T steps)
     steps: int = 50           # DDIM steps (at most T); DDPM always takes T
     eta: float = 0.0          # DDIM noise: 0 deterministic, 1 ancestral on the sub-sequence
     guidance: float = 2.0     # classifier-free guidance: 1 plain conditional, 0 unconditional (conditional models only)

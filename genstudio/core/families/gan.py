@@ -28,7 +28,7 @@ import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,7 @@ LOSSES = ("non-saturating", "least-squares", "wgan-gp")
 class GANConfig:
     latent_dim: int = 64           # size of z ~ N(0, I)
     base_channels: int = 32        # conv width at full resolution; doubles per level (cap 256)
-    loss: str = "non-saturating"   # non-saturating (Goodfellow) | least-squares (LSGAN) | wgan-gp
+    loss: Literal["non-saturating", "least-squares", "wgan-gp"] = "non-saturating"  # non-saturating (Goodfellow) | least-squares (LSGAN) | wgan-gp
     lr_generator: float = 2e-4     # Adam learning rate of G
     lr_discriminator: float = 2e-4 # Adam learning rate of D
     adam_betas: tuple[float, ...] = ()  # (): the loss's usual, (0.5, 0.999) or (0.0, 0.9) for wgan-gp
