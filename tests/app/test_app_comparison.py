@@ -20,6 +20,7 @@ from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QLabel
 
 from genstudio.app.panels import ComparisonView
+from genstudio.app.panels.comparison import _default_metric
 from genstudio.app.panels.evaluation import EvaluationDialog
 from genstudio.core.compare import BASELINE_FAMILY, COLUMNS
 from genstudio.core.data import load_source
@@ -306,3 +307,14 @@ def test_download_needs_a_checksum_and_keeps_only_a_verified_file(qtbot, view, r
     assert cached.read_bytes() == payload and features.find_inception() == cached
     assert dialog.extractor_combo.currentData() == "inception" and str(cached) in dialog.inception_label.text()
     settle(qtbot, view)
+
+
+def test_the_first_metric_shown_is_one_most_runs_share_not_bookkeeping():
+    vae = {"bpd": 1, "loss": 1, "images_per_sec": 1, "time": 1}
+    gan = {"d_loss": 1, "g_loss": 1, "images_per_sec": 1, "time": 1}
+    diffusion = {"loss": 1, "vlb_est_bpd": 1, "grad_norm": 1, "images_per_sec": 1, "time": 1}
+    assert _default_metric([vae, gan, diffusion]) == "loss"   # shared by two; bpd by one only
+    assert _default_metric([vae, {**gan, "fid": 1}, {**diffusion, "fid": 1}, {"fid": 1}]) == "fid"
+    assert _default_metric([vae]) == "bpd"
+    assert _default_metric([{"images_per_sec": 1}]) == "images_per_sec"
+    assert _default_metric([]) is None

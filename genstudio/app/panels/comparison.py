@@ -48,7 +48,9 @@ from ..workers import Job, TaskRunner
 from .evaluation import EvaluationDialog
 from .metrics_plot import COLOURS
 
-PREFERRED_METRIC = "bpd"
+# The metric plotted first: the one the most ticked runs share, and among those the first here.
+PREFERRED_METRICS = ("bpd", "fid", "eval_bpd", "loss", "g_loss")
+BOOKKEEPING = ("images_per_sec", "time")  # plotted only when asked for
 SYMBOLS_UP_TO = 12   # curves with few points (evaluations) get markers, or one point is invisible
 RUN_LIST_WIDTH = 240
 RUN_COLUMN_WIDTH = 220  # at most; longer run names are elided in the middle (full name in the tooltip)
@@ -271,7 +273,7 @@ class ComparisonView(QWidget):
         self.metric_combo.blockSignals(True)
         self.metric_combo.clear()
         self.metric_combo.addItems(names)
-        keep = current if current in names else PREFERRED_METRIC if PREFERRED_METRIC in names else None
+        keep = current if current in names else _default_metric([self.summaries[p].curves for p in paths])
         if keep:
             self.metric_combo.setCurrentText(keep)
         self.metric_combo.blockSignals(False)
@@ -465,3 +467,20 @@ def _label(name: str) -> QLabel:
     label = QLabel(objectName=name, wordWrap=True)
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     return label
+
+
+def _default_metric(curves_per_run: list[dict]) -> str | None:
+    """A model metric (not bookkeeping such as images/s) that the most runs have, preferring
+    PREFERRED_METRICS in that order: a GAN beside a VAE opens on a curve both have."""
+    counts: dict[str, int] = {}
+    for curves in curves_per_run:
+        for name in curves:
+            counts[name] = counts.get(name, 0) + 1
+    if not counts:
+        return None
+
+    def rank(name: str) -> tuple:
+        preferred = PREFERRED_METRICS.index(name) if name in PREFERRED_METRICS else len(PREFERRED_METRICS)
+        return (name in BOOKKEEPING, -counts[name], preferred, name)
+
+    return min(counts, key=rank)
