@@ -42,7 +42,7 @@ FAMILIES: dict[str, FamilyEntry] = {
     for e in (
         FamilyEntry("vae", "Variational autoencoder", "genstudio.core.families.vae"),
         FamilyEntry("gan", "GAN", "genstudio.core.families.gan"),
-        FamilyEntry("flow", "Normalizing flow", None, "Normalizing flow is not built yet (planned: issue #5)."),
+        FamilyEntry("flow", "Normalizing flow", "genstudio.core.families.flow"),
         FamilyEntry("diffusion", "Diffusion", "genstudio.core.families.diffusion"),
         FamilyEntry("pixelcnn", "PixelCNN", None, "PixelCNN is not built yet (planned: issue #5)."),
         FamilyEntry("ebm", "Energy-based model", None, "Energy-based model is not built yet (planned: issue #5)."),
