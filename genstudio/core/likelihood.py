@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from .families import Capability, Family
+from .families import Capability, Family, LogProbKind
 
 
 def evaluate_likelihood(family: Family, images: torch.Tensor, labels: torch.Tensor | None = None,
@@ -16,7 +16,9 @@ def evaluate_likelihood(family: Family, images: torch.Tensor, labels: torch.Tens
     """Mean of each of the family's likelihood bounds over `images` ((N, C, H, W) uint8).
 
     Returns {"<name>_nats": nats per image, "<name>_bpd": bits per dimension} for every bound
-    the family reports (for a VAE: elbo and iwae); {} when the family has no likelihood.
+    the family reports (for a VAE: elbo and iwae); {} when the family has no likelihood. An
+    unnormalized log-density (an energy-based model's −E(x)) has no unit to convert: it is
+    reported as the mean energy, {"energy": −mean log p̃(x)}, never as bits/dim.
     quick: the family's cheap figure for live plots (see Family.likelihood_bounds).
     progress(done_images, total) after each batch."""
     if Capability.LOG_PROB not in family.capabilities or len(images) == 0:
@@ -34,6 +36,10 @@ def evaluate_likelihood(family: Family, images: torch.Tensor, labels: torch.Tens
     family.train_mode()
     dims, n = family.spec.dims, len(images)
     figures: dict[str, float] = {}
+    if family.log_prob_kind is LogProbKind.UNNORMALIZED:
+        for name, total in totals.items():
+            figures["energy" if name == "log_prob" else f"{name}_energy"] = -total / n
+        return figures
     for name, total in totals.items():
         nats = total / n
         figures[f"{name}_nats"] = nats

@@ -78,3 +78,22 @@ def test_counts_report_sampling_and_feature_progress(family, data):
     result = run_evaluation(family, data, settings, count=lambda done, total: counts.append((done, total)))
     assert (30, 30) in counts and (40, 40) in counts  # samples made; reference features done
     assert result.closest_pairs == [] and "fid" in result.figures
+
+
+def test_an_unnormalized_density_is_reported_as_mean_energy_never_as_bits_per_dim():
+    import torch
+
+    from genstudio.core.families import family_class
+    from genstudio.core.likelihood import evaluate_likelihood
+    from genstudio.core.metrics.evaluate import describe_evaluation
+
+    ebm = create_family("ebm", ImageSpec(3, 16), dict(family_class("ebm").TINY))
+    images = torch.randint(0, 256, (6, 3, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    figures = evaluate_likelihood(ebm, images, batch=4)
+    assert set(figures) == {"energy"}
+    ebm.eval_mode()
+    with torch.no_grad():
+        expected = -ebm.log_prob(images.float() / 255).double().mean().item()
+    assert figures["energy"] == pytest.approx(expected, rel=1e-6)
+    line = describe_evaluation({**figures, "reference_images": 6, "reference_split": "held-out"})
+    assert "bits/dim" not in line and "mean energy" in line

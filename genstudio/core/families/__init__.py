@@ -45,7 +45,7 @@ FAMILIES: dict[str, FamilyEntry] = {
         FamilyEntry("flow", "Normalizing flow", "genstudio.core.families.flow"),
         FamilyEntry("diffusion", "Diffusion", "genstudio.core.families.diffusion"),
         FamilyEntry("pixelcnn", "PixelCNN", None, "PixelCNN is not built yet (planned: issue #5)."),
-        FamilyEntry("ebm", "Energy-based model", None, "Energy-based model is not built yet (planned: issue #5)."),
+        FamilyEntry("ebm", "Energy-based model", "genstudio.core.families.ebm"),
     )
 }
 

@@ -170,8 +170,10 @@ def _likelihood(family: Family, reference: np.ndarray, labels: np.ndarray, train
     out.update(figures)
     # The headline is the tightest figure the family gives (for a VAE: the IWAE bound). Not
     # "bpd": training logs that name for its per-batch figure, a different quantity.
-    out["eval_bpd"] = min(v for k, v in figures.items() if k.endswith("_bpd"))
-    out["bpd_kind"] = family.log_prob_kind.value if family.log_prob_kind else "unknown"
+    bounds = [v for k, v in figures.items() if k.endswith("_bpd")]
+    if bounds:  # none for an unnormalized density (an EBM's energy is not in bits)
+        out["eval_bpd"] = min(bounds)
+        out["bpd_kind"] = family.log_prob_kind.value if family.log_prob_kind else "unknown"
     return out
 
 
@@ -214,6 +216,8 @@ def describe_evaluation(figures: dict[str, Any]) -> str:
     parts = [f"{b} {figures[b + '_bpd']:.3f}" for b in bounds]
     line = f"On {figures.get('reference_images', '?')} {figures.get('reference_split', '')} images: "
     line += (", ".join(parts) + " bits/dim") if parts else "no likelihood"
+    if "energy" in figures:
+        line += f" (mean energy {figures['energy']:.3f}, unnormalized)"
     if "baseline_bpd" in figures:
         line += f" (per-pixel baseline {figures['baseline_bpd']:.3f})"
     quality = [f"{name} {figures[key]:.{digits}f}" for key, name, digits in
