@@ -44,7 +44,7 @@ FAMILIES: dict[str, FamilyEntry] = {
         FamilyEntry("gan", "GAN", "genstudio.core.families.gan"),
         FamilyEntry("flow", "Normalizing flow", "genstudio.core.families.flow"),
         FamilyEntry("diffusion", "Diffusion", "genstudio.core.families.diffusion"),
-        FamilyEntry("pixelcnn", "PixelCNN", None, "PixelCNN is not built yet (planned: issue #5)."),
+        FamilyEntry("pixelcnn", "PixelCNN", "genstudio.core.families.pixelcnn"),
         FamilyEntry("ebm", "Energy-based model", "genstudio.core.families.ebm"),
     )
 }

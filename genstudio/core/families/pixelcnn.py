@@ -1,0 +1,397 @@
+"""Gated PixelCNN (van den Oord et al. 2016, "Conditional Image Generation with PixelCNN
+Decoders"): an autoregressive model with an exact likelihood over 8-bit pixels.
+
+p(x) = ∏_i p(x_i | x_<i) over subpixels in raster order (rows top to bottom, pixels left to
+right, and R → G → B within a pixel), each factor a 256-way softmax (van den Oord et al. 2016a,
+"Pixel Recurrent Neural Networks" §5.3). Because the softmax puts probability P(k) on the unit
+bin [k, k+1), log p(x) is also the log-density of the dequantized data on [0, 256)^D, the unit
+of the contract, with no change-of-units term.
+
+The network has two stacks (the paper's Figure 2), which removes the blind spot of the
+original PixelCNN:
+  * the vertical stack sees a (kernel//2 + 1) × kernel window of rows at and above its own,
+    and reaches the horizontal stack only shifted one row down, so through it a pixel sees
+    every row above it within the receptive field;
+  * the horizontal stack sees the pixels to the left in its own row (1 × (kernel//2 + 1)) and,
+    through masked centre taps, the earlier colours of its own pixel, with residual
+    connections between layers.
+Feature channels are split into one group per colour; at the current pixel group g sees
+colour groups < g in the first layer (mask A) and ≤ g after it (mask B), so the logits of G
+depend on R of the same pixel, those of B on R and G, and nothing on itself or later.
+Activations are gated, tanh(W_f ∗ x + V_f y) ⊙ σ(W_g ∗ x + V_g y), where y is a learned
+class embedding added into every gate of both stacks for class-conditional models.
+
+Sampling exploits the split: the vertical stack's contribution to row i depends on rows < i
+only, so it is computed once per row, and each subpixel then needs only the horizontal stack
+on the current row left of (and at) the pixel: exact, and a small fraction of a full pass.
+
+Inpainting conditions on every known pixel, not only those above and to the left: ancestral
+sampling with the known subpixels clamped gives a first fill, then Metropolis–Hastings sweeps
+resample each unknown subpixel with the model's own conditional p(x_i | x_<i) as the proposal.
+Its acceptance ratio p(x′) q(x_i) / p(x) q(x′_i) leaves ∏_{j>i} p(x′_j | x′_<j) / p(x_j | x_<j),
+the terms of every later subpixel, the known ones below and to the right included. The chain
+leaves p(unknown | known) invariant, so the fill approaches an exact posterior sample as the
+number of sweeps grows; a finite number of sweeps is the only approximation. Single-site moves
+mix slowly where unknown pixels are tightly tied to each other (a stroke changes one pixel at a
+time), so a few sweeps fix isolated disagreements with the pixels below rather than redraw
+whole shapes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress
+from .layers import to_symmetric
+
+LEVELS = 256  # values of an 8-bit subpixel
+
+
+@dataclass(frozen=True)
+class PixelCNNConfig:
+    width: int = 32              # feature channels of each stack (split in colour groups for RGB)
+    layers: int = 6              # gated layers; each widens the receptive field by kernel//2 px
+    kernel: int = 5              # odd kernel width of the stacks (the vertical one is kernel//2+1 rows tall)
+    head_width: int = 64         # hidden channels of the 1×1 output head before the 256-way softmax
+    lr: float = 3e-3             # Adam learning rate (3e-3 learnt clearly faster than 1e-3 in short CPU runs)
+    grad_clip: float = 1.0       # max gradient norm of the per-dimension loss (0: off)
+    inpaint_sweeps: int = 2      # Metropolis–Hastings sweeps after the first fill (0: none), each a pass per unknown subpixel
+
+
+@dataclass(frozen=True)
+class PixelCNNSampleOptions:
+    temperature: float = 1.0     # divides the logits: <1 sharper and safer, >1 more varied, 0 always the likeliest value
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be ≥ 0, not {self.temperature}")
+
+
+# -- masks -------------------------------------------------------------------------------------
+
+
+def colour_groups(channels: int, colours: int) -> Tensor:
+    """The colour group of each of `channels` channels: contiguous blocks, 0 (R) … colours−1.
+    For image input (channels = colours) channel c is group c; for logits, C·256 channels,
+    the 256 logits of colour c form group c."""
+    return torch.arange(channels) * colours // channels
+
+
+def centre_mask(out_groups: Tensor, in_groups: Tensor, include_own: bool) -> Tensor:
+    """(out, in) mask of the taps at the current pixel: a group sees earlier groups, and
+    itself too when include_own (mask B) rather than not (mask A)."""
+    if include_own:
+        return (out_groups[:, None] >= in_groups[None, :]).float()
+    return (out_groups[:, None] > in_groups[None, :]).float()
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A 1 × kernel_width convolution whose taps at the current pixel (the kernel's last
+    column: the input is padded on the left only) are masked by colour group. Masking the
+    weights in the forward pass makes every forbidden dependence exactly zero, gradients
+    included."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_width: int, colours: int, include_own: bool,
+                 out_groups: Tensor | None = None):
+        super().__init__(c_in, c_out, (1, kernel_width))
+        out_groups = colour_groups(c_out, colours) if out_groups is None else out_groups
+        mask = torch.ones_like(self.weight)
+        mask[:, :, 0, -1] = centre_mask(out_groups, colour_groups(c_in, colours), include_own)
+        self.register_buffer("mask", mask, persistent=False)  # derived from the config
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias)
+
+
+def gate_groups(width: int, colours: int) -> Tensor:
+    """Colour groups of 2·width gate pre-activations: the tanh half, then the sigmoid half,
+    each grouped like the width features they produce."""
+    return colour_groups(width, colours).repeat(2)
+
+
+def gate(pre: Tensor) -> Tensor:
+    """tanh(a) ⊙ σ(b) over the two halves of the channels (van den Oord et al. 2016 eq. 2)."""
+    a, b = pre.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+def shift_down(x: Tensor) -> Tensor:
+    """Move every row one down (zeros on top): row i then holds what row i−1 saw."""
+    return F.pad(x, (0, 0, 1, 0))[:, :, :-1]
+
+
+# -- the network -------------------------------------------------------------------------------
+
+
+class GatedLayer(nn.Module):
+    """One layer of both stacks. The first (mask A) takes the image and has no residual."""
+
+    def __init__(self, c_in: int, cfg: PixelCNNConfig, colours: int, num_classes: int, first: bool):
+        super().__init__()
+        width, reach = cfg.width, cfg.kernel // 2
+        self.reach, self.residual = reach, not first
+        self.vertical = nn.Conv2d(c_in, 2 * width, (reach + 1, cfg.kernel))
+        self.horizontal = MaskedConv2d(c_in, 2 * width, reach + 1, colours, include_own=not first,
+                                       out_groups=gate_groups(width, colours))
+        self.link = nn.Conv2d(2 * width, 2 * width, 1)   # vertical → horizontal, rows above only
+        self.out = MaskedConv2d(width, width, 1, colours, include_own=True)
+        self.vertical_class = nn.Embedding(num_classes, 2 * width) if num_classes else None
+        self.horizontal_class = nn.Embedding(num_classes, 2 * width) if num_classes else None
+
+    @staticmethod
+    def _class_bias(embedding: nn.Embedding | None, labels: Tensor | None) -> Tensor | float:
+        if embedding is None:
+            return 0.0
+        if labels is None:
+            raise ValueError("a class-conditional PixelCNN needs labels")
+        return embedding(labels)[:, :, None, None]
+
+    def vertical_step(self, v: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """v → (next v, the link into the horizontal stack). Output row i sees input rows
+        i−reach … i; the link is shifted down, so at row i it has seen rows < i only."""
+        r = self.reach
+        pre = self.vertical(F.pad(v, (r, r, r, 0))) + self._class_bias(self.vertical_class, labels)
+        return gate(pre), self.link(shift_down(pre))
+
+    def horizontal_step(self, h: Tensor, link: Tensor, labels: Tensor | None) -> Tensor:
+        """Output column j sees columns j−reach … j of its row, the current pixel masked."""
+        pre = (self.horizontal(F.pad(h, (self.reach, 0, 0, 0))) + link
+               + self._class_bias(self.horizontal_class, labels))
+        out = self.out(gate(pre))
+        return h + out if self.residual else out
+
+
+class GatedPixelCNN(nn.Module):
+    """Logits (B, C, 256, H, W) of p(x_i | x_<i) for every subpixel of an image in [−1, 1]."""
+
+    def __init__(self, spec: ImageSpec, cfg: PixelCNNConfig):
+        super().__init__()
+        colours = spec.channels
+        self.colours = colours
+        self.layers = nn.ModuleList(
+            GatedLayer(colours if i == 0 else cfg.width, cfg, colours, spec.num_classes, first=i == 0)
+            for i in range(cfg.layers))
+        self.head_hidden = MaskedConv2d(cfg.width, cfg.head_width, 1, colours, include_own=True)
+        self.head_logits = MaskedConv2d(cfg.head_width, colours * LEVELS, 1, colours, include_own=True)
+
+    def vertical_links(self, x: Tensor, labels: Tensor | None) -> list[Tensor]:
+        """Each layer's vertical → horizontal link, (B, 2·width, H, W); row i depends on the
+        image rows < i only."""
+        links, v = [], x
+        for layer in self.layers:
+            v, link = layer.vertical_step(v, labels)
+            links.append(link)
+        return links
+
+    def horizontal(self, x: Tensor, links: list[Tensor], labels: Tensor | None) -> Tensor:
+        """Features of the horizontal stack for the rows of x, given those rows' links."""
+        h = x
+        for layer, link in zip(self.layers, links, strict=True):
+            h = layer.horizontal_step(h, link, labels)
+        return h
+
+    def head(self, h: Tensor) -> Tensor:
+        """Features (B, width, H, W) → logits (B, C, 256, H, W). SiLU rather than ReLU: no
+        unit is ever dead, so no dependence the masks allow can vanish."""
+        logits = self.head_logits(F.silu(self.head_hidden(F.silu(h))))
+        b, _, height, width = logits.shape
+        return logits.view(b, self.colours, LEVELS, height, width)
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.head(self.horizontal(x, self.vertical_links(x, labels), labels))
+
+
+# -- sampling helpers --------------------------------------------------------------------------
+
+
+def to_levels(x01: Tensor) -> Tensor:
+    """Images in [0, 1] → integer subpixel values 0 … 255."""
+    return (x01 * 255.0).round().clamp(0, LEVELS - 1).long()
+
+
+def network_input(levels: Tensor) -> Tensor:
+    return to_symmetric(levels.float() / 255.0)
+
+
+def subpixel_terms(logits: Tensor, levels: Tensor) -> Tensor:
+    """log p(x_i | x_<i) of every subpixel, (B, C, H, W), from logits (B, C, 256, H, W)."""
+    return -F.cross_entropy(logits.transpose(1, 2), levels, reduction="none")
+
+
+def gumbel_argmax(logits: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
+    """A draw from softmax(logits / T) per row of (B, 256) logits by the Gumbel-max trick:
+    argmax(logits / T + G) = argmax(logits + T·G). T = 0 is the argmax itself. The noise comes
+    from `generator` on the CPU, so results do not depend on the device."""
+    uniform = torch.rand(logits.shape, generator=generator).clamp_min(torch.finfo(torch.float32).tiny)
+    noise = -torch.log(-torch.log(uniform))  # finite: u ≥ tiny keeps T = 0 from meeting 0·∞
+    return (logits.float() + temperature * noise.to(logits.device)).argmax(dim=-1)
+
+
+# -- the family ------------------------------------------------------------------------------
+
+
+class PixelCNN(Family):
+    """Gated PixelCNN trained by maximum likelihood (cross-entropy over 256 values per
+    subpixel), sampled in raster order, inpainted by ancestral fill plus Metropolis–Hastings."""
+
+    name = "pixelcnn"
+    title = "PixelCNN"
+    summary = "Predicts each pixel from the ones before it (Gated PixelCNN); exact likelihood, slow pixel-by-pixel sampling."
+    capabilities = frozenset(
+        {Capability.SAMPLE, Capability.LOG_PROB, Capability.INPAINT, Capability.CONDITIONAL})
+    log_prob_kind = LogProbKind.EXACT
+    inpaint_method = ("Ancestral fill with the known pixels clamped, then Metropolis–Hastings sweeps "
+                      "(the model's own conditional as proposal) so the fill also agrees with the pixels "
+                      "below and right of it; exact in the limit of many sweeps.")
+    Config = PixelCNNConfig
+    SampleOptions = PixelCNNSampleOptions
+    plotted_metrics = ("bpd",)
+    TINY: ClassVar[dict[str, Any]] = {"width": 6, "layers": 2, "kernel": 3, "head_width": 6, "inpaint_sweeps": 1}
+
+    def __init__(self, spec: ImageSpec, config: PixelCNNConfig, device: torch.device, seed: int = 0):
+        super().__init__(spec, config, device, seed)
+        if config.kernel < 3 or config.kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd and at least 3, not {config.kernel}")
+        if config.layers < 1 or min(config.width, config.head_width) < spec.channels:
+            raise ValueError(f"need at least one layer and width, head_width ≥ {spec.channels} "
+                             "(one channel group per colour)")
+        if config.inpaint_sweeps < 0:
+            raise ValueError("inpaint_sweeps must be ≥ 0")
+        self.network = GatedPixelCNN(spec, config).to(self.device)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"pixelcnn": self.network}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"adam": self.optimizer}
+
+    # -- the likelihood ---------------------------------------------------------------------
+    def subpixel_log_probs(self, levels: Tensor, labels: Tensor | None) -> Tensor:
+        """log p(x_i | x_<i) of every subpixel, (B, C, H, W), for integer values 0 … 255."""
+        return subpixel_terms(self.network(network_input(levels), labels), levels)
+
+    def train_step(self, x: Tensor, labels: Tensor | None, generator: torch.Generator) -> dict[str, float]:
+        """Maximum likelihood; the step draws no randomness, so `generator` is unused."""
+        if self.spec.num_classes and labels is None:
+            raise ValueError("a class-conditional model needs labels to train")
+        labels = None if labels is None else labels.to(self.device, torch.long)
+        log_prob = self.subpixel_log_probs(to_levels(x.to(self.device)), labels).flatten(1).sum(1)
+        loss = -log_prob.mean() / self.spec.dims  # nats per subpixel, so one clip suits every size
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        limit = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
+        grad_norm = float(nn.utils.clip_grad_norm_(self.network.parameters(), limit))
+        self.optimizer.step()
+        return {"loss": loss.item(), "bpd": loss.item() / math.log(2.0), "grad_norm": grad_norm}
+
+    @torch.no_grad()
+    def log_prob(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Exact log p(x) in nats per image: the sum over subpixels of log softmax."""
+        labels = self._check_labels(labels, x.shape[0])
+        return self.subpixel_log_probs(to_levels(x.to(self.device)), labels).flatten(1).sum(1).cpu()
+
+    # -- sampling -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, seed: int, labels: Tensor | None = None, *, options: Any = None,
+               progress: SampleProgress | None = None) -> Tensor:
+        """Raster-order ancestral sampling at options.temperature, one subpixel at a time;
+        progress(row, H, images so far) after every row (rows not yet drawn are black)."""
+        options = options or self.SampleOptions()
+        labels = self._check_labels(labels, n)
+        levels = torch.zeros((n, *self.spec.shape), dtype=torch.long, device=self.device)
+        generator = torch.Generator().manual_seed(seed)
+        self._fill_in_raster_order(levels, None, labels, options.temperature, generator, progress)
+        return (levels.float() / 255.0).cpu()
+
+    def _fill_in_raster_order(self, levels: Tensor, keep: Tensor | None, labels: Tensor | None,
+                              temperature: float, generator: torch.Generator,
+                              progress: SampleProgress | None = None) -> None:
+        """Draw every subpixel of `levels` (B, C, H, W) not marked in `keep` from p(x_i | x_<i),
+        in place. Subpixels every image keeps are skipped; their draws would be discarded."""
+        height = self.spec.size
+        for i in range(height):
+            if keep is None or not keep[:, :, i].all():
+                self._fill_row(levels, i, keep, labels, temperature, generator)
+            if progress is not None:
+                progress(i + 1, height, (levels.float() / 255.0).cpu())
+
+    def _fill_row(self, levels: Tensor, i: int, keep: Tensor | None, labels: Tensor | None,
+                  temperature: float, generator: torch.Generator) -> None:
+        """Row i of `_fill_in_raster_order`. The vertical stack's links into row i depend on
+        rows < i only, so they are computed once; each subpixel then needs only the
+        horizontal stack over the row up to its pixel, and the head at that pixel."""
+        links = [link[:, :, i:i + 1] for link in
+                 self.network.vertical_links(network_input(levels[:, :, :i + 1]), labels)]
+        for j, c in itertools.product(range(self.spec.size), range(self.spec.channels)):
+            if keep is not None and keep[:, c, i, j].all():
+                continue
+            row = network_input(levels[:, :, i:i + 1, :j + 1])                 # (B, C, 1, j+1)
+            h = self.network.horizontal(row, [link[..., :j + 1] for link in links], labels)
+            logits = self.network.head(h[..., -1:])[:, c, :, 0, 0]             # (B, 256)
+            drawn = gumbel_argmax(logits, temperature, generator)
+            levels[:, c, i, j] = drawn if keep is None else torch.where(keep[:, c, i, j], levels[:, c, i, j], drawn)
+
+    # -- inpainting -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None, *,
+                sweeps: int | None = None) -> Tensor:
+        """Fill the pixels where keep_mask is False from p(unknown | known): an ancestral fill
+        with the known subpixels clamped, then `sweeps` (default config.inpaint_sweeps)
+        Metropolis–Hastings sweeps (see the module docstring). Known pixels are returned bit
+        for bit; the same seed gives the same fill."""
+        sweeps = self.config.inpaint_sweeps if sweeps is None else sweeps
+        labels = self._check_labels(labels, x.shape[0])
+        keep = torch.as_tensor(keep_mask).to(torch.bool).cpu().expand_as(x.cpu())
+        keep_here = keep.to(self.device)
+        levels = torch.where(keep_here, to_levels(x.to(self.device)), 0)
+        generator = torch.Generator().manual_seed(seed)
+        self._fill_in_raster_order(levels, keep_here, labels, 1.0, generator)
+        for _ in range(sweeps):
+            self._metropolis_hastings_sweep(levels, keep_here, labels, generator)
+        return torch.where(keep, x.cpu(), levels.float().cpu() / 255.0)
+
+    def _metropolis_hastings_sweep(self, levels: Tensor, keep: Tensor, labels: Tensor | None,
+                                   generator: torch.Generator) -> None:
+        """One raster-order pass over the unknown subpixels, in place. At subpixel i propose
+        x′_i ~ p(· | x_<i) and accept with probability min(1, ∏_{j>i} p(x′_j | x′_<j) /
+        p(x_j | x_<j)), the joint ratio with the proposal's own term cancelled."""
+        logits = self.network(network_input(levels), labels)                       # (B, C, 256, H, W)
+        terms = subpixel_terms(logits, levels)                                     # (B, C, H, W)
+        colours, size = self.spec.channels, self.spec.size
+        for i, j, c in itertools.product(range(size), range(size), range(colours)):  # raster order
+            unknown = ~keep[:, c, i, j]
+            if not unknown.any():
+                continue
+            proposal = gumbel_argmax(logits[:, c, :, i, j], 1.0, generator)
+            log_uniform = torch.rand(levels.shape[0], generator=generator).log().to(self.device)
+            moved = unknown & (proposal != levels[:, c, i, j])
+            if not moved.any():
+                continue  # re-proposing the current value leaves the state as it is
+            candidate = levels.clone()
+            candidate[:, c, i, j] = torch.where(moved, proposal, levels[:, c, i, j])
+            new_logits = self.network(network_input(candidate), labels)
+            new_terms = subpixel_terms(new_logits, candidate)
+            later = _after(i, j, c, self.spec.shape, levels.device)
+            log_ratio = ((new_terms - terms) * later).flatten(1).sum(1)
+            accept = (moved & (log_uniform < log_ratio)).view(-1, 1, 1, 1)
+            levels.copy_(torch.where(accept, candidate, levels))
+            terms = torch.where(accept, new_terms, terms)
+            logits = torch.where(accept.unsqueeze(1), new_logits, logits)
+
+
+def _after(i: int, j: int, c: int, shape: tuple[int, int, int], device: torch.device) -> Tensor:
+    """(C, H, W) float mask of the subpixels that come after (c, i, j) in the raster order."""
+    colours, height, width = shape
+    order = torch.arange(colours * height * width, device=device).view(height, width, colours)
+    return (order > order[i, j, c]).permute(2, 0, 1).float()
+
+
+FAMILY = PixelCNN

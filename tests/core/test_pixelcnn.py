@@ -1,0 +1,263 @@
+"""The PixelCNN's mathematics: exact causality with no blind spot (every earlier subpixel seen,
+none at or after), the exact likelihood against log-softmax terms gathered by hand, a sampler
+that follows the model (point masses, temperature, the argmax chain, reproducibility, progress
+per row), and inpainting whose Metropolis–Hastings sweeps use the pixels below the hole and
+keep the posterior invariant."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genstudio.core.families import ImageSpec, SamplingCancelled, bits_per_dim, create_family
+
+SIZE = 8
+# Kernel 5 and 5 layers reach ≥ 10 px up and sideways: every earlier pixel of an 8×8 image.
+COVERING = {"width": 12, "layers": 5, "kernel": 5, "head_width": 12}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: extra threads only add synchronisation on a shared two-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def make(channels=1, classes=0, seed=0, **config):
+    spec = ImageSpec(channels, SIZE, num_classes=classes)
+    family = create_family("pixelcnn", spec, {**COVERING, **config}, device="cpu", seed=seed)
+    family.eval_mode()
+    return family
+
+
+def random_images(n, channels, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, channels, SIZE, SIZE), generator=g).float() / 255
+
+
+def raster_order(channels):
+    """(C, H, W) position of each subpixel in the order rows → pixels → R, G, B."""
+    return torch.arange(channels * SIZE * SIZE).view(SIZE, SIZE, channels).permute(2, 0, 1)
+
+
+def set_output_distribution(family, log_probs_per_colour):
+    """Make every conditional the same fixed distribution: zero the last layer's weights and
+    put the wanted log-probabilities (one 256-vector per colour) in its bias."""
+    head = family.network.head_logits
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.cat(log_probs_per_colour))
+
+
+# -- causality ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_each_logit_depends_on_every_earlier_subpixel_and_on_nothing_else(channels):
+    """The full Jacobian d logits(c, i, j) / d input(c′, i′, j′) on an 8×8 image, every position
+    (edges and corners included): exactly zero at and after (c, i, j) in the raster order,
+    non-zero everywhere before it, so there is no blind spot."""
+    family = make(channels, seed=1)
+    x = (random_images(1, channels) * 2 - 1).requires_grad_(True)
+    logits = family.network(x)                                    # (1, C, 256, H, W)
+    projection = torch.randn(256, generator=torch.Generator().manual_seed(0))
+    order = raster_order(channels)
+    for c in range(channels):
+        for i in range(SIZE):
+            for j in range(SIZE):
+                (grad,) = torch.autograd.grad(logits[0, c, :, i, j] @ projection, x, retain_graph=True)
+                earlier = order < order[c, i, j]
+                assert (grad[0][~earlier] == 0).all(), f"({c}, {i}, {j}) sees itself or a later subpixel"
+                assert (grad[0][earlier] != 0).all(), f"({c}, {i}, {j}) misses an earlier subpixel"
+
+
+def test_class_embedding_enters_without_breaking_causality():
+    family = make(3, classes=2, seed=2)
+    x = random_images(1, 3)
+    a, b = (family.network(x * 2 - 1, torch.tensor([k])) for k in (0, 1))
+    assert not torch.allclose(a, b)
+    # The first subpixel has no predecessors: its logits are a function of the class alone.
+    other = random_images(1, 3, seed=5)
+    assert torch.equal(a[:, 0, :, 0, 0], family.network(other * 2 - 1, torch.tensor([0]))[:, 0, :, 0, 0])
+
+
+# -- the likelihood -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_log_prob_is_the_sum_of_log_softmax_at_the_data(channels):
+    family = make(channels, classes=3, seed=3)
+    x, labels = random_images(4, channels), torch.tensor([0, 1, 2, 1])
+    logits = family.network(x * 2 - 1, labels).double()           # (B, C, 256, H, W)
+    values = (x * 255).round().long()
+    expected = logits.log_softmax(dim=2).gather(2, values.unsqueeze(2)).sum(dim=(1, 2, 3, 4))
+    assert torch.allclose(family.log_prob(x, labels).double(), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_equal_logits_give_minus_d_log_256(channels):
+    """A uniform categorical over 256 unit bins is the uniform density on [0, 256)^D."""
+    family = make(channels)
+    set_output_distribution(family, [torch.zeros(256)] * channels)
+    lp = family.log_prob(random_images(3, channels))
+    dims = channels * SIZE * SIZE
+    assert torch.allclose(lp.double(), torch.full((3,), -dims * math.log(256.0), dtype=torch.float64), rtol=1e-6)
+    assert bits_per_dim(lp, dims) == pytest.approx(torch.full((3,), 8.0), rel=1e-6)
+
+
+def test_train_step_reports_the_bits_per_dim_of_its_batch_and_lowers_it():
+    family = make(1, seed=4, lr=1e-2)
+    family.train_mode()
+    x = random_images(8, 1)
+    x[:, :, :, :4] = 0.0  # half of every image is black: easy to learn
+    before = bits_per_dim(family.log_prob(x).mean().item(), family.spec.dims)
+    metrics = family.train_step(x, None, torch.Generator())
+    assert metrics["bpd"] == pytest.approx(before, rel=1e-5)
+    assert metrics["loss"] == pytest.approx(before * math.log(2.0), rel=1e-5)  # nats per subpixel
+    for _ in range(20):
+        last = family.train_step(x, None, torch.Generator())
+    assert last["bpd"] < before - 1.0
+
+
+# -- sampling ---------------------------------------------------------------------------------
+
+
+def test_a_model_with_all_mass_on_one_value_samples_that_value():
+    family = make(3)
+    wanted = [17, 200, 93]
+    set_output_distribution(family, [F.one_hot(torch.tensor(v), 256).float() * 50 for v in wanted])
+    images = family.sample(2, seed=0)
+    for c, value in enumerate(wanted):
+        assert (images[:, c] == value / 255).all()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
+def test_temperature_draws_from_the_softmax_of_logits_over_t(temperature):
+    """Every subpixel ~ P(10) = 0.75, P(240) = 0.25; at temperature T the frequency of 10 must
+    be 0.75^(1/T) / (0.75^(1/T) + 0.25^(1/T)) (2048 draws: standard error ≤ 0.011)."""
+    family = make(1)
+    log_probs = torch.full((256,), -1e4)
+    log_probs[10], log_probs[240] = math.log(0.75), math.log(0.25)
+    set_output_distribution(family, [log_probs])
+    images = family.sample(32, seed=1, options=family.sample_options({"temperature": temperature}))
+    values = (images * 255).round()
+    assert ((values == 10) | (values == 240)).all()
+    expected = 0.75 ** (1 / temperature) / (0.75 ** (1 / temperature) + 0.25 ** (1 / temperature))
+    assert (values == 10).float().mean().item() == pytest.approx(expected, abs=0.045)
+
+
+def greedy_chain(family, n, channels):
+    """The argmax chain by brute force: a full network pass per subpixel, in raster order."""
+    levels = torch.zeros(n, channels, SIZE, SIZE)
+    for i in range(SIZE):
+        for j in range(SIZE):
+            for c in range(channels):
+                with torch.no_grad():
+                    logits = family.network(levels / 255 * 2 - 1)
+                levels[:, c, i, j] = logits[:, c, :, i, j].argmax(1).float()
+    return levels / 255
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_zero_and_small_temperatures_give_the_argmax_chain(channels):
+    """Also checks the sampler's row-cached computation against full network passes."""
+    family = make(channels, seed=6)
+    # Spread the logits so that the random net's top two values are not nearly tied.
+    with torch.no_grad():
+        family.network.head_logits.weight.mul_(20)
+    expected = greedy_chain(family, 2, channels)
+    for seed, temperature in ((0, 0.0), (1, 1e-4)):
+        options = family.sample_options({"temperature": temperature})
+        assert torch.equal(family.sample(2, seed=seed, options=options), expected)
+
+
+def test_samples_are_reproducible_by_seed_and_differ_between_seeds():
+    family = make(3)
+    a = family.sample(2, seed=4)
+    assert torch.equal(a, family.sample(2, seed=4)) and not torch.equal(a, family.sample(2, seed=5))
+
+
+def test_progress_shows_the_image_filling_in_row_by_row_and_can_cancel():
+    family = make(1)
+    seen = []
+    final = family.sample(2, seed=0, progress=lambda step, total, images: seen.append((step, total, images)))
+    assert [(s, t) for s, t, _ in seen] == [(row + 1, SIZE) for row in range(SIZE)]
+    for step, _, images in seen:
+        assert torch.equal(images[:, :, :step], final[:, :, :step]) and (images[:, :, step:] == 0).all()
+
+    def cancel(step, total, images):
+        raise SamplingCancelled
+
+    with pytest.raises(SamplingCancelled):
+        family.sample(2, seed=0, progress=cancel)
+
+
+# -- inpainting --------------------------------------------------------------------------------
+
+
+def column_images(n, seed):
+    """Each column black or white at random, constant down the column: the top pixel of a
+    column is a fair coin a priori, but the pixels below it determine it."""
+    g = torch.Generator().manual_seed(seed)
+    columns = torch.randint(0, 2, (n, 1, 1, SIZE), generator=g).float()
+    return columns.expand(n, 1, SIZE, SIZE).clone()
+
+
+@pytest.fixture(scope="module")
+def column_model():
+    family = make(1, seed=0, width=8, layers=2, kernel=3, head_width=16, lr=1e-2)
+    family.train_mode()
+    for step in range(80):
+        family.train_step(column_images(64, seed=step), None, torch.Generator())
+    family.eval_mode()
+    return family
+
+
+def test_inpainting_uses_the_pixels_below_the_hole(column_model):
+    """Hole: the top row. The ancestral fill sees none of the known pixels (all below it), so
+    it gets each column right with probability ½. A sweep proposes from the same fair coin
+    and the rows below decide: a right proposal replaces a wrong value, a wrong one is
+    rejected. So after s sweeps a column is wrong with probability ½^(s+1): 25 % after one
+    sweep, 3 % after four (512 columns: standard errors 0.02 and 0.008)."""
+    held_out = column_images(64, seed=10_000)
+    # The model learned the data: a fair coin per column, then copies (8 bits per image).
+    assert bits_per_dim(column_model.log_prob(held_out).mean().item(), SIZE * SIZE) < 0.2
+    keep = torch.ones(64, 1, SIZE, SIZE, dtype=torch.bool)
+    keep[:, :, 0] = False
+
+    def accuracy(sweeps):
+        filled = column_model.inpaint(held_out, keep, seed=1, sweeps=sweeps)
+        assert torch.equal(filled[keep], held_out[keep])
+        return (filled[:, :, 0] == held_out[:, :, 0]).float().mean().item()
+
+    for sweeps in (0, 1, 4):
+        assert accuracy(sweeps) == pytest.approx(1 - 0.5 ** (sweeps + 1), abs=0.07 if sweeps < 4 else 0.03)
+    assert torch.equal(column_model.inpaint(held_out[:4], keep[:4], seed=2),
+                       column_model.inpaint(held_out[:4], keep[:4], seed=2))
+
+
+def test_metropolis_hastings_keeps_the_posterior_it_starts_from():
+    """With independent pixels (each P(10) = 0.75, P(240) = 0.25) the posterior of the hole is
+    the prior, which the ancestral fill already draws exactly; the sweeps must leave it so.
+    A chain that kept the proposal's own term in its acceptance ratio would drift to the
+    stationary law ∝ P² (P(10) = 0.9, and 0.896 after two sweeps). 1024 unknown pixels: standard
+    error 0.014."""
+    family = make(1)
+    log_probs = torch.full((256,), -1e4)
+    log_probs[10], log_probs[240] = math.log(0.75), math.log(0.25)
+    set_output_distribution(family, [log_probs])
+    x = torch.full((16, 1, SIZE, SIZE), 10 / 255)
+    keep = torch.zeros(16, 1, SIZE, SIZE, dtype=torch.bool)
+    values = (family.inpaint(x, keep, seed=3, sweeps=2) * 255).round()
+    assert ((values == 10) | (values == 240)).all()
+    assert (values == 10).float().mean().item() == pytest.approx(0.75, abs=0.04)
+
+
+def test_config_refuses_what_the_architecture_cannot_take():
+    with pytest.raises(ValueError, match="kernel"):
+        make(1, kernel=4)
+    with pytest.raises(ValueError, match="width"):
+        make(3, width=2)
