@@ -25,14 +25,7 @@ from genstudio.core.families.diffusion import (
 PIXEL_VALUES = torch.arange(256, dtype=torch.float64) * 2 / 255 - 1  # k → [−1, 1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: extra threads only add synchronisation, and on a shared
-    two-core machine they can make a test many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_optimal_eps(schedule: NoiseSchedule, mean: float, var: float):

@@ -27,13 +27,7 @@ SIGMA = _ROOT @ _ROOT.T
 PRECISION = torch.linalg.inv(SIGMA)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: extra threads only add synchronisation on a shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def quadratic_energy(x):

@@ -14,14 +14,7 @@ from genstudio.core.checkpoint import load_checkpoint, save_checkpoint
 from genstudio.core.families import ImageSpec, bits_per_dim, create_family
 from genstudio.core.families.flow import ActNorm, Flow, levels_for_size, to_pixels
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tensors here are tiny: extra threads only add synchronisation."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_flow(size=8, channels=1, classes=0, seed=0, **config):

@@ -22,14 +22,7 @@ REAL = torch.tensor([2.0, -1.0, 0.5])   # hand-made discriminator scores
 FAKE = torch.tensor([0.5, -3.0, 1.0])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: intra-op threads gain nothing, and on a busy machine their
-    spin-waits cost far more than the work (latent inversion ran 100× slower with two)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_gan(size=16, channels=1, classes=0, seed=0, **config):

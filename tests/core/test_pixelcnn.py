@@ -17,13 +17,7 @@ SIZE = 8
 COVERING = {"width": 12, "layers": 5, "kernel": 5, "head_width": 12}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: extra threads only add synchronisation on a shared two-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(channels=1, classes=0, seed=0, **config):
