@@ -215,9 +215,12 @@ def describe_evaluation(figures: dict[str, Any]) -> str:
     bounds = [k[:-4] for k in figures if k.endswith("_bpd") and not k.startswith(("baseline", "eval"))]
     parts = [f"{b} {figures[b + '_bpd']:.3f}" for b in bounds]
     line = f"On {figures.get('reference_images', '?')} {figures.get('reference_split', '')} images: "
-    line += (", ".join(parts) + " bits/dim") if parts else "no likelihood"
-    if "energy" in figures:
-        line += f" (mean energy {figures['energy']:.3f}, unnormalized)"
+    if parts:
+        line += ", ".join(parts) + " bits/dim"
+    elif "energy" in figures:  # an EBM: a score, not a likelihood
+        line += f"mean energy {figures['energy']:.3f} (unnormalized; lower = more typical)"
+    else:
+        line += "no likelihood"
     if "baseline_bpd" in figures:
         line += f" (per-pixel baseline {figures['baseline_bpd']:.3f})"
     quality = [f"{name} {figures[key]:.{digits}f}" for key, name, digits in
