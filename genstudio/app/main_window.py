@@ -356,7 +356,7 @@ class MainWindow(QMainWindow):
         title = f"{loaded.family.title} · {loaded.name} · step {loaded.step:,}"
         if panel_enabled("gallery", loaded.family.capabilities):
             self.gallery.set_run(title, loaded.class_names if loaded.family.spec.num_classes else [],
-                                 loaded.family.SampleOptions)
+                                 loaded.family.sampling_defaults())
         else:
             self.gallery.show_placeholder(f"{loaded.family.title} cannot draw samples.")
         self._status(f"Opened run {loaded.run.path} (step {loaded.step:,})")

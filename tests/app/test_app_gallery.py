@@ -187,3 +187,18 @@ def test_a_slow_sampler_shows_its_chain_and_can_be_cancelled(qtbot, diffusion_op
     qtbot.waitUntil(lambda: not diffusion_opened.sample_jobs.is_busy(), timeout=30_000)
     assert np.array_equal(gallery.samples.images, before)  # the earlier samples are kept
     assert gallery.stack.currentWidget() is gallery.tiles
+
+
+def test_the_options_form_shows_each_runs_own_values(qtbot):
+    from genstudio.app.panels.gallery import Gallery
+    from genstudio.core.families.ebm import EBMSampleOptions
+
+    gallery = Gallery()
+    qtbot.addWidget(gallery)
+    gallery.regenerate = lambda: None  # no window behind this gallery to sample
+    gallery.set_run("first", [], EBMSampleOptions(step_size=2.0, noise=0.01))
+    assert gallery.options_form.values()["step_size"] == 2.0
+    gallery.set_run("second", [], EBMSampleOptions(step_size=5.0, noise=0.0))  # same form, new run
+    assert gallery.options_form.values() == {"start": "auto", "steps": 200, "step_size": 5.0, "noise": 0.0}
+    gallery.set_run("no knobs", [], None)
+    assert gallery.options_box.isHidden()

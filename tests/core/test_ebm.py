@@ -296,3 +296,11 @@ def test_buffer_round_trips_through_a_checkpoint_and_training_resumes_exactly(tm
     g_other = torch.Generator().set_state(g.get_state())
     assert ebm.train_step(x, None, g) == other.train_step(x, None, g_other)
     assert torch.equal(ebm.buffer.images, other.buffer.images)
+
+
+def test_sampling_defaults_show_the_training_values_they_stand_for():
+    ebm = tiny_ebm(step_size=3.0, noise=0.02)
+    defaults = ebm.sampling_defaults()
+    assert (defaults.step_size, defaults.noise) == (3.0, 0.02)  # not the 0 / −1 "training value" markers
+    ebm.eval_mode()
+    assert torch.equal(ebm.sample(2, seed=5, options=defaults), ebm.sample(2, seed=5))

@@ -5,6 +5,9 @@ through signals and done by the window in background threads."""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from PySide6.QtCore import QRect, QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QPainter, QPen
 from PySide6.QtWidgets import (
@@ -152,14 +155,18 @@ class Gallery(QWidget):
         self.stack.setCurrentWidget(self.training_view)
         self._update_buttons()
 
-    def set_run(self, title: str, class_names: list[str], sample_options: type | None = None) -> None:
-        """A loaded run is ready; draw its first samples. `sample_options` is the family's
-        SampleOptions dataclass, shown as a form (None: the family has no sampling knobs)."""
+    def set_run(self, title: str, class_names: list[str], sample_options: Any = None) -> None:
+        """A loaded run is ready; draw its first samples. `sample_options` is the model's
+        SampleOptions (its family's sampling_defaults()), shown as a form; None: the family
+        has no sampling knobs."""
         self._run_title = title
         self._set_class_names(class_names)
-        if sample_options is not self._options_class:
-            self._options_class = sample_options
-            self.options_form.set_config_class(sample_options)
+        options_class = None if sample_options is None else type(sample_options)
+        if options_class is not self._options_class:
+            self._options_class = options_class
+            self.options_form.set_config_class(options_class)
+        if sample_options is not None:  # this run's values, even when the form stayed
+            self.options_form.set_values(dataclasses.asdict(sample_options))
         self.options_box.setVisible(sample_options is not None)
         self.regenerate()
 

@@ -173,6 +173,12 @@ class Family(ABC):
             return None
         return config_from_dict(self.SampleOptions, values)
 
+    def sampling_defaults(self) -> Any:
+        """This model's SampleOptions as the gallery first shows them (None: no knobs). A family
+        whose options stand for a training value by default (e.g. "0: the training step size")
+        returns them resolved, so a person sees the number that will be used."""
+        return None if self.SampleOptions is None else self.SampleOptions()
+
     def encode(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         raise CapabilityError(f"{self.title} has no encoder")
 

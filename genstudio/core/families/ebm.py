@@ -310,6 +310,9 @@ class EBM(Family):
         return EBMSampleOptions(options.start, options.steps, options.step_size or self.config.step_size,
                                 self.config.noise if options.noise < 0 else options.noise)
 
+    def sampling_defaults(self) -> EBMSampleOptions:
+        return self._resolved(None)
+
     def sample(self, n: int, seed: int, labels: Tensor | None = None, *, options: Any = None,
                progress: SampleProgress | None = None) -> Tensor:
         """SGLD from images of the replay buffer or from uniform noise, chosen on the CPU from
