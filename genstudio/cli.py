@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
     _add_sample(sub)
+    _add_interpolate(sub)
     _add_info(sub)
     _add_eval(sub)
     app = sub.add_parser("app", help="open the desktop app (the same as no arguments)")
@@ -217,6 +218,54 @@ def _sample(args: argparse.Namespace) -> int:
     if args.grid:
         export_grid(images, args.grid, meta)
     print(f"wrote {len(paths)} images to {args.out}" + (f" and a grid to {args.grid}" if args.grid else ""))
+    return 0
+
+
+# -- interpolate ------------------------------------------------------------------------------
+
+
+def _add_interpolate(sub: Any) -> None:
+    p = sub.add_parser("interpolate", help="frames between two images (or two seeds) through the latent space")
+    p.add_argument("run", help="a run folder whose family can decode (vae, gan, flow, diffusion)")
+    p.add_argument("--from", dest="start", required=True, metavar="A",
+                   help="an image file (encoded by the model), or seed:N for a latent drawn from the prior")
+    p.add_argument("--to", dest="end", required=True, metavar="B", help="as --from")
+    p.add_argument("--steps", type=int, default=8, help="frames, both ends included (default 8)")
+    p.add_argument("--out", required=True, help="FILE.png (a strip of the frames) or FILE.gif (animated)")
+    p.add_argument("--mode", choices=("spherical", "linear"), default="spherical",
+                   help="path through the latent space (default spherical: keeps Gaussian latents typical)")
+    p.add_argument("--label", help="class name, for class-conditional runs")
+    p.add_argument("--scale", type=int, default=1, help="integer upscaling of the written image (nearest)")
+    p.add_argument("--frame-ms", type=int, default=120, help="GIF: milliseconds per frame (default 120)")
+    p.add_argument("--device", default="cpu", help="cpu (default: reproducible), auto, cuda or mps")
+    p.set_defaults(handler=_interpolate)
+
+
+def _interpolate(args: argparse.Namespace) -> int:
+    from .core.images import make_grid, save_gif, save_png
+    from .core.latent import Endpoint, decode_latents, endpoint_latent, interpolate
+    from .core.run import load_run
+    from .core.sampling import label_index, provenance
+
+    suffix = os.path.splitext(args.out)[1].lower()
+    if suffix not in (".png", ".gif"):
+        raise CommandError(f"--out must end in .png or .gif, not {args.out!r}")
+    if args.steps < 2:
+        raise CommandError("--steps must be at least 2")
+    if args.scale < 1 or args.frame_ms < 10:
+        raise CommandError("--scale must be at least 1 and --frame-ms at least 10")
+    loaded = load_run(args.run, device=args.device)
+    label = label_index(loaded, args.label)
+    a = endpoint_latent(loaded.family, Endpoint.parse(args.start), label)
+    b = endpoint_latent(loaded.family, Endpoint.parse(args.end), label)
+    frames = decode_latents(loaded.family, interpolate(a, b, args.steps, args.mode), label)
+    meta = provenance(loaded, None, start=args.start, end=args.end, steps=args.steps, mode=args.mode,
+                      **({"label": args.label} if args.label else {}))
+    if suffix == ".gif":
+        save_gif(args.out, frames, meta, scale=args.scale, frame_ms=args.frame_ms)
+    else:
+        save_png(args.out, make_grid(frames, columns=len(frames)), meta, scale=args.scale)
+    print(f"wrote {args.steps} frames ({args.mode}) to {args.out}")
     return 0
 
 

@@ -62,3 +62,37 @@ def read_png_metadata(path: str | os.PathLike) -> dict[str, str]:
         text = getattr(im, "text", {}) or {}
     prefix = "genstudio:"
     return {k[len(prefix):]: v for k, v in text.items() if k.startswith(prefix)}
+
+
+def save_gif(path: str | os.PathLike, frames: np.ndarray, metadata: dict[str, Any] | None = None,
+             scale: int = 1, frame_ms: int = 120, bounce: bool = True) -> None:
+    """Write (N, H, W, C) uint8 frames as a looping animated GIF, atomically. `bounce` plays
+    the frames forward then back, so a loop has no jump; metadata goes into the GIF comment
+    as "genstudio:key=value" lines. Grey stays grey; colour is quantised to one 256-colour
+    palette shared by all frames, which is plenty at model resolution."""
+    if len(frames) < 1:
+        raise ValueError("a GIF needs at least one frame")
+    order = list(range(len(frames)))
+    if bounce and len(frames) > 2:
+        order += order[-2:0:-1]
+    # One palette for every frame (from all of them at once), so colours do not flicker.
+    palette = None if frames.shape[-1] == 1 else to_pil(make_grid(frames, padding=0)).quantize(256)
+    pils = []
+    for i in order:
+        pil = to_pil(frames[i])
+        if scale > 1:
+            pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
+        pils.append(pil if palette is None else pil.quantize(palette=palette, dither=Image.Dither.NONE))
+    comment = "\n".join(f"genstudio:{k}={v}" for k, v in (metadata or {}).items())
+    write_atomic(path, lambda tmp: pils[0].save(tmp, format="GIF", save_all=True, append_images=pils[1:],
+                                                duration=frame_ms, loop=0, comment=comment,
+                                                disposal=1, optimize=False))
+
+
+def read_gif_metadata(path: str | os.PathLike) -> dict[str, str]:
+    with Image.open(path) as im:
+        comment = im.info.get("comment", b"")
+    text = comment.decode("utf-8", "replace") if isinstance(comment, bytes) else str(comment)
+    prefix = "genstudio:"
+    pairs = (line[len(prefix):].split("=", 1) for line in text.splitlines() if line.startswith(prefix))
+    return {key: value for key, value in pairs}

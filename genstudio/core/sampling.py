@@ -47,9 +47,11 @@ def generate(loaded: LoadedRun, n: int, seed: int, label: int | None = None,
     return to_uint8(images)
 
 
-def provenance(loaded: LoadedRun, seed: int, **extra: object) -> dict[str, object]:
-    """Text metadata written into every exported PNG."""
-    return {"family": loaded.family.name, "run": loaded.name, "step": loaded.step, "seed": seed, **extra}
+def provenance(loaded: LoadedRun, seed: int | None, **extra: object) -> dict[str, object]:
+    """Text metadata written into every exported PNG (no seed: the images came from elsewhere,
+    e.g. an interpolation between two files)."""
+    seeded = {} if seed is None else {"seed": seed}
+    return {"family": loaded.family.name, "run": loaded.name, "step": loaded.step, **seeded, **extra}
 
 
 def export_images(images: np.ndarray, out_dir: str | os.PathLike, metadata: dict[str, object],

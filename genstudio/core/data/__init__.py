@@ -13,9 +13,11 @@ import operator
 import os
 from collections.abc import Callable
 
+import numpy as np
+
 from .builtin import BUILTIN_DATASETS, load_builtin
 from .dataset import DatasetCancelled, DatasetError, ImageDataset, SkippedFile, to_channels
-from .decode import MAX_PIXELS
+from .decode import MAX_PIXELS, SkipImage, decode_image, pillow_warnings_as_skips
 from .folder import load_folder
 from .scan import FolderScan, scan_folder
 from .split import Split, held_out_split
@@ -33,6 +35,7 @@ __all__ = [
     "SkippedFile",
     "Split",
     "held_out_split",
+    "load_image",
     "load_source",
     "scan_folder",
 ]
@@ -70,3 +73,18 @@ def _checked_size(size: int) -> int:
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise DatasetError(f"Image size must be between {MIN_SIZE} and {MAX_SIZE} px, got {size}.")
     return size
+
+
+def load_image(path: str | os.PathLike[str], size: int, channels: int) -> np.ndarray:
+    """One image file as uint8 (size, size, channels), prepared exactly as a folder's images
+    are (first frame, upright, alpha over white, centre-cropped, resized); raises DatasetError
+    with the reason when the file cannot be used."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: no such image file")
+    try:
+        with pillow_warnings_as_skips():
+            rgb = decode_image(path, _checked_size(size))
+    except SkipImage as skip:
+        raise DatasetError(f"{path}: {skip.args[0]}") from None
+    return to_channels(rgb[None], channels)[0]

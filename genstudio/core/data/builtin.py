@@ -36,6 +36,7 @@ class _Spec:
     factor_names: tuple[str, ...]
     draw_factors: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
     render: Callable[[np.ndarray, np.ndarray, int], np.ndarray]  # (factors, labels, size)
+    circular_factors: tuple[str, ...] = ()  # factors whose 0 and 1 are the same (angles, hues)
 
 
 def load_builtin(
@@ -71,6 +72,7 @@ def load_builtin(
         skipped=[],
         factors=arrays["factors"],
         factor_names=list(spec.factor_names),
+        circular_factors=list(spec.circular_factors),
     )
 
 
@@ -218,5 +220,6 @@ _SPECS: dict[str, _Spec] = {
         ("size", "x", "y", "rotation", "hue"),
         _shape_factors,
         _render_shapes,
+        circular_factors=("rotation", "hue"),  # a turn of rotation spans the shape's symmetry
     ),
 }

@@ -48,6 +48,7 @@ class ImageDataset:
     skipped: list[SkippedFile]
     factors: np.ndarray | None = None  # builtins only: float32 (N, F) in [0, 1]
     factor_names: list[str] = field(default_factory=list)
+    circular_factors: list[str] = field(default_factory=list)  # of factor_names: 0 and 1 coincide
     files: list[str] = field(default_factory=list)  # folders: relative source path per image
 
     @property
