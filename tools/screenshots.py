@@ -8,6 +8,7 @@ unless --extractor inception and weights are configured) and saves:
   compare.png      the Compare tab with curves and the table
   evaluation.png   the Evaluate dialog with figures and the closest sample/training pairs
   gallery.png      the Gallery of the first run
+  explore.png      the Explore tab of the first run: encoded map, sliders, an interpolation
 """
 
 from __future__ import annotations
@@ -86,6 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     window.tabs.setCurrentWidget(window.gallery)
     wait_until(lambda: window.gallery.samples is not None, 300, "the gallery samples")
     window.grab().save(str(out / "gallery.png"))
+    explorer = window.explorer
+    window.tabs.setCurrentWidget(explorer)
+    if explorer.loaded is not None:  # a family with a latent
+        wait_until(lambda: explorer.encoded is not None or not explorer.encode_jobs.is_busy(), 1800,
+                   "the encoded training images")
+        explorer.endpoint_a.kind.setCurrentText("Dataset image")
+        explorer.endpoint_b.kind.setCurrentText("Dataset image")
+        explorer.endpoint_b.number.setValue(1)
+        explorer.steps_spin.setValue(10)
+        explorer.start_interpolation()
+        wait_until(lambda: not explorer.interpolate_jobs.is_busy() and not explorer.decode_jobs.is_busy(),
+                   600, "the interpolation")
+    window.grab().save(str(out / "explore.png"))
     print(f"wrote {', '.join(p.name for p in sorted(out.glob('*.png')))} to {out}")
     window.shutdown()
     dialog.close()

@@ -13,6 +13,7 @@ from genstudio.core.families import Capability
 PANEL_REQUIREMENTS: dict[str, frozenset[Capability]] = {
     "gallery": frozenset({Capability.SAMPLE}),
     "conditional": frozenset({Capability.CONDITIONAL}),  # the class-conditional checkbox
+    "explorer": frozenset({Capability.DECODE}),            # sliders, interpolation, the latent map
 }
 
 # How the family picker spells each capability.

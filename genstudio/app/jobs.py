@@ -4,6 +4,8 @@ Job and returns a plain result for the GUI thread to display. All computation is
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,21 @@ from PySide6.QtGui import QImage
 
 from genstudio.core.data import ImageDataset, load_source
 from genstudio.core.families import SamplingCancelled
-from genstudio.core.images import make_grid, to_uint8
+from genstudio.core.images import make_grid, save_gif, save_png, to_uint8
+from genstudio.core.latent import (
+    EncodedSet,
+    Endpoint,
+    FactorProbe,
+    LatentMap,
+    PrincipalDirections,
+    decode_latents,
+    encode_dataset,
+    endpoint_latent,
+    interpolate,
+    latent_map,
+    principal_directions,
+    probe_factors,
+)
 from genstudio.core.metrics.evaluate import (
     FEATURE_METRICS,
     ClosestPair,
@@ -184,3 +200,92 @@ def download_inception_weights(sha256: str, job: Job) -> str:
     job.say("checking the downloaded file")
     InceptionExtractor(path)
     return str(path)
+
+
+# -- latent explorer --------------------------------------------------------------------------
+
+
+@dataclass
+class EncodedData:
+    """A sample of the run's training images, encoded, and what the explorer derives from it."""
+
+    loaded: LoadedRun
+    dataset: ImageDataset
+    encoded: EncodedSet
+    basis: PrincipalDirections
+    map: LatentMap | None         # None: the latent is 1-D, or too few images were encoded
+    probes: list[FactorProbe]
+    seconds: float
+
+
+def encode_for_explorer(loaded: LoadedRun, count: int, directions: int, stop: threading.Event,
+                        job: Job) -> EncodedData:
+    """Load the run's training images and encode `count` of them. `stop` ends the encoding
+    early and keeps what is done (job.cancelled() drops the result instead)."""
+    family = loaded.family
+    spec = family.spec
+    job.say("loading the training images")
+    dataset = load_source(loaded.settings.data, spec.size, spec.channels, progress=job.progress,
+                          should_stop=job.cancelled)
+    job.say(f"encoding {min(count, len(dataset)):,} images")
+    started = time.perf_counter()
+    encoded = encode_dataset(family, dataset, count, batch=50, progress=job.progress,
+                             should_stop=lambda: stop.is_set() or job.cancelled())
+    seconds = time.perf_counter() - started
+    basis = principal_directions(encoded.latents, directions)
+    mapped = latent_map(encoded.latents) if family.latent_dim >= 2 and len(encoded) >= 3 else None
+    probes = probe_factors(encoded) if len(encoded) >= 10 and (
+        encoded.factors is not None or len(encoded.class_names) > 1) else []
+    return EncodedData(loaded, dataset, encoded, basis, mapped, probes, seconds)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    latent: Any                   # the (D,) tensor decoded
+    image: QImage
+    decode_ms: float              # the model's decode alone
+    requested_at: float           # time.perf_counter() when the request was made
+
+
+def decode_one(loaded: LoadedRun, latent: Any, label: int | None, requested_at: float,
+               job: Job) -> DecodedImage:
+    started = time.perf_counter()
+    image = decode_latents(loaded.family, latent[None], label)[0]
+    return DecodedImage(latent, to_qimage(image), 1000 * (time.perf_counter() - started), requested_at)
+
+
+def latent_of(loaded: LoadedRun, endpoint: Endpoint, label: int | None, job: Job) -> Any:
+    """An image (or seed) as a latent (D,), for "start from this image"."""
+    return endpoint_latent(loaded.family, endpoint, label)
+
+
+@dataclass
+class Interpolation:
+    loaded: LoadedRun
+    frames: np.ndarray            # (K, H, W, C) uint8
+    strip: QImage
+    metadata: dict[str, Any]
+
+
+def interpolate_endpoints(loaded: LoadedRun, start: Endpoint, end: Endpoint, steps: int, mode: str,
+                          label: int | None, job: Job) -> Interpolation:
+    job.say("encoding the endpoints")
+    a = endpoint_latent(loaded.family, start, label)
+    b = endpoint_latent(loaded.family, end, label)
+    job.say(f"decoding {steps} frames")
+    frames = decode_latents(loaded.family, interpolate(a, b, steps, mode), label)
+    extra = {"label": loaded.class_names[label]} if label is not None and loaded.class_names else {}
+    metadata = provenance(loaded, None, start=start.describe(), end=end.describe(), steps=steps,
+                          mode=mode, **extra)
+    strip = make_grid(frames, columns=len(frames), padding=1, background=128)
+    return Interpolation(loaded, frames, to_qimage(strip), metadata)
+
+
+def export_interpolation(interpolation: Interpolation, path: str, scale: int, job: Job) -> list[Path]:
+    """A .gif animates the frames; anything else is written as one PNG strip."""
+    if path.lower().endswith(".gif"):
+        save_gif(path, interpolation.frames, interpolation.metadata, scale=scale)
+    else:
+        save_png(path, make_grid(interpolation.frames, columns=len(interpolation.frames)),
+                 interpolation.metadata, scale=scale)
+    return [Path(path)]

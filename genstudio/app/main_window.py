@@ -30,7 +30,15 @@ from . import jobs
 from .capabilities import panel_enabled
 from .imaging import PixelView, to_qimage
 from .layout import click_if_enabled, group_box, make_action, scrolling
-from .panels import ComparisonView, DatasetPanel, FamilyPicker, Gallery, MetricsPlot, TrainingPanel
+from .panels import (
+    ComparisonView,
+    DatasetPanel,
+    FamilyPicker,
+    Gallery,
+    LatentExplorer,
+    MetricsPlot,
+    TrainingPanel,
+)
 from .panels.training_panel import IDLE, LOADING, PAUSED, RUNNING, STOPPING
 from .workers import TaskRunner, TrainingWorker, start_thread
 
@@ -77,10 +85,12 @@ class MainWindow(QMainWindow):
         # A long path must not widen the window: the label takes the width it is given.
         self.latest_caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.gallery = Gallery()
+        self.explorer = LatentExplorer()
         self.comparison = ComparisonView()
         self.tabs = QTabWidget(objectName="mainTabs", accessibleName="Views")
         self.tabs.addTab(self._train_page(), "Train")
         self.tabs.addTab(self.gallery, "Gallery")
+        self.tabs.addTab(self.explorer, "Explore")
         self.tabs.addTab(self.comparison, "Compare")
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self._left_column())
@@ -125,7 +135,8 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.quit_action)
         view_menu = self.menuBar().addMenu("&View")
         for index, (text, keys) in enumerate((("&Train", "Ctrl+1"), ("&Gallery", "Ctrl+2"),
-                                              ("&Compare runs", "Ctrl+3"))):
+                                              ("E&xplore latent space", "Ctrl+3"),
+                                              ("&Compare runs", "Ctrl+4"))):
             view_menu.addAction(make_action(self, text, keys, partial(self.tabs.setCurrentIndex, index)))
         view_menu.addSeparator()
         view_menu.addAction(make_action(self, "&Evaluate ticked runs…", "Ctrl+E", self._open_evaluation))
@@ -167,9 +178,21 @@ class MainWindow(QMainWindow):
         self.gallery.export_requested.connect(self._export)
         self.export_jobs.succeeded.connect(self._on_exported)
         self.export_jobs.failed.connect(lambda cause, _d: self._status(f"Export failed: {cause}"))
-        for runner in (self.dataset_jobs, self.run_jobs, self.sample_jobs, self.export_jobs,
-                       *self.comparison.runners):
+        self.explorer.status.connect(self._status)
+        self.explorer.gallery_images = self._selected_gallery_images
+        for runner in self._runners():
             runner.busy_changed.connect(self._maybe_finish_closing)
+
+    def _runners(self) -> tuple[TaskRunner, ...]:
+        """Every runner of background jobs, the panels' included."""
+        return (self.dataset_jobs, self.run_jobs, self.sample_jobs, self.export_jobs,
+                *self.comparison.runners, *self.explorer.runners)
+
+    def _selected_gallery_images(self) -> list:
+        samples = self.gallery.samples
+        if samples is None:
+            return []
+        return [samples.images[i] for i in self.gallery.selected_indices()]
 
     # -- family and dataset -------------------------------------------------------------------
     def _on_family_changed(self, name: str) -> None:
@@ -231,6 +254,7 @@ class MainWindow(QMainWindow):
         self.latest_caption.clear()
         self.loaded = None
         self.gallery.show_placeholder("Training has started; its samples will appear here.")
+        self.explorer.show_unavailable("Training has started; its latent space opens here when it ends.")
         self._status("Preparing the data and the model…")
 
     def _connect_training(self, worker: TrainingWorker) -> None:
@@ -359,6 +383,11 @@ class MainWindow(QMainWindow):
                                  loaded.family.sampling_defaults())
         else:
             self.gallery.show_placeholder(f"{loaded.family.title} cannot draw samples.")
+        if panel_enabled("explorer", loaded.family.capabilities):
+            self.explorer.set_run(loaded)
+        else:
+            self.explorer.show_unavailable(f"{loaded.family.title} has no latent space to explore: "
+                                           f"{loaded.family.why_no_latent}")
         self._status(f"Opened run {loaded.run.path} (step {loaded.step:,})")
 
     def _on_run_failed(self, cause: str, details: str) -> None:
@@ -396,9 +425,7 @@ class MainWindow(QMainWindow):
         super().keyPressEvent(event)
 
     def busy(self) -> bool:
-        runners = (self.dataset_jobs, self.run_jobs, self.sample_jobs, self.export_jobs,
-                   *self.comparison.runners)
-        return self.training_thread is not None or any(r.is_busy() for r in runners)
+        return self.training_thread is not None or any(r.is_busy() for r in self._runners())
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
         if not self.busy():
@@ -413,6 +440,7 @@ class MainWindow(QMainWindow):
             self._set_training_state(STOPPING)
         for runner in (self.dataset_jobs, self.run_jobs, self.sample_jobs, *self.comparison.runners):
             runner.cancel()
+        self.explorer.cancel_work()
         self._status("Stopping training and saving before closing…")
 
     def _maybe_finish_closing(self, *_args) -> None:
@@ -423,8 +451,8 @@ class MainWindow(QMainWindow):
         """Blocking stop of every thread (when the application quits without closing us)."""
         if self._control is not None:
             self._control.stop()
-        for runner in (self.dataset_jobs, self.run_jobs, self.sample_jobs, self.export_jobs,
-                       *self.comparison.runners):
+        self.explorer.cancel_work()
+        for runner in self._runners():
             runner.cancel()
             runner.wait(timeout_ms)
         if self.training_thread is not None:

@@ -286,6 +286,12 @@ class TaskRunner(QObject):
         self._threads: dict[QThread, FunctionWorker] = {}
 
     def submit(self, fn: Callable[[Job], Any]) -> None:
+        was_busy = self.is_busy()
+        self._start(fn)
+        if not was_busy:
+            self.busy_changed.emit(True)
+
+    def _start(self, fn: Callable[[Job], Any]) -> None:
         self._latest += 1
         worker = FunctionWorker(fn)
         worker.job = Job(self, self._latest, worker)
@@ -294,11 +300,8 @@ class TaskRunner(QObject):
         worker.preview.connect(self._on_preview)
         worker.succeeded.connect(self._on_succeeded)
         worker.failed.connect(self._on_failed)
-        was_busy = self.is_busy()
         thread = start_thread(worker, worker.run, self._on_thread_finished)
         self._threads[thread] = worker
-        if not was_busy:
-            self.busy_changed.emit(True)
 
     def cancel(self) -> None:
         """Drop the results of every job submitted so far."""
@@ -344,4 +347,38 @@ class TaskRunner(QObject):
             return  # the widget that owned this runner was deleted while the job ran on
         self._threads.pop(thread, None)
         if not self._threads:
+            self.busy_changed.emit(False)
+
+
+class LatestOnlyRunner(TaskRunner):
+    """For requests that come faster than they are served (a dragged slider): one job runs at
+    a time, and while it runs only the newest submission waits; older waiting ones are
+    dropped unrun. A finished job's result is delivered unless cancel() came after it, so a
+    drag shows each image as soon as it is ready and then the last position asked for.
+
+    A thread per request would instead run every stale decode at once, sharing two cores,
+    and the newest image would arrive last and late."""
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._waiting: Callable[[Job], Any] | None = None
+
+    def submit(self, fn: Callable[[Job], Any]) -> None:
+        if self.is_busy():
+            self._waiting = fn  # replaces an older waiting request
+        else:
+            super().submit(fn)
+
+    def cancel(self) -> None:
+        self._waiting = None
+        super().cancel()
+
+    def _on_thread_finished(self, thread: QThread) -> None:
+        if not shiboken6.isValid(self):
+            return
+        self._threads.pop(thread, None)
+        if self._waiting is not None:
+            fn, self._waiting = self._waiting, None
+            self._start(fn)  # still busy: no busy_changed in between
+        elif not self._threads:
             self.busy_changed.emit(False)

@@ -7,7 +7,7 @@ import threading
 
 from PySide6.QtCore import Qt
 
-from genstudio.app.workers import TaskRunner
+from genstudio.app.workers import LatestOnlyRunner, TaskRunner
 
 
 def test_a_job_runs_off_the_gui_thread_and_its_result_arrives_on_it(qtbot):
@@ -34,3 +34,40 @@ def test_a_finished_worker_is_destroyed_on_the_gui_thread(qtbot):
     gc.collect()
     qtbot.waitUntil(lambda: bool(destroyed_on), timeout=5_000)
     assert destroyed_on == [threading.get_ident()]
+
+
+def test_a_latest_only_runner_skips_requests_overtaken_while_one_runs(qtbot):
+    runner = LatestOnlyRunner()
+    release = threading.Event()
+    ran, delivered, busy = [], [], []
+    runner.succeeded.connect(delivered.append)
+    runner.busy_changed.connect(busy.append)
+
+    def job(n):
+        def run(_job):
+            ran.append(n)
+            if n == 0:
+                release.wait(10)  # the first request is slow; four more arrive meanwhile
+            return n
+        return run
+
+    for n in range(5):
+        runner.submit(job(n))
+    assert len(runner._threads) == 1  # one at a time, never a thread per request
+    release.set()
+    qtbot.waitUntil(lambda: not runner.is_busy(), timeout=10_000)
+    assert ran == [0, 4] and delivered == [0, 4]  # 1–3 were overtaken before they started
+    assert busy == [True, False]
+
+
+def test_cancelling_a_latest_only_runner_drops_both_the_running_and_the_waiting_request(qtbot):
+    runner = LatestOnlyRunner()
+    release = threading.Event()
+    ran, delivered = [], []
+    runner.succeeded.connect(delivered.append)
+    runner.submit(lambda _job: ran.append(0) or release.wait(10) or 0)
+    runner.submit(lambda _job: ran.append(1) or 1)
+    runner.cancel()
+    release.set()
+    qtbot.waitUntil(lambda: not runner.is_busy(), timeout=10_000)
+    assert ran == [0] and delivered == []

@@ -48,6 +48,7 @@ def test_every_family_is_registered_and_described():
         assert (cls.log_prob_kind is not None) == (Capability.LOG_PROB in cls.capabilities)
         # The app states how a fill was made beside it; only inpainters say how they do it.
         assert bool(cls.inpaint_method) == (Capability.INPAINT in cls.capabilities)
+        assert bool(cls.why_no_latent) == (Capability.DECODE not in cls.capabilities)
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -4,7 +4,8 @@ from .comparison import ComparisonView
 from .dataset_panel import DatasetPanel
 from .family_picker import FamilyPicker
 from .gallery import Gallery
+from .latent_explorer import LatentExplorer
 from .metrics_plot import MetricsPlot
 from .training_panel import TrainingPanel
 
-__all__ = ["ComparisonView", "DatasetPanel", "FamilyPicker", "Gallery", "MetricsPlot", "TrainingPanel"]
+__all__ = ["ComparisonView", "DatasetPanel", "FamilyPicker", "Gallery", "LatentExplorer", "MetricsPlot", "TrainingPanel"]

@@ -127,6 +127,9 @@ class Family(ABC):
     # How `inpaint` fills the unknown pixels, in a line the app shows beside the result (e.g.
     # "RePaint: …"); empty for families that cannot inpaint.
     inpaint_method: ClassVar[str] = ""
+    # Why a family without DECODE has no latent space to explore, in a sentence the explorer
+    # shows; empty for families that decode.
+    why_no_latent: ClassVar[str] = ""
     # The smallest sensible Config values, for the contract tests and quick smoke runs.
     TINY: ClassVar[dict[str, Any]] = {}
 

@@ -227,6 +227,8 @@ class EBM(Family):
         {Capability.SAMPLE, Capability.LOG_PROB, Capability.INPAINT, Capability.CONDITIONAL}
     )
     log_prob_kind = LogProbKind.UNNORMALIZED
+    why_no_latent = ("it only scores images (an energy per image) and finds samples by Langevin "
+                     "dynamics in pixel space; there is no latent to decode.")
     inpaint_method = ("Langevin dynamics (SGLD) on the learned energy from noise, with the known pixels "
                       "held fixed at every step, so the fill settles into what fits around them.")
     Config = EBMConfig

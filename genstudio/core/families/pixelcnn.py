@@ -247,6 +247,8 @@ class PixelCNN(Family):
     capabilities = frozenset(
         {Capability.SAMPLE, Capability.LOG_PROB, Capability.INPAINT, Capability.CONDITIONAL})
     log_prob_kind = LogProbKind.EXACT
+    why_no_latent = ("it writes an image one subpixel at a time, each drawn from a distribution over "
+                     "the ones before it; no vector stands for the whole image.")
     inpaint_method = ("Ancestral fill with the known pixels clamped, then Metropolis–Hastings sweeps "
                       "(the model's own conditional as proposal) so the fill also agrees with the pixels "
                       "below and right of it; exact in the limit of many sweeps.")

@@ -1,0 +1,173 @@
+"""The Explore tab, driven like a user: sliders, randomise/reset, the latent map, starting from
+an image, interpolation with PNG/GIF export, and families without a latent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from PySide6.QtCore import QPointF, Qt
+
+from genstudio.core.images import read_gif_metadata, read_png_metadata
+from genstudio.core.latent import prior_latents
+
+
+def image_bits(view) -> bytes:
+    image = view.image()
+    assert image is not None
+    return bytes(image.constBits())
+
+
+@pytest.fixture
+def explorer(qtbot, window, trained_run):
+    """The trained (class-conditional VAE, 4-D latent) run opened on the Explore tab, with its
+    training images encoded."""
+    window.ask_run_folder = lambda: str(trained_run)
+    window.explorer.encode_spin.setValue(200)
+    with qtbot.waitSignal(window.sample_jobs.succeeded, timeout=30_000):
+        window.open_action.trigger()
+    window.tabs.setCurrentWidget(window.explorer)
+    panel = window.explorer
+    qtbot.waitUntil(lambda: panel.encoded is not None and panel.image_view.image() is not None, timeout=60_000)
+    return panel
+
+
+def test_opening_a_run_encodes_its_images_and_draws_the_map_and_probes(explorer):
+    assert "4-dimensional latent" in explorer.caption.text()
+    assert len(explorer.encoded.encoded) == 200
+    assert explorer.map_view.points.shape == (200, 2)
+    assert len(explorer.map_view.scatter.data) == 200
+    assert "PC1" in explorer.map_view.plot.getAxis("bottom").labelText
+    probes = explorer.probe_label.text()
+    for factor in ("size", "x", "y", "rotation", "hue", "class"):
+        assert f"{factor}:" in probes
+    assert "200 training images encoded" in explorer.encode_status.text()
+    assert explorer.dataset_spin.maximum() == len(explorer.encoded.dataset) - 1
+
+
+def test_dragging_a_raw_slider_moves_that_dimension_and_redraws(qtbot, explorer):
+    explorer.raw_radio.setChecked(True)
+    before, z_before = image_bits(explorer.image_view), explorer.z.clone()
+    slider = explorer.slider_rows[2].slider
+    count = len(explorer.latencies_ms)
+    qtbot.mouseClick(slider, Qt.MouseButton.LeftButton, pos=slider.rect().topRight() + QPointF(-3, 5).toPoint())
+    slider.setValue(250)  # then drag on to +2.5
+    qtbot.waitUntil(lambda: len(explorer.latencies_ms) > count and image_bits(explorer.image_view) != before,
+                    timeout=10_000)
+    assert float(explorer.z[2]) == pytest.approx(2.5)
+    assert torch.equal(explorer.z[[0, 1, 3]], z_before[[0, 1, 3]])  # only that dimension moved
+    assert "request → image" in explorer.latency_label.text()
+
+
+def test_a_principal_slider_moves_along_its_direction(qtbot, explorer):
+    explorer.principal_radio.setChecked(True)
+    basis = explorer.encoded.basis
+    assert explorer.slider_rows[0].name.text().startswith("PC1 · ")
+    assert explorer.slider_rows[0].isVisible() and not explorer.slider_rows[basis.count].isVisible()
+    coordinates_before = basis.coordinates(explorer.z)[0]
+    explorer.slider_rows[0].slider.setValue(-150)
+    coordinates = basis.coordinates(explorer.z)[0]
+    assert float(coordinates[0]) == pytest.approx(-1.5, abs=1e-3)
+    assert torch.allclose(coordinates[1:], coordinates_before[1:], atol=1e-3)
+
+
+def test_randomise_and_reset(qtbot, explorer):
+    start = explorer.z.clone()
+    slider = explorer.slider_rows[0].slider
+    slider.setValue(200)
+    assert not torch.equal(explorer.z, start)
+    explorer.window().activateWindow()
+    slider.setFocus()
+    qtbot.waitUntil(slider.hasFocus, timeout=5_000)
+    qtbot.keyClick(slider, Qt.Key.Key_0)  # reset
+    assert torch.equal(explorer.z, start)
+    seed = explorer.seed_spin.value()
+    qtbot.keyClick(slider, Qt.Key.Key_R)  # randomise
+    assert explorer.seed_spin.value() == seed + 1
+    assert torch.equal(explorer.z, prior_latents(4, 1, seed + 1)[0])
+    qtbot.mouseClick(explorer.reset_button, Qt.MouseButton.LeftButton)  # back to the new start
+    assert torch.equal(explorer.z, prior_latents(4, 1, seed + 1)[0])
+
+
+def test_clicking_the_map_decodes_a_point_and_its_latent(qtbot, explorer):
+    view = explorer.map_view
+    x, y = view.points[7]
+    scene = view.view_box.mapViewToScene(QPointF(float(x), float(y)))
+    pos = view.plot.mapFromScene(scene)
+    qtbot.mouseClick(view.plot.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+    # The click lands on point 7 (or, if another point overlaps it, on that one).
+    rows = [i for i in range(len(view.points)) if torch.equal(explorer.z, explorer.encoded.encoded.latents[i])]
+    assert rows and np.allclose(view.points[rows[0]], view.points[7], atol=0.05 * np.ptp(view.points))
+    # Off the points, a pick decodes the plane's point.
+    view.plane_picked.emit(0.0, 0.0)
+    torch.testing.assert_close(explorer.z, explorer.encoded.map.basis.mean)
+
+
+def test_starting_from_a_training_image_encodes_it(qtbot, explorer):
+    explorer.dataset_spin.setValue(5)
+    with qtbot.waitSignal(explorer.start_jobs.succeeded, timeout=10_000):
+        qtbot.mouseClick(explorer.dataset_button, Qt.MouseButton.LeftButton)
+    image = explorer.encoded.dataset.images[5]
+    family = explorer.loaded.family
+    x = torch.from_numpy(image[None]).permute(0, 3, 1, 2).float() / 255
+    label = torch.tensor([explorer.class_combo.currentIndex()])
+    torch.testing.assert_close(explorer.z, family.encode(x, label)[0])
+    torch.testing.assert_close(explorer.origin, explorer.z)
+
+
+def test_interpolating_from_a_seed_to_a_file_and_exporting_png_and_gif(qtbot, explorer, tmp_path):
+    picture = tmp_path / "target.png"
+    Image.fromarray(explorer.encoded.dataset.images[3]).save(picture)
+    explorer.ask_open_image = lambda: str(picture)
+    explorer.endpoint_b.kind.setCurrentText("Image file")
+    qtbot.mouseClick(explorer.endpoint_b.file_button, Qt.MouseButton.LeftButton)
+    explorer.steps_spin.setValue(5)
+    with qtbot.waitSignal(explorer.interpolate_jobs.succeeded, timeout=20_000):
+        qtbot.mouseClick(explorer.interpolate_button, Qt.MouseButton.LeftButton)
+    frames = explorer.interpolation.frames
+    assert frames.shape == (5, 16, 16, 3)
+    assert explorer.strip_view.image() is not None
+    assert "seed 0 → target.png" in explorer.strip_caption.text()
+    explorer.ask_save_path = lambda suffix: str(tmp_path / f"path{suffix}")
+    with qtbot.waitSignal(explorer.export_jobs.succeeded, timeout=10_000):
+        qtbot.mouseClick(explorer.export_png_button, Qt.MouseButton.LeftButton)
+    explorer.scale_spin.setValue(2)
+    with qtbot.waitSignal(explorer.export_jobs.succeeded, timeout=10_000):
+        qtbot.mouseClick(explorer.export_gif_button, Qt.MouseButton.LeftButton)
+    with Image.open(tmp_path / "path.png") as strip:
+        assert strip.size == (5 * 18 + 2, 18 + 2)  # five frames at model size, 2 px apart
+        assert np.array_equal(np.asarray(strip.convert("RGB"))[2:18, 2:18], frames[0])
+    meta = read_png_metadata(tmp_path / "path.png")
+    assert meta["family"] == "vae" and meta["mode"] == "spherical" and meta["end"] == "target.png"
+    with Image.open(tmp_path / "path.gif") as gif:
+        assert gif.n_frames == 8 and gif.size == (32, 32)  # 5 forward, 3 back; scaled ×2
+    assert read_gif_metadata(tmp_path / "path.gif")["steps"] == "5"
+
+
+def test_an_endpoint_that_is_not_ready_says_why(qtbot, explorer):
+    explorer.endpoint_a.kind.setCurrentText("Gallery selection")
+    explorer.gallery_images = lambda: []
+    qtbot.mouseClick(explorer.interpolate_button, Qt.MouseButton.LeftButton)
+    assert "select tiles in the gallery first" in explorer.latency_label.text()
+    assert not explorer.interpolate_jobs.is_busy()
+
+
+def test_a_family_without_a_latent_says_why(qtbot, window, tmp_path, dataset_cache):
+    from genstudio.core.data import load_source
+    from genstudio.core.run import TrainSettings
+    from genstudio.core.training import Trainer
+
+    run = tmp_path / "pixelcnn-run"
+    settings = TrainSettings(family="pixelcnn", data="builtin:shapes", size=8, steps=1, batch=4,
+                             family_config={"width": 6, "layers": 1, "kernel": 3, "head_width": 6}, sample_every=0, checkpoint_every=0,
+                             eval_images=0)
+    for _event in Trainer(settings, str(run), dataset=load_source("builtin:shapes", 8, cache_dir=dataset_cache)).run():
+        pass
+    window.ask_run_folder = lambda: str(run)
+    window.gallery.count_spin.setValue(1)
+    window.open_action.trigger()
+    qtbot.waitUntil(lambda: "has no latent space" in window.explorer.caption.text(), timeout=30_000)
+    assert "one subpixel at a time" in window.explorer.caption.text()
+    assert not window.explorer.randomise_button.isEnabled()
+    assert not window.explorer.interpolate_button.isEnabled()
