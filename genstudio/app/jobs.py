@@ -4,6 +4,7 @@ Job and returns a plain result for the GUI thread to display. All computation is
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,8 +28,10 @@ from genstudio.core.latent import (
     endpoint_latent,
     interpolate,
     latent_map,
+    load_encoded,
     principal_directions,
     probe_factors,
+    save_encoded,
 )
 from genstudio.core.metrics.evaluate import (
     FEATURE_METRICS,
@@ -43,7 +46,10 @@ from genstudio.core.sampling import export_grid, export_images, generate, proven
 from .imaging import to_qimage
 from .workers import Job
 
+log = logging.getLogger(__name__)
+
 THUMBNAILS = 24
+ENCODING_CACHE = "explorer"  # folder in a run for encodings of its training images
 THUMBNAIL_COLUMNS = 8
 
 
@@ -215,7 +221,7 @@ class EncodedData:
     basis: PrincipalDirections
     map: LatentMap | None         # None: the latent is 1-D, or too few images were encoded
     probes: list[FactorProbe]
-    seconds: float
+    seconds: float | None         # None: read from the run folder, encoded before
 
 
 def encode_for_explorer(loaded: LoadedRun, count: int, directions: int, stop: threading.Event,
@@ -227,11 +233,20 @@ def encode_for_explorer(loaded: LoadedRun, count: int, directions: int, stop: th
     job.say("loading the training images")
     dataset = load_source(loaded.settings.data, spec.size, spec.channels, progress=job.progress,
                           should_stop=job.cancelled)
-    job.say(f"encoding {min(count, len(dataset)):,} images")
-    started = time.perf_counter()
-    encoded = encode_dataset(family, dataset, count, batch=50, progress=job.progress,
-                             should_stop=lambda: stop.is_set() or job.cancelled())
-    seconds = time.perf_counter() - started
+    cache = loaded.run.path / ENCODING_CACHE / f"step{loaded.step}-n{count}.npz"
+    encoded = load_encoded(cache, dataset, family.latent_dim, count)
+    seconds = None
+    if encoded is None:
+        job.say(f"encoding {min(count, len(dataset)):,} images")
+        started = time.perf_counter()
+        encoded = encode_dataset(family, dataset, count, batch=50, progress=job.progress,
+                                 should_stop=lambda: stop.is_set() or job.cancelled())
+        seconds = time.perf_counter() - started
+        if len(encoded) == encoded.requested:
+            try:
+                save_encoded(cache, encoded)
+            except OSError:
+                log.info("could not keep the encoding in %s", cache, exc_info=True)  # e.g. a read-only run
     basis = principal_directions(encoded.latents, directions)
     mapped = latent_map(encoded.latents) if family.latent_dim >= 2 and len(encoded) >= 3 else None
     probes = probe_factors(encoded) if len(encoded) >= 10 and (

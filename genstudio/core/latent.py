@@ -19,14 +19,17 @@ Qt-free; the app and the CLI call it.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .atomic import write_atomic
 from .data import ImageDataset, load_image
 from .families import Capability, Family
 from .images import to_uint8
@@ -125,6 +128,7 @@ class Endpoint:
     image: np.ndarray | None = None
     path: str | None = None
     latent: Tensor | None = None
+    name: str = ""  # how to describe it, e.g. "training image #12" (default: from its kind)
 
     @staticmethod
     def parse(text: str) -> Endpoint:
@@ -137,6 +141,8 @@ class Endpoint:
         return Endpoint(path=text)
 
     def describe(self) -> str:
+        if self.name:
+            return self.name
         if self.seed is not None:
             return f"seed {self.seed}"
         if self.path is not None:
@@ -308,17 +314,51 @@ def encode_dataset(
             progress(done, len(chosen))
     if not parts:
         raise EncodingCancelled
-    kept = chosen[:done]
+    return _encoded_set(dataset, torch.cat(parts), chosen[:done], len(chosen))
+
+
+def _encoded_set(dataset: ImageDataset, latents: Tensor, indices: np.ndarray, requested: int) -> EncodedSet:
     return EncodedSet(
-        latents=torch.cat(parts),
-        indices=kept,
-        labels=dataset.labels[kept],
+        latents=latents,
+        indices=indices,
+        labels=dataset.labels[indices],
         class_names=list(dataset.class_names),
-        factors=None if dataset.factors is None else dataset.factors[kept],
+        factors=None if dataset.factors is None else dataset.factors[indices],
         factor_names=list(dataset.factor_names),
         circular_factors=list(dataset.circular_factors),
-        requested=len(chosen),
+        requested=requested,
     )
+
+
+def save_encoded(path: str | os.PathLike[str], encoded: EncodedSet) -> None:
+    """Keep an encoding (latents and image indices only: the rest comes from the dataset) as
+    .npz, written atomically, so a slow encoder (GAN inversion) runs once per checkpoint."""
+    latents = encoded.latents.numpy().astype(np.float32)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+            np.savez(f, latents=latents, indices=encoded.indices.astype(np.int64))
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, write)
+
+
+def load_encoded(path: str | os.PathLike[str], dataset: ImageDataset, latent_dim: int, count: int,
+                 seed: int = 0) -> EncodedSet | None:
+    """The encoding saved by save_encoded for this dataset, `count` and `seed`, or None when
+    there is none or it does not match (another dataset size, a damaged file). Arrays only:
+    nothing is unpickled."""
+    try:
+        # Our own handle: np.load leaves its file open when the archive turns out damaged.
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
+            latents, indices = data["latents"], data["indices"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+    expected = choose_images(len(dataset), count, seed)
+    if (latents.dtype != np.float32 or latents.shape != (len(expected), latent_dim)
+            or not np.array_equal(indices, expected) or not np.isfinite(latents).all()):
+        return None
+    return _encoded_set(dataset, torch.from_numpy(latents), indices, len(expected))
 
 
 # -- probing known factors ---------------------------------------------------------------------
@@ -408,6 +448,6 @@ def encode_images(family: Family, images: Sequence[np.ndarray], label: int | Non
 
 __all__ = [
     "INTERPOLATION_MODES", "EncodedSet", "Endpoint", "EncodingCancelled", "FactorProbe", "LatentError", "LatentMap",
-    "PrincipalDirections", "choose_images", "decode_latents", "encode_dataset", "encode_images", "endpoint_latent", "interpolate", "latent_map", "lerp",
-    "principal_directions", "prior_latents", "probe_factors", "slerp",
+    "PrincipalDirections", "choose_images", "decode_latents", "encode_dataset", "encode_images", "endpoint_latent", "load_encoded", "interpolate", "latent_map", "lerp",
+    "principal_directions", "prior_latents", "probe_factors", "save_encoded", "slerp",
 ]

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtWidgets import QStyle, QStyleOptionSlider
 
 from genstudio.core.images import read_gif_metadata, read_png_metadata
 from genstudio.core.latent import prior_latents
@@ -42,20 +43,37 @@ def test_opening_a_run_encodes_its_images_and_draws_the_map_and_probes(explorer)
     probes = explorer.probe_label.text()
     for factor in ("size", "x", "y", "rotation", "hue", "class"):
         assert f"{factor}:" in probes
-    assert "200 training images encoded" in explorer.encode_status.text()
+    assert "200 training images" in explorer.encode_status.text()
     assert explorer.dataset_spin.maximum() == len(explorer.encoded.dataset) - 1
+
+
+def test_an_encoding_is_kept_in_the_run_and_reused(qtbot, explorer, trained_run):
+    kept = trained_run / "explorer" / "step30-n200.npz"
+    assert kept.is_file()
+    latents = explorer.encoded.encoded.latents.clone()
+    explorer.set_run(explorer.loaded)  # visible: encodes again, from the kept file this time
+    qtbot.waitUntil(lambda: explorer.encoded is not None, timeout=30_000)
+    assert "encoded before" in explorer.encode_status.text()
+    assert torch.equal(explorer.encoded.encoded.latents, latents)
 
 
 def test_dragging_a_raw_slider_moves_that_dimension_and_redraws(qtbot, explorer):
     explorer.raw_radio.setChecked(True)
     before, z_before = image_bits(explorer.image_view), explorer.z.clone()
     slider = explorer.slider_rows[2].slider
-    count = len(explorer.latencies_ms)
-    qtbot.mouseClick(slider, Qt.MouseButton.LeftButton, pos=slider.rect().topRight() + QPointF(-3, 5).toPoint())
-    slider.setValue(250)  # then drag on to +2.5
+    count, value_before = len(explorer.latencies_ms), slider.value()
+    option = QStyleOptionSlider()
+    slider.initStyleOption(option)
+    handle = slider.style().subControlRect(QStyle.ComplexControl.CC_Slider, option,
+                                           QStyle.SubControl.SC_SliderHandle, slider).center()
+    qtbot.mousePress(slider, Qt.MouseButton.LeftButton, pos=handle)
+    for dx in (5, 15, 30, 45):  # a drag: each move is a request; the image follows
+        qtbot.mouseMove(slider, handle + QPoint(dx, 0))
+    qtbot.mouseRelease(slider, Qt.MouseButton.LeftButton, pos=handle + QPoint(45, 0))
+    assert slider.value() > value_before
     qtbot.waitUntil(lambda: len(explorer.latencies_ms) > count and image_bits(explorer.image_view) != before,
                     timeout=10_000)
-    assert float(explorer.z[2]) == pytest.approx(2.5)
+    assert float(explorer.z[2]) == pytest.approx(slider.value() / 100)
     assert torch.equal(explorer.z[[0, 1, 3]], z_before[[0, 1, 3]])  # only that dimension moved
     assert "request → image" in explorer.latency_label.text()
 
@@ -120,7 +138,9 @@ def test_interpolating_from_a_seed_to_a_file_and_exporting_png_and_gif(qtbot, ex
     picture = tmp_path / "target.png"
     Image.fromarray(explorer.encoded.dataset.images[3]).save(picture)
     explorer.ask_open_image = lambda: str(picture)
-    explorer.endpoint_b.kind.setCurrentText("Image file")
+    explorer.endpoint_a.kind.setCurrentText("Dataset image")  # two images: one from the data,
+    explorer.endpoint_a.number.setValue(2)
+    explorer.endpoint_b.kind.setCurrentText("Image file")     # one from a file
     qtbot.mouseClick(explorer.endpoint_b.file_button, Qt.MouseButton.LeftButton)
     explorer.steps_spin.setValue(5)
     with qtbot.waitSignal(explorer.interpolate_jobs.succeeded, timeout=20_000):
@@ -128,7 +148,14 @@ def test_interpolating_from_a_seed_to_a_file_and_exporting_png_and_gif(qtbot, ex
     frames = explorer.interpolation.frames
     assert frames.shape == (5, 16, 16, 3)
     assert explorer.strip_view.image() is not None
-    assert "seed 0 → target.png" in explorer.strip_caption.text()
+    assert "training image #2 → target.png" in explorer.strip_caption.text()
+    # The ends are the images themselves, as the model reconstructs them.
+    family = explorer.loaded.family
+    for end, image in ((0, explorer.encoded.dataset.images[2]), (-1, explorer.encoded.dataset.images[3])):
+        x = torch.from_numpy(image[None]).permute(0, 3, 1, 2).float() / 255
+        label = torch.zeros(1, dtype=torch.long)
+        expected = (family.decode(family.encode(x, label), label)[0].permute(1, 2, 0) * 255).round().clamp(0, 255)
+        assert np.array_equal(frames[end], expected.byte().numpy())
     explorer.ask_save_path = lambda suffix: str(tmp_path / f"path{suffix}")
     with qtbot.waitSignal(explorer.export_jobs.succeeded, timeout=10_000):
         qtbot.mouseClick(explorer.export_png_button, Qt.MouseButton.LeftButton)
@@ -146,6 +173,10 @@ def test_interpolating_from_a_seed_to_a_file_and_exporting_png_and_gif(qtbot, ex
 
 
 def test_an_endpoint_that_is_not_ready_says_why(qtbot, explorer):
+    explorer.endpoint_a.kind.setCurrentText("Dataset image")
+    explorer.endpoint_a.number.setValue(10**6)
+    qtbot.mouseClick(explorer.interpolate_button, Qt.MouseButton.LeftButton)
+    assert "#1000000 is beyond it" in explorer.latency_label.text()
     explorer.endpoint_a.kind.setCurrentText("Gallery selection")
     explorer.gallery_images = lambda: []
     qtbot.mouseClick(explorer.interpolate_button, Qt.MouseButton.LeftButton)

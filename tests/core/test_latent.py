@@ -23,9 +23,11 @@ from genstudio.core.latent import (
     interpolate,
     latent_map,
     lerp,
+    load_encoded,
     principal_directions,
     prior_latents,
     probe_factors,
+    save_encoded,
     slerp,
 )
 
@@ -239,6 +241,25 @@ def test_stopping_an_encoding_keeps_what_was_done(shapes16):
     assert len(encoded) == 60 and encoded.requested == 100
     with pytest.raises(EncodingCancelled):
         encode_dataset(vae, shapes16, 100, should_stop=lambda: True)
+
+
+def test_an_encoding_is_kept_as_arrays_and_read_back_only_when_it_matches(shapes16, tmp_path):
+    vae = tiny("vae", ImageSpec(channels=3, size=16))
+    encoded = encode_dataset(vae, shapes16, 30)
+    path = tmp_path / "kept" / "e.npz"
+    save_encoded(path, encoded)
+    assert [p.name for p in path.parent.iterdir()] == ["e.npz"]  # no temp file left behind
+    again = load_encoded(path, shapes16, vae.latent_dim, 30)
+    assert torch.equal(again.latents, encoded.latents) and np.array_equal(again.labels, encoded.labels)
+    assert load_encoded(path, shapes16, vae.latent_dim, 31) is None     # another count
+    assert load_encoded(path, shapes16, vae.latent_dim + 1, 30) is None  # another model
+    assert load_encoded(tmp_path / "missing.npz", shapes16, vae.latent_dim, 30) is None
+    path.write_bytes(path.read_bytes()[:100])                             # damaged
+    assert load_encoded(path, shapes16, vae.latent_dim, 30) is None
+    # An object array would need unpickling: refused, never loaded.
+    with open(path, "wb") as f:
+        np.savez(f, latents=np.array([object()], dtype=object), indices=np.arange(1))
+    assert load_encoded(path, shapes16, vae.latent_dim, 30) is None
 
 
 def test_encoding_refuses_what_cannot_work(shapes16):

@@ -131,7 +131,7 @@ class EndpointPicker(QWidget):
         if kind == "Current image":
             if current is None:
                 raise ValueError("there is no current image yet")
-            return Endpoint(latent=current.clone())
+            return Endpoint(latent=current.clone(), name="the current image")
         if kind == "Seed":
             return Endpoint(seed=n)
         if kind == "Dataset image":
@@ -139,12 +139,12 @@ class EndpointPicker(QWidget):
                 raise ValueError("the training images are not loaded yet (they load with the encoding)")
             if n >= len(dataset_images):
                 raise ValueError(f"the training set has {len(dataset_images):,} images; #{n} is beyond it")
-            return Endpoint(image=dataset_images[n])
+            return Endpoint(image=dataset_images[n], name=f"training image #{n}")
         if kind == "Gallery selection":
             if n >= len(gallery):
                 raise ValueError("select that many tiles in the gallery first" if gallery
                                  else "select tiles in the gallery first")
-            return Endpoint(image=gallery[n])
+            return Endpoint(image=gallery[n], name=f"gallery tile {n + 1} of the selection")
         if not self.path:
             raise ValueError("choose an image file first")
         return Endpoint(path=self.path)
@@ -162,6 +162,7 @@ class LatentExplorer(QWidget):
         self.interpolation: jobs.Interpolation | None = None
         self.latencies_ms: list[float] = []       # slider/map request → image shown
         self._stop_encoding = threading.Event()
+        self._encode_stage, self._encode_started = "", 0.0
         self._raw = False
         # Replaceable in tests: file dialogs and the gallery's selection.
         self.ask_open_image: Callable[[], str] = self._ask_open_image
@@ -215,6 +216,7 @@ class LatentExplorer(QWidget):
         body.addWidget(top)
         body.addWidget(self._interpolation_box())
         body.setStretchFactor(0, 1)
+        body.setSizes([640, 200])  # the strip is one row of small frames
         layout = QVBoxLayout(self)
         layout.addWidget(self.caption)
         layout.addWidget(body, 1)
@@ -377,7 +379,7 @@ class LatentExplorer(QWidget):
         self.decode_jobs.succeeded.connect(self._on_decoded)
         self.decode_jobs.failed.connect(lambda cause, _d: self._fail(f"Decoding failed: {cause}"))
         self.encode_jobs.progress.connect(self._on_encode_progress)
-        self.encode_jobs.message.connect(self.encode_status.setText)
+        self.encode_jobs.message.connect(self._on_encode_stage)
         self.encode_jobs.succeeded.connect(self._on_encoded)
         self.encode_jobs.failed.connect(self._on_encode_failed)
         self.encode_jobs.busy_changed.connect(lambda _b: self._update_buttons())
@@ -602,16 +604,30 @@ class LatentExplorer(QWidget):
                                         SLIDERS, self._stop_encoding))
         self._update_buttons()
 
+    def _on_encode_stage(self, text: str) -> None:
+        self.encode_status.setText(f"{text[:1].upper()}{text[1:]}…")
+        self._encode_stage = text
+        self._encode_started = time.perf_counter()
+
     def _on_encode_progress(self, done: int, total: int) -> None:
         self.encode_progress.setRange(0, total)
         self.encode_progress.setValue(done)
+        if self._encode_stage.startswith("encoding") and 0 < done < total:
+            elapsed = time.perf_counter() - self._encode_started
+            left = elapsed / done * (total - done)
+            eta = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min"
+            self.encode_status.setText(f"Encoding: {done:,} of {total:,} done, about {eta} left. "
+                                       "Stop keeps what is done.")
 
     def _on_encoded(self, data: jobs.EncodedData) -> None:
         self.encode_progress.setVisible(False)
         self.encoded = data
         encoded = data.encoded
         stopped = f" (stopped at {len(encoded):,} of {encoded.requested:,})" if len(encoded) < encoded.requested else ""
-        self.encode_status.setText(f"{len(encoded):,} training images encoded in {data.seconds:.1f} s{stopped}.")
+        if data.seconds is None:
+            self.encode_status.setText(f"{len(encoded):,} training images, encoded before (kept in the run folder).")
+        else:
+            self.encode_status.setText(f"{len(encoded):,} training images encoded in {data.seconds:.1f} s{stopped}.")
         self.dataset_spin.setRange(0, len(data.dataset) - 1)
         if data.probes:
             lines = "".join(f"<li>{probe.describe()}</li>" for probe in data.probes)
