@@ -1,0 +1,93 @@
+"""Inpainting a person's image with any family that declares INPAINT: masks, candidates, and
+the guarantee that known pixels come back unchanged.
+
+A mask here is a bool array (H, W) at the model's resolution, True where pixels are to be
+filled (the CLI's convention: white = fill, black = keep). Families take the opposite, a
+keep-mask, since that is what their algorithms clamp to.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from .data import DatasetError
+from .families import Capability, Family, SampleProgress
+from .images import to_uint8
+
+MASK_THRESHOLD = 128  # grey levels at or above this count as "fill"
+
+
+class InpaintError(ValueError):
+    """Bad input to inpainting, with a message meant for the user."""
+
+
+def load_mask(path: str | os.PathLike[str], size: int, image_size: tuple[int, int] | None = None) -> np.ndarray:
+    """A mask file as bool (size, size), True = fill (white). The mask is cropped and scaled the
+    way its image is (centre crop to a square, then resize), with nearest-neighbour so that it
+    stays a mask; `image_size` (the image file's width, height) must match the mask's when
+    given, since otherwise the two crops would not line up."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: no such mask file")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            oriented = ImageOps.exif_transpose(im)
+            grey = (oriented.convert("RGBA").convert("L") if oriented.mode in ("P", "PA", "LA", "RGBA")
+                    else oriented.convert("L"))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DatasetError(f"{path}: not a readable mask image ({exc})") from None
+    if image_size is not None and grey.size != tuple(image_size) and grey.size != (size, size):
+        raise InpaintError(f"the mask is {grey.size[0]}×{grey.size[1]} px but the image is "
+                           f"{image_size[0]}×{image_size[1]}; make them the same size "
+                           f"(or the mask {size}×{size}, the model's)")
+    fitted = ImageOps.fit(grey, (size, size), Image.Resampling.NEAREST)
+    return np.asarray(fitted) >= MASK_THRESHOLD
+
+
+def image_file_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) of an image file as shown upright (EXIF orientation applied)."""
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{os.fspath(path)}: {exc}") from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def inpaint_candidates(family: Family, image: np.ndarray, fill: np.ndarray, n: int, seed: int,
+                       label: int | None = None, progress: SampleProgress | None = None) -> np.ndarray:
+    """`n` fills of `image` (uint8 (H, W, C) at the model's size) where `fill` is True, candidate
+    k drawn with seed + k: (n, H, W, C) uint8. Known pixels are copied from the image, so they
+    are preserved exactly whatever the family's arithmetic."""
+    if Capability.INPAINT not in family.capabilities:
+        raise InpaintError(f"{family.title} cannot inpaint")
+    spec = family.spec
+    if image.shape != (spec.size, spec.size, spec.channels):
+        raise InpaintError(f"an image of shape {image.shape} given to a model of "
+                           f"{spec.size}×{spec.size}×{spec.channels}")
+    if fill.shape != (spec.size, spec.size):
+        raise InpaintError(f"a mask of shape {fill.shape} for images of {spec.size}×{spec.size}")
+    if not fill.any():
+        raise InpaintError("the mask marks nothing to fill (white = fill, black = keep)")
+    if n < 1:
+        raise InpaintError("ask for at least 1 candidate")
+    x = torch.from_numpy(image).permute(2, 0, 1).float().div(255.0)[None]
+    keep = torch.from_numpy(~fill)[None, None]
+    labels = torch.full((1,), label or 0, dtype=torch.long) if spec.num_classes else None
+    family.eval_mode()
+    candidates = []
+    for k in range(n):
+        filled = to_uint8(family.inpaint(x, keep, seed + k, labels))[0]
+        candidates.append(np.where(fill[:, :, None], filled, image))
+        if progress is not None:
+            progress(k + 1, n, None)
+    return np.stack(candidates)
+
+
+__all__ = ["MASK_THRESHOLD", "InpaintError", "image_file_size", "inpaint_candidates", "load_mask"]
