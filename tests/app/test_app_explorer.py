@@ -113,6 +113,9 @@ def test_clicking_the_map_decodes_a_point_and_its_latent(qtbot, explorer):
     x, y = view.points[7]
     scene = view.view_box.mapViewToScene(QPointF(float(x), float(y)))
     pos = view.plot.mapFromScene(scene)
+    qtbot.mouseMove(view.plot.viewport(), pos)  # hovering shows the point's training image
+    qtbot.waitUntil(lambda: "training image #" in explorer.hover_label.text(), timeout=5_000)
+    assert explorer.hover_view.image() is not None
     qtbot.mouseClick(view.plot.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     # The click lands on point 7 (or, if another point overlaps it, on that one).
     rows = [i for i in range(len(view.points)) if torch.equal(explorer.z, explorer.encoded.encoded.latents[i])]
