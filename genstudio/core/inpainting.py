@@ -77,7 +77,7 @@ def inpaint_candidates(family: Family, image: np.ndarray, fill: np.ndarray, n: i
         raise InpaintError("the mask marks nothing to fill (white = fill, black = keep)")
     if n < 1:
         raise InpaintError("ask for at least 1 candidate")
-    x = torch.from_numpy(image).permute(2, 0, 1).float().div(255.0)[None]
+    x = torch.from_numpy(image.copy()).permute(2, 0, 1).float().div(255.0)[None]
     keep = torch.from_numpy(~fill)[None, None]
     labels = torch.full((1,), label or 0, dtype=torch.long) if spec.num_classes else None
     family.eval_mode()
