@@ -138,6 +138,8 @@ def test_inpainting_keeps_known_pixels_exactly_and_is_reproducible(name):
     assert torch.equal(out * keep, x * keep)  # bit for bit
     assert not torch.equal(out, x)
     assert torch.equal(out, family.inpaint(x, keep, seed=3))
+    with pytest.raises(ValueError, match="does not fit images"):
+        family.inpaint(x, torch.ones(2, 1, SIZE + 1, SIZE, dtype=torch.bool), seed=3)
 
 
 @pytest.mark.parametrize("name", [n for n in FAMILIES if Capability.CONDITIONAL in family_class(n).capabilities])

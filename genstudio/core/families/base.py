@@ -233,6 +233,17 @@ class Family(ABC):
     def num_parameters(self) -> int:
         return sum(p.numel() for m in self.networks().values() for p in m.parameters())
 
+    @staticmethod
+    def _keep_mask(keep_mask: Tensor, x: Tensor) -> Tensor:
+        """inpaint's keep_mask (True = known) as a bool CPU tensor of x's shape, or a clear
+        ValueError when it does not broadcast to x."""
+        keep = torch.as_tensor(keep_mask).to(torch.bool).cpu()
+        try:
+            return torch.broadcast_to(keep, x.shape)
+        except RuntimeError:
+            raise ValueError(f"keep_mask of shape {tuple(keep.shape)} does not fit images "
+                             f"{tuple(x.shape)}") from None
+
     def _check_labels(self, labels: Tensor | None, n: int) -> Tensor | None:
         """Conditional models need labels (default: class 0..K-1 cycling); others ignore them."""
         if self.spec.num_classes == 0:

@@ -776,7 +776,7 @@ class Diffusion(Family):
         unchanged, bit for bit."""
         options = options or InpaintOptions()
         labels = self._check_labels(labels, x.shape[0])
-        keep = torch.as_tensor(keep_mask).to(torch.bool).cpu().expand_as(x.cpu())
+        keep = self._keep_mask(keep_mask, x)
         filled = repaint(self.schedule, self.eps_fn(labels, options.guidance), to_symmetric(x.to(self.device)),
                          keep.to(self.device), torch.Generator().manual_seed(seed), steps=options.steps,
                          jump_length=options.jump_length, resamples=options.resamples)

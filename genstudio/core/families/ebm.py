@@ -351,7 +351,7 @@ class EBM(Family):
         step (they are returned unchanged, bit for bit)."""
         options = self._resolved(options)
         labels = self._check_labels(labels, x.shape[0])
-        keep = torch.as_tensor(keep_mask).to(torch.bool).cpu().expand_as(x.cpu())
+        keep = self._keep_mask(keep_mask, x)
         generator = torch.Generator().manual_seed(seed)
         noise = torch.rand(x.shape, generator=generator) * 2 - 1
         start = torch.where(keep, to_symmetric(x.cpu()), noise).to(self.device)

@@ -487,11 +487,7 @@ class Flow(Family):
     def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None) -> Tensor:
         """Fill the pixels where keep_mask is False by maximising log p(x) over them (see the
         module docstring); the kept pixels are returned unchanged, bit for bit."""
-        keep = torch.as_tensor(keep_mask).to(torch.bool).cpu()
-        try:
-            keep = torch.broadcast_to(keep, x.shape)
-        except RuntimeError as error:
-            raise ValueError(f"keep_mask of shape {tuple(keep.shape)} does not fit images {tuple(x.shape)}") from error
+        keep = self._keep_mask(keep_mask, x)
         labels = self._check_labels(labels, x.shape[0])
         filled = self._ascend_log_prob(x.to(self.device, torch.float32), keep.to(self.device), labels, seed)
         return torch.where(keep, x.cpu(), filled.cpu().to(x.dtype))

@@ -377,13 +377,7 @@ class GAN(Family):
     def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None) -> Tensor:
         """Fit z to the known pixels only, then fill the unknown ones from G(z); the known
         pixels are copied from x unchanged. keep_mask: True = known, broadcastable to x."""
-        keep = keep_mask.to(torch.bool).cpu()
-        try:
-            fits = torch.broadcast_shapes(keep.shape, x.shape) == x.shape
-        except RuntimeError:
-            fits = False
-        if not fits:
-            raise ValueError(f"keep_mask of shape {tuple(keep.shape)} does not fit images {tuple(x.shape)}")
+        keep = self._keep_mask(keep_mask, x)
         z, _error = self._fit_latents(x, keep, labels, None, None, seed)
         filled = self.decode(z, labels).to(x.dtype)
         return torch.where(keep, x.cpu(), filled)

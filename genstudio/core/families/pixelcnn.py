@@ -351,7 +351,7 @@ class PixelCNN(Family):
         for bit; the same seed gives the same fill."""
         sweeps = self.config.inpaint_sweeps if sweeps is None else sweeps
         labels = self._check_labels(labels, x.shape[0])
-        keep = torch.as_tensor(keep_mask).to(torch.bool).cpu().expand_as(x.cpu())
+        keep = self._keep_mask(keep_mask, x)
         keep_here = keep.to(self.device)
         levels = torch.where(keep_here, to_levels(x.to(self.device)), 0)
         generator = torch.Generator().manual_seed(seed)

@@ -221,12 +221,7 @@ class VAE(Family):
         """Fill the pixels where keep_mask is False; known pixels are returned unchanged. The
         seed draws the sample that first fills the hole and the encoder's noise, so different
         seeds start (and usually end) at different completions."""
-        keep = torch.as_tensor(keep_mask).to(torch.bool).cpu()
-        try:
-            keep = torch.broadcast_to(keep, x.shape)
-        except RuntimeError:
-            raise ValueError(f"keep_mask of shape {tuple(keep_mask.shape)} does not fit images "
-                             f"{tuple(x.shape)}") from None
+        keep = self._keep_mask(keep_mask, x)
         labels = self._check_labels(labels, x.shape[0])
         y = self._onehot(labels)
         target = x.to(self.device, torch.float32)
