@@ -244,7 +244,7 @@ def _add_interpolate(sub: Any) -> None:
 
 def _interpolate(args: argparse.Namespace) -> int:
     from .core.images import make_grid, save_gif, save_png
-    from .core.latent import Endpoint, decode_latents, endpoint_latent, interpolate
+    from .core.latent import Endpoint, interpolation_frames
     from .core.run import load_run
     from .core.sampling import label_index, provenance
 
@@ -257,9 +257,8 @@ def _interpolate(args: argparse.Namespace) -> int:
         raise CommandError("--scale must be at least 1 and --frame-ms at least 10")
     loaded = load_run(args.run, device=args.device)
     label = label_index(loaded, args.label)
-    a = endpoint_latent(loaded.family, Endpoint.parse(args.start), label)
-    b = endpoint_latent(loaded.family, Endpoint.parse(args.end), label)
-    frames = decode_latents(loaded.family, interpolate(a, b, args.steps, args.mode), label)
+    frames = interpolation_frames(loaded.family, Endpoint.parse(args.start), Endpoint.parse(args.end),
+                                  args.steps, args.mode, label)
     meta = provenance(loaded, None, start=args.start, end=args.end, steps=args.steps, mode=args.mode,
                       **({"label": args.label} if args.label else {}))
     if suffix == ".gif":

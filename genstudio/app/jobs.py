@@ -26,7 +26,7 @@ from genstudio.core.latent import (
     decode_latents,
     encode_dataset,
     endpoint_latent,
-    interpolate,
+    interpolation_frames,
     latent_map,
     load_encoded,
     principal_directions,
@@ -225,14 +225,16 @@ class EncodedData:
 
 
 def encode_for_explorer(loaded: LoadedRun, count: int, directions: int, stop: threading.Event,
-                        job: Job) -> EncodedData:
-    """Load the run's training images and encode `count` of them. `stop` ends the encoding
-    early and keeps what is done (job.cancelled() drops the result instead)."""
+                        dataset: ImageDataset | None, job: Job) -> EncodedData:
+    """Encode `count` of the run's training images (`dataset`: already loaded; None: load
+    them). `stop` ends the encoding early and keeps what is done (job.cancelled() drops the
+    result instead)."""
     family = loaded.family
     spec = family.spec
-    job.say("loading the training images")
-    dataset = load_source(loaded.settings.data, spec.size, spec.channels, progress=job.progress,
-                          should_stop=job.cancelled)
+    if dataset is None:
+        job.say("loading the training images")
+        dataset = load_source(loaded.settings.data, spec.size, spec.channels, progress=job.progress,
+                              should_stop=job.cancelled)
     cache = loaded.run.path / ENCODING_CACHE / f"step{loaded.step}-n{count}.npz"
     encoded = load_encoded(cache, dataset, family.latent_dim, count)
     seconds = None
@@ -284,11 +286,8 @@ class Interpolation:
 
 def interpolate_endpoints(loaded: LoadedRun, start: Endpoint, end: Endpoint, steps: int, mode: str,
                           label: int | None, job: Job) -> Interpolation:
-    job.say("encoding the endpoints")
-    a = endpoint_latent(loaded.family, start, label)
-    b = endpoint_latent(loaded.family, end, label)
-    job.say(f"decoding {steps} frames")
-    frames = decode_latents(loaded.family, interpolate(a, b, steps, mode), label)
+    job.say(f"encoding the endpoints and decoding {steps} frames")
+    frames = interpolation_frames(loaded.family, start, end, steps, mode, label)
     extra = {"label": loaded.class_names[label]} if label is not None and loaded.class_names else {}
     metadata = provenance(loaded, None, start=start.describe(), end=end.describe(), steps=steps,
                           mode=mode, **extra)

@@ -168,6 +168,14 @@ def endpoint_latent(family: Family, endpoint: Endpoint, label: int | None = None
     return encode_images(family, [image], label)[0]
 
 
+def interpolation_frames(family: Family, start: Endpoint, end: Endpoint, steps: int, mode: str = "spherical",
+                         label: int | None = None) -> np.ndarray:
+    """(steps, H, W, C) uint8 frames from `start` to `end` through the latent space."""
+    a = endpoint_latent(family, start, label)
+    b = endpoint_latent(family, end, label)
+    return decode_latents(family, interpolate(a, b, steps, mode), label)
+
+
 # -- principal directions -------------------------------------------------------------------
 
 
@@ -230,6 +238,10 @@ class LatentMap:
     axis_names: tuple[str, str]
     basis: PrincipalDirections | None  # None: the latent is itself 2-D
 
+    def project(self, latents: Tensor) -> np.ndarray:
+        """(N, D) latents → (N, 2) plane coordinates: each latent's place on the map."""
+        return _plane(latents, self.basis)
+
     def to_latent(self, x: float, y: float) -> Tensor:
         """The latent at plane point (x, y): mean + x·d₁ + y·d₂ (the point itself for D = 2)."""
         if self.basis is None:
@@ -247,9 +259,17 @@ def latent_map(latents: Tensor) -> LatentMap:
     basis = principal_directions(latents, 2)
     if basis.count < 2:
         raise LatentError("a 2-D map needs at least 3 encoded images")
-    points = ((latents - basis.mean) @ basis.directions.T).numpy().astype(np.float32)
     names = tuple(f"PC{i + 1} ({100 * float(basis.explained[i]):.0f}% of variance)" for i in range(2))
-    return LatentMap(points, names, basis)  # type: ignore[arg-type]
+    return LatentMap(_plane(latents, basis), names, basis)  # type: ignore[arg-type]
+
+
+def _plane(latents: Tensor, basis: PrincipalDirections | None) -> np.ndarray:
+    """(N, D) latents → (N, 2): offsets from the mean along the top two directions (the
+    latent itself without a basis)."""
+    latents = latents.reshape(-1, latents.shape[-1]).float()
+    if basis is None:
+        return latents.numpy().astype(np.float32)
+    return ((latents - basis.mean) @ basis.directions[:2].T).numpy().astype(np.float32)
 
 
 # -- encoding a dataset -----------------------------------------------------------------------
@@ -448,6 +468,6 @@ def encode_images(family: Family, images: Sequence[np.ndarray], label: int | Non
 
 __all__ = [
     "INTERPOLATION_MODES", "EncodedSet", "Endpoint", "EncodingCancelled", "FactorProbe", "LatentError", "LatentMap",
-    "PrincipalDirections", "choose_images", "decode_latents", "encode_dataset", "encode_images", "endpoint_latent", "load_encoded", "interpolate", "latent_map", "lerp",
+    "PrincipalDirections", "choose_images", "decode_latents", "encode_dataset", "encode_images", "endpoint_latent", "interpolation_frames", "load_encoded", "interpolate", "latent_map", "lerp",
     "principal_directions", "prior_latents", "probe_factors", "save_encoded", "slerp",
 ]

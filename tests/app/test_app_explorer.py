@@ -51,6 +51,13 @@ def test_an_encoding_is_kept_in_the_run_and_reused(qtbot, explorer, trained_run)
     kept = trained_run / "explorer" / "step30-n200.npz"
     assert kept.is_file()
     latents = explorer.encoded.encoded.latents.clone()
+    stages = []
+    explorer.encode_jobs.message.connect(stages.append)
+    explorer.encode_spin.setValue(150)
+    qtbot.mouseClick(explorer.encode_button, Qt.MouseButton.LeftButton)  # same run: its images are reused
+    qtbot.waitUntil(lambda: len(explorer.encoded.encoded) == 150, timeout=30_000)
+    assert stages == ["encoding 150 images"]  # not loaded again
+    explorer.encode_spin.setValue(200)
     explorer.set_run(explorer.loaded)  # visible: encodes again, from the kept file this time
     qtbot.waitUntil(lambda: explorer.encoded is not None, timeout=30_000)
     assert "encoded before" in explorer.encode_status.text()

@@ -150,6 +150,8 @@ def test_a_map_point_decodes_to_the_latent_it_was_projected_from_when_it_lies_in
     in_plane = mapped.to_latent(4.0, -1.5)
     again = (in_plane - mapped.basis.mean) @ mapped.basis.directions[:2].T
     torch.testing.assert_close(again, torch.tensor([4.0, -1.5]), atol=1e-4, rtol=0)
+    assert np.allclose(mapped.project(in_plane), [[4.0, -1.5]], atol=1e-4)
+    assert np.array_equal(mapped.project(latents), mapped.points)
     # A data point maps back onto its projection: the nearest in-plane latent.
     x, y = mapped.points[0]
     projection = mapped.to_latent(float(x), float(y))

@@ -587,11 +587,8 @@ class LatentExplorer(QWidget):
         if mapped is None or self.z is None:
             self.map_view.set_marker(None, None)
             return
-        if mapped.basis is None:
-            x, y = float(self.z[0]), float(self.z[1])
-        else:
-            x, y = ((self.z - mapped.basis.mean) @ mapped.basis.directions[:2].T).tolist()
-        self.map_view.set_marker(x, y)
+        x, y = mapped.project(self.z)[0]
+        self.map_view.set_marker(float(x), float(y))
 
     # -- encoding, the map and the probes -----------------------------------------------------
     def start_encoding(self) -> None:
@@ -600,8 +597,9 @@ class LatentExplorer(QWidget):
         self._stop_encoding = threading.Event()
         self.encode_progress.setVisible(True)
         self.encode_progress.setRange(0, 0)
+        dataset = self.encoded.dataset if self.encoded is not None else None  # same run: same images
         self.encode_jobs.submit(partial(jobs.encode_for_explorer, self.loaded, self.encode_spin.value(),
-                                        SLIDERS, self._stop_encoding))
+                                        SLIDERS, self._stop_encoding, dataset))
         self._update_buttons()
 
     def _on_encode_stage(self, text: str) -> None:
