@@ -17,6 +17,7 @@ from genstudio.core.families import (
     Capability,
     CapabilityError,
     ImageSpec,
+    SamplingCancelled,
     available_families,
     create_family,
     family_class,
@@ -166,3 +167,33 @@ def test_sample_options_are_typed_and_progress_can_cancel(name):
     images = family.sample(2, seed=0, options=options, progress=lambda s, t, imgs: seen.append((s, t)))
     assert images.shape == (2, 3, SIZE, SIZE)
     assert all(0 < s <= t for s, t in seen)  # iterative samplers report; one-shot ones may not
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILIES if Capability.INPAINT in family_class(n).capabilities])
+def test_inpainting_reports_progress_to_the_end_and_can_be_cancelled(name):
+    """Every inpainting method is iterative here, so each reports steps up to its total; a
+    progress callback that raises SamplingCancelled stops it at once."""
+    family = make(name)
+    family.eval_mode()
+    x = batch(1)
+    keep = torch.ones(1, 1, SIZE, SIZE, dtype=torch.bool)
+    keep[:, :, 4:12, 4:12] = False
+    seen = []
+    quiet = family.inpaint(x, keep, seed=5)
+    reported = family.inpaint(x, keep, seed=5, progress=lambda s, t, imgs: seen.append((s, t, imgs)))
+    assert torch.equal(quiet, reported)  # watching does not change the fill
+    steps = [s for s, _t, _i in seen]
+    totals = {t for _s, t, _i in seen}
+    assert len(totals) == 1 and steps == sorted(steps) and steps[-1] == totals.pop() and len(steps) > 1
+    assert all(i is None or (i.shape == x.shape and i.min() >= 0 and i.max() <= 1) for _s, _t, i in seen)
+
+    calls = []
+
+    def cancel_on_second(step, total, images):
+        calls.append(step)
+        if len(calls) == 2:
+            raise SamplingCancelled("stop")
+
+    with pytest.raises(SamplingCancelled):
+        family.inpaint(x, keep, seed=5, progress=cancel_on_second)
+    assert len(calls) == 2

@@ -201,7 +201,12 @@ class Family(ABC):
         name (e.g. "vlb_est"), never under the name of the exact figure."""
         return {"log_prob": self.log_prob(x, labels)}
 
-    def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None) -> Tensor:
+    def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None, *,
+                progress: SampleProgress | None = None) -> Tensor:
+        """x (N, C, H, W) in [0, 1] with the pixels where keep_mask (True = keep, broadcastable
+        to x) is False filled from the model; the kept pixels come back unchanged, bit for bit,
+        and the same seed gives the same fill. Iterative methods call progress(step, total,
+        images_or_None) as they go and stop with SamplingCancelled when it raises that."""
         raise CapabilityError(f"{self.title} cannot inpaint")
 
     def can(self, capability: Capability) -> bool:

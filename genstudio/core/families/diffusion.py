@@ -270,7 +270,7 @@ def repaint_positions(steps: int, jump_length: int, resamples: int) -> list[int]
 
 def repaint(schedule: NoiseSchedule, eps_fn: EpsFn, x0_known: Tensor, keep_mask: Tensor,
             generator: torch.Generator, *, steps: int, jump_length: int, resamples: int,
-            clip: bool = True) -> Tensor:
+            clip: bool = True, callback: StepCallback | None = None) -> Tensor:
     """RePaint (Lugmayr et al. 2022, Algorithm 1) on a respaced chain of `steps` timesteps.
 
     Each reverse step draws the unknown region from p(x_{t−1} | x_t) (ancestral DDIM, η = 1)
@@ -281,16 +281,18 @@ def repaint(schedule: NoiseSchedule, eps_fn: EpsFn, x0_known: Tensor, keep_mask:
     walk = repaint_positions(len(times) - 1, jump_length, resamples)
     keep = keep_mask.to(x0_known.device, torch.bool).expand_as(x0_known)
     x = _randn_like(x0_known, generator)
-    for here, there in zip(walk, walk[1:], strict=False):
+    for index, (here, there) in enumerate(zip(walk, walk[1:], strict=False)):
         t, t_next = times[here], times[there]
         if there < here:  # a reverse step, then paste in the known region at t_next
             eps = eps_fn(x, _full(t, x).to(x.device))
-            x, _ = ddim_step(schedule, x, eps, t, t_next, 1.0, _randn_like(x, generator), clip)
+            x, x0_pred = ddim_step(schedule, x, eps, t, t_next, 1.0, _randn_like(x, generator), clip)
             if t_next >= 0:
                 known = schedule.q_sample(x0_known, _full(t_next, x), _randn_like(x, generator))
             else:
                 known = x0_known
             x = torch.where(keep, known, x)
+            if callback is not None:  # the current guess at the finished image
+                callback(index + 1, len(walk) - 1, torch.where(keep, x0_known, x0_pred))
         else:  # jump back up: q(x_{t_next} | x_t) = N(√(ᾱ_next/ᾱ_t) x_t, 1 − ᾱ_next/ᾱ_t)
             ratio = schedule.at(schedule.alpha_bars, _full(t_next, x), x) / schedule.at(
                 schedule.alpha_bars, _full(t, x), x)
@@ -771,15 +773,16 @@ class Diffusion(Family):
 
     @torch.no_grad()
     def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None, *,
-                options: InpaintOptions | None = None) -> Tensor:
+                options: InpaintOptions | None = None, progress: SampleProgress | None = None) -> Tensor:
         """RePaint: fill the pixels where keep_mask is False; the kept ones are returned
-        unchanged, bit for bit."""
+        unchanged, bit for bit. progress gets the current x_0 guess after every reverse step."""
         options = options or InpaintOptions()
         labels = self._check_labels(labels, x.shape[0])
         keep = self._keep_mask(keep_mask, x)
+        callback = None if progress is None else (lambda i, total, x0: progress(i, total, to_unit(x0).cpu()))
         filled = repaint(self.schedule, self.eps_fn(labels, options.guidance), to_symmetric(x.to(self.device)),
                          keep.to(self.device), torch.Generator().manual_seed(seed), steps=options.steps,
-                         jump_length=options.jump_length, resamples=options.resamples)
+                         jump_length=options.jump_length, resamples=options.resamples, callback=callback)
         return torch.where(keep, x.cpu(), to_unit(filled).cpu())
 
 

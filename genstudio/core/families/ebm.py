@@ -346,9 +346,9 @@ class EBM(Family):
         return -self.energy(to_symmetric(x.to(self.device)), labels).cpu()
 
     def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None, *,
-                options: EBMSampleOptions | None = None) -> Tensor:
+                options: EBMSampleOptions | None = None, progress: SampleProgress | None = None) -> Tensor:
         """SGLD from uniform noise in the pixels to fill, the kept pixels clamped to x at every
-        step (they are returned unchanged, bit for bit)."""
+        step (they are returned unchanged, bit for bit). progress gets the chain after each step."""
         options = self._resolved(options)
         labels = self._check_labels(labels, x.shape[0])
         keep = self._keep_mask(keep_mask, x)
@@ -356,7 +356,9 @@ class EBM(Family):
         noise = torch.rand(x.shape, generator=generator) * 2 - 1
         start = torch.where(keep, to_symmetric(x.cpu()), noise).to(self.device)
         filled = self._sgld(start, generator, labels, steps=options.steps,
-                            step_size=options.step_size, noise=options.noise, keep_mask=keep)
+                            step_size=options.step_size, noise=options.noise, keep_mask=keep,
+                            callback=None if progress is None else
+                            (lambda i, total, chain: progress(i, total, to_unit(chain).cpu())))
         return torch.where(keep, x.cpu(), to_unit(filled).cpu())
 
 

@@ -484,15 +484,19 @@ class Flow(Family):
             total += self.log_prob_of_dequantized(dequantize(x, noise), labels)
         return (total / draws).cpu()
 
-    def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None) -> Tensor:
+    def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None, *,
+                progress: SampleProgress | None = None) -> Tensor:
         """Fill the pixels where keep_mask is False by maximising log p(x) over them (see the
-        module docstring); the kept pixels are returned unchanged, bit for bit."""
+        module docstring); the kept pixels are returned unchanged, bit for bit. progress
+        counts the ascent's steps."""
         keep = self._keep_mask(keep_mask, x)
         labels = self._check_labels(labels, x.shape[0])
-        filled = self._ascend_log_prob(x.to(self.device, torch.float32), keep.to(self.device), labels, seed)
+        filled = self._ascend_log_prob(x.to(self.device, torch.float32), keep.to(self.device), labels, seed,
+                                       progress)
         return torch.where(keep, x.cpu(), filled.cpu().to(x.dtype))
 
-    def _ascend_log_prob(self, x: Tensor, keep: Tensor, labels: Tensor | None, seed: int) -> Tensor:
+    def _ascend_log_prob(self, x: Tensor, keep: Tensor, labels: Tensor | None, seed: int,
+                         progress: SampleProgress | None = None) -> Tensor:
         """Adam (cosine-decayed step) to maximise log p(x), the pixel-space density, over the
         unknown pixels y = sigmoid(w), starting from the model's sample for `seed`, so different
         seeds give different candidates.
@@ -518,6 +522,8 @@ class Flow(Family):
                 # The gradient for the pixels only: the network's own .grad stays untouched.
                 free.grad = torch.autograd.grad(-objective, free)[0]
                 optimizer.step()
+                if progress is not None:
+                    progress(step + 1, steps, None)
         return to_pixels(torch.where(keep, known_y, torch.sigmoid(free.detach())))
 
 

@@ -374,16 +374,19 @@ class GAN(Family):
         keep_all = torch.ones(x.shape[0], 1, *x.shape[2:], dtype=torch.bool)
         return self._fit_latents(x, keep_all, labels, steps, restarts, seed)
 
-    def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None) -> Tensor:
+    def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None, *,
+                progress: SampleProgress | None = None) -> Tensor:
         """Fit z to the known pixels only, then fill the unknown ones from G(z); the known
-        pixels are copied from x unchanged. keep_mask: True = known, broadcastable to x."""
+        pixels are copied from x unchanged. keep_mask: True = known, broadcastable to x.
+        progress counts the fit's steps over all restarts."""
         keep = self._keep_mask(keep_mask, x)
-        z, _error = self._fit_latents(x, keep, labels, None, None, seed)
+        z, _error = self._fit_latents(x, keep, labels, None, None, seed, progress)
         filled = self.decode(z, labels).to(x.dtype)
         return torch.where(keep, x.cpu(), filled)
 
     def _fit_latents(self, x: Tensor, keep: Tensor, labels: Tensor | None, steps: int | None,
-                     restarts: int | None, seed: int) -> tuple[Tensor, Tensor]:
+                     restarts: int | None, seed: int,
+                     progress: SampleProgress | None = None) -> tuple[Tensor, Tensor]:
         """Minimise the masked MSE between G(z) and x over z, from `restarts` starts drawn in
         order from `seed`, keeping per image the best z seen at any step of any start (so
         more restarts can only lower the error). Starts run one after another, so the first
@@ -417,7 +420,7 @@ class GAN(Family):
             best_z.copy_(torch.where(better[:, None], z, best_z))
 
         with torch.enable_grad():
-            for _ in range(restarts):
+            for restart in range(restarts):
                 z = torch.randn((n, self.latent_dim), generator=starts).to(self.device)
                 z.requires_grad_(True)
                 optimizer = torch.optim.Adam([z], lr=self.config.inversion_lr)
@@ -431,6 +434,8 @@ class GAN(Family):
                     optimizer.step()
                     with torch.no_grad():
                         z.mul_((max_norm / z.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0))
+                    if progress is not None:
+                        progress(restart * steps + step + 1, restarts * steps, None)
                 with torch.no_grad():
                     keep_better(z, errors(z))
         return best_z.cpu(), best_error.cpu()

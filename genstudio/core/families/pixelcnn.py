@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -344,24 +345,31 @@ class PixelCNN(Family):
     # -- inpainting -----------------------------------------------------------------------------
     @torch.no_grad()
     def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None, *,
-                sweeps: int | None = None) -> Tensor:
+                sweeps: int | None = None, progress: SampleProgress | None = None) -> Tensor:
         """Fill the pixels where keep_mask is False from p(unknown | known): an ancestral fill
         with the known subpixels clamped, then `sweeps` (default config.inpaint_sweeps)
         Metropolis–Hastings sweeps (see the module docstring). Known pixels are returned bit
-        for bit; the same seed gives the same fill."""
+        for bit; the same seed gives the same fill. progress counts rows: H for the fill, H
+        more for each sweep."""
         sweeps = self.config.inpaint_sweeps if sweeps is None else sweeps
         labels = self._check_labels(labels, x.shape[0])
         keep = self._keep_mask(keep_mask, x)
         keep_here = keep.to(self.device)
         levels = torch.where(keep_here, to_levels(x.to(self.device)), 0)
         generator = torch.Generator().manual_seed(seed)
-        self._fill_in_raster_order(levels, keep_here, labels, 1.0, generator)
-        for _ in range(sweeps):
-            self._metropolis_hastings_sweep(levels, keep_here, labels, generator)
+        height = self.spec.size
+        total = height * (1 + sweeps)
+        fill_progress = None if progress is None else (lambda row, _h, images: progress(row, total, images))
+        self._fill_in_raster_order(levels, keep_here, labels, 1.0, generator, fill_progress)
+        for sweep in range(sweeps):
+            row_done = None if progress is None else (
+                lambda row, sweep=sweep: progress(height * (1 + sweep) + row, total, (levels.float() / 255.0).cpu()))
+            self._metropolis_hastings_sweep(levels, keep_here, labels, generator, row_done)
         return torch.where(keep, x.cpu(), levels.float().cpu() / 255.0)
 
     def _metropolis_hastings_sweep(self, levels: Tensor, keep: Tensor, labels: Tensor | None,
-                                   generator: torch.Generator) -> None:
+                                   generator: torch.Generator,
+                                   row_done: Callable[[int], None] | None = None) -> None:
         """One raster-order pass over the unknown subpixels, in place. At subpixel i propose
         x′_i ~ p(· | x_<i) and accept with probability min(1, ∏_{j>i} p(x′_j | x′_<j) /
         p(x_j | x_<j)), the joint ratio with the proposal's own term cancelled."""
@@ -369,6 +377,8 @@ class PixelCNN(Family):
         terms = subpixel_terms(logits, levels)                                     # (B, C, H, W)
         colours, size = self.spec.channels, self.spec.size
         for i, j, c in itertools.product(range(size), range(size), range(colours)):  # raster order
+            if row_done is not None and i > 0 and j == 0 and c == 0:
+                row_done(i)
             unknown = ~keep[:, c, i, j]
             if not unknown.any():
                 continue
@@ -387,6 +397,8 @@ class PixelCNN(Family):
             levels.copy_(torch.where(accept, candidate, levels))
             terms = torch.where(accept, new_terms, terms)
             logits = torch.where(accept.unsqueeze(1), new_logits, logits)
+        if row_done is not None:
+            row_done(size)
 
 
 def _after(i: int, j: int, c: int, shape: tuple[int, int, int], device: torch.device) -> Tensor:

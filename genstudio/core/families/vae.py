@@ -217,10 +217,11 @@ class VAE(Family):
         per_pixel = discretized_logistic_log_prob(to_symmetric(x01), mean, log_scale)
         return -(known * per_pixel).flatten(1).sum(1) + 0.5 * z.pow(2).sum(1)
 
-    def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None) -> Tensor:
+    def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None, *,
+                progress: SampleProgress | None = None) -> Tensor:
         """Fill the pixels where keep_mask is False; known pixels are returned unchanged. The
         seed draws the sample that first fills the hole and the encoder's noise, so different
-        seeds start (and usually end) at different completions."""
+        seeds start (and usually end) at different completions. progress counts the steps."""
         keep = self._keep_mask(keep_mask, x)
         labels = self._check_labels(labels, x.shape[0])
         y = self._onehot(labels)
@@ -237,11 +238,14 @@ class VAE(Family):
         z.requires_grad_(True)
         optimizer = torch.optim.Adam([z], lr=0.05)
         with torch.enable_grad():
-            for _ in range(self.config.inpaint_steps):
+            steps = self.config.inpaint_steps
+            for step in range(steps):
                 loss = self.inpaint_objective(z, target, known, y).sum()
                 # Gradients for z alone: the weights' .grad stay untouched.
                 (z.grad,) = torch.autograd.grad(loss, [z])
                 optimizer.step()
+                if progress is not None:
+                    progress(step + 1, steps, None)
         filled = self.decode(z.detach(), labels)
         return torch.where(keep, x.cpu(), filled.to(x.dtype))
 
