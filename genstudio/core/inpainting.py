@@ -9,6 +9,7 @@ keep-mask, since that is what their algorithms clamp to.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from PIL import Image, ImageOps
 
 from .data import DatasetError
 from .families import Capability, Family, SampleProgress
-from .images import to_uint8
+from .images import make_grid, save_png, to_pil, to_uint8
 
 MASK_THRESHOLD = 128  # grey levels at or above this count as "fill"
 
@@ -83,11 +84,74 @@ def inpaint_candidates(family: Family, image: np.ndarray, fill: np.ndarray, n: i
     family.eval_mode()
     candidates = []
     for k in range(n):
-        filled = to_uint8(family.inpaint(x, keep, seed + k, labels))[0]
+        reported = []
+
+        def overall(step: int, total: int, images, k: int = k, reported: list = reported) -> None:
+            # One scale for the whole job: candidate k's steps follow the k before it.
+            reported.append(step)
+            progress(k * total + step, n * total, images)
+
+        filled = to_uint8(family.inpaint(x, keep, seed + k, labels,
+                                         progress=None if progress is None else overall))[0]
         candidates.append(np.where(fill[:, :, None], filled, image))
-        if progress is not None:
-            progress(k + 1, n, None)
+        if progress is not None and not reported:
+            progress(k + 1, n, None)  # a one-pass method: count candidates instead
     return np.stack(candidates)
 
 
-__all__ = ["MASK_THRESHOLD", "InpaintError", "image_file_size", "inpaint_candidates", "load_mask"]
+def fit_to_model(image: np.ndarray, fill: np.ndarray, size: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The image and its mask for a model of another resolution or colour count, so families
+    trained at different sizes can fill the same hole side by side: the image resampled with
+    Lanczos and converted (RGB ↔ grey), the mask resampled nearest-neighbour so it stays a mask."""
+    picture = to_pil(image).convert("L" if channels == 1 else "RGB")
+    if picture.size != (size, size):
+        picture = picture.resize((size, size), Image.Resampling.LANCZOS)
+    pixels = np.asarray(picture, dtype=np.uint8)
+    pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+    hole = Image.fromarray(fill.astype(np.uint8) * 255).resize((size, size), Image.Resampling.NEAREST)
+    return pixels, np.asarray(hole) >= MASK_THRESHOLD
+
+
+HOLE_TINT = np.array([230, 40, 90], dtype=np.float32)  # the overlay colour of the hole, as in the canvas
+HOLE_ALPHA = 0.55
+
+
+def show_hole(image: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """RGB uint8 of the image with the hole tinted, as the canvas overlays it."""
+    rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+    tinted = rgb.astype(np.float32) * (1 - HOLE_ALPHA) + HOLE_TINT * HOLE_ALPHA
+    return np.where(fill[:, :, None], tinted.round(), rgb).astype(np.uint8)
+
+
+def mask_image(fill: np.ndarray) -> np.ndarray:
+    """The mask as a grey image in the file convention (white = fill, black = keep), (H, W, 1)."""
+    return (fill.astype(np.uint8) * 255)[:, :, None]
+
+
+def before_after(image: np.ndarray, fill: np.ndarray, result: np.ndarray, padding: int = 2) -> np.ndarray:
+    """One RGB strip: the image, the image with its hole marked, and the result."""
+    rgb = [show_hole(image, np.zeros_like(fill)), show_hole(image, fill), show_hole(result, np.zeros_like(fill))]
+    return make_grid(np.stack(rgb), columns=3, padding=padding, background=255)
+
+
+def export_inpainting(path: str | os.PathLike[str], image: np.ndarray, fill: np.ndarray, result: np.ndarray,
+                      metadata: dict[str, object], scale: int = 1) -> list[Path]:
+    """Write the result to `path` (.png), and beside it STEM-mask.png (white = fill, so
+    `genstudio inpaint --mask` takes it back) and STEM-before-after.png; each carries the
+    metadata (family, run, seed, method …). Returns the three paths."""
+    out = Path(path)
+    if out.suffix.lower() != ".png":
+        raise InpaintError(f"{out.name}: export inpainting as .png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    mask_path = out.with_name(f"{out.stem}-mask.png")
+    strip_path = out.with_name(f"{out.stem}-before-after.png")
+    meta = {**metadata, "filled_pixels": int(fill.sum())}
+    save_png(out, result, meta, scale=scale)
+    save_png(mask_path, mask_image(fill), {**meta, "mask": "white = fill, black = keep"}, scale=scale)
+    save_png(strip_path, before_after(image, fill, result), {**meta, "panels": "input | hole | result"},
+             scale=scale)
+    return [out, mask_path, strip_path]
+
+
+__all__ = ["HOLE_ALPHA", "HOLE_TINT", "MASK_THRESHOLD", "InpaintError", "before_after", "export_inpainting",
+           "fit_to_model", "image_file_size", "inpaint_candidates", "load_mask", "mask_image", "show_hole"]

@@ -8,7 +8,15 @@ from PIL import Image
 
 from genstudio.core.data import DatasetError, load_image
 from genstudio.core.families import ImageSpec, create_family, family_class
-from genstudio.core.inpainting import InpaintError, image_file_size, inpaint_candidates, load_mask
+from genstudio.core.images import read_png_metadata
+from genstudio.core.inpainting import (
+    InpaintError,
+    export_inpainting,
+    fit_to_model,
+    image_file_size,
+    inpaint_candidates,
+    load_mask,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -73,7 +81,8 @@ def test_candidates_keep_the_known_pixels_exactly_and_differ_by_seed(name):
     fill[2:6, 2:6] = True
     seen = []
     out = inpaint_candidates(family, image, fill, 3, seed=5, progress=lambda k, n, _: seen.append((k, n)))
-    assert out.shape == (3, 8, 8, 3) and out.dtype == np.uint8 and seen == [(1, 3), (2, 3), (3, 3)]
+    assert out.shape == (3, 8, 8, 3) and out.dtype == np.uint8
+    assert [k for k, _ in seen] == sorted(k for k, _ in seen) and seen[-1][0] == seen[-1][1]
     assert (out[:, ~fill] == image[~fill]).all()               # known pixels, bit for bit
     assert all((out[k, fill] != image[fill]).any() for k in range(3))  # the hole is really filled
     again = inpaint_candidates(family, image, fill, 2, seed=5)
@@ -93,3 +102,56 @@ def test_bad_requests_say_what_is_wrong():
     with pytest.raises(InpaintError, match="at least 1"):
         inpaint_candidates(gan, image, fill, 0, 0)
 
+
+
+def test_candidate_progress_runs_on_one_scale_to_the_end():
+    family = tiny("vae")
+    image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    fill = np.zeros((8, 8), bool)
+    fill[2:6, 2:6] = True
+    seen = []
+    candidates = inpaint_candidates(family, image, fill, 3, seed=1, progress=lambda s, t, _i: seen.append((s, t)))
+    steps, totals = [s for s, _ in seen], {t for _, t in seen}
+    assert len(totals) == 1 and steps == sorted(steps) and steps[-1] == totals.pop()
+    assert steps[-1] == 3 * family.config.inpaint_steps
+    assert np.array_equal(candidates, inpaint_candidates(family, image, fill, 3, seed=1))
+
+
+def test_fit_to_model_resamples_the_image_and_keeps_the_mask_a_mask():
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[:, 4:] = (200, 100, 50)
+    fill = np.zeros((8, 8), bool)
+    fill[:4] = True
+    grey, hole = fit_to_model(image, fill, 16, 1)
+    assert grey.shape == (16, 16, 1) and hole.shape == (16, 16) and hole.dtype == bool
+    assert hole[:8].all() and not hole[8:].any()
+    assert grey[0, 0, 0] == 0 and abs(int(grey[0, 15, 0]) - 124) <= 2  # ITU-R 601 luma of the colour
+    same, same_hole = fit_to_model(image, fill, 8, 3)
+    assert np.array_equal(same, image) and np.array_equal(same_hole, fill)
+
+
+def test_export_writes_result_mask_and_strip_with_provenance(tmp_path):
+    image = np.full((8, 8, 1), 90, np.uint8)
+    fill = np.zeros((8, 8), bool)
+    fill[1:3, 2:7] = True
+    result = image.copy()
+    result[fill] = 250
+    paths = export_inpainting(tmp_path / "out" / "fill.png", image, fill, result,
+                              {"family": "vae", "run": "r", "seed": 4, "method": "MAP"}, scale=2)
+    assert [p.name for p in paths] == ["fill.png", "fill-mask.png", "fill-before-after.png"]
+    with Image.open(paths[0]) as im:
+        assert im.size == (16, 16) and im.mode == "L"
+        assert np.array_equal(np.asarray(im)[::2, ::2], result[:, :, 0])
+    for path in paths:
+        meta = read_png_metadata(path)
+        assert (meta["family"], meta["run"], meta["seed"], meta["method"]) == ("vae", "r", "4", "MAP")
+    # The exported mask is one `genstudio inpaint --mask` reads back as the same mask.
+    assert np.array_equal(load_mask(paths[1], 8), fill)
+    with Image.open(paths[2]) as im:
+        strip = np.asarray(im.convert("RGB"))[::2, ::2]
+    assert strip.shape == (8 + 4, 3 * 8 + 8, 3)  # three panels, padding 2
+    hole_panel = strip[2:10, 12:20]
+    assert np.array_equal(hole_panel[~fill], np.repeat(image, 3, 2)[~fill])
+    assert (hole_panel[fill][:, 0] > hole_panel[fill][:, 1]).all()  # tinted red
+    with pytest.raises(InpaintError, match=r"\.png"):
+        export_inpainting(tmp_path / "x.jpg", image, fill, result, {})
