@@ -1,8 +1,9 @@
 """Fixtures for the desktop-app tests: the real window, driven offscreen, training tiny models.
 
-Never call QApplication.processEvents() in a loop here: PySide6 6.12.0 drops a reference to
-None on every call (processEvents, sendPostedEvents, QTest.qWait) and Python 3.11 aborts once
-None's count reaches zero. qtbot.waitUntil / waitSignal run an event loop and are safe.
+Prefer qtbot.waitUntil / waitSignal to QApplication.processEvents() loops. PySide6 6.12.0
+dropped a reference to None on every processEvents and to True on every Signal.emit, and
+Python aborted once a count reached zero; pyproject excludes that release and
+test_app_qt_binding.py checks the installed one.
 """
 
 from __future__ import annotations
