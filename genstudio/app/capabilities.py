@@ -14,6 +14,7 @@ PANEL_REQUIREMENTS: dict[str, frozenset[Capability]] = {
     "gallery": frozenset({Capability.SAMPLE}),
     "conditional": frozenset({Capability.CONDITIONAL}),  # the class-conditional checkbox
     "explorer": frozenset({Capability.DECODE}),            # sliders, interpolation, the latent map
+    "inpaint": frozenset({Capability.INPAINT}),            # the inpainting canvas
 }
 
 # How the family picker spells each capability.

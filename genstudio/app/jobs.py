@@ -12,11 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from PySide6.QtGui import QImage
 
 from genstudio.core.data import ImageDataset, load_source
-from genstudio.core.families import SamplingCancelled
-from genstudio.core.images import make_grid, save_gif, save_png, to_uint8
+from genstudio.core.families import Capability, SamplingCancelled
+from genstudio.core.images import make_grid, save_gif, save_png, to_pil, to_uint8
+from genstudio.core.inpainting import (
+    InpaintError,
+    export_inpainting,
+    fit_to_model,
+    inpaint_candidates,
+    show_hole,
+)
 from genstudio.core.latent import (
     EncodedSet,
     Endpoint,
@@ -44,7 +52,7 @@ from genstudio.core.run import LoadedRun, RunDir, load_run
 from genstudio.core.sampling import export_grid, export_images, generate, provenance
 
 from .imaging import to_qimage
-from .workers import Job
+from .workers import Job, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -302,4 +310,132 @@ def export_interpolation(interpolation: Interpolation, path: str, scale: int, jo
     else:
         save_png(path, make_grid(interpolation.frames, columns=len(interpolation.frames)),
                  interpolation.metadata, scale=scale)
+    return [Path(path)]
+
+
+# -- inpainting -------------------------------------------------------------------------------
+
+
+def load_training_images(loaded: LoadedRun, job: Job) -> ImageDataset:
+    """The run's own training images at its resolution, for "start from a training image"."""
+    spec = loaded.family.spec
+    job.say("loading the training images")
+    return load_source(loaded.settings.data, spec.size, spec.channels, progress=job.progress,
+                       should_stop=job.cancelled)
+
+
+@dataclass
+class Fill:
+    """N candidate fills of one image and mask by one run."""
+
+    loaded: LoadedRun
+    image: np.ndarray             # the input (H, W, C) uint8 at the model's resolution
+    fill: np.ndarray              # bool (H, W), True = filled
+    seed: int                     # candidate k used seed + k
+    label: int | None
+    candidates: np.ndarray        # (N, H, W, C) uint8, known pixels equal to the input's
+    tiles: list[QImage]
+    source: str                   # where the input came from, for the metadata
+    seconds: float
+
+    def metadata(self, index: int) -> dict[str, Any]:
+        extra = {"label": self.loaded.class_names[self.label]} if (
+            self.label is not None and self.loaded.class_names) else {}
+        return provenance(self.loaded, self.seed + index, method=self.loaded.family.inpaint_method,
+                          source=self.source, candidate=f"{index + 1} of {len(self.candidates)}", **extra)
+
+
+@dataclass(frozen=True)
+class FillPreview:
+    done: int
+    total: int
+    image: QImage | None          # the candidate being made, part-way, when the method shows it
+
+
+def fill_candidates(loaded: LoadedRun, image: np.ndarray, fill: np.ndarray, n: int, seed: int,
+                    label: int | None, source: str, job: Job) -> Fill:
+    def progress(done: int, total: int, images) -> None:
+        if job.cancelled():
+            raise SamplingCancelled("inpainting cancelled")
+        job.progress(done, total)
+        shown = None if images is None else to_qimage(np.where(fill[:, :, None], to_uint8(images)[0], image))
+        job.preview(FillPreview(done, total, shown))
+
+    started = time.perf_counter()
+    candidates = inpaint_candidates(loaded.family, image, fill, n, seed, label, progress=progress)
+    return Fill(loaded, image, fill, seed, label, candidates, [to_qimage(c) for c in candidates], source,
+                time.perf_counter() - started)
+
+
+@dataclass
+class ComparedFill:
+    """One run's fill of the shared image and mask (at that run's own resolution)."""
+
+    name: str                     # run folder name
+    title: str                    # family title
+    method: str
+    image: np.ndarray | None      # None when the run could not fill (see error)
+    tile: QImage | None
+    seconds: float
+    error: str = ""
+
+
+def compare_fills(current: LoadedRun, paths: list[str], device: str, image: np.ndarray, fill: np.ndarray,
+                  seed: int, job: Job) -> list[ComparedFill]:
+    """The current run and each run in `paths` fill the same hole with the same seed. A run of
+    another size or colour count gets the image and mask resampled to its own (fit_to_model);
+    a run that cannot be opened or cannot inpaint is listed with the reason."""
+    results: list[ComparedFill] = []
+    runs: list[tuple[str, LoadedRun | None, str]] = [(current.name, current, "")]
+    for path in paths:
+        if Path(path).resolve() == current.run.path.resolve():
+            continue
+        try:
+            runs.append((Path(path).name, load_run(path, device=device), ""))
+        except Exception as exc:  # noqa: BLE001 - one bad run must not sink the comparison
+            runs.append((Path(path).name, None, describe_error(exc)))
+    for index, (name, loaded, error) in enumerate(runs):
+        if job.cancelled():
+            raise SamplingCancelled("comparison cancelled")
+        job.say(f"{name} ({index + 1} of {len(runs)})")
+        if loaded is None:
+            results.append(ComparedFill(name, "—", "", None, None, 0.0, error))
+            continue
+        family = loaded.family
+        if Capability.INPAINT not in family.capabilities:
+            results.append(ComparedFill(name, family.title, "", None, None, 0.0, f"{family.title} cannot inpaint"))
+            continue
+        own_image, own_fill = fit_to_model(image, fill, family.spec.size, family.spec.channels)
+
+        def progress(done: int, total: int, _images, index: int = index) -> None:
+            if job.cancelled():
+                raise SamplingCancelled("comparison cancelled")
+            job.progress(index * total + done, len(runs) * total)
+
+        started = time.perf_counter()
+        try:
+            result = inpaint_candidates(family, own_image, own_fill, 1, seed, None, progress=progress)[0]
+        except InpaintError as exc:  # e.g. the hole vanished when resampled to a small model
+            results.append(ComparedFill(name, family.title, family.inpaint_method, None, None, 0.0, str(exc)))
+            continue
+        results.append(ComparedFill(name, family.title, family.inpaint_method, result, to_qimage(result),
+                                    time.perf_counter() - started))
+    return results
+
+
+def export_fill(fill: Fill, index: int, path: str, scale: int, job: Job) -> list[Path]:
+    return export_inpainting(path, fill.image, fill.fill, fill.candidates[index], fill.metadata(index), scale)
+
+
+def export_comparison(compared: list[ComparedFill], image: np.ndarray, fill: np.ndarray, seed: int, path: str,
+                      scale: int, job: Job) -> list[Path]:
+    """The input with its hole, then every run's result, at the largest resolution among them
+    (nearest-neighbour, so no model's pixels are blurred), side by side in one PNG."""
+    shown = [c for c in compared if c.image is not None]
+    side = max([image.shape[0], *(c.image.shape[0] for c in shown)])
+    panels = [show_hole(image, fill)] + [show_hole(c.image, np.zeros(c.image.shape[:2], bool)) for c in shown]
+    panels = [np.asarray(to_pil(p).resize((side, side), Image.Resampling.NEAREST).convert("RGB")) for p in panels]
+    metadata = {"seed": seed, "panels": " | ".join(["input"] + [f"{c.title} ({c.name})" for c in shown]),
+                "methods": " | ".join(c.method for c in shown)}
+    save_png(path, make_grid(np.stack(panels), columns=len(panels)), metadata, scale=scale)
     return [Path(path)]

@@ -35,6 +35,7 @@ from .panels import (
     DatasetPanel,
     FamilyPicker,
     Gallery,
+    InpaintPanel,
     LatentExplorer,
     MetricsPlot,
     TrainingPanel,
@@ -86,11 +87,13 @@ class MainWindow(QMainWindow):
         self.latest_caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.gallery = Gallery()
         self.explorer = LatentExplorer()
+        self.inpaint = InpaintPanel()
         self.comparison = ComparisonView()
         self.tabs = QTabWidget(objectName="mainTabs", accessibleName="Views")
         self.tabs.addTab(self._train_page(), "Train")
         self.tabs.addTab(self.gallery, "Gallery")
         self.tabs.addTab(self.explorer, "Explore")
+        self.tabs.addTab(self.inpaint, "Inpaint")
         self.tabs.addTab(self.comparison, "Compare")
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self._left_column())
@@ -136,7 +139,7 @@ class MainWindow(QMainWindow):
         view_menu = self.menuBar().addMenu("&View")
         for index, (text, keys) in enumerate((("&Train", "Ctrl+1"), ("&Gallery", "Ctrl+2"),
                                               ("E&xplore latent space", "Ctrl+3"),
-                                              ("&Compare runs", "Ctrl+4"))):
+                                              ("&Inpaint", "Ctrl+4"), ("&Compare runs", "Ctrl+5"))):
             view_menu.addAction(make_action(self, text, keys, partial(self.tabs.setCurrentIndex, index)))
         view_menu.addSeparator()
         view_menu.addAction(make_action(self, "&Evaluate ticked runs…", "Ctrl+E", self._open_evaluation))
@@ -180,13 +183,17 @@ class MainWindow(QMainWindow):
         self.export_jobs.failed.connect(lambda cause, _d: self._status(f"Export failed: {cause}"))
         self.explorer.status.connect(self._status)
         self.explorer.gallery_images = self._selected_gallery_images
+        self.inpaint.status.connect(self._status)
+        self.inpaint.gallery_images = self._selected_gallery_images
+        self.inpaint.device = self.training_panel.device_combo.currentText
+        self.inpaint.suggested_runs = self.comparison.checked_paths
         for runner in self._runners():
             runner.busy_changed.connect(self._maybe_finish_closing)
 
     def _runners(self) -> tuple[TaskRunner, ...]:
         """Every runner of background jobs, the panels' included."""
         return (self.dataset_jobs, self.run_jobs, self.sample_jobs, self.export_jobs,
-                *self.comparison.runners, *self.explorer.runners)
+                *self.comparison.runners, *self.explorer.runners, *self.inpaint.runners)
 
     def _selected_gallery_images(self) -> list:
         samples = self.gallery.samples
@@ -388,6 +395,10 @@ class MainWindow(QMainWindow):
         else:
             self.explorer.show_unavailable(f"{loaded.family.title} has no latent space to explore: "
                                            f"{loaded.family.why_no_latent}")
+        if panel_enabled("inpaint", loaded.family.capabilities):
+            self.inpaint.set_run(loaded)
+        else:
+            self.inpaint.show_unavailable(f"{loaded.family.title} cannot inpaint.")
         self._status(f"Opened run {loaded.run.path} (step {loaded.step:,})")
 
     def _on_run_failed(self, cause: str, details: str) -> None:
@@ -441,6 +452,7 @@ class MainWindow(QMainWindow):
         for runner in (self.dataset_jobs, self.run_jobs, self.sample_jobs, *self.comparison.runners):
             runner.cancel()
         self.explorer.cancel_work()
+        self.inpaint.cancel_work()
         self._status("Stopping training and saving before closing…")
 
     def _maybe_finish_closing(self, *_args) -> None:
@@ -452,6 +464,7 @@ class MainWindow(QMainWindow):
         if self._control is not None:
             self._control.stop()
         self.explorer.cancel_work()
+        self.inpaint.cancel_work()
         for runner in self._runners():
             runner.cancel()
             runner.wait(timeout_ms)

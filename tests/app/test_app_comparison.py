@@ -189,9 +189,9 @@ def test_a_run_kept_elsewhere_is_added_and_ticked(qtbot, view, trained, tmp_path
     assert view.run_list.count() == 4 and view.checked_paths() == [str(elsewhere.absolute())]
 
 
-def test_ctrl_4_shows_the_compare_tab_with_the_runs(qtbot, window, runs):
+def test_ctrl_5_shows_the_compare_tab_with_the_runs(qtbot, window, runs):
     with qtbot.waitSignal(window.comparison.list_jobs.succeeded, timeout=10_000):
-        qtbot.keyClick(window, Qt.Key.Key_4, Qt.KeyboardModifier.ControlModifier)
+        qtbot.keyClick(window, Qt.Key.Key_5, Qt.KeyboardModifier.ControlModifier)
     assert window.tabs.currentWidget() is window.comparison
     assert window.comparison.run_list.count() == 3
 

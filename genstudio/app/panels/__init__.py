@@ -4,8 +4,9 @@ from .comparison import ComparisonView
 from .dataset_panel import DatasetPanel
 from .family_picker import FamilyPicker
 from .gallery import Gallery
+from .inpainting import InpaintPanel
 from .latent_explorer import LatentExplorer
 from .metrics_plot import MetricsPlot
 from .training_panel import TrainingPanel
 
-__all__ = ["ComparisonView", "DatasetPanel", "FamilyPicker", "Gallery", "LatentExplorer", "MetricsPlot", "TrainingPanel"]
+__all__ = ["ComparisonView", "DatasetPanel", "FamilyPicker", "Gallery", "InpaintPanel", "LatentExplorer", "MetricsPlot", "TrainingPanel"]
