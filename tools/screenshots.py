@@ -9,6 +9,8 @@ unless --extractor inception and weights are configured) and saves:
   evaluation.png   the Evaluate dialog with figures and the closest sample/training pairs
   gallery.png      the Gallery of the first run
   explore.png      the Explore tab of the first run: encoded map, sliders, an interpolation
+  inpaint.png      the Inpaint tab of the first run: a centre hole in training image #5 filled
+                   with 6 candidates, and every given run filling it side by side
 """
 
 from __future__ import annotations
@@ -100,6 +102,26 @@ def main(argv: list[str] | None = None) -> int:
         wait_until(lambda: not explorer.interpolate_jobs.is_busy() and not explorer.decode_jobs.is_busy(),
                    600, "the interpolation")
     window.grab().save(str(out / "explore.png"))
+    inpaint = window.inpaint
+    window.tabs.setCurrentWidget(inpaint)
+    if inpaint.loaded is not None:  # a family that inpaints
+        inpaint.dataset_spin.setValue(5)
+        inpaint.use_dataset_image()
+        wait_until(lambda: inpaint.image is not None, 300, "the training image")
+        side = inpaint.history.size
+        inpaint.history.fill_rect((0.3 * side, 0.3 * side), (0.7 * side, 0.7 * side))
+        inpaint.canvas.refresh_mask()
+        inpaint.count_spin.setValue(6)
+        inpaint.start_fill()
+        wait_until(lambda: inpaint.result is not None, 1800, "the fill")
+        for run in args.runs[1:]:
+            inpaint.add_run(run)
+        wait_until(inpaint.compare_button.isEnabled, 60, "the fill's thread to end")
+        inpaint.start_compare()
+        wait_until(lambda: bool(inpaint.compared), 3600, "the families' fills")
+        inpaint.candidate_list.setCurrentRow(1)
+    wait_until(lambda: not any(r.is_busy() for r in inpaint.runners), 60, "the inpainting jobs")
+    window.grab().save(str(out / "inpaint.png"))
     print(f"wrote {', '.join(p.name for p in sorted(out.glob('*.png')))} to {out}")
     window.shutdown()
     dialog.close()
