@@ -155,3 +155,24 @@ def test_export_writes_result_mask_and_strip_with_provenance(tmp_path):
     assert (hole_panel[fill][:, 0] > hole_panel[fill][:, 1]).all()  # tinted red
     with pytest.raises(InpaintError, match=r"\.png"):
         export_inpainting(tmp_path / "x.jpg", image, fill, result, {})
+
+
+def test_the_smooth_fill_is_the_harmonic_interpolation_of_the_known_pixels():
+    """Known columns 0 (value a) and W−1 (value b) with everything between unknown: the
+    discrete Laplace equation with replicated top and bottom edges is solved by the straight
+    ramp from a to b, independent of the row; known pixels stay as they were."""
+    import torch
+
+    from genstudio.core.families.base import smooth_fill
+
+    width = 10
+    x = torch.rand(2, 3, 6, width, generator=torch.Generator().manual_seed(0))
+    x[0, :, :, 0], x[0, :, :, -1] = 0.2, 0.8
+    x[1, :, :, 0], x[1, :, :, -1] = torch.tensor([[1.0], [0.0], [0.5]]), 0.0
+    keep = torch.zeros_like(x, dtype=torch.bool)
+    keep[..., 0] = keep[..., -1] = True
+    filled = smooth_fill(x, keep)
+    ramp = torch.linspace(0, 1, width)
+    expected = x[..., :1] + (x[..., -1:] - x[..., :1]) * ramp
+    assert torch.allclose(filled, expected, atol=1e-4)
+    assert torch.equal(filled[keep], x[keep])

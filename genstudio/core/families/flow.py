@@ -32,11 +32,20 @@ torch.Generator().manual_seed(seed) as torch.rand((draws, C, H, W)) and shared b
 so an image's figure does not depend on its batch. Variational dequantization (Flow++) is not
 built. `encode` uses the bin centres u = ½.
 
-Inpainting optimises the unknown pixels (in logit space) to maximise log p(x) with the known
-pixels clamped, starting from a seeded sample of the model: different seeds start from
-different samples and settle in different candidates. (Langevin-style noise on top, even
-decaying from a std of 0.3 in logit units, pushed the fill off the data into regions where the
-flow's density and gradients explode.)
+Inpainting is a conditional mode search: the unknown pixels' logits v are moved by gradient
+ascent on the flow's density of v, log N(ε(v); 0, I) + log|det ∂ε/∂v|, with the known pixels
+clamped, starting from the smooth (harmonic) fill of the hole plus seeded N(0, 1) noise on its
+logits, so different seeds settle in different candidates. Two choices here were measured on
+Fashion-MNIST (12 test images, centre hole; RMSE on the hole, mean-colour fill 0.374):
+  * the density of v, not of the pixels y: log p(y) adds log|det ∂v/∂y| = Σ −log p(1 − p),
+    which grows without bound towards black and white, and ascent on it filled holes with flat
+    black (RMSE 0.389, worse than mean colour; 0.317 on v from the same start);
+  * the smooth start, not a sample of the model: from a sample the ascent keeps the sample's
+    unrelated shapes (0.317); from the smooth fill it sharpens a guess that already meets the
+    hole's edge (0.191; the smooth fill alone 0.238). Start noise of std 2 instead of 1 made
+    candidates five times as different from each other and the fill worse (0.224).
+(Langevin-style noise during the ascent, even decaying from a std of 0.3 in logit units, pushed
+the fill off the data into regions where the flow's density and gradients explode.)
 """
 
 from __future__ import annotations
@@ -49,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress
+from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress, smooth_fill
 
 _LOG_256 = math.log(256.0)
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -58,7 +67,8 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 # sigmoid(h + 2) (no lower bound) overflowed 6 of 64 samples to NaN and a bound of 2 left
 # about 1 in 6 as saturated noise; a bound of 1 gave clean samples at the same bits/dim.
 _MAX_LOG_SCALE = 1.0
-_INPAINT_LR = 0.1   # Adam's step on the unknown pixels' logits w (y = sigmoid(w))
+_INPAINT_LR = 0.1           # Adam's step on the unknown pixels' logits v
+_INPAINT_START_NOISE = 1.0  # std of the seeded noise on the smooth fill's logits (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -388,8 +398,8 @@ class Flow(Family):
          Capability.INPAINT, Capability.CONDITIONAL}
     )
     log_prob_kind = LogProbKind.EXACT
-    inpaint_method = ("Likelihood ascent: the unknown pixels start from a seeded sample of the model and are "
-                      "optimised to maximise the flow's exact log p(x) with the known pixels held fixed.")
+    inpaint_method = ("Likelihood ascent: the unknown pixels start from a smooth fill of the hole with seeded "
+                      "noise and climb the flow's exact density of their logits, the known pixels held fixed.")
     Config = FlowConfig
     SampleOptions = FlowSampleOptions
     plotted_metrics = ("bpd",)
@@ -486,30 +496,27 @@ class Flow(Family):
 
     def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None, *,
                 progress: SampleProgress | None = None) -> Tensor:
-        """Fill the pixels where keep_mask is False by maximising log p(x) over them (see the
-        module docstring); the kept pixels are returned unchanged, bit for bit. progress
-        counts the ascent's steps."""
+        """Fill the pixels where keep_mask is False by ascending the flow's density of their
+        logits from a seeded, noisy smooth fill (see the module docstring); the kept pixels are
+        returned unchanged, bit for bit. progress counts the ascent's steps."""
         keep = self._keep_mask(keep_mask, x)
         labels = self._check_labels(labels, x.shape[0])
-        filled = self._ascend_log_prob(x.to(self.device, torch.float32), keep.to(self.device), labels, seed,
-                                       progress)
+        filled = self._ascend_log_density(x.to(self.device, torch.float32), keep.to(self.device), labels, seed,
+                                          progress)
         return torch.where(keep, x.cpu(), filled.cpu().to(x.dtype))
 
-    def _ascend_log_prob(self, x: Tensor, keep: Tensor, labels: Tensor | None, seed: int,
-                         progress: SampleProgress | None = None) -> Tensor:
-        """Adam (cosine-decayed step) to maximise log p(x), the pixel-space density, over the
-        unknown pixels y = sigmoid(w), starting from the model's sample for `seed`, so different
-        seeds give different candidates.
-
-        The start is a sample, not uniform noise: a trained flow puts noise images thousands
-        of bits/dim below the data, where its gradients are huge and erratic, and ascent from
-        there stalled far from any image. The sigmoid keeps y inside [0, 1], the data's range:
-        beyond it the logit preprocessing's Jacobian grows without bound, and an unconstrained
-        ascent ran off to saturated pixels or NaN. Returns the image in [0, 1]."""
+    def _ascend_log_density(self, x: Tensor, keep: Tensor, labels: Tensor | None, seed: int,
+                            progress: SampleProgress | None = None) -> Tensor:
+        """Adam (cosine-decayed step) on the unknown logits v to maximise the flow's log density
+        of v, from logit(smooth fill) + N(0, _INPAINT_START_NOISE²) drawn on the CPU from
+        `seed`. Returns the image in [0, 1]."""
         steps = self.config.inpaint_steps
-        known_y = dequantize(x, torch.tensor(0.5, device=x.device))
-        start = dequantize(self.sample(x.shape[0], seed, labels), torch.tensor(0.5))  # inside (0, 1)
-        free = torch.logit(start).to(x.device).requires_grad_(True)
+        alpha = self.config.logit_alpha
+        centre = torch.tensor(0.5, device=x.device)
+        known_v = to_logit(dequantize(x, centre), alpha)[0]
+        start_v = to_logit(dequantize(smooth_fill(x, keep), centre), alpha)[0]
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)).to(x.device)
+        free = (start_v + _INPAINT_START_NOISE * noise).requires_grad_(True)
         # β2 = 0.99 (not 0.999): the gradients shrink as the fill settles, and a long memory of
         # the early large ones would stall the last steps.
         optimizer = torch.optim.Adam([free], lr=_INPAINT_LR, betas=(0.9, 0.99))
@@ -517,14 +524,15 @@ class Flow(Family):
             for step in range(steps):
                 # Cosine decay, so the last steps settle on the optimum instead of circling it.
                 optimizer.param_groups[0]["lr"] = _INPAINT_LR * 0.5 * (1 + math.cos(math.pi * step / steps))
-                y = torch.where(keep, known_y, torch.sigmoid(free))
-                objective = self.log_prob_of_dequantized(y, labels).sum() / self.spec.dims
+                v = torch.where(keep, known_v, free)
+                objective = self.flow.log_density(v, labels).sum() / self.spec.dims
                 # The gradient for the pixels only: the network's own .grad stays untouched.
                 free.grad = torch.autograd.grad(-objective, free)[0]
                 optimizer.step()
                 if progress is not None:
                     progress(step + 1, steps, None)
-        return to_pixels(torch.where(keep, known_y, torch.sigmoid(free.detach())))
+        v = torch.where(keep, known_v, free.detach())
+        return to_pixels(torch.nan_to_num(from_logit(v, alpha), nan=0.5))
 
 
 FAMILY = Flow
