@@ -23,6 +23,14 @@ energy callable so tests can run it on a Gaussian whose answer is known). With �
 the unadjusted Langevin algorithm, whose samples follow exp(−E) up to an O(λ) bias. Image EBMs,
 Du & Mordatch's included, take a large λ and a small σ: that is Langevin on the colder density
 exp(−E/T) with T = σ² / (2λ), which converges in tens of steps instead of thousands.
+
+Inpainting runs the same SGLD with the known pixels clamped at every step. Its chains start
+from the smooth (harmonic) fill of the hole plus seeded uniform noise of ±0.3 (in [−1, 1]
+units), not from uniform noise over the whole range: a chain of tens of steps from noise never
+reached agreement with the hole's edges (Fashion-MNIST, 24 test images, 10-minute model; RMSE on
+the hole: from noise 0.390, worse than mean-colour fill's 0.393 on random masks; from the
+smooth start 0.253 centre, 0.214 random). The noise is what makes seeds give different
+candidates; more of it (±0.6) made the fill worse (0.279).
 """
 
 from __future__ import annotations
@@ -37,13 +45,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress
+from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress, smooth_fill
 from .layers import level_widths, pyramid_sizes, to_symmetric, to_unit
 
 # energy_fn(x) → one energy per row of x, shape (B,).
 EnergyFn = Callable[[Tensor], Tensor]
 # Called with (step, total_steps, current x) after each SGLD step.
 StepCallback = Callable[[int, int, Tensor], None]
+
+_INPAINT_START_NOISE = 0.3  # half-width of the uniform noise on the smooth start, [−1, 1] units
 
 
 # -- Langevin dynamics ----------------------------------------------------------------------------
@@ -229,8 +239,9 @@ class EBM(Family):
     log_prob_kind = LogProbKind.UNNORMALIZED
     why_no_latent = ("it only scores images (an energy per image) and finds samples by Langevin "
                      "dynamics in pixel space; there is no latent to decode.")
-    inpaint_method = ("Langevin dynamics (SGLD) on the learned energy from noise, with the known pixels "
-                      "held fixed at every step, so the fill settles into what fits around them.")
+    inpaint_method = ("Langevin dynamics (SGLD) on the learned energy from a smooth fill of the hole with "
+                      "seeded noise, the known pixels held fixed at every step, so the fill settles into "
+                      "what fits around them.")
     Config = EBMConfig
     SampleOptions = EBMSampleOptions
     plotted_metrics = ("e_pos", "e_neg", "loss")
@@ -347,19 +358,22 @@ class EBM(Family):
 
     def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None, *,
                 options: EBMSampleOptions | None = None, progress: SampleProgress | None = None) -> Tensor:
-        """SGLD from uniform noise in the pixels to fill, the kept pixels clamped to x at every
-        step (they are returned unchanged, bit for bit). progress gets the chain after each step."""
+        """SGLD from the smooth fill plus seeded noise in the pixels to fill (see the module
+        docstring), the kept pixels clamped to x at every step (they are returned unchanged, bit
+        for bit). progress gets the chain after each step."""
         options = self._resolved(options)
         labels = self._check_labels(labels, x.shape[0])
         keep = self._keep_mask(keep_mask, x)
         generator = torch.Generator().manual_seed(seed)
-        noise = torch.rand(x.shape, generator=generator) * 2 - 1
-        start = torch.where(keep, to_symmetric(x.cpu()), noise).to(self.device)
+        noise = (torch.rand(x.shape, generator=generator) * 2 - 1) * _INPAINT_START_NOISE
+        x = x.cpu()
+        guess = (to_symmetric(smooth_fill(x.float(), keep)) + noise).clamp(-1, 1)
+        start = torch.where(keep, to_symmetric(x), guess.to(x.dtype)).to(self.device)
         filled = self._sgld(start, generator, labels, steps=options.steps,
                             step_size=options.step_size, noise=options.noise, keep_mask=keep,
                             callback=None if progress is None else
                             (lambda i, total, chain: progress(i, total, to_unit(chain).cpu())))
-        return torch.where(keep, x.cpu(), to_unit(filled).cpu())
+        return torch.where(keep, x, to_unit(filled).cpu())
 
 
 FAMILY = EBM
