@@ -96,6 +96,8 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--sample-every", type=int, default=250)
     p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--eval-every", type=int, default=500,
+                   help="steps between held-out evaluations (0: only when the run ends)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out to --steps")
     p.add_argument("--quiet", action="store_true", help="print only the final line")
     p.set_defaults(handler=_train)
@@ -118,6 +120,7 @@ def _train(args: argparse.Namespace) -> int:
         steps=args.steps or TrainSettings.steps, batch=args.batch, seed=args.seed,
         device=args.device, conditional=args.conditional, family_config=_parse_options(args.options),
         log_every=args.log_every, sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every,
     )
     dataset = None
     if args.epochs is not None:

@@ -16,3 +16,5 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("genstudio-home")
     monkeypatch.setenv("GENSTUDIO_HOME", str(home / "data"))
     monkeypatch.setenv("GENSTUDIO_CACHE_DIR", str(home / "cache"))
+    # No shipped pretrained runs unless a test asks for them: a window would open one at start.
+    monkeypatch.setenv("GENSTUDIO_PRETRAINED", str(home / "no-pretrained"))

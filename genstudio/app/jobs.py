@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 from PySide6.QtGui import QImage
 
+from genstudio.core import pretrained
 from genstudio.core.data import ImageDataset, load_source
 from genstudio.core.families import Capability, SamplingCancelled
 from genstudio.core.images import make_grid, save_gif, save_png, to_pil, to_uint8
@@ -97,6 +98,11 @@ class OpenedRun:
 def open_run(path: str, device: str, job: Job) -> OpenedRun:
     loaded = load_run(path, device=device)
     return OpenedRun(loaded, RunDir(path).read_metrics())
+
+
+def open_pretrained(name: str, device: str, job: Job) -> OpenedRun:
+    """Copy a shipped pretrained run into the user's runs folder (once) and open the copy."""
+    return open_run(str(pretrained.install(pretrained.find(name))), device, job)
 
 
 @dataclass

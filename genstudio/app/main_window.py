@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from genstudio.core import pretrained
 from genstudio.core.families import family_class
 from genstudio.core.metrics.evaluate import describe_evaluation
 from genstudio.core.paths import new_run_dir
@@ -73,6 +74,10 @@ class MainWindow(QMainWindow):
         self._connect()
         self._on_family_changed(self.family_picker.current())
         self.dataset_panel.request_load()  # the default dataset, so Start works at once
+        # A newcomer sees a trained model at once: the gallery, explorer and inpainting canvas
+        # open on the shipped default while the default dataset loads for training.
+        if any(run.name == pretrained.DEFAULT for run in self.pretrained_runs):
+            self.open_pretrained(pretrained.DEFAULT)
 
     # -- layout -----------------------------------------------------------------------------
     def _build_panels(self) -> None:
@@ -133,7 +138,13 @@ class MainWindow(QMainWindow):
         self.open_action = make_action(self, "&Open run…", "Ctrl+O", self.ask_open_run)
         self.export_action = make_action(self, "&Export samples…", None, self._export_all)
         self.quit_action = make_action(self, "&Quit", "Ctrl+Q", self.close)
-        file_menu.addActions([self.open_action, self.export_action])
+        file_menu.addAction(self.open_action)
+        self.pretrained_runs = self._available_pretrained()
+        self.pretrained_menu = pretrained_menu = file_menu.addMenu("Open &pretrained model")
+        pretrained_menu.setEnabled(bool(self.pretrained_runs))
+        for run in self.pretrained_runs:
+            pretrained_menu.addAction(make_action(self, run.title, None, partial(self.open_pretrained, run.name)))
+        file_menu.addAction(self.export_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
         view_menu = self.menuBar().addMenu("&View")
@@ -369,6 +380,18 @@ class MainWindow(QMainWindow):
     def ask_run_folder(self) -> str:
         """The Open run dialog; tests replace this method to bypass it."""
         return QFileDialog.getExistingDirectory(self, "Open a genstudio run folder")
+
+    def _available_pretrained(self) -> list:
+        try:
+            return pretrained.available()
+        except pretrained.PretrainedError as exc:  # a damaged manifest must not stop the app
+            log.warning("pretrained runs unavailable: %s", exc)
+            return []
+
+    def open_pretrained(self, name: str) -> None:
+        self._status(f"Opening the pretrained {name} model…")
+        device = self.training_panel.device_combo.currentText()
+        self.run_jobs.submit(partial(jobs.open_pretrained, name, device))
 
     def open_run(self, path: str) -> None:
         self._status(f"Opening run {path}…")

@@ -247,6 +247,9 @@ class Trainer:
         state, meta = load_checkpoint(self.run_dir.checkpoint_path, device="cpu")
         if meta["family"] != self.settings.family:
             raise RunError(f"checkpoint is a {meta['family']} model, config says {self.settings.family}")
+        if meta.get("weights_only"):
+            raise RunError("this run ships weights only (a pretrained model, without its optimizer "
+                           "state), so it cannot be resumed; train a new run instead")
         self.family.load_state_dict(move_state(state["family"], self.device))
         self.generator.set_state(state["rng"]["train"])
         torch.set_rng_state(state["rng"]["torch"])

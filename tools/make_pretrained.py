@@ -1,0 +1,131 @@
+"""Remake the pretrained runs in pretrained/ with the project's own `genstudio train`.
+
+    .venv/bin/python tools/make_pretrained.py                 # all of them
+    .venv/bin/python tools/make_pretrained.py vae-shapes      # one
+    .venv/bin/python tools/make_pretrained.py --list          # the recorded commands
+
+Each run is trained by the command recorded below (and in pretrained/MANIFEST.json) into a
+temporary folder, then shipped without its optimizer state (weights, EMA and RNG only: a third
+of the size; a pretrained run is for sampling and exploring, and says so if someone tries to
+resume it). Training is deterministic on the CPU for a given torch build, so the same command
+reproduces the same weights there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from genstudio.core import pretrained  # noqa: E402
+from genstudio.core.images import make_grid, save_png  # noqa: E402
+from genstudio.core.run import load_run  # noqa: E402
+from genstudio.core.sampling import generate  # noqa: E402
+
+OUT = ROOT / "pretrained"
+
+# name → (title, `genstudio train` arguments after --out). Sizes and widths are chosen so each
+# checkpoint stays under a few MB and trains in minutes on a 2-core CPU.
+RUNS: dict[str, tuple[str, str]] = {
+    "vae-shapes": ("VAE · shapes 32 px",
+                   "--family vae --data builtin:shapes --size 32 --steps 2000 --batch 64 --seed 0"),
+    "gan-shapes": ("GAN · shapes 32 px",
+                   "--family gan --data builtin:shapes --size 32 --steps 2000 --batch 64 --seed 0"),
+    "flow-shapes": ("Normalizing flow · shapes 32 px",
+                    "--family flow --data builtin:shapes --size 32 --steps 1200 --batch 64 --seed 0"),
+    "diffusion-shapes": ("Diffusion · shapes 32 px",
+                         "--family diffusion --data builtin:shapes --size 32 --steps 2000 --batch 64 "
+                         "--seed 0 --set base_channels=16"),
+    "pixelcnn-shapes": ("PixelCNN · shapes 16 px",
+                        "--family pixelcnn --data builtin:shapes --size 16 --steps 800 --batch 64 --seed 0"),
+    "ebm-shapes": ("Energy-based · shapes 32 px",
+                   "--family ebm --data builtin:shapes --size 32 --steps 600 --batch 64 --seed 0"),
+    "gan-shapes-conditional": ("Class-conditional GAN · shapes 32 px",
+                               "--family gan --data builtin:shapes --size 32 --steps 2000 --batch 64 "
+                               "--seed 0 --conditional"),
+    "diffusion-shapes-conditional": ("Class-conditional diffusion (CFG) · shapes 32 px",
+                                     "--family diffusion --data builtin:shapes --size 32 --steps 2000 "
+                                     "--batch 64 --seed 0 --set base_channels=16 --conditional"),
+}
+
+
+# Side outputs off: no grids, checkpoints or evaluations until the end (an evaluation draws
+# samples, so its cadence is part of what reproduces the weights).
+SIDE_OUTPUTS = "--sample-every 0 --checkpoint-every 0 --eval-every 0"
+
+
+def command(name: str) -> str:
+    return f"genstudio train {RUNS[name][1]} {SIDE_OUTPUTS} --out RUN"
+
+
+def train_argv(name: str, run: Path) -> list[str]:
+    return [sys.executable, "-m", "genstudio", "train", *shlex.split(RUNS[name][1]),
+            *shlex.split(SIDE_OUTPUTS), "--out", str(run), "--quiet"]
+
+
+def ship(name: str, run: Path) -> dict:
+    """Package a finished run into pretrained/NAME and draw its preview grid."""
+    entry = pretrained.package(run, OUT, name, RUNS[name][0], command(name))
+    loaded = load_run(OUT / name, device="cpu")
+    save_png(OUT / name / "preview.png", make_grid(generate(loaded, 16, seed=0), 4), {"run": name})
+    return entry
+
+
+def make_all(names: list[str], jobs: int, entries: dict[str, dict]) -> None:
+    """Train up to `jobs` runs at once (each on one torch thread), shipping each as it ends."""
+    with tempfile.TemporaryDirectory(prefix="pretrained-") as tmp:
+        waiting, running = list(names), {}
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                name = waiting.pop(0)
+                argv = train_argv(name, Path(tmp) / name)
+                print("$", shlex.join(argv), flush=True)
+                running[name] = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            name, process = _first_finished(running)
+            del running[name]
+            if process.returncode != 0:
+                raise SystemExit(f"{name}: training failed (exit {process.returncode})")
+            entries[name] = ship(name, Path(tmp) / name)
+            pretrained.write_manifest(OUT, [entries[n] for n in RUNS if n in entries])  # RUNS order
+            print(f"{name}: {entries[name]['bytes'] / 1e6:.1f} MB, step {entries[name]['step']}", flush=True)
+
+
+def _first_finished(running: dict[str, subprocess.Popen]) -> tuple[str, subprocess.Popen]:
+    while True:
+        for name, process in running.items():
+            if process.poll() is not None:
+                return name, process
+        time.sleep(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help=f"of: {', '.join(RUNS)} (default: all)")
+    parser.add_argument("--list", action="store_true", help="print the recorded commands and stop")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (one thread each)")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name in RUNS:
+            print(f"{name}: {command(name)}")
+        return 0
+    unknown = [n for n in args.names if n not in RUNS]
+    if unknown:
+        parser.error(f"unknown: {', '.join(unknown)}")
+    manifest_path = OUT / pretrained.MANIFEST
+    entries = {e["name"]: e for e in (json.loads(manifest_path.read_text())["runs"]
+                                      if manifest_path.is_file() else [])}
+    make_all(args.names or list(RUNS), args.jobs, entries)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
