@@ -39,9 +39,10 @@ def _prepare_gui() -> None:
     if delay:
         def report_and_close() -> None:
             windows = [w for w in app.topLevelWidgets() if w.isWindow() and w.isVisible()]
+            icon = "with" if not app.windowIcon().isNull() else "without"
             for window in windows:
                 print(f"genstudio smoke: window {window.windowTitle()!r} "
-                      f"{window.width()}x{window.height()} shown", flush=True)
+                      f"{window.width()}x{window.height()} shown, {icon} its icon", flush=True)
             if not windows:
                 print("genstudio smoke: no window shown", flush=True)
             for window in windows:

@@ -83,4 +83,5 @@ def test_the_launcher_opens_the_app_offscreen_and_closes_it():
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "check_bundle.py"), "--source", "--no-train",
                              "--smoke-ms", "1000"], capture_output=True, text=True, timeout=280)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "window 'genstudio'" in result.stdout and "check passed" in result.stdout
+    assert "window 'genstudio'" in result.stdout and "with its icon" in result.stdout
+    assert "check passed" in result.stdout
