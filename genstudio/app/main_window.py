@@ -272,6 +272,7 @@ class MainWindow(QMainWindow):
         worker.checkpoint_saved.connect(self._on_checkpoint_saved)
         worker.evaluated.connect(self._on_evaluated)
         worker.pause_changed.connect(self._on_pause_changed)
+        worker.notice.connect(self._on_notice)
         worker.training_finished.connect(self._on_training_finished)
         worker.cancelled.connect(self._on_training_cancelled)
         worker.failed.connect(self._on_training_failed)
@@ -336,6 +337,10 @@ class MainWindow(QMainWindow):
         # The control, not the event, is the truth: a queued event may trail a later click.
         if self.training_panel.state in (RUNNING, PAUSED):
             self._set_training_state(PAUSED if self._control.paused else RUNNING)
+
+    def _on_notice(self, event) -> None:
+        self.training_panel.show_notice(event.message)
+        self._status(event.message)
 
     def _on_training_finished(self, event) -> None:
         self._finished_run, self._end_reason = event.run_dir, event.reason
