@@ -3,10 +3,10 @@
 One bad batch (an overflow, a degenerate sample) should cost one step, not the run: every
 optimizer of the family is wrapped so that a step whose gradients hold NaN or inf is skipped
 (the weights and the optimizer's moments stay as they were). A skipped step can still have
-touched state outside the optimizer (normalisation statistics, an EMA, a replay buffer), and
-several in a row mean training itself is diverging, so after PATIENCE bad steps in a row the
+written NaN outside the optimizer (an EBM's replay buffer, normalisation statistics): then the
 whole family state is rolled back to the last good snapshot (taken whenever a checkpoint is
-saved) and the learning rate is lowered. A run that keeps diverging after MAX_ROLLBACKS ends
+saved) at once. Several bad steps in a row mean training itself is diverging: after PATIENCE
+of them the state is rolled back and the learning rate is lowered. A run that keeps diverging after MAX_ROLLBACKS ends
 with a clear error rather than spinning forever.
 """
 
@@ -52,27 +52,46 @@ class DivergenceGuard:
             return None
         self.bad_in_a_row += 1
         what = ", ".join(f"{k} = {metrics[k]}" for k in bad) or "the gradients were not finite"
-        if self.bad_in_a_row < PATIENCE:
+        diverging = self.bad_in_a_row >= PATIENCE
+        if not diverging and not _poisoned(self.family.state_dict()):
             return f"step {step}: {what}; the update was skipped"
-        return self._roll_back(step, what)
+        return self._roll_back(step, what, lower_lr=diverging)
 
-    def _roll_back(self, step: int, what: str) -> str:
-        if self._good is None or self.rollbacks >= MAX_ROLLBACKS:
+    def _roll_back(self, step: int, what: str, lower_lr: bool) -> str:
+        if self._good is None or (lower_lr and self.rollbacks >= MAX_ROLLBACKS):
             raise RunError(f"training diverged at step {step} ({what}) even after lowering the "
                            f"learning rate {self.rollbacks} times; try a lower learning rate")
         good_step, good_scale, state = self._good
         self.family.load_state_dict(_clone(state))
-        self.rollbacks += 1
         self.bad_in_a_row = 0
+        if not lower_lr:
+            # The restored optimizers carry the snapshot's learning rates; keep the current.
+            self._scale_learning_rates(self.family.lr_scale / good_scale)
+            return (f"step {step}: {what}, and NaN or inf reached the model's state; restored "
+                    f"the state of step {good_step}")
+        self.rollbacks += 1
         new_scale = self.family.lr_scale * LR_FACTOR
         # The restored optimizers hold the learning rates of the snapshot; scale those.
-        factor = new_scale / good_scale
-        for optimizer in self.family.optimizers().values():
-            for group in optimizer.param_groups:
-                group["lr"] *= factor
+        self._scale_learning_rates(new_scale / good_scale)
         self.family.lr_scale = new_scale
         return (f"step {step}: {what} for {PATIENCE} steps in a row; rolled back to the state of "
                 f"step {good_step} and lowered the learning rate to {new_scale:g}× the configured one")
+
+    def _scale_learning_rates(self, factor: float) -> None:
+        for optimizer in self.family.optimizers().values():
+            for group in optimizer.param_groups:
+                group["lr"] *= factor
+
+
+def _poisoned(state: Any) -> bool:
+    """Whether any floating tensor in nested state holds NaN or inf."""
+    if isinstance(state, torch.Tensor):
+        return state.is_floating_point() and not bool(torch.isfinite(state).all())
+    if isinstance(state, dict):
+        return any(_poisoned(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return any(_poisoned(v) for v in state)
+    return False
 
 
 def _skip_non_finite_steps(optimizer: torch.optim.Optimizer, on_skip) -> None:
