@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -285,3 +286,14 @@ def test_a_folder_of_only_unusable_files_is_one_clear_error(tmp_path):
     assert str(raised.value) == (
         f"No usable images in {root}: 3 files skipped "
         "(1 decompression bomb, 1 not a regular file, 1 zero-byte file).")
+
+
+def test_a_signalling_nan_in_a_float_tiff_raises_no_warning(tmp_path):
+    """Found by test_data_fuzz.py: widening a signalling NaN to float64 warned."""
+    array = np.full((4, 4), 0.5, np.float32)
+    array.view(np.uint32)[0, 0] = 0x7FA00000  # a signalling NaN
+    path = write(tmp_path / "snan.tif", encoded(Image.fromarray(array), "TIFF"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pixels = decode(path)
+    assert pixels.shape == (SIZE, SIZE, 3) and pixels[SIZE - 1, SIZE - 1, 0] == 128
