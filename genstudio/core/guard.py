@@ -54,7 +54,11 @@ class DivergenceGuard:
         what = ", ".join(f"{k} = {metrics[k]}" for k in bad) or "the gradients were not finite"
         diverging = self.bad_in_a_row >= PATIENCE
         if not diverging and not _poisoned(self.family.state_dict()):
-            return f"step {step}: {what}; the update was skipped"
+            if skipped:
+                return f"step {step}: {what}; the update was skipped"
+            # A metric that is not the training loss (e.g. a KL term) overflowed while the
+            # gradients stayed finite: the update stands, but the step counts as a bad one.
+            return f"step {step}: {what}; the gradients were finite, so the update was kept"
         return self._roll_back(step, what, lower_lr=diverging)
 
     def _roll_back(self, step: int, what: str, lower_lr: bool) -> str:

@@ -261,3 +261,16 @@ def test_ten_steps_equal_five_then_sigkill_then_resume_bit_for_bit(tmp_path):
     records = [json.loads(line)
                for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 11))  # none lost, none twice
+
+
+def test_a_non_finite_metric_with_finite_gradients_keeps_its_update(tmp_path):
+    trainer = Trainer(dataclasses.replace(TINY, steps=3), str(tmp_path / "run"))
+    real_step = trainer.family.train_step
+
+    def overflowing_metric(x, labels, generator):
+        metrics = real_step(x, labels, generator)
+        return {**metrics, "kl": float("inf")} if trainer.step == 1 else metrics
+
+    trainer.family.train_step = overflowing_metric
+    notices = [e.message for e in trainer.run() if isinstance(e, Notice)]
+    assert notices == ["step 2: kl = inf; the gradients were finite, so the update was kept"]
