@@ -386,6 +386,8 @@ class MainWindow(QMainWindow):
         self.metrics_plot.set_first_shown(loaded.family.plotted_metrics)
         self.metrics_plot.load_history(opened.metrics)
         self.training_panel.run_label.setText(f"Run folder: {loaded.run.path}")
+        if loaded.notice:  # the newest checkpoint was damaged; the previous one was opened
+            self.training_panel.show_notice(loaded.notice)
         evaluations = [r for r in opened.metrics if "reference_images" in r]
         if evaluations:
             self.training_panel.show_likelihood(describe_evaluation(evaluations[-1]))

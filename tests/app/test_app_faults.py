@@ -41,3 +41,26 @@ def test_a_skipped_nan_step_is_shown_to_the_user(qtbot, window, monkeypatch):
     assert notice.isVisible() and notice.text() == (
         "step 4: loss = nan, grad_norm = nan, bpd = nan, recon = nan, kl = nan; "
         "the update was skipped")
+
+
+def test_opening_a_run_with_a_damaged_checkpoint_opens_the_previous_one_and_says_so(
+        qtbot, window, tmp_path, dataset_cache):
+    from app_helpers import SIZE, TINY_MODEL
+
+    from genstudio.core.data import load_source
+    from genstudio.core.run import TrainSettings
+
+    settings = TrainSettings(data="builtin:shapes", size=SIZE, steps=2, batch=4, device="cpu",
+                             family_config=dict(TINY_MODEL), sample_every=0, checkpoint_every=1,
+                             grid_samples=1, eval_images=0)
+    dataset = load_source(settings.data, SIZE, cache_dir=dataset_cache)
+    run = tmp_path / "run"
+    list(Trainer(settings, str(run), dataset=dataset).run())
+    checkpoint = run / "checkpoint.safetensors"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:50])
+    window.open_run(str(run))
+    qtbot.waitUntil(lambda: window.loaded is not None and window.loaded.run.path == run,
+                    timeout=30_000)
+    assert window.loaded.step == 1
+    notice = window.training_panel.notice_label
+    assert notice.isVisible() and "loaded the previous checkpoint" in notice.text()
