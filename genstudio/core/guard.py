@@ -5,9 +5,10 @@ optimizer of the family is wrapped so that a step whose gradients hold NaN or in
 (the weights and the optimizer's moments stay as they were). A skipped step can still have
 written NaN outside the optimizer (an EBM's replay buffer, normalisation statistics): then the
 whole family state is rolled back to the last good snapshot (taken whenever a checkpoint is
-saved) at once. Several bad steps in a row mean training itself is diverging: after PATIENCE
-of them the state is rolled back and the learning rate is lowered. A run that keeps diverging after MAX_ROLLBACKS ends
-with a clear error rather than spinning forever.
+saved) at once; finite changes there (an EMA step towards the unchanged weights, a warm-up
+counter) are harmless and kept. Several bad steps in a row mean training itself is diverging:
+after PATIENCE of them the state is rolled back and the learning rate is lowered. A run that
+keeps diverging after MAX_ROLLBACKS ends with a clear error rather than spinning forever.
 """
 
 from __future__ import annotations

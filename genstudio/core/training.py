@@ -325,7 +325,7 @@ class Trainer:
             x, labels = self.batch(self.step)
             try:
                 metrics = self.family.train_step(x, labels, self.generator)
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError from 2.5 on
                 raise self._out_of_memory() from None
             self.step += 1
             speed.tick()
@@ -361,7 +361,7 @@ class Trainer:
         try:
             saved = self.save()
             kept = f"the model at step {saved.step} was saved"
-        except (CheckpointError, OSError, torch.OutOfMemoryError):
+        except (CheckpointError, OSError, torch.cuda.OutOfMemoryError):
             pass
         s = self.settings
         return RunError(f"out of {self.device.type.upper()} memory at step {self.step + 1} "
