@@ -109,6 +109,7 @@ def _train(args: argparse.Namespace) -> int:
     from .core.run import TrainSettings
     from .core.training import (
         Evaluated,
+        Notice,
         StepLogged,
         Trainer,
         TrainingControl,
@@ -142,11 +143,23 @@ def _train(args: argparse.Namespace) -> int:
                 print(_format_step(event), flush=True)
             elif isinstance(event, Evaluated):
                 print(describe_evaluation(event.figures), flush=True)
+            elif isinstance(event, Notice):
+                print(f"genstudio: warning: {event.message}", file=sys.stderr, flush=True)
             elif isinstance(event, TrainingFinished):
                 print(f"{event.reason} at step {event.step}: {event.run_dir}", flush=True)
     finally:
         _restore_signals(previous)
     return 0
+
+
+def _load_run(run: str, device: str) -> Any:
+    """load_run, saying on stderr when a damaged checkpoint was replaced by the previous one."""
+    from .core.run import load_run
+
+    loaded = load_run(run, device=device)
+    if loaded.notice:
+        print(f"genstudio: warning: {loaded.notice}", file=sys.stderr, flush=True)
+    return loaded
 
 
 def _parse_options(options: list[str]) -> dict[str, Any]:
@@ -205,12 +218,11 @@ def _add_sample(sub: Any) -> None:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .core.run import load_run
     from .core.sampling import export_grid, export_images, generate, label_index, provenance
 
     if args.scale < 1:
         raise CommandError("--scale must be at least 1")
-    loaded = load_run(args.run, device=args.device)
+    loaded = _load_run(args.run, args.device)
     label = label_index(loaded, args.label)
     options = _parse_options(args.options)
     images = generate(loaded, args.n, args.seed, label, options)
@@ -248,7 +260,6 @@ def _add_interpolate(sub: Any) -> None:
 def _interpolate(args: argparse.Namespace) -> int:
     from .core.images import make_grid, save_gif, save_png
     from .core.latent import Endpoint, interpolation_frames
-    from .core.run import load_run
     from .core.sampling import label_index, provenance
 
     suffix = os.path.splitext(args.out)[1].lower()
@@ -258,7 +269,7 @@ def _interpolate(args: argparse.Namespace) -> int:
         raise CommandError("--steps must be at least 2")
     if args.scale < 1 or args.frame_ms < 10:
         raise CommandError("--scale must be at least 1 and --frame-ms at least 10")
-    loaded = load_run(args.run, device=args.device)
+    loaded = _load_run(args.run, args.device)
     label = label_index(loaded, args.label)
     frames = interpolation_frames(loaded.family, Endpoint.parse(args.start), Endpoint.parse(args.end),
                                   args.steps, args.mode, label)
@@ -295,14 +306,13 @@ def _inpaint(args: argparse.Namespace) -> int:
     from .core.data import load_image
     from .core.images import make_grid, save_png
     from .core.inpainting import image_file_size, inpaint_candidates, load_mask
-    from .core.run import load_run
     from .core.sampling import label_index, provenance
 
     if not args.out.lower().endswith(".png"):
         raise CommandError(f"--out must be a .png file, not {args.out!r}")
     if args.n < 1 or args.scale < 1:
         raise CommandError("--n and --scale must be at least 1")
-    loaded = load_run(args.run, device=args.device)
+    loaded = _load_run(args.run, args.device)
     spec = loaded.family.spec
     label = label_index(loaded, args.label)
     image = load_image(args.image, spec.size, spec.channels)
@@ -346,14 +356,13 @@ def _eval(args: argparse.Namespace) -> int:
     from .core.data import load_source
     from .core.images import save_png
     from .core.metrics.evaluate import EvalSettings, pairs_strip, run_evaluation
-    from .core.run import load_run
 
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     if args.pairs and "memorisation" not in metrics:
         raise CommandError("--pairs needs memorisation in --metrics")
     settings = EvalSettings(metrics=metrics, samples=args.samples, reference=args.reference,
                             extractor=args.extractor, seed=args.seed)
-    loaded = load_run(args.run, device=args.device)
+    loaded = _load_run(args.run, args.device)
     spec = loaded.family.spec
     data = load_source(args.data, spec.size, spec.channels)
     say = None if args.json else (lambda stage: print(f"  {stage}…", file=sys.stderr, flush=True))
@@ -388,9 +397,8 @@ def _add_info(sub: Any) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .core.run import load_run
 
-    loaded = load_run(args.run, device="cpu")
+    loaded = _load_run(args.run, "cpu")
     metrics = loaded.run.read_metrics()
     family = loaded.family
     info = {

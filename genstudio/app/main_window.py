@@ -283,6 +283,7 @@ class MainWindow(QMainWindow):
         worker.checkpoint_saved.connect(self._on_checkpoint_saved)
         worker.evaluated.connect(self._on_evaluated)
         worker.pause_changed.connect(self._on_pause_changed)
+        worker.notice.connect(self._on_notice)
         worker.training_finished.connect(self._on_training_finished)
         worker.cancelled.connect(self._on_training_cancelled)
         worker.failed.connect(self._on_training_failed)
@@ -348,6 +349,10 @@ class MainWindow(QMainWindow):
         if self.training_panel.state in (RUNNING, PAUSED):
             self._set_training_state(PAUSED if self._control.paused else RUNNING)
 
+    def _on_notice(self, event) -> None:
+        self.training_panel.show_notice(event.message)
+        self._status(event.message)
+
     def _on_training_finished(self, event) -> None:
         self._finished_run, self._end_reason = event.run_dir, event.reason
         self.training_panel.show_progress(event.step, max(event.step, self.training_panel.progress.maximum()))
@@ -404,6 +409,8 @@ class MainWindow(QMainWindow):
         self.metrics_plot.set_first_shown(loaded.family.plotted_metrics)
         self.metrics_plot.load_history(opened.metrics)
         self.training_panel.run_label.setText(f"Run folder: {loaded.run.path}")
+        if loaded.notice:  # the newest checkpoint was damaged; the previous one was opened
+            self.training_panel.show_notice(loaded.notice)
         evaluations = [r for r in opened.metrics if "reference_images" in r]
         if evaluations:
             self.training_panel.show_likelihood(describe_evaluation(evaluations[-1]))

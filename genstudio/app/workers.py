@@ -26,6 +26,7 @@ from genstudio.core.sampling import SamplingError
 from genstudio.core.training import (
     CheckpointSaved,
     Evaluated,
+    Notice,
     PauseChanged,
     RunStarted,
     SamplesReady,
@@ -148,6 +149,7 @@ class TrainingWorker(ThreadWorker):
     checkpoint_saved = Signal(object)   # CheckpointSaved
     evaluated = Signal(object)          # Evaluated
     pause_changed = Signal(object)      # PauseChanged
+    notice = Signal(object)             # Notice
     training_finished = Signal(object)  # TrainingFinished
     cancelled = Signal()                # stopped before the run began (nothing written)
     failed = Signal(str, str)           # cause for the user, full traceback
@@ -155,7 +157,7 @@ class TrainingWorker(ThreadWorker):
     _RELAY = {
         RunStarted: "run_started", StepLogged: "step_logged", SamplesReady: "samples_ready",
         CheckpointSaved: "checkpoint_saved", Evaluated: "evaluated",
-        PauseChanged: "pause_changed",
+        PauseChanged: "pause_changed", Notice: "notice",
         TrainingFinished: "training_finished",
     }
 

@@ -1,7 +1,8 @@
 """Atomic file writes: a temporary file in the same folder, fsync, then os.replace.
 
 A crash at any moment leaves either the old file or the new one, never a torn one, and no
-temporary file survives a failed write."""
+temporary file survives a failed write. A process killed outright (SIGKILL, power loss) cannot
+clean up, so writers of files that matter call remove_stale_temps first."""
 
 from __future__ import annotations
 
@@ -29,6 +30,20 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def temp_pattern(target: str | os.PathLike) -> str:
+    """The glob matching atomic_path's temporary files for `target`."""
+    return f".{Path(target).name}.*.tmp"
+
+
+def remove_stale_temps(target: str | os.PathLike) -> None:
+    """Delete temporary files of writes to `target` that were killed midway. Only for a file
+    with one writer at a time (a run's checkpoint): it would break a concurrent write."""
+    target = Path(target)
+    for stale in target.parent.glob(temp_pattern(target)):
+        with contextlib.suppress(OSError):
+            stale.unlink()
 
 
 def write_atomic(target: str | os.PathLike, write: Callable[[Path], None]) -> None:

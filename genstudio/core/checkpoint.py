@@ -4,7 +4,13 @@ A family's state is a nested structure of dicts, lists, tensors and JSON scalars
 optimizer state dicts, RNG states). `save_checkpoint` splits it into a flat tensor table and a
 JSON skeleton in which each tensor is replaced by {"__tensor__": key}; the skeleton travels in
 the safetensors header metadata, so one file holds everything and is replaced atomically.
-Loading parses JSON and raw tensor bytes only: no pickle, so no code from the file can run.
+Loading parses JSON and raw tensor bytes only: no pickle, so no code from the file can run
+(nothing here calls torch.load; a .pt/.pth file is never accepted).
+
+Each save first keeps the checkpoint it replaces as `<name>.prev.safetensors` (a hard link, so
+no bytes are copied), then writes the new one atomically. A crash at any moment leaves at least
+one complete checkpoint, and `load_latest` falls back to the previous one when the newest is
+damaged (a disk error, a copy cut short), saying so.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .atomic import write_atomic
+from .atomic import remove_stale_temps, write_atomic
 
 FORMAT_VERSION = 1
 _TENSOR = "__tensor__"
@@ -71,16 +77,85 @@ def _int_key(key: str) -> int | str:
     return int(key) if key.isdigit() else key
 
 
-def save_checkpoint(path: str | os.PathLike, state: Any, meta: dict[str, Any]) -> None:
-    """Write state + meta atomically to `path` (.safetensors)."""
+def previous_path(path: str | os.PathLike) -> Path:
+    """Where the checkpoint before `path` is kept: checkpoint.prev.safetensors."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def check_finite(tensors: dict[str, torch.Tensor]) -> None:
+    """CheckpointError naming the first tensor holding NaN or inf: such weights would only
+    produce NaN samples, and saving them would overwrite the last good model."""
+    for key, tensor in tensors.items():
+        floating = tensor.is_floating_point() or tensor.is_complex()
+        if floating and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"refusing to save a checkpoint with NaN or inf values (in {key})")
+
+
+def save_checkpoint(path: str | os.PathLike, state: Any, meta: dict[str, Any], *,
+                    keep_previous: bool = True) -> None:
+    """Write state + meta atomically to `path` (.safetensors), keeping the checkpoint it
+    replaces as previous_path(path). Non-finite tensors are refused (CheckpointError) before
+    anything is written."""
     skeleton, tensors = flatten_state(state)
+    check_finite(tensors)
     header = {
         "format": "genstudio-checkpoint",
         "version": str(FORMAT_VERSION),
         "meta": json.dumps(meta, sort_keys=True),
         "skeleton": json.dumps(skeleton),
     }
+    remove_stale_temps(path)  # left by a process killed mid-save, which could not clean up
+    if keep_previous:
+        _keep_as_previous(Path(path))
     write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+
+
+def _keep_as_previous(path: Path) -> None:
+    """Make previous_path(path) the current checkpoint, atomically: a hard link to it under a
+    temporary name, renamed over the old previous one. Where links are not possible (some
+    network or FAT file systems) the bytes are copied, still atomically."""
+    prev = previous_path(path)
+    remove_stale_temps(prev)
+    if not path.is_file() or (prev.is_file() and os.path.samefile(path, prev)):
+        # Already kept (a save killed after this step). Linking again would be no help:
+        # rename() between two links to one file does nothing and would leave the temp behind.
+        return
+    try:  # never let a damaged newest checkpoint push out the good previous one
+        with safe_open(str(path), framework="pt") as handle:
+            handle.metadata()
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return
+
+    def link_or_copy(tmp: Path) -> None:
+        tmp.unlink()
+        try:
+            os.link(path, tmp)
+        except OSError:
+            tmp.write_bytes(path.read_bytes())
+
+    write_atomic(prev, link_or_copy)
+
+
+def load_latest(path: str | os.PathLike, device: str | torch.device = "cpu"
+                ) -> tuple[Any, dict[str, Any], str]:
+    """(state, meta, notice) from `path`, or from the previous checkpoint when `path` is
+    missing or damaged; notice says so in a sentence ("" when the newest one loaded). When
+    neither loads, one CheckpointError explains the newest one's problem."""
+    try:
+        state, meta = load_checkpoint(path, device)
+        return state, meta, ""
+    except CheckpointError as newest:
+        prev = previous_path(path)
+        if not prev.is_file():
+            raise
+        try:
+            state, meta = load_checkpoint(prev, device)
+        except CheckpointError:
+            raise CheckpointError(f"{newest}; the previous checkpoint {prev.name} is damaged too") from None
+        notice = (f"{newest}; loaded the previous checkpoint instead "
+                  f"({prev.name}, step {meta.get('step', '?')})")
+        return state, meta, notice
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:

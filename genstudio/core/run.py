@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_text_atomic
-from .checkpoint import CheckpointError, load_checkpoint, move_state
+from .checkpoint import CheckpointError, load_latest, move_state
 from .device import select_device
 from .families import Family, ImageSpec, create_family
 
@@ -99,6 +99,12 @@ class RunDir:
         except (OSError, json.JSONDecodeError) as exc:
             raise RunError(f"cannot read {self.config_path}: {exc}") from exc
 
+    def remove_stale_temps(self) -> None:
+        """Delete temporary files that a process killed mid-write left (see core/atomic.py);
+        a run has one writer, so none of them can belong to a write in progress."""
+        for stale in self.path.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.metrics_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -130,6 +136,7 @@ class LoadedRun:
     step: int
     class_names: list[str]
     config: dict[str, Any]
+    notice: str = ""  # e.g. the newest checkpoint was damaged and the previous one was loaded
 
     @property
     def name(self) -> str:
@@ -143,12 +150,13 @@ def load_run(path: str | os.PathLike, device: str = "auto") -> LoadedRun:
         raise RunError(f"no run at {run.path}")
     config = run.read_config()
     settings = TrainSettings.from_json(config["settings"])
-    state, meta = load_checkpoint(run.checkpoint_path, device="cpu")
+    state, meta, notice = load_latest(run.checkpoint_path, device="cpu")
     spec = ImageSpec(**meta["spec"])
     family = create_family(meta["family"], spec, meta["family_config"], select_device(device), settings.seed)
     family.load_state_dict(move_state(state["family"], family.device), with_optimizers=False)
     family.eval_mode()
-    return LoadedRun(run, family, settings, int(meta["step"]), list(meta.get("class_names", [])), config)
+    return LoadedRun(run, family, settings, int(meta["step"]), list(meta.get("class_names", [])), config,
+                     notice)
 
 
 __all__ = ["CheckpointError", "LoadedRun", "RunDir", "RunError", "TrainSettings", "load_run"]

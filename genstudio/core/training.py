@@ -9,6 +9,10 @@ Everything random in training flows from `settings.seed`: the initial weights, t
 (a permutation per epoch derived from seed and epoch, so it needs no saved state) and the
 training noise (one torch.Generator whose state is checkpointed). So a run resumed from a
 checkpoint continues exactly as if it had never stopped.
+
+Faults: a NaN/inf loss skips its update and repeated ones roll back (core/guard.py); running
+out of GPU memory saves what there is and ends with a clear error; a damaged newest
+checkpoint is replaced on resume by the previous one. Each is reported as a Notice or an error.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ import numpy as np
 import torch
 
 from .atomic import write_text_atomic
-from .checkpoint import load_checkpoint, move_state, save_checkpoint
+from .checkpoint import CheckpointError, load_latest, move_state, previous_path, save_checkpoint
 from .data import ImageDataset, held_out_split, load_source
 from .device import select_device
 from .families import Capability, ImageSpec, create_family, family_class
+from .guard import DivergenceGuard
 from .images import make_grid, save_png, to_uint8
 from .metrics.evaluate import EvalSettings, evaluate_family
 from .metrics.features import get_extractor
@@ -141,6 +146,12 @@ class PauseChanged:
 
 
 @dataclass(frozen=True)
+class Notice:
+    step: int
+    message: str           # a sentence for the user: something went wrong and was handled
+
+
+@dataclass(frozen=True)
 class TrainingFinished:
     step: int
     reason: str            # "completed" or "stopped"
@@ -148,7 +159,7 @@ class TrainingFinished:
 
 
 TrainEvent = (RunStarted | StepLogged | SamplesReady | CheckpointSaved | Evaluated | PauseChanged
-              | TrainingFinished)
+              | Notice | TrainingFinished)
 
 
 # -- the trainer ------------------------------------------------------------------------------
@@ -183,11 +194,15 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(settings.seed + 1)
         self.step = 0
         self._extractor = None  # feature extractor for evaluations, built on first use
+        self._notices: list[str] = []  # reported as Notice events once the run starts
+        self._saved_step: int | None = None  # step of the newest checkpoint written or loaded
         if resume:
             self._restore()
         else:
             self.run_dir.create()  # only now: bad data or options leave nothing behind
             self._write_config()
+        self.guard = DivergenceGuard(self.family)
+        self.guard.remember(self.step)
         # (N, C, H, W) uint8 on the CPU; batches are converted on the fly. Training sees only
         # the train split; the held-out images are kept for likelihood figures.
         all_images = torch.from_numpy(np.ascontiguousarray(self.dataset.images)).permute(0, 3, 1, 2)
@@ -237,23 +252,37 @@ class Trainer:
         state = {
             "family": self.family.state_dict(),
             "rng": {"train": self.generator.get_state(), "torch": torch.get_rng_state()},
+            "lr_scale": self.family.lr_scale,  # lowered by a rollback; must survive a resume
         }
         meta = self._meta()
-        save_checkpoint(self.run_dir.checkpoint_path, state, meta)
+        # Saving the same step twice (a due checkpoint, then the final save) must not make
+        # the previous checkpoint a copy of this one: it is the fallback if this one is lost.
+        save_checkpoint(self.run_dir.checkpoint_path, state, meta,
+                        keep_previous=self._saved_step != self.step)
+        self._saved_step = self.step
         write_text_atomic(self.run_dir.checkpoint_info_path, json.dumps(meta, indent=2) + "\n")
+        self.guard.remember(self.step)
         return CheckpointSaved(self.step, str(self.run_dir.checkpoint_path))
 
     def _restore(self) -> None:
-        state, meta = load_checkpoint(self.run_dir.checkpoint_path, device="cpu")
+        self.run_dir.remove_stale_temps()  # left by a process killed while writing
+        try:
+            state, meta, notice = load_latest(self.run_dir.checkpoint_path, device="cpu")
+        except CheckpointError as exc:
+            raise RunError(f"cannot resume {self.run_dir.path}: {exc}") from None
+        if notice:
+            self._notices.append(notice)
         if meta["family"] != self.settings.family:
             raise RunError(f"checkpoint is a {meta['family']} model, config says {self.settings.family}")
         if meta.get("weights_only"):
             raise RunError("this run ships weights only (a pretrained model, without its optimizer "
                            "state), so it cannot be resumed; train a new run instead")
         self.family.load_state_dict(move_state(state["family"], self.device))
+        self.family.lr_scale = float(state.get("lr_scale", 1.0))
         self.generator.set_state(state["rng"]["train"])
         torch.set_rng_state(state["rng"]["torch"])
         self.step = int(meta["step"])
+        self._saved_step = self.step
         self.run_dir.truncate_metrics_after(self.step)
         self._write_config()
 
@@ -281,6 +310,9 @@ class Trainer:
         s = self.settings
         yield RunStarted(str(self.run_dir.path), self.step, s.steps, self.dataset.describe(),
                          self.dataset.skipped_summary(), str(self.device), self.family.num_parameters())
+        for message in self._notices:
+            yield Notice(self.step, message)
+        self._notices.clear()
         speed = _Throughput(s.batch)
         started = time.perf_counter()
         self.family.train_mode()
@@ -294,9 +326,15 @@ class Trainer:
                     break
                 yield PauseChanged(self.step, False)
             x, labels = self.batch(self.step)
-            metrics = self.family.train_step(x, labels, self.generator)
+            try:
+                metrics = self.family.train_step(x, labels, self.generator)
+            except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError from 2.5 on
+                raise self._out_of_memory() from None
             self.step += 1
             speed.tick()
+            trouble = self.guard.after_step(self.step, metrics)
+            if trouble is not None:
+                yield Notice(self.step, trouble)
             if self.step % s.log_every == 0 or self.step == s.steps:
                 yield self._log(metrics, speed, time.perf_counter() - started)
             if _due(self.step, s.sample_every) or control.take_sample_request():
@@ -315,6 +353,23 @@ class Trainer:
             yield evaluated
         reason = "completed" if self.step >= s.steps else "stopped"
         yield TrainingFinished(self.step, reason, str(self.run_dir.path))
+
+    def _out_of_memory(self) -> RunError:
+        """Free what the failed step held, keep the work done so far, and say what to change.
+        The interrupted step took no optimizer step in single-optimizer families; a GAN may
+        have updated its discriminator only, which is still a valid state to continue from."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        kept = "nothing new was saved"
+        try:
+            saved = self.save()
+            kept = f"the model at step {saved.step} was saved"
+        except (CheckpointError, OSError, torch.cuda.OutOfMemoryError):
+            pass
+        s = self.settings
+        return RunError(f"out of {self.device.type.upper()} memory at step {self.step + 1} "
+                        f"(batch {s.batch}, {s.size} px); {kept}. Lower the batch size or image "
+                        f"size and resume")
 
     def _log(self, metrics: dict[str, float], speed: _Throughput, elapsed: float) -> StepLogged:
         ips = speed.images_per_sec()
@@ -389,7 +444,7 @@ def _due(step: int, every: int) -> bool:
 
 
 def _resumed_settings(run_dir: RunDir, requested: TrainSettings) -> TrainSettings:
-    if not run_dir.checkpoint_path.is_file():
+    if not (run_dir.checkpoint_path.is_file() or previous_path(run_dir.checkpoint_path).is_file()):
         raise RunError(f"cannot resume {run_dir.path}: it has no checkpoint")
     stored = TrainSettings.from_json(run_dir.read_config()["settings"])
     # Only how long to train and where may change on resume; the model and data stay.

@@ -23,7 +23,7 @@ def test_a_folder_shows_count_classes_and_skipped_files(qtbot, window, image_fol
     assert panel.skipped_label.isVisible() and panel.skipped_label.text() == "2 files skipped"
     lines = sorted(panel.skipped_list.item(i).text() for i in range(panel.skipped_list.count()))
     assert len(lines) == 2
-    assert lines[0].startswith("blue/empty.png — ") and lines[1].startswith("red/notes.png — ")
+    assert lines == ["blue/empty.png — zero-byte file", "red/notes.png — not an image"]
     assert panel.skipped_label.toolTip().startswith("2 skipped")
     assert not panel.error.isVisible()
     assert window.training_panel.start_button.isEnabled()

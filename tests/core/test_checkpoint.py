@@ -73,7 +73,9 @@ def test_save_replaces_atomically_and_leaves_no_temp_files(tmp_path, monkeypatch
     with pytest.raises(OSError):
         save_checkpoint(path, {"x": torch.zeros(3)}, {"step": 2})
     assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ["checkpoint.safetensors"]
+    # The failed save had already kept the old one as the previous checkpoint; nothing else.
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.prev.safetensors", "checkpoint.safetensors"]
+    assert (tmp_path / "checkpoint.prev.safetensors").read_bytes() == before
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])

@@ -28,6 +28,7 @@ from .config_form import ConfigForm
 
 IDLE, LOADING, RUNNING, PAUSED, STOPPING = "idle", "loading", "running", "paused", "stopping"
 ERROR_STYLE = "color: #c62828;"
+WARNING_STYLE = "color: #b26a00;"
 _DEFAULTS = TrainSettings()
 
 
@@ -123,6 +124,12 @@ class TrainingPanel(QWidget):
         self.run_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.likelihood_label = QLabel("", objectName="likelihoodLabel", wordWrap=True)
         self.likelihood_label.setToolTip("Likelihood bounds measured when the run ended; lower bits/dim is better")
+        # Faults training handled itself (a skipped NaN step, a rollback, a damaged
+        # checkpoint replaced by the previous one): the run goes on, but the user should know.
+        self.notice_label = QLabel("", objectName="trainingNotice", wordWrap=True)
+        self.notice_label.setStyleSheet(WARNING_STYLE)
+        self.notice_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.notice_label.hide()
         self.error_label = QLabel("", objectName="trainingError", wordWrap=True)
         self.error_label.setStyleSheet(ERROR_STYLE)
         self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -145,6 +152,7 @@ class TrainingPanel(QWidget):
         grid.addWidget(self.likelihood_label, 5, 0, 1, 3)
         grid.addWidget(self.error_label, 6, 0, 1, 3)
         grid.addWidget(self.details_button, 7, 2)
+        grid.addWidget(self.notice_label, 8, 0, 1, 3)
         self.clear_error()
 
     # -- inputs -------------------------------------------------------------------------------
@@ -241,6 +249,8 @@ class TrainingPanel(QWidget):
         self.show_progress(step, total)
         self.run_label.setText(f"Run folder: {run_dir}\nDevice: {device}")
         self.likelihood_label.clear()
+        self.notice_label.clear()
+        self.notice_label.hide()
 
     def show_speed(self, images_per_sec: float, eta_seconds: float | None) -> None:
         self.speed_label.setText(f"{images_per_sec:,.0f} images/s")
@@ -248,6 +258,10 @@ class TrainingPanel(QWidget):
 
     def show_likelihood(self, text: str) -> None:
         self.likelihood_label.setText(text)
+
+    def show_notice(self, text: str) -> None:
+        self.notice_label.setText(text)
+        self.notice_label.show()
 
     def show_error(self, cause: str, details: str = "") -> None:
         self.error_label.setText(cause)

@@ -169,6 +169,9 @@ class Family(ABC):
         self.config = config
         self.device = torch.device(device)
         self.seed = seed
+        # Multiplies the configured learning rates; lowered when training diverges (see
+        # core/guard.py). Families that set their learning rate every step must apply it.
+        self.lr_scale = 1.0
 
     # -- training ---------------------------------------------------------------------------
     @abstractmethod

@@ -664,7 +664,8 @@ class Diffusion(Family):
         # The EMA's update count is the step count, so warm-up resumes exactly from a checkpoint.
         step = int(self.ema.updates)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr * min(1.0, (step + 1) / max(1, self.config.warmup_steps))
+            group["lr"] = (self.config.lr * self.lr_scale
+                           * min(1.0, (step + 1) / max(1, self.config.warmup_steps)))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.unet.parameters(), self.config.grad_clip)

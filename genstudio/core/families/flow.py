@@ -443,7 +443,8 @@ class Flow(Family):
         bpd = -self.log_prob_of_dequantized(y, labels).mean() / (self.spec.dims * math.log(2.0))
         step = int(self.flow.steps_taken)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr * min(1.0, (step + 1) / max(1, self.config.warmup_steps))
+            group["lr"] = (self.config.lr * self.lr_scale
+                           * min(1.0, (step + 1) / max(1, self.config.warmup_steps)))
         self.optimizer.zero_grad(set_to_none=True)
         bpd.backward()
         limit = self.config.grad_clip if self.config.grad_clip > 0 else math.inf

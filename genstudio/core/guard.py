@@ -1,0 +1,125 @@
+"""Keeping a run alive through NaN/inf losses.
+
+One bad batch (an overflow, a degenerate sample) should cost one step, not the run: every
+optimizer of the family is wrapped so that a step whose gradients hold NaN or inf is skipped
+(the weights and the optimizer's moments stay as they were). A skipped step can still have
+written NaN outside the optimizer (an EBM's replay buffer, normalisation statistics): then the
+whole family state is rolled back to the last good snapshot (taken whenever a checkpoint is
+saved) at once; finite changes there (an EMA step towards the unchanged weights, a warm-up
+counter) are harmless and kept. Several bad steps in a row mean training itself is diverging:
+after PATIENCE of them the state is rolled back and the learning rate is lowered. A run that
+keeps diverging after MAX_ROLLBACKS ends with a clear error rather than spinning forever.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .families import Family
+from .run import RunError
+
+PATIENCE = 3        # bad steps in a row before rolling back
+LR_FACTOR = 0.5     # learning-rate multiplier applied at each rollback
+MAX_ROLLBACKS = 4   # then give up: the run diverges whatever the learning rate
+
+
+class DivergenceGuard:
+    def __init__(self, family: Family):
+        self.family = family
+        self.bad_in_a_row = 0
+        self.rollbacks = 0
+        self._skipped = False  # set by a wrapped optimizer during the current step
+        self._good: tuple[int, float, Any] | None = None  # (step, lr_scale, cloned state)
+        for optimizer in family.optimizers().values():
+            _skip_non_finite_steps(optimizer, self._on_skip)
+
+    def _on_skip(self) -> None:
+        self._skipped = True
+
+    def remember(self, step: int) -> None:
+        """Take the state as the one to roll back to (call when it is known to be good)."""
+        if self.bad_in_a_row == 0:
+            self._good = (step, self.family.lr_scale, _clone(self.family.state_dict()))
+
+    def after_step(self, step: int, metrics: dict[str, float]) -> str | None:
+        """A message for the user when the step just taken was bad, else None."""
+        skipped, self._skipped = self._skipped, False
+        bad = [k for k, v in metrics.items() if isinstance(v, (int, float)) and not math.isfinite(v)]
+        if not bad and not skipped:
+            self.bad_in_a_row = 0
+            return None
+        self.bad_in_a_row += 1
+        what = ", ".join(f"{k} = {metrics[k]}" for k in bad) or "the gradients were not finite"
+        diverging = self.bad_in_a_row >= PATIENCE
+        if not diverging and not _poisoned(self.family.state_dict()):
+            if skipped:
+                return f"step {step}: {what}; the update was skipped"
+            # A metric that is not the training loss (e.g. a KL term) overflowed while the
+            # gradients stayed finite: the update stands, but the step counts as a bad one.
+            return f"step {step}: {what}; the gradients were finite, so the update was kept"
+        return self._roll_back(step, what, lower_lr=diverging)
+
+    def _roll_back(self, step: int, what: str, lower_lr: bool) -> str:
+        if self._good is None or (lower_lr and self.rollbacks >= MAX_ROLLBACKS):
+            raise RunError(f"training diverged at step {step} ({what}) even after lowering the "
+                           f"learning rate {self.rollbacks} times; try a lower learning rate")
+        good_step, good_scale, state = self._good
+        self.family.load_state_dict(_clone(state))
+        self.bad_in_a_row = 0
+        if not lower_lr:
+            # The restored optimizers carry the snapshot's learning rates; keep the current.
+            self._scale_learning_rates(self.family.lr_scale / good_scale)
+            return (f"step {step}: {what}, and NaN or inf reached the model's state; restored "
+                    f"the state of step {good_step}")
+        self.rollbacks += 1
+        new_scale = self.family.lr_scale * LR_FACTOR
+        # The restored optimizers hold the learning rates of the snapshot; scale those.
+        self._scale_learning_rates(new_scale / good_scale)
+        self.family.lr_scale = new_scale
+        return (f"step {step}: {what} for {PATIENCE} steps in a row; rolled back to the state of "
+                f"step {good_step} and lowered the learning rate to {new_scale:g}× the configured one")
+
+    def _scale_learning_rates(self, factor: float) -> None:
+        for optimizer in self.family.optimizers().values():
+            for group in optimizer.param_groups:
+                group["lr"] *= factor
+
+
+def _poisoned(state: Any) -> bool:
+    """Whether any floating tensor in nested state holds NaN or inf."""
+    if isinstance(state, torch.Tensor):
+        return state.is_floating_point() and not bool(torch.isfinite(state).all())
+    if isinstance(state, dict):
+        return any(_poisoned(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return any(_poisoned(v) for v in state)
+    return False
+
+
+def _skip_non_finite_steps(optimizer: torch.optim.Optimizer, on_skip) -> None:
+    """Wrap optimizer.step (on this instance) to do nothing when any gradient is NaN or inf."""
+    step = optimizer.step
+
+    def guarded_step(*args, **kwargs):
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        # The max-abs norm overflows for no finite input and propagates NaN, so one small
+        # reduction per tensor tells whether all gradients are finite.
+        if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads, math.inf))).all()):
+            on_skip()
+            return None
+        return step(*args, **kwargs)
+
+    optimizer.step = guarded_step
+
+
+def _clone(state: Any) -> Any:
+    if isinstance(state, torch.Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return {k: _clone(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_clone(v) for v in state)
+    return state
