@@ -272,6 +272,7 @@ class MainWindow(QMainWindow):
         worker.checkpoint_saved.connect(self._on_checkpoint_saved)
         worker.evaluated.connect(self._on_evaluated)
         worker.pause_changed.connect(self._on_pause_changed)
+        worker.batch_lowered.connect(lambda event: self._status(event.message[:1].upper() + event.message[1:]))
         worker.training_finished.connect(self._on_training_finished)
         worker.cancelled.connect(self._on_training_cancelled)
         worker.failed.connect(self._on_training_failed)

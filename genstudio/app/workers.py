@@ -24,6 +24,7 @@ from genstudio.core.metrics.features import InvalidWeightsError
 from genstudio.core.run import RunError, TrainSettings
 from genstudio.core.sampling import SamplingError
 from genstudio.core.training import (
+    BatchLowered,
     CheckpointSaved,
     Evaluated,
     PauseChanged,
@@ -148,6 +149,7 @@ class TrainingWorker(ThreadWorker):
     checkpoint_saved = Signal(object)   # CheckpointSaved
     evaluated = Signal(object)          # Evaluated
     pause_changed = Signal(object)      # PauseChanged
+    batch_lowered = Signal(object)      # BatchLowered (out of GPU memory: training goes on)
     training_finished = Signal(object)  # TrainingFinished
     cancelled = Signal()                # stopped before the run began (nothing written)
     failed = Signal(str, str)           # cause for the user, full traceback
@@ -155,7 +157,7 @@ class TrainingWorker(ThreadWorker):
     _RELAY = {
         RunStarted: "run_started", StepLogged: "step_logged", SamplesReady: "samples_ready",
         CheckpointSaved: "checkpoint_saved", Evaluated: "evaluated",
-        PauseChanged: "pause_changed",
+        PauseChanged: "pause_changed", BatchLowered: "batch_lowered",
         TrainingFinished: "training_finished",
     }
 

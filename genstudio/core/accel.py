@@ -4,8 +4,8 @@ On CUDA the trainer uses, by default:
 - mixed precision: autocast to bfloat16 where the GPU supports it, else float16 with a
   GradScaler (gradients unscaled before the family clips them; a step with inf/NaN gradients
   is skipped and the scale lowered). Families that declare `mixed_precision = False` (the flow:
-  its log-determinants need float32) train in float32. Setting `precision`: auto, fp32, bf16,
-  fp16.
+  its log-determinants need float32) train in float32 whatever is asked. Setting `precision`:
+  auto, fp32, bf16, fp16.
 - channels_last memory format for the networks and the batches (faster convolutions on tensor
   cores);
 - the whole training set on the GPU when it fits (a uint8 copy, at most a quarter of the free
@@ -72,11 +72,10 @@ def plan_for(device: torch.device, family: Family, precision: str = "auto", comp
     cuda = device.type == "cuda"
     if not (cuda or force):
         return Plan(device, "fp32", False, False, False, False)
-    mixed_ok = getattr(family, "mixed_precision", True)
-    if precision == "auto":
-        if not mixed_ok:
-            precision = "fp32"
-        elif cuda:
+    if not getattr(family, "mixed_precision", True):
+        precision = "fp32"  # the family's own declaration wins over a request
+    elif precision == "auto":
+        if cuda:
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         else:
             precision = "fp32"

@@ -326,10 +326,12 @@ class Trainer:
         for optimizer in self.family.optimizers().values():
             optimizer.zero_grad(set_to_none=True)
         free_device_memory(self.device)
-        if self.dist is not None or old <= 1:
-            where = "in one process of a multi-process run" if self.dist is not None else "at batch 1"
-            raise RunError(f"out of {self.device.type.upper()} memory {where} (batch {old}); "
-                           "lower --batch or the model's size") from exc
+        kind = self.device.type.upper()
+        if self.dist is not None:  # the processes cannot agree on a new batch mid-step
+            raise RunError(f"out of {kind} memory in one process of a multi-process run (global batch "
+                           f"{old}); restart with a smaller --batch") from exc
+        if old <= 1:
+            raise RunError(f"out of {kind} memory at batch 1; make the model smaller") from exc
         new = old // 2
         self.settings = dataclasses.replace(self.settings, batch=new)
         if self.is_main:
