@@ -333,8 +333,6 @@ def sampling(args, families) -> None:
             decode = "-"
             if cls.capabilities and Capability.DECODE in cls.capabilities and label in ("default", f"DDIM {args.ddim_steps[0]}"):
                 z = torch.randn(1, model.latent_dim)
-                if family == "diffusion":
-                    z = z.view(1, *spec.shape)
                 model.decode(z)
                 t0 = time.perf_counter()
                 for _ in range(3):

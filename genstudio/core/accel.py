@@ -88,15 +88,20 @@ class StepRuntime:
     scaler and the all-reduce of gradients across processes (either may be absent)."""
 
     def __init__(self, scaler: torch.amp.GradScaler | None = None,
-                 reduce: Callable[[torch.optim.Optimizer], None] | None = None):
+                 reduce: Callable[[torch.optim.Optimizer], None] | None = None,
+                 autocast_device: str | None = None):
         self.scaler = scaler
         self.reduce = reduce
+        self.autocast_device = autocast_device  # set: backward runs with autocast off, as advised
 
     def backward(self, loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-        else:
-            loss.backward()
+        outside = (torch.autocast(device_type=self.autocast_device, enabled=False)
+                   if self.autocast_device else contextlib.nullcontext())
+        with outside:
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
         if self.reduce is not None:
             self.reduce(optimizer)   # scaled gradients average the same way: the op is linear
         if self.scaler is not None:
@@ -123,8 +128,9 @@ class Acceleration:
         if plan.precision == "fp16":
             scaler = torch.amp.GradScaler(plan.device.type)
         self.scaler = scaler
-        if scaler is not None or reduce is not None:
-            family.step_runtime = StepRuntime(scaler, reduce)
+        autocast_device = plan.device.type if plan.autocast_dtype is not None else None
+        if scaler is not None or reduce is not None or autocast_device is not None:
+            family.step_runtime = StepRuntime(scaler, reduce, autocast_device)
         if plan.channels_last:
             for module in family.networks().values():
                 module.to(memory_format=torch.channels_last)
