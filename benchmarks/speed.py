@@ -321,8 +321,9 @@ def sampling(args, families) -> None:
         model.eval_mode()
         options: list[tuple[str, dict]] = [("default", {})]
         if family == "diffusion":
-            options = [(f"DDIM {k}", {"sampler": "ddim", "steps": k}) for k in args.ddim_steps] + \
-                      [("DDPM", {"sampler": "ddpm"})]
+            options = [(f"DDIM {k}", {"sampler": "ddim", "steps": k}) for k in args.ddim_steps]
+            if not args.quick:  # the full chain (every training timestep) is minutes on a CPU
+                options.append(("DDPM", {"sampler": "ddpm"}))
         for label, values in options:
             opts = model.sample_options(values) if values else None
             n = args.sample_n if family not in ("pixelcnn", "ebm") and label != "DDPM" else max(1, args.sample_n // 8)
