@@ -99,15 +99,39 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--eval-every", type=int, default=500,
                    help="steps between held-out evaluations (0: only when the run ends)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out to --steps")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="on CUDA: auto = bf16 where supported, else fp16 with loss scaling (CPU: fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks (CUDA)")
     p.add_argument("--quiet", action="store_true", help="print only the final line")
     p.set_defaults(handler=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
+    from .core.distributed import Distributed
+    from .core.run import TrainSettings
+
+    settings = TrainSettings(
+        family=args.family, data=args.data, size=args.size, channels=args.channels,
+        steps=args.steps or TrainSettings.steps, batch=args.batch, seed=args.seed,
+        device=args.device, conditional=args.conditional, family_config=_parse_options(args.options),
+        log_every=args.log_every, sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every, precision=args.precision, compile=args.compile,
+    )
+    # Under torchrun (WORLD_SIZE > 1) this is one process of a data-parallel run: --batch is
+    # the global batch, and only rank 0 writes the run folder and prints.
+    distributed = Distributed.from_env(args.device)
+    try:
+        return _train_in_process(args, settings, distributed)
+    finally:
+        if distributed is not None:
+            distributed.close()
+
+
+def _train_in_process(args: argparse.Namespace, settings: Any, distributed: Any) -> int:
     from .core.data import load_source
     from .core.metrics.evaluate import describe_evaluation
-    from .core.run import TrainSettings
     from .core.training import (
+        BatchLowered,
         Evaluated,
         Notice,
         StepLogged,
@@ -116,13 +140,7 @@ def _train(args: argparse.Namespace) -> int:
         TrainingFinished,
     )
 
-    settings = TrainSettings(
-        family=args.family, data=args.data, size=args.size, channels=args.channels,
-        steps=args.steps or TrainSettings.steps, batch=args.batch, seed=args.seed,
-        device=args.device, conditional=args.conditional, family_config=_parse_options(args.options),
-        log_every=args.log_every, sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
-        eval_every=args.eval_every,
-    )
+    main_process = distributed is None or distributed.is_main
     dataset = None
     if args.epochs is not None:
         if args.resume:
@@ -130,8 +148,8 @@ def _train(args: argparse.Namespace) -> int:
         dataset = load_source(settings.data, settings.size, settings.channels)
         steps = max(1, math.ceil(args.epochs * len(dataset) / settings.batch))
         settings = dataclasses.replace(settings, steps=steps)
-    trainer = Trainer(settings, args.out, resume=args.resume, dataset=dataset)
-    if trainer.dataset.skipped:
+    trainer = Trainer(settings, args.out, resume=args.resume, dataset=dataset, distributed=distributed)
+    if trainer.dataset.skipped and main_process:
         print(f"genstudio: {trainer.dataset.skipped_summary()}", file=sys.stderr)
         for skipped in trainer.dataset.skipped:
             print(f"  skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
@@ -139,7 +157,11 @@ def _train(args: argparse.Namespace) -> int:
     previous = _stop_on_signals(control)
     try:
         for event in trainer.run(control):
-            if isinstance(event, StepLogged) and not args.quiet:
+            if not main_process:
+                continue
+            if isinstance(event, BatchLowered):
+                print(f"genstudio: {event.message}", file=sys.stderr, flush=True)
+            elif isinstance(event, StepLogged) and not args.quiet:
                 print(_format_step(event), flush=True)
             elif isinstance(event, Evaluated):
                 print(describe_evaluation(event.figures), flush=True)

@@ -284,6 +284,7 @@ class MainWindow(QMainWindow):
         worker.evaluated.connect(self._on_evaluated)
         worker.pause_changed.connect(self._on_pause_changed)
         worker.notice.connect(self._on_notice)
+        worker.batch_lowered.connect(lambda event: self._status(event.message[:1].upper() + event.message[1:]))
         worker.training_finished.connect(self._on_training_finished)
         worker.cancelled.connect(self._on_training_cancelled)
         worker.failed.connect(self._on_training_failed)

@@ -24,6 +24,7 @@ from genstudio.core.metrics.features import InvalidWeightsError
 from genstudio.core.run import RunError, TrainSettings
 from genstudio.core.sampling import SamplingError
 from genstudio.core.training import (
+    BatchLowered,
     CheckpointSaved,
     Evaluated,
     Notice,
@@ -150,6 +151,7 @@ class TrainingWorker(ThreadWorker):
     evaluated = Signal(object)          # Evaluated
     pause_changed = Signal(object)      # PauseChanged
     notice = Signal(object)             # Notice
+    batch_lowered = Signal(object)      # BatchLowered (out of GPU memory: training goes on)
     training_finished = Signal(object)  # TrainingFinished
     cancelled = Signal()                # stopped before the run began (nothing written)
     failed = Signal(str, str)           # cause for the user, full traceback
@@ -157,7 +159,7 @@ class TrainingWorker(ThreadWorker):
     _RELAY = {
         RunStarted: "run_started", StepLogged: "step_logged", SamplesReady: "samples_ready",
         CheckpointSaved: "checkpoint_saved", Evaluated: "evaluated",
-        PauseChanged: "pause_changed", Notice: "notice",
+        PauseChanged: "pause_changed", Notice: "notice", BatchLowered: "batch_lowered",
         TrainingFinished: "training_finished",
     }
 

@@ -44,6 +44,8 @@ class TrainSettings:
     eval_metrics: tuple[str, ...] = ("bpd",)  # any of genstudio.core.metrics.evaluate.METRICS
     eval_samples: int = 256        # generated images for sample-quality metrics
     eval_extractor: str = "offline"  # features for FID/KID/precision/recall during training (fast on CPU)
+    precision: str = "auto"        # on CUDA: auto (bf16 where supported, else fp16), fp32, bf16, fp16; CPU: fp32
+    compile: bool = False          # torch.compile the trained networks (CUDA; slow first steps)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -30,10 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .accel import PRECISION_CHOICES, Acceleration, free_device_memory, is_out_of_memory, plan_for
 from .atomic import write_text_atomic
 from .checkpoint import CheckpointError, load_latest, move_state, previous_path, save_checkpoint
 from .data import ImageDataset, held_out_split, load_source
 from .device import select_device
+from .distributed import Distributed, has_batchnorm
 from .families import Capability, ImageSpec, create_family, family_class
 from .guard import DivergenceGuard
 from .images import make_grid, save_png, to_uint8
@@ -152,6 +154,15 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class BatchLowered:
+    """The device ran out of memory: training continues from `step` with a smaller batch."""
+    step: int
+    old_batch: int
+    new_batch: int
+    message: str
+
+
+@dataclass(frozen=True)
 class TrainingFinished:
     step: int
     reason: str            # "completed" or "stopped"
@@ -159,7 +170,7 @@ class TrainingFinished:
 
 
 TrainEvent = (RunStarted | StepLogged | SamplesReady | CheckpointSaved | Evaluated | PauseChanged
-              | Notice | TrainingFinished)
+              | Notice | BatchLowered | TrainingFinished)
 
 
 # -- the trainer ------------------------------------------------------------------------------
@@ -169,28 +180,41 @@ class Trainer:
     """Prepares a run (data, model, optional resume) and runs its loop as a generator.
 
     Construction loads data and builds the model, which can take a while: call it off the GUI
-    thread. `progress(done, total)` reports data decoding."""
+    thread. `progress(done, total)` reports data decoding. `distributed` (from
+    Distributed.from_env under torchrun) makes this one process of a data-parallel run:
+    it trains on its slice of each global batch and writes nothing unless it is rank 0."""
 
     def __init__(self, settings: TrainSettings, run_dir: str, *, resume: bool = False,
                  dataset: ImageDataset | None = None,
-                 progress: Callable[[int, int], None] | None = None):
+                 progress: Callable[[int, int], None] | None = None,
+                 distributed: Distributed | None = None):
         self.run_dir = RunDir(run_dir)
+        self.dist = distributed
+        self.is_main = distributed is None or distributed.is_main
         if resume:
             settings = _resumed_settings(self.run_dir, settings)
         else:
             family_class(settings.family)  # unknown/unbuilt family: fail before touching disk
             self.run_dir.check_creatable()
-        _validate(settings)
+        _validate(settings, distributed)
+        if distributed is not None and not self.is_main:
+            distributed.barrier()  # rank 0 decodes (and caches) the data first
         self.dataset = dataset or load_source(settings.data, settings.size, settings.channels,
                                               progress=progress)
+        if distributed is not None and self.is_main:
+            distributed.barrier()
         if len(self.dataset) < 1:
             raise RunError("the dataset is empty")
         self.split = held_out_split(len(self.dataset))
         self.device = select_device(settings.device)
+        if distributed is not None:
+            self.device = distributed.train_device(self.device)
         self.spec = self._image_spec(settings)
         self.settings = settings
         self.family = create_family(settings.family, self.spec, settings.family_config,
                                     self.device, settings.seed)
+        if distributed is not None:
+            distributed.attach(self.family)
         self.generator = torch.Generator(device=self.device).manual_seed(settings.seed + 1)
         self.step = 0
         self._extractor = None  # feature extractor for evaluations, built on first use
@@ -198,7 +222,7 @@ class Trainer:
         self._saved_step: int | None = None  # step of the newest checkpoint written or loaded
         if resume:
             self._restore()
-        else:
+        elif self.is_main:
             self.run_dir.create()  # only now: bad data or options leave nothing behind
             self._write_config()
         self.guard = DivergenceGuard(self.family)
@@ -210,6 +234,15 @@ class Trainer:
         train, test = (torch.from_numpy(i) for i in (self.split.train, self.split.test))
         self.images, self.labels = all_images[train], all_labels[train]
         self.test_images, self.test_labels = all_images[test], all_labels[test]
+        # The GPU fast path (mixed precision, channels_last, data on the device, compile): all
+        # off on the CPU, where the family is called exactly as without it.
+        self.accel = Acceleration(plan_for(self.device, self.family, settings.precision, settings.compile),
+                                  self.family, reduce=distributed.reduce_gradients if distributed else None)
+        self.images, self.labels, self.placement = self.accel.place_dataset(self.images, self.labels)
+        self._sync_batchnorm = distributed is not None and has_batchnorm(self.family)
+        if distributed is not None:
+            distributed.broadcast_state(self.family)
+            distributed.barrier()  # rank 0 has created the run directory
 
     def _image_spec(self, settings: TrainSettings) -> ImageSpec:
         conditional = settings.conditional and self.dataset.num_classes > 1
@@ -283,8 +316,9 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         self.step = int(meta["step"])
         self._saved_step = self.step
-        self.run_dir.truncate_metrics_after(self.step)
-        self._write_config()
+        if self.is_main:
+            self.run_dir.truncate_metrics_after(self.step)
+            self._write_config()
 
     # -- data order -----------------------------------------------------------------------
     def batch_indices(self, step: int) -> torch.Tensor:
@@ -300,9 +334,43 @@ class Trainer:
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         idx = self.batch_indices(step)
-        x = self.images[idx].to(self.device, non_blocking=True).float().div_(255.0)
-        labels = self.labels[idx].to(self.device) if self.spec.num_classes else None
+        if self.dist is not None:
+            idx = self.dist.rows(idx)  # this process's disjoint slice of the global batch
+        x = self.accel.batch_layout(self.accel.gather(self.images, idx, self.device).float().div_(255.0))
+        labels = self.accel.gather(self.labels, idx, self.device) if self.spec.num_classes else None
         return x, labels
+
+    def _train_step(self, x: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        with self.accel.autocast():
+            metrics = self.family.train_step(x, labels, self.generator)
+        if self._sync_batchnorm:
+            self.dist.sync_batchnorm_statistics(self.family)  # type: ignore[union-attr]
+        return metrics
+
+    def _stop_requested(self, control: TrainingControl) -> bool:
+        # Under torchrun every process must stop after the same step.
+        flag = control.stop_requested
+        return self.dist.any(flag) if self.dist is not None else flag
+
+    def _lower_batch(self, exc: BaseException) -> BatchLowered:
+        """After a device out-of-memory error: halve the batch, free memory, carry on."""
+        old = self.settings.batch
+        for optimizer in self.family.optimizers().values():
+            optimizer.zero_grad(set_to_none=True)
+        free_device_memory(self.device)
+        kind = self.device.type.upper()
+        if self.dist is not None:  # the processes cannot agree on a new batch mid-step
+            raise RunError(f"out of {kind} memory in one process of a multi-process run (global batch "
+                           f"{old}); restart with a smaller --batch") from exc
+        if old <= 1:  # nothing left to lower: keep the work done and say what to change
+            raise self._out_of_memory() from exc
+        new = old // 2
+        self.settings = dataclasses.replace(self.settings, batch=new)
+        if self.is_main:
+            self._write_config()  # a resumed run continues with the batch that fits
+        message = (f"out of {self.device.type.upper()} memory at batch {old}: "
+                   f"continuing from step {self.step} with batch {new}")
+        return BatchLowered(self.step, old, new, message)
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, control: TrainingControl | None = None) -> Iterator[TrainEvent]:
@@ -316,8 +384,8 @@ class Trainer:
         speed = _Throughput(s.batch)
         started = time.perf_counter()
         self.family.train_mode()
-        while self.step < s.steps and not control.stop_requested:
-            if control.paused:
+        while self.step < s.steps and not self._stop_requested(control):
+            if control.paused and self.dist is None:  # no pausing one process of several
                 yield PauseChanged(self.step, True)
                 speed.pause()
                 control.wait_while_paused()
@@ -327,16 +395,25 @@ class Trainer:
                 yield PauseChanged(self.step, False)
             x, labels = self.batch(self.step)
             try:
-                metrics = self.family.train_step(x, labels, self.generator)
-            except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError from 2.5 on
-                raise self._out_of_memory() from None
+                metrics = self._train_step(x, labels)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                yield self._lower_batch(exc)
+                s = self.settings
+                speed.batch = s.batch
+                continue
             self.step += 1
             speed.tick()
             trouble = self.guard.after_step(self.step, metrics)
             if trouble is not None:
                 yield Notice(self.step, trouble)
             if self.step % s.log_every == 0 or self.step == s.steps:
+                if self.dist is not None:
+                    metrics = self.dist.mean_metrics(metrics)  # the global batch's figures
                 yield self._log(metrics, speed, time.perf_counter() - started)
+            if not self.is_main:
+                continue  # only rank 0 samples, saves and evaluates
             if _due(self.step, s.sample_every) or control.take_sample_request():
                 yield self.sample_grid()
             if _due(self.step, s.checkpoint_every) or control.take_save_request():
@@ -346,11 +423,12 @@ class Trainer:
                 if evaluated is not None:
                     yield evaluated
         # Stop finishes the current step and saves; completion saves too.
-        yield self.sample_grid()
-        yield self.save()
-        evaluated = self.evaluate(final=True)
-        if evaluated is not None:
-            yield evaluated
+        if self.is_main:
+            yield self.sample_grid()
+            yield self.save()
+            evaluated = self.evaluate(final=True)
+            if evaluated is not None:
+                yield evaluated
         reason = "completed" if self.step >= s.steps else "stopped"
         yield TrainingFinished(self.step, reason, str(self.run_dir.path))
 
@@ -376,7 +454,8 @@ class Trainer:
         remaining = self.settings.steps - self.step
         eta = remaining * self.settings.batch / ips if ips > 0 else None
         record = {"step": self.step, **metrics, "images_per_sec": ips, "time": round(elapsed, 3)}
-        self.run_dir.append_metrics(record)
+        if self.is_main:
+            self.run_dir.append_metrics(record)
         return StepLogged(self.step, self.settings.steps, dict(metrics), ips, eta, elapsed)
 
     def evaluate(self, final: bool) -> Evaluated | None:
@@ -451,7 +530,7 @@ def _resumed_settings(run_dir: RunDir, requested: TrainSettings) -> TrainSetting
     return dataclasses.replace(stored, steps=requested.steps, device=requested.device)
 
 
-def _validate(settings: TrainSettings) -> None:
+def _validate(settings: TrainSettings, distributed: Distributed | None = None) -> None:
     if settings.steps < 1:
         raise RunError("steps must be at least 1")
     if settings.batch < 1:
@@ -460,6 +539,11 @@ def _validate(settings: TrainSettings) -> None:
         raise RunError("channels must be 1 or 3")
     if settings.log_every < 1:
         raise RunError("log_every must be at least 1")
+    if settings.precision not in PRECISION_CHOICES:
+        raise RunError(f"precision must be one of {', '.join(PRECISION_CHOICES)}")
+    if distributed is not None and settings.batch % distributed.world_size:
+        raise RunError(f"the batch ({settings.batch}) must be a multiple of the number of "
+                       f"processes ({distributed.world_size}): it is the global batch, split between them")
 
 
 def _version() -> str:

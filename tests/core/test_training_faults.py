@@ -17,7 +17,7 @@ from genstudio.core import guard
 from genstudio.core.checkpoint import load_checkpoint
 from genstudio.core.families import family_class
 from genstudio.core.run import RunError, TrainSettings, load_run
-from genstudio.core.training import Notice, Trainer, TrainingFinished
+from genstudio.core.training import BatchLowered, Notice, Trainer, TrainingFinished
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -163,9 +163,10 @@ def test_nan_reaching_the_state_is_rolled_back_at_once(tmp_path, monkeypatch):
     assert load_run(tmp_path / "run", "cpu").step == 8
 
 
-def test_running_out_of_memory_saves_and_ends_with_a_clear_error(tmp_path):
+def test_out_of_memory_with_nothing_left_to_lower_saves_and_ends_with_a_clear_error(tmp_path):
     """Simulated: there is no GPU here, so the step raises torch.cuda.OutOfMemoryError itself,
-    as CUDA does when an allocation fails."""
+    as CUDA does when an allocation fails. Each failure halves the batch (4 → 2 → 1); at batch 1
+    the run keeps what it has and says what to change."""
     trainer = Trainer(dataclasses.replace(TINY, checkpoint_every=0), str(tmp_path / "run"))
     real_step = trainer.family.train_step
 
@@ -175,10 +176,14 @@ def test_running_out_of_memory_saves_and_ends_with_a_clear_error(tmp_path):
         return real_step(x, labels, generator)
 
     trainer.family.train_step = step
+    lowered = []
     with pytest.raises(RunError) as raised:
-        list(trainer.run())
+        for event in trainer.run():
+            if isinstance(event, BatchLowered):
+                lowered.append((event.old_batch, event.new_batch))
+    assert lowered == [(4, 2), (2, 1)]
     message = str(raised.value)
-    assert "out of CPU memory at step 4 (batch 4, 8 px)" in message
+    assert "out of CPU memory at step 4 (batch 1, 8 px)" in message
     assert "the model at step 3 was saved" in message and "Lower the batch size" in message
     assert load_run(tmp_path / "run", "cpu").step == 3
 

@@ -139,6 +139,35 @@ def config_from_dict(config_cls: type, values: dict[str, Any] | None) -> Any:
     return config_cls(**values)
 
 
+class BatchShard:
+    """Which slice of the global batch this process trains on (distributed data parallel).
+
+    A single process is rank 0 of 1 and every method is the identity, so families behave
+    exactly as before. Under torchrun each rank trains on rows [rank·n, (rank+1)·n) of the
+    global batch; per-image noise is drawn for the whole global batch from the (identical)
+    generator on every rank and sliced, so the noise each image sees — and the generator's
+    state afterwards — does not depend on the process count (see genstudio.core.distributed)."""
+
+    def __init__(self, rank: int = 0, world_size: int = 1,
+                 gather: Callable[[Tensor], Tensor] | None = None):
+        self.rank, self.world_size, self._gather = rank, world_size, gather
+
+    def draw(self, n: int, make: Callable[[int], Tensor]) -> Tensor:
+        """make(N) draws N rows of noise; returns this process's n rows of the global draw."""
+        if self.world_size == 1:
+            return make(n)
+        return make(n * self.world_size)[self.rank * n:(self.rank + 1) * n]
+
+    def gather(self, t: Tensor) -> Tensor:
+        """Every process's rows of t, in rank order (the global batch); t itself when single."""
+        if self.world_size == 1 or self._gather is None:
+            return t
+        return self._gather(t)
+
+
+SINGLE_PROCESS = BatchShard()
+
+
 class Family(ABC):
     """Base class of a model family. Subclasses set the class attributes and implement the
     abstract methods, plus whichever optional methods their capabilities declare."""
@@ -163,6 +192,8 @@ class Family(ABC):
     why_no_latent: ClassVar[str] = ""
     # The smallest sensible Config values, for the contract tests and quick smoke runs.
     TINY: ClassVar[dict[str, Any]] = {}
+    # Whether training may autocast to bf16/fp16 on a GPU (genstudio.core.accel).
+    mixed_precision: ClassVar[bool] = True
 
     def __init__(self, spec: ImageSpec, config: Any, device: torch.device, seed: int = 0):
         self.spec = spec
@@ -172,6 +203,11 @@ class Family(ABC):
         # Multiplies the configured learning rates; lowered when training diverges (see
         # core/guard.py). Families that set their learning rate every step must apply it.
         self.lr_scale = 1.0
+        # Set by the trainer: the slice of the global batch (distributed), and an object whose
+        # backward(loss, optimizer) / step(optimizer) add gradient all-reduce and mixed-precision
+        # scaling. None: plain loss.backward() / optimizer.step(), bit for bit as always.
+        self.batch_shard: BatchShard = SINGLE_PROCESS
+        self.step_runtime: Any = None
 
     # -- training ---------------------------------------------------------------------------
     @abstractmethod
@@ -187,6 +223,23 @@ class Family(ABC):
         """One optimisation step on a batch x in [0, 1]; returns scalar metrics to log.
 
         All randomness must come from `generator` so that resumed runs continue exactly."""
+
+    def backward(self, loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """loss.backward() for the parameters `optimizer` steps. Families call this instead of
+        loss.backward(), before clipping, so that under torchrun the gradients are averaged over
+        the processes (the global batch's gradient) and under fp16 they are unscaled before
+        a clip measures them."""
+        if self.step_runtime is None:
+            loss.backward()
+        else:
+            self.step_runtime.backward(loss, optimizer)
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """optimizer.step(), or the gradient scaler's step (skipped on inf/NaN) under fp16."""
+        if self.step_runtime is None:
+            optimizer.step()
+        else:
+            self.step_runtime.step(optimizer)
 
     # -- capabilities -------------------------------------------------------------------------
     @property

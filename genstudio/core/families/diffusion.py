@@ -656,9 +656,11 @@ class Diffusion(Family):
         """L_simple = E‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t)‖² with t uniform (Ho et al. Alg. 1)."""
         x0 = to_symmetric(x.to(self.device))
         batch = x0.shape[0]
-        t = torch.randint(0, self.config.timesteps, (batch,), generator=generator,
-                          device=generator.device).to(self.device)
-        noise = _randn_like(x0, generator)
+        shard = self.batch_shard  # rows of the global batch's draws (all of them when single)
+        t = shard.draw(batch, lambda n: torch.randint(0, self.config.timesteps, (n,), generator=generator,
+                                                      device=generator.device)).to(self.device)
+        noise = shard.draw(batch, lambda n: torch.randn((n, *x0.shape[1:]), generator=generator,
+                                                        device=generator.device)).to(x0.device, x0.dtype)
         y = self._training_labels(labels, batch, generator)
         loss = F.mse_loss(self.unet(self.schedule.q_sample(x0, t, noise), t, y), noise)
         # The EMA's update count is the step count, so warm-up resumes exactly from a checkpoint.
@@ -667,9 +669,9 @@ class Diffusion(Family):
             group["lr"] = (self.config.lr * self.lr_scale
                            * min(1.0, (step + 1) / max(1, self.config.warmup_steps)))
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.backward(loss, self.optimizer)
         grad_norm = nn.utils.clip_grad_norm_(self.unet.parameters(), self.config.grad_clip)
-        self.optimizer.step()
+        self.optimizer_step(self.optimizer)
         self.ema.update(self.unet)
         return {"loss": loss.item(), "grad_norm": float(grad_norm)}
 
@@ -681,7 +683,8 @@ class Diffusion(Family):
         if labels is None:
             raise ValueError("a class-conditional model needs labels to train")
         labels = labels.to(self.device, torch.long)
-        drop = torch.rand(batch, generator=generator, device=generator.device).to(self.device)
+        drop = self.batch_shard.draw(batch, lambda n: torch.rand(n, generator=generator,
+                                                                 device=generator.device)).to(self.device)
         return torch.where(drop < self.config.p_uncond, torch.full_like(labels, self.null_label), labels)
 
     # -- the ε-predictor the process functions call ------------------------------------------

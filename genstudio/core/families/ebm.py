@@ -45,7 +45,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress, smooth_fill
+from .base import (
+    BatchShard,
+    Capability,
+    Family,
+    ImageSpec,
+    LogProbKind,
+    SampleProgress,
+    smooth_fill,
+)
 from .layers import level_widths, pyramid_sizes, to_symmetric, to_unit
 
 # energy_fn(x) → one energy per row of x, shape (B,).
@@ -67,6 +75,14 @@ def energy_gradient(energy_fn: EnergyFn, x: Tensor) -> Tensor:
     return grad
 
 
+def _noise_rows(x: Tensor, generator: torch.Generator, shard: BatchShard | None) -> Tensor:
+    """_randn_like(x), or under torchrun this process's rows of the global batch's draw."""
+    if shard is None or shard.world_size == 1:
+        return _randn_like(x, generator)
+    return shard.draw(x.shape[0], lambda n: torch.randn((n, *x.shape[1:]), generator=generator,
+                                                        device=generator.device)).to(x.device, x.dtype)
+
+
 def _randn_like(x: Tensor, generator: torch.Generator) -> Tensor:
     """Noise drawn on the generator's device (the CPU when sampling, so samples do not depend on
     the model's device), then moved next to x."""
@@ -75,13 +91,15 @@ def _randn_like(x: Tensor, generator: torch.Generator) -> Tensor:
 
 def sgld(energy_fn: EnergyFn, x: Tensor, generator: torch.Generator, *, steps: int, step_size: float,
          noise: float, grad_clip: float = 0.0, bounds: tuple[float, float] | None = None,
-         keep_mask: Tensor | None = None, callback: StepCallback | None = None) -> Tensor:
+         keep_mask: Tensor | None = None, callback: StepCallback | None = None,
+         shard: BatchShard | None = None) -> Tensor:
     """`steps` updates x ← x − step_size·∇E(x) + noise·ξ, ξ ~ N(0, I) from `generator`.
 
     grad_clip > 0 clips each coordinate of ∇E first (image-EBM code commonly does: it stops a
     young, steep energy from throwing the chains out of range); bounds clamps x after each step
     to the data range. Where keep_mask is True the coordinates are held at their starting
     values exactly, so the chain samples the conditional of the free ones given the kept ones.
+    Under torchrun, `shard` says which rows of the global batch's noise x gets.
     Returns the final x, detached."""
     keep = None if keep_mask is None else keep_mask.to(x.device, torch.bool).expand_as(x)
     known = x.detach().clone()
@@ -90,7 +108,7 @@ def sgld(energy_fn: EnergyFn, x: Tensor, generator: torch.Generator, *, steps: i
         grad = energy_gradient(energy_fn, x)
         if grad_clip > 0:
             grad = grad.clamp(-grad_clip, grad_clip)
-        x = x - step_size * grad + noise * _randn_like(x, generator)
+        x = x - step_size * grad + noise * _noise_rows(x, generator, shard)
         if bounds is not None:
             x = x.clamp(*bounds)
         if keep is not None:
@@ -275,22 +293,28 @@ class EBM(Family):
 
     def _sgld(self, x: Tensor, generator: torch.Generator, labels: Tensor | None, *, steps: int,
               step_size: float, noise: float, keep_mask: Tensor | None = None,
-              callback: StepCallback | None = None) -> Tensor:
+              callback: StepCallback | None = None, shard: BatchShard | None = None) -> Tensor:
         return sgld(lambda v: self.energy(v, labels), x, generator, steps=steps, step_size=step_size,
                     noise=noise, grad_clip=self.config.sgld_grad_clip, bounds=(-1.0, 1.0),
-                    keep_mask=keep_mask, callback=callback)
+                    keep_mask=keep_mask, callback=callback, shard=shard)
 
     # -- training -------------------------------------------------------------------------------
     def train_step(self, x: Tensor, labels: Tensor | None, generator: torch.Generator) -> dict[str, float]:
         cfg = self.config
         x_pos = to_symmetric(x.to(self.device))
-        x_pos = (x_pos + cfg.data_noise * _randn_like(x_pos, generator)).clamp(-1.0, 1.0)
-        start, from_buffer = self.buffer.starts(x_pos.shape[0], cfg.reinit_rate, generator)
+        shard, n = self.batch_shard, x_pos.shape[0]
+        x_pos = (x_pos + cfg.data_noise * _noise_rows(x_pos, generator, shard)).clamp(-1.0, 1.0)
+        # Under torchrun every process draws the global batch's starts and keeps its rows, and
+        # adds every process's negatives to its buffer, so the buffers stay identical.
+        start, from_buffer = self.buffer.starts(n * shard.world_size, cfg.reinit_rate, generator)
+        if shard.world_size > 1:
+            rows = slice(shard.rank * n, (shard.rank + 1) * n)
+            start, from_buffer = start[rows], from_buffer[rows]
         # Negatives from the model's marginal p(x); with labels the classifier term below
         # completes log p(x, y) (JEM).
         x_neg = self._sgld(start, generator, None, steps=cfg.sgld_steps, step_size=cfg.step_size,
-                           noise=cfg.noise)
-        self.buffer.add(x_neg)
+                           noise=cfg.noise, shard=shard)
+        self.buffer.add(shard.gather(x_neg))
         logits = self.net(torch.cat([x_pos, x_neg]))          # (2B, K): one pass for both
         energies = -torch.logsumexp(logits, dim=1)
         e_pos, e_neg = energies.chunk(2)
@@ -303,10 +327,10 @@ class EBM(Family):
             accuracy = (logits_pos.argmax(1) == labels.to(self.device)).float().mean()
             metrics |= {"cross_entropy": cross_entropy.item(), "accuracy": accuracy.item()}
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.backward(loss, self.optimizer)
         limit = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
         grad_norm = float(nn.utils.clip_grad_norm_(self.net.parameters(), limit))
-        self.optimizer.step()
+        self.optimizer_step(self.optimizer)
         return {
             "loss": loss.item(),
             "e_pos": e_pos.mean().item(),

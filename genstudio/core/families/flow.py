@@ -403,6 +403,7 @@ class Flow(Family):
     Config = FlowConfig
     SampleOptions = FlowSampleOptions
     plotted_metrics = ("bpd",)
+    mixed_precision = False  # log-determinants and the logit transform need float32
     TINY: ClassVar[dict[str, Any]] = {"max_levels": 2, "steps_per_level": 2, "hidden_channels": 8,
                                       "inpaint_steps": 20}
 
@@ -436,20 +437,24 @@ class Flow(Family):
         if self.spec.num_classes and labels is None:
             raise ValueError("a class-conditional model needs labels to train")
         labels = labels.to(self.device, torch.long) if self.spec.num_classes else None
-        noise = torch.rand(x.shape, generator=generator, device=generator.device).to(self.device)
+        noise = self.batch_shard.draw(x.shape[0], lambda n: torch.rand(
+            (n, *x.shape[1:]), generator=generator, device=generator.device)).to(self.device)
         y = dequantize(x, noise)
         if not self.flow.initialised:
-            self.flow.initialise(to_logit(y, self.config.logit_alpha)[0], labels)
+            # From the global batch under torchrun, so every process starts from the same actnorm.
+            shard = self.batch_shard
+            self.flow.initialise(to_logit(shard.gather(y), self.config.logit_alpha)[0],
+                                 None if labels is None else shard.gather(labels))
         bpd = -self.log_prob_of_dequantized(y, labels).mean() / (self.spec.dims * math.log(2.0))
         step = int(self.flow.steps_taken)
         for group in self.optimizer.param_groups:
             group["lr"] = (self.config.lr * self.lr_scale
                            * min(1.0, (step + 1) / max(1, self.config.warmup_steps)))
         self.optimizer.zero_grad(set_to_none=True)
-        bpd.backward()
+        self.backward(bpd, self.optimizer)
         limit = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
         grad_norm = float(nn.utils.clip_grad_norm_(self.flow.parameters(), limit))
-        self.optimizer.step()
+        self.optimizer_step(self.optimizer)
         self.flow.steps_taken += 1
         return {"bpd": bpd.item(), "grad_norm": grad_norm}
 

@@ -308,8 +308,8 @@ class GAN(Family):
         with _frozen(self.discriminator):  # G's loss needs ∂/∂x through D, not D's weight grads
             g_loss = generator_loss(self.config.loss, self.discriminator(fake, labels))
         self.optimizer_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.optimizer_g.step()
+        self.backward(g_loss, self.optimizer_g)
+        self.optimizer_step(self.optimizer_g)
         self.generator_ema.update(self.generator)
         means = {key: sum(values) / len(values) for key, values in logs.items()}
         return {"d_loss": means.pop("d_loss"), "g_loss": g_loss.item(), **means}
@@ -330,8 +330,8 @@ class GAN(Family):
             metrics["gp"] = penalty.item()
             metrics["w_distance"] = (real_scores.mean() - fake_scores.mean()).item()
         self.optimizer_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.optimizer_d.step()
+        self.backward(d_loss, self.optimizer_d)
+        self.optimizer_step(self.optimizer_d)
         # Scores as probabilities for the NS loss (σ of the logit); the LSGAN score is trained
         # towards 1 / 0 already and the WGAN critic is unbounded, so those are shown raw.
         as_shown = torch.sigmoid if self.config.loss == "non-saturating" else _unchanged
@@ -344,7 +344,9 @@ class GAN(Family):
     def _draw(self, generator: torch.Generator, shape: tuple[int, ...], uniform: bool = False) -> Tensor:
         """Noise from the caller's generator on its own device, then moved to the model's."""
         draw = torch.rand if uniform else torch.randn
-        return draw(shape, generator=generator, device=generator.device).to(self.device)
+        # Rows of the global batch's draw (the whole draw in a single process).
+        return self.batch_shard.draw(shape[0], lambda n: draw(
+            (n, *shape[1:]), generator=generator, device=generator.device)).to(self.device)
 
     # -- sampling -----------------------------------------------------------------------------
     @torch.no_grad()

@@ -289,10 +289,10 @@ class PixelCNN(Family):
         log_prob = self.subpixel_log_probs(to_levels(x.to(self.device)), labels).flatten(1).sum(1)
         loss = -log_prob.mean() / self.spec.dims  # nats per subpixel, so one clip suits every size
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.backward(loss, self.optimizer)
         limit = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
         grad_norm = float(nn.utils.clip_grad_norm_(self.network.parameters(), limit))
-        self.optimizer.step()
+        self.optimizer_step(self.optimizer)
         return {"loss": loss.item(), "bpd": loss.item() / math.log(2.0), "grad_norm": grad_norm}
 
     @torch.no_grad()

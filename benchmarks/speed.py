@@ -1,0 +1,448 @@
+"""The speed suite of issue 8: one command, one table per measurement.
+
+    .venv/bin/python -m benchmarks.speed                       # defaults: every family, a few minutes each
+    .venv/bin/python -m benchmarks.speed --quick               # a smoke run: tiny step counts
+    .venv/bin/python -m benchmarks.speed --only throughput,gui --families vae,gan
+
+Sections (all measured in this one run, modes interleaved per family so that drift on a busy
+machine hits them alike):
+  throughput  training images/s per family: in the app's training worker (real MainWindow
+              offscreen, live plots on), the headless CLI (a subprocess, `genstudio train`), and
+              a bare PyTorch loop of the same network, batch and data (the family's train_step
+              on uint8 batches, no events). The CLI's peak RSS comes from wait4. On CUDA, GPU
+              memory per family at the batch.
+  gui         lateness of a 10 ms QTimer on the GUI thread, p50/p99: window idle vs while each
+              family trains in the app.
+  control     pause and stop latency (request → acknowledged by the loop) per family, with the
+              loop running in a thread as in the app.
+  sampling    images/s per family and sampler (DDIM step counts, DDPM), decode latency of one
+              latent (what a slider move costs).
+  data        scan + decode + cache throughput on a folder of N small PNGs (default 10,000,
+              written once into a temporary folder), then the warm (cached) load time; peak
+              RSS of a short CLI training on that folder.
+  startup     cold start of the app to an interactive window (a fresh process).
+
+Images/s of the app and the CLI come from each run's own metrics.jsonl after a warm-up (the
+loop's clock), the bare loop's from perf_counter over the same steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.common import images_per_sec_from_metrics  # noqa: E402
+from genstudio.core.families import Capability, create_family, family_class  # noqa: E402
+from genstudio.core.run import TrainSettings  # noqa: E402
+from genstudio.core.training import PauseChanged, StepLogged, Trainer, TrainingControl  # noqa: E402
+
+FAMILIES = ("vae", "gan", "flow", "diffusion", "pixelcnn", "ebm")
+SECTIONS = ("throughput", "gui", "control", "sampling", "data", "startup")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    print(f"\n## {title}")
+    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
+    for r in rows:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))))
+    sys.stdout.flush()
+
+
+# -- the three ways of training -----------------------------------------------------------------
+
+
+def bare_loop(settings: TrainSettings, warmup: int) -> tuple[float, float | None]:
+    """images/s of the family's train_step on the trainer's own batches, nothing else; and on
+    CUDA the peak GPU memory (MiB)."""
+    from genstudio.core.data import held_out_split, load_source
+    from genstudio.core.device import select_device
+
+    data = load_source(settings.data, settings.size, settings.channels)
+    images = torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2)
+    images = images[torch.from_numpy(held_out_split(len(data)).train)]
+    device = select_device(settings.device)
+    spec_channels = data.channels
+    from genstudio.core.families import ImageSpec
+
+    family = create_family(settings.family, ImageSpec(spec_channels, data.size), settings.family_config,
+                           device, settings.seed)
+    family.train_mode()
+    generator = torch.Generator(device=device).manual_seed(settings.seed + 1)
+    images = images.to(device)
+    n, b = len(images), settings.batch
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    started = None
+    for step in range(settings.steps):
+        if step == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+        # A seeded random batch each step, as the trainer's permutation gives: same sizes, same work.
+        idx = torch.randint(0, n, (b,), generator=torch.Generator().manual_seed(step)).to(device)
+        family.train_step(images[idx].float().div_(255.0), None, generator)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - started
+    memory = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    return (settings.steps - warmup) * b / elapsed, memory
+
+
+def cli_run(settings: TrainSettings, out: Path, data: str | None = None) -> tuple[Path, float]:
+    """`genstudio train` in a fresh process; returns the run folder and its peak RSS (MiB)."""
+    cmd = [sys.executable, "-m", "genstudio", "train", "--family", settings.family,
+           "--data", data or settings.data, "--size", str(settings.size), "--steps", str(settings.steps),
+           "--batch", str(settings.batch), "--seed", str(settings.seed), "--device", settings.device,
+           "--out", str(out), "--log-every", str(settings.log_every), "--sample-every",
+           str(settings.sample_every), "--checkpoint-every", str(settings.checkpoint_every), "--quiet"]
+    for key, value in settings.family_config.items():
+        cmd += ["--set", f"{key}={value}"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode:
+        raise RuntimeError(f"genstudio train failed: {stderr[-2000:]}")
+    return out, usage.ru_maxrss / 1024  # KiB on Linux
+
+
+class LatenessProbe:
+    """A 10 ms QTimer on the GUI thread; records how late each timeout fires."""
+
+    def __init__(self, interval_ms: int = 10):
+        from PySide6.QtCore import QTimer
+
+        self.interval = interval_ms / 1000
+        self.lateness: list[float] = []
+        self._last = None
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            self.lateness.append(max(0.0, now - self._last - self.interval) * 1000)
+        self._last = now
+
+    def start(self) -> None:
+        self.lateness, self._last = [], None
+        self.timer.start()
+
+    def stop(self) -> list[float]:
+        self.timer.stop()
+        return self.lateness
+
+
+class App:
+    """One MainWindow for the whole benchmark (offscreen), driven like a person would."""
+
+    def __init__(self):
+        from PySide6.QtWidgets import QApplication
+
+        from genstudio.app.main_window import MainWindow
+
+        self.qt = QApplication.instance() or QApplication([])
+        self.window = MainWindow()
+        self.window.resize(1280, 800)
+        self.window.show()
+        self.wait(lambda: self.window.preview is not None, 300)
+        self.probe = LatenessProbe()
+
+    def wait(self, condition, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the app did not get there in time")
+            self.qt.processEvents()
+            time.sleep(0.002)
+
+    def dataset(self) -> tuple[str, int]:
+        request = self.window.dataset_panel.request()
+        return request.source, request.size
+
+    def idle_lateness(self, seconds: float) -> list[float]:
+        from PySide6.QtCore import QEventLoop, QTimer
+
+        self.probe.start()
+        loop = QEventLoop()
+        QTimer.singleShot(int(seconds * 1000), loop.quit)
+        loop.exec()
+        return self.probe.stop()
+
+    def train(self, settings: TrainSettings, home: Path) -> tuple[Path, list[float]]:
+        """Train through the window; returns the run folder and the GUI timer lateness (ms)."""
+        from PySide6.QtCore import QEventLoop, QTimer
+
+        window = self.window
+        window.family_picker.select(settings.family)
+        self.qt.processEvents()
+        window.training_panel.set_values(
+            steps=settings.steps, batch=settings.batch, seed=settings.seed, device=settings.device,
+            sample_every=settings.sample_every, checkpoint_every=settings.checkpoint_every,
+            family_config=settings.family_config)
+        loop = QEventLoop()
+        window.training_ended.connect(loop.quit)
+        self.probe.start()
+        QTimer.singleShot(0, window.start_training)
+        loop.exec()
+        lateness = self.probe.stop()
+        window.training_ended.disconnect(loop.quit)
+        run_dir = Path(window._finished_run or "")  # noqa: SLF001 - benchmark introspection
+        if not (run_dir / "metrics.jsonl").is_file():
+            runs = sorted((home / "data" / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+            run_dir = runs[-1]
+        # The next run can start once the worker thread is gone (the gallery may still sample).
+        self.wait(lambda: window.training_thread is None, 120)
+        return run_dir, lateness
+
+    def close(self) -> None:
+        self.window.close()
+        self.window.shutdown()
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+
+def throughput_and_gui(args, families, home: Path, app: App | None) -> None:
+    source, size = app.dataset() if app else (args.data, args.size)
+    rows, gui_rows = [], []
+    if app and "gui" in args.only:
+        idle = app.idle_lateness(args.idle_seconds)
+        gui_rows.append(["idle window", f"{_pct(idle, 50):.1f}", f"{_pct(idle, 99):.1f}", str(len(idle))])
+    for family in families:
+        settings = TrainSettings(family=family, data=source, size=size, batch=args.batch, steps=args.steps,
+                                 seed=0, device=args.device, log_every=5, sample_every=args.sample_every,
+                                 checkpoint_every=0)
+        result = {"app": [], "cli": [], "bare": []}
+        rss, gpu, lateness = [], None, []
+        for rep in range(args.repeats):
+            if app:
+                run, late = app.train(settings, home)
+                result["app"].append(images_per_sec_from_metrics(run, args.batch, args.warmup))
+                lateness += late
+            run, peak = cli_run(settings, home / f"cli-{family}-{rep}")
+            result["cli"].append(images_per_sec_from_metrics(run, args.batch, args.warmup))
+            rss.append(peak)
+            ips, gpu = bare_loop(settings, args.warmup)
+            result["bare"].append(ips)
+        bare = statistics.median(result["bare"])
+        app_ips = statistics.median(result["app"]) if result["app"] else float("nan")
+        cli_ips = statistics.median(result["cli"])
+        rows.append([family, f"{bare:.0f}", f"{cli_ips:.0f}", f"{cli_ips / bare:.1%}",
+                     f"{app_ips:.0f}", f"{app_ips / bare:.1%}", f"{max(rss):.0f}",
+                     "-" if gpu is None else f"{gpu:.0f}"])
+        if lateness:
+            gui_rows.append([f"training {family}", f"{_pct(lateness, 50):.1f}", f"{_pct(lateness, 99):.1f}",
+                             str(len(lateness))])
+    if "throughput" in args.only:
+        _table(f"training images/s ({source}, {size} px, batch {args.batch}, {args.steps} steps, "
+               f"warm-up {args.warmup}, median of {args.repeats}; targets: CLI ≥ 98%, app ≥ 95% of bare)",
+               ["family", "bare", "CLI", "CLI/bare", "app", "app/bare", "CLI peak RSS MiB", "GPU MiB"], rows)
+    if gui_rows:
+        _table("GUI thread: lateness of a 10 ms QTimer, ms (target p99 ≤ 50 while training)",
+               ["state", "p50", "p99", "ticks"], gui_rows)
+
+
+def control_latency(args, families, home: Path) -> None:
+    rows = []
+    for family in families:
+        settings = TrainSettings(family=family, data=args.data, size=args.size, batch=args.batch,
+                                 steps=10**6, seed=0, device=args.device, log_every=1, sample_every=0,
+                                 checkpoint_every=0, grid_samples=16, eval_images=0)
+        trainer = Trainer(settings, str(home / f"control-{family}"))
+        control = TrainingControl()
+        marks: dict[str, float] = {}
+        steps_seen = threading.Event()
+
+        def consume(trainer=trainer, control=control, steps_seen=steps_seen, marks=marks):
+            for event in trainer.run(control):
+                if isinstance(event, StepLogged) and event.step >= args.control_after:
+                    steps_seen.set()
+                if isinstance(event, PauseChanged) and event.paused:
+                    marks["paused"] = time.perf_counter()
+            marks["finished"] = time.perf_counter()
+
+        thread = threading.Thread(target=consume)
+        thread.start()
+        steps_seen.wait()
+        asked = time.perf_counter()
+        control.pause()
+        while "paused" not in marks:
+            time.sleep(0.001)
+        pause_ms = (marks["paused"] - asked) * 1000
+        control.resume()
+        time.sleep(0.2)
+        stop_asked = time.perf_counter()
+        step_at_stop = trainer.step
+        control.stop()
+        while trainer.step == step_at_stop and thread.is_alive():
+            time.sleep(0.0005)
+        # acknowledged: the loop finished the step it was in and left (then it saves)
+        ack = time.perf_counter()
+        thread.join()
+        rows.append([family, f"{pause_ms:.0f}", f"{(ack - stop_asked) * 1000:.0f}",
+                     f"{(marks['finished'] - stop_asked) * 1000:.0f}"])
+    _table(f"pause / stop latency, ms (batch {args.batch}; target ≤ 250)",
+           ["family", "pause → paused", "stop → step ends", "stop → saved and finished"], rows)
+
+
+def sampling(args, families) -> None:
+    from genstudio.core.families import ImageSpec
+
+    rows = []
+    spec = ImageSpec(3 if args.channels == 3 else 1, args.size)
+    device = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    for family in families:
+        cls = family_class(family)
+        model = create_family(family, spec, {}, device, 0)
+        model.eval_mode()
+        options: list[tuple[str, dict]] = [("default", {})]
+        if family == "diffusion":
+            options = [(f"DDIM {k}", {"sampler": "ddim", "steps": k}) for k in args.ddim_steps]
+            if not args.quick:  # the full chain (every training timestep) is minutes on a CPU
+                options.append(("DDPM", {"sampler": "ddpm"}))
+        for label, values in options:
+            opts = model.sample_options(values) if values else None
+            n = args.sample_n if family not in ("pixelcnn", "ebm") and label != "DDPM" else max(1, args.sample_n // 8)
+            model.sample(1, seed=0, options=opts)  # warm-up
+            started = time.perf_counter()
+            model.sample(n, seed=1, options=opts)
+            elapsed = time.perf_counter() - started
+            decode = "-"
+            if cls.capabilities and Capability.DECODE in cls.capabilities and label in ("default", f"DDIM {args.ddim_steps[0]}"):
+                z = torch.randn(1, model.latent_dim)
+                model.decode(z)
+                t0 = time.perf_counter()
+                for _ in range(3):
+                    model.decode(z)
+                decode = f"{(time.perf_counter() - t0) / 3 * 1000:.1f}"
+            rows.append([family, label, str(n), f"{n / elapsed:.1f}", decode])
+    _table(f"sampling at {args.size} px on {device.type} (default model sizes, untrained weights)",
+           ["family", "sampler", "n", "images/s", "decode 1 ms"], rows)
+
+
+def data_throughput(args, home: Path) -> None:
+    from PIL import Image
+
+    from genstudio.core.data import load_source
+
+    folder = home / "pngs"
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    for i in range(args.data_images):
+        sub = folder / f"class{i % 10}"
+        sub.mkdir(parents=True, exist_ok=True)
+        pixels = (rng.random((28, 28)) * 255).astype(np.uint8)
+        Image.fromarray(pixels, "L").save(sub / f"{i:06d}.png")
+    written = time.perf_counter() - t0
+    cache = home / "data-cache"
+    t0 = time.perf_counter()
+    data = load_source(str(folder), 28, None, cache_dir=cache)
+    cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    load_source(str(folder), 28, None, cache_dir=cache)
+    warm = time.perf_counter() - t0
+    settings = TrainSettings(family="vae", data=str(folder), size=28, batch=args.batch, steps=args.rss_steps,
+                             device=args.device, log_every=5, sample_every=0, checkpoint_every=0)
+    _, rss = cli_run(settings, home / "rss-run")
+    rows = [[f"{len(data)} PNGs of 28 px ({args.data_images} written in {written:.1f} s)",
+             f"{len(data) / cold:.0f}", f"{cold:.2f}", f"{warm:.3f}", f"{rss:.0f}"]]
+    _table("data: scan + decode + cache (cold), cached load (warm), peak RSS of a short VAE training",
+           ["folder", "images/s cold", "cold s", "warm s", "train peak RSS MiB"], rows)
+
+
+def startup(args) -> None:
+    code = ("import time, os; t0 = time.perf_counter(); os.environ.setdefault('QT_QPA_PLATFORM', 'offscreen');"
+            "from PySide6.QtWidgets import QApplication; from genstudio.app.main_window import MainWindow;"
+            "app = QApplication([]); w = MainWindow(); w.show(); app.processEvents(); shown = time.perf_counter();"
+            "import time as _t\n"
+            "while w.preview is None:\n    app.processEvents(); _t.sleep(0.002)\n"
+            "print(f'{shown - t0:.3f} {time.perf_counter() - t0:.3f}'); w.close(); w.shutdown()")
+    rows = []
+    for rep in range(args.repeats):
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, check=True)
+        total = time.perf_counter() - t0
+        shown, ready = (float(v) for v in out.stdout.split()[-2:])
+        rows.append([f"run {rep + 1}", f"{total:.2f}", f"{shown:.2f}", f"{ready:.2f}"])
+    _table("cold start (fresh process, offscreen)",
+           ["", "process start → ready s", "in-process: window shown s", "default dataset loaded s"], rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny settings: proves the suite runs")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated of {', '.join(SECTIONS)}")
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--data", default="builtin:shapes")
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--sample-every", type=int, default=100, help="sample grids during app/CLI runs")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--idle-seconds", type=float, default=5.0)
+    parser.add_argument("--control-after", type=int, default=3, help="steps before pause/stop are asked")
+    parser.add_argument("--sample-n", type=int, default=64)
+    parser.add_argument("--ddim-steps", default="10,50")
+    parser.add_argument("--data-images", type=int, default=10_000)
+    parser.add_argument("--rss-steps", type=int, default=50)
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.warmup, args.repeats, args.batch = 25, 5, 1, 16
+        args.sample_every, args.idle_seconds, args.sample_n, args.rss_steps = 10, 1.0, 8, 10
+    args.only = set(args.only.split(","))
+    args.ddim_steps = [int(k) for k in str(args.ddim_steps).split(",")]
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+
+    home = Path(tempfile.mkdtemp(prefix="genstudio-speed-"))
+    os.environ["GENSTUDIO_HOME"] = str(home / "data")
+    os.environ.setdefault("GENSTUDIO_CACHE_DIR", str(home / "cache"))
+    print(f"# genstudio speed suite: torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+          f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}", flush=True)
+    if "startup" in args.only:
+        startup(args)
+    app = App() if args.only & {"throughput", "gui"} else None
+    try:
+        if args.only & {"throughput", "gui"}:
+            throughput_and_gui(args, families, home, app)
+    finally:
+        if app:
+            app.close()
+    if "control" in args.only:
+        control_latency(args, families, home)
+    if "sampling" in args.only:
+        sampling(args, families)
+    if "data" in args.only:
+        data_throughput(args, home)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
