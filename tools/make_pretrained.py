@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -63,8 +64,14 @@ RUNS: dict[str, tuple[str, str]] = {
 SIDE_OUTPUTS = "--sample-every 0 --checkpoint-every 0 --eval-every 0"
 
 
-def command(name: str) -> str:
-    return f"genstudio train {RUNS[name][1]} {SIDE_OUTPUTS} --out RUN"
+def command(name: str, steps: int | None = None) -> str:
+    """The recorded command; `steps`: the step a time-limited run was stopped at. Nothing in a
+    run depends on its planned length, so stopping at step k leaves the weights `--steps k`
+    would make."""
+    arguments = RUNS[name][1]
+    if steps is not None:
+        arguments = re.sub(r"--steps \d+", f"--steps {steps}", arguments)
+    return f"genstudio train {arguments} {SIDE_OUTPUTS} --out RUN"
 
 
 def train_argv(name: str, run: Path) -> list[str]:
@@ -74,17 +81,24 @@ def train_argv(name: str, run: Path) -> list[str]:
 
 def ship(name: str, run: Path) -> dict:
     """Package a finished run into pretrained/NAME and draw its preview grid."""
-    entry = pretrained.package(run, OUT, name, RUNS[name][0], command(name))
+    step = json.loads((run / "checkpoint.json").read_text())["step"]
+    entry = pretrained.package(run, OUT, name, RUNS[name][0], command(name, step))
     loaded = load_run(OUT / name, device="cpu")
     save_png(OUT / name / "preview.png", make_grid(generate(loaded, 16, seed=0), 4), {"run": name})
     return entry
 
 
-def make_all(names: list[str], jobs: int, entries: dict[str, dict]) -> None:
-    """Train up to `jobs` runs at once (each on one torch thread), shipping each as it ends."""
+def make_all(names: list[str], jobs: int, entries: dict[str, dict], minutes: float | None) -> None:
+    """Train up to `jobs` runs at once (each on one torch thread), shipping each as it ends;
+    after `minutes`, the runs still training are stopped (SIGTERM: the step ends, then a save)."""
+    deadline = None if minutes is None else time.monotonic() + 60 * minutes
     with tempfile.TemporaryDirectory(prefix="pretrained-") as tmp:
         waiting, running = list(names), {}
         while waiting or running:
+            if deadline is not None and time.monotonic() > deadline:
+                waiting = []
+                for process in running.values():
+                    process.terminate()
             while waiting and len(running) < jobs:
                 name = waiting.pop(0)
                 argv = train_argv(name, Path(tmp) / name)
@@ -112,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help=f"of: {', '.join(RUNS)} (default: all)")
     parser.add_argument("--list", action="store_true", help="print the recorded commands and stop")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (one thread each)")
+    parser.add_argument("--minutes", type=float, help="stop every run still training after this long "
+                        "and ship it at the step it reached (recorded in its command)")
     args = parser.parse_args(argv)
     if args.list:
         for name in RUNS:
@@ -123,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest_path = OUT / pretrained.MANIFEST
     entries = {e["name"]: e for e in (json.loads(manifest_path.read_text())["runs"]
                                       if manifest_path.is_file() else [])}
-    make_all(args.names or list(RUNS), args.jobs, entries)
+    make_all(args.names or list(RUNS), args.jobs, entries, args.minutes)
     return 0
 
 
