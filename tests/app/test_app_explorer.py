@@ -118,11 +118,21 @@ def test_randomise_and_reset(qtbot, explorer):
 def test_clicking_the_map_decodes_a_point_and_its_latent(qtbot, explorer):
     view = explorer.map_view
     x, y = view.points[7]
-    scene = view.view_box.mapViewToScene(QPointF(float(x), float(y)))
-    pos = view.plot.mapFromScene(scene)
-    qtbot.mouseMove(view.plot.viewport(), pos)  # hovering shows the point's training image
-    qtbot.waitUntil(lambda: "training image #" in explorer.hover_label.text(), timeout=5_000)
+
+    def point_position() -> QPoint:
+        return view.plot.mapFromScene(view.view_box.mapViewToScene(QPointF(float(x), float(y))))
+
+    def hover_point_7() -> bool:
+        # Each try maps the point afresh (the view may still be settling its range after the
+        # map was drawn) and comes from elsewhere: a move to where the pointer already is
+        # sends no event, so nothing would hover.
+        qtbot.mouseMove(view.plot.viewport(), QPoint(1, 1))
+        qtbot.mouseMove(view.plot.viewport(), point_position())
+        return "training image #" in explorer.hover_label.text()
+
+    qtbot.waitUntil(hover_point_7, timeout=15_000)  # hovering shows the point's training image
     assert explorer.hover_view.image() is not None
+    pos = point_position()
     qtbot.mouseClick(view.plot.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     # The click lands on point 7 (or, if another point overlaps it, on that one).
     rows = [i for i in range(len(view.points)) if torch.equal(explorer.z, explorer.encoded.encoded.latents[i])]
