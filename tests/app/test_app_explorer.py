@@ -122,12 +122,14 @@ def test_clicking_the_map_decodes_a_point_and_its_latent(qtbot, explorer):
     def point_position() -> QPoint:
         return view.plot.mapFromScene(view.view_box.mapViewToScene(QPointF(float(x), float(y))))
 
+    tries = []
+
     def hover_point_7() -> bool:
         # Each try maps the point afresh (the view may still be settling its range after the
-        # map was drawn) and comes from elsewhere: a move to where the pointer already is
+        # map was drawn) and moves one pixel sideways: a move to where the pointer already is
         # sends no event, so nothing would hover.
-        qtbot.mouseMove(view.plot.viewport(), QPoint(1, 1))
-        qtbot.mouseMove(view.plot.viewport(), point_position())
+        tries.append(None)
+        qtbot.mouseMove(view.plot.viewport(), point_position() + QPoint(len(tries) % 2, 0))
         return "training image #" in explorer.hover_label.text()
 
     qtbot.waitUntil(hover_point_7, timeout=15_000)  # hovering shows the point's training image
