@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_train(sub: Any) -> None:
     from .core.device import DEVICE_CHOICES
+    from .core.run import TrainSettings
 
     p = sub.add_parser("train", help="train a model into a run folder")
     p.add_argument("--family", required=True, help="vae, gan, flow, diffusion, pixelcnn or ebm")
@@ -98,25 +99,24 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--eval-every", type=int, default=500,
                    help="steps between held-out evaluations (0: only when the run ends)")
+    p.add_argument("--eval-metrics", default=",".join(TrainSettings.eval_metrics), metavar="LIST",
+                   help="what each evaluation measures: bpd and/or fid, kid, precision, recall "
+                        f"(default {','.join(TrainSettings.eval_metrics)})")
     p.add_argument("--resume", action="store_true", help="continue the run in --out to --steps")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="on CUDA: auto = bf16 where supported, else fp16 with loss scaling (CPU: fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (CUDA)")
     p.add_argument("--quiet", action="store_true", help="print only the final line")
+    p.add_argument("--events", action="store_true",
+                   help="print every training event as a JSON line, for a program following the run "
+                        "(the app does, for a run it launched with torchrun)")
     p.set_defaults(handler=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
     from .core.distributed import Distributed
-    from .core.run import TrainSettings
 
-    settings = TrainSettings(
-        family=args.family, data=args.data, size=args.size, channels=args.channels,
-        steps=args.steps or TrainSettings.steps, batch=args.batch, seed=args.seed,
-        device=args.device, conditional=args.conditional, family_config=_parse_options(args.options),
-        log_every=args.log_every, sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
-        eval_every=args.eval_every, precision=args.precision, compile=args.compile,
-    )
+    settings = train_settings(args)
     # Under torchrun (WORLD_SIZE > 1) this is one process of a data-parallel run: --batch is
     # the global batch, and only rank 0 writes the run folder and prints.
     distributed = Distributed.from_env(args.device)
@@ -127,8 +127,23 @@ def _train(args: argparse.Namespace) -> int:
             distributed.close()
 
 
+def train_settings(args: argparse.Namespace) -> Any:
+    """The TrainSettings that `genstudio train`'s options describe (core/launch.py writes them)."""
+    from .core.run import TrainSettings
+
+    return TrainSettings(
+        family=args.family, data=args.data, size=args.size, channels=args.channels,
+        steps=args.steps or TrainSettings.steps, batch=args.batch, seed=args.seed,
+        device=args.device, conditional=args.conditional, family_config=_parse_options(args.options),
+        log_every=args.log_every, sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every, eval_metrics=_parse_metrics(args.eval_metrics),
+        precision=args.precision, compile=args.compile,
+    )
+
+
 def _train_in_process(args: argparse.Namespace, settings: Any, distributed: Any) -> int:
     from .core.data import load_source
+    from .core.launch import encode_event
     from .core.metrics.evaluate import describe_evaluation
     from .core.training import (
         BatchLowered,
@@ -159,7 +174,9 @@ def _train_in_process(args: argparse.Namespace, settings: Any, distributed: Any)
         for event in trainer.run(control):
             if not main_process:
                 continue
-            if isinstance(event, BatchLowered):
+            if args.events:
+                print(encode_event(event), flush=True)
+            elif isinstance(event, BatchLowered):
                 print(f"genstudio: {event.message}", file=sys.stderr, flush=True)
             elif isinstance(event, StepLogged) and not args.quiet:
                 print(_format_step(event), flush=True)
@@ -182,6 +199,17 @@ def _load_run(run: str, device: str) -> Any:
     if loaded.notice:
         print(f"genstudio: warning: {loaded.notice}", file=sys.stderr, flush=True)
     return loaded
+
+
+def _parse_metrics(text: str) -> tuple[str, ...]:
+    from .core.metrics.evaluate import METRICS
+
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in METRICS]
+    if unknown or not names:
+        raise CommandError(f"--eval-metrics: unknown {', '.join(unknown) or '(empty)'}; "
+                           f"choose from {', '.join(METRICS)}")
+    return names
 
 
 def _parse_options(options: list[str]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from genstudio.core import pretrained
 from genstudio.core.families import family_class
 from genstudio.core.metrics.evaluate import describe_evaluation
 from genstudio.core.paths import new_run_dir
-from genstudio.core.run import BOOKKEEPING_KEYS, TrainSettings
+from genstudio.core.run import BOOKKEEPING_KEYS, RunError, TrainSettings
 
 from . import jobs
 from .capabilities import panel_enabled
@@ -42,7 +42,7 @@ from .panels import (
     TrainingPanel,
 )
 from .panels.training_panel import IDLE, LOADING, PAUSED, RUNNING, STOPPING
-from .workers import TaskRunner, TrainingWorker, start_thread
+from .workers import LaunchedTrainingWorker, TaskRunner, TrainingWorker, start_thread
 
 log = logging.getLogger(__name__)
 
@@ -257,9 +257,19 @@ class MainWindow(QMainWindow):
         request = self.dataset_panel.request()
         settings = TrainSettings(family=self.family_picker.current(), data=request.source,
                                  size=request.size, channels=request.channels, **values)
-        # The preview already holds these images unless the panel changed since it loaded.
-        dataset = self.preview.dataset if self.preview.request == request else None
-        worker = TrainingWorker(settings, str(new_run_dir(settings.family, settings.data)), dataset=dataset)
+        run_dir = str(new_run_dir(settings.family, settings.data))
+        processes = self.training_panel.processes()
+        if processes > 1:  # a data-parallel run in torchrun's processes, followed from here
+            try:
+                worker: TrainingWorker = LaunchedTrainingWorker(settings, run_dir, processes)
+            except RunError as exc:
+                self.training_panel.show_error(str(exc))
+                return
+        else:
+            # The preview already holds these images unless the panel changed since it loaded.
+            dataset = self.preview.dataset if self.preview.request == request else None
+            worker = TrainingWorker(settings, run_dir, dataset=dataset)
+        self.training_panel.set_interactive(worker.control.interactive)
         self._connect_training(worker)
         self.training_worker, self._control = worker, worker.control
         self._finished_run, self._end_reason = None, ""
@@ -290,7 +300,8 @@ class MainWindow(QMainWindow):
         worker.failed.connect(self._on_training_failed)
 
     def toggle_pause(self) -> None:
-        if self._control is None or self.training_panel.state not in (RUNNING, PAUSED):
+        if (self._control is None or not self._control.interactive
+                or self.training_panel.state not in (RUNNING, PAUSED)):
             return
         if self._control.paused:
             self._control.resume()

@@ -8,16 +8,18 @@ left running.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import shiboken6
 from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
 
 from genstudio.core.data import DatasetError, ImageDataset, load_source
+from genstudio.core.launch import LaunchedRun
 from genstudio.core.metrics.download import DownloadError
 from genstudio.core.metrics.evaluate import EvaluationCancelled
 from genstudio.core.metrics.features import InvalidWeightsError
@@ -33,6 +35,7 @@ from genstudio.core.training import (
     SamplesReady,
     StepLogged,
     Trainer,
+    TrainEvent,
     TrainingControl,
     TrainingFinished,
 )
@@ -172,20 +175,29 @@ class TrainingWorker(ThreadWorker):
         self.control = TrainingControl()
         self._throttle = _Throttle()
 
+    # A subclass changes _events, never run: PySide does not see a slot overridden in a
+    # Python subclass as the slot, and connects `started` to it as a plain callable, which
+    # it then calls on the GUI thread.
     @Slot()
     def run(self) -> None:
         try:
-            trainer = self._build()
-            if trainer is None:
-                self.cancelled.emit()
-                return
-            for event in trainer.run(self.control):
+            for event in self._events():
                 getattr(self, self._RELAY[type(event)]).emit(event)
         except Exception as exc:  # noqa: BLE001 - any failure must reach the user, not kill the thread
             log.exception("training failed")
-            self.failed.emit(describe_error(exc), traceback.format_exc())
+            self.failed.emit(describe_error(exc), self._details())
         finally:
             self.finish()
+
+    def _events(self) -> Iterator[TrainEvent]:
+        trainer = self._build()
+        if trainer is None:
+            self.cancelled.emit()
+            return
+        yield from trainer.run(self.control)
+
+    def _details(self) -> str:
+        return traceback.format_exc()
 
     def _build(self) -> Trainer | None:
         dataset = self.dataset
@@ -205,6 +217,47 @@ class TrainingWorker(ThreadWorker):
     def _progress(self, done: int, total: int) -> None:
         if self._throttle.ready(done, total):
             self.loading.emit(done, total)
+
+
+class LaunchedControl(TrainingControl):
+    """Stop for a run in other processes: it reaches them as SIGTERM. They have no channel for
+    pause, sample-now or save-now, so those are not honoured (the panel does not offer them)."""
+
+    interactive = False
+
+    def __init__(self, launched: LaunchedRun):
+        super().__init__()
+        self.launched = launched
+
+    def stop(self) -> None:
+        super().stop()
+        self.launched.stop()  # thread-safe; before the start it makes the start stop at once
+
+    def pause(self) -> None:
+        pass
+
+
+class LaunchedTrainingWorker(TrainingWorker):
+    """A data-parallel run trained by torchrun's processes (core/launch.py), followed through
+    the events rank 0 reports: the window sees the same signals as for an in-process run."""
+
+    def __init__(self, settings: TrainSettings, run_dir: str, processes: int):
+        super().__init__(settings, run_dir)
+        self.launched = LaunchedRun(settings, run_dir, processes)  # checks the settings now
+        self.control = LaunchedControl(self.launched)
+
+    def _events(self) -> Iterator[TrainEvent]:
+        if self.control.stop_requested:
+            self.cancelled.emit()
+            return
+        for event in self.launched.events():
+            if isinstance(event, RunStarted):
+                event = dataclasses.replace(
+                    event, device=f"{event.device}, {self.launched.processes} processes (torchrun)")
+            yield event
+
+    def _details(self) -> str:
+        return traceback.format_exc() + "\nThe processes' last output:\n" + "\n".join(self.launched.tail)
 
 
 # -- one-off jobs -----------------------------------------------------------------------------

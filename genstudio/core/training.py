@@ -49,6 +49,8 @@ from .run import RunDir, RunError, TrainSettings
 class TrainingControl:
     """Thread-safe requests to a running loop: stop, pause/resume, sample now, save now."""
 
+    interactive = True  # pause, sample now and save now are honoured (not for a launched run)
+
     def __init__(self) -> None:
         self._stop = threading.Event()
         self._running = threading.Event()  # cleared while paused

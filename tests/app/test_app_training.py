@@ -142,3 +142,35 @@ def test_evaluations_during_training_are_plotted_live(qtbot, window):
     text = panel.likelihood_label.text()
     assert text.startswith("On 256 held-out images:") and "FID" in text and "random-conv-v1" in text
     assert "per-pixel baseline" in text  # the final evaluation scores the floor too
+
+
+def test_a_multi_process_run_is_launched_with_torchrun_and_followed(qtbot, window):
+    """Processes = 2: torchrun trains (gloo, 2 CPU processes); the window shows its progress
+    and curves, offers Stop but not Pause / Sample now / Save now, and opens the run after."""
+    panel = window.training_panel
+    panel.processes_spin.setValue(2)
+    start_training(qtbot, window, steps=ENDLESS, checkpoint_every=0, sample_every=0)
+    assert isinstance(window.training_worker, workers.LaunchedTrainingWorker)
+    qtbot.waitUntil(lambda: panel.progress.value() >= 20, timeout=60_000)
+    assert "2 processes (torchrun)" in panel.run_label.text()
+    qtbot.waitUntil(lambda: len(window.metrics_plot.curve_data("bpd")[0]) >= 2, timeout=10_000)
+    assert panel.stop_button.isEnabled()
+    assert not any(b.isEnabled() for b in (panel.pause_button, panel.sample_button, panel.save_button))
+    window.toggle_pause()  # the shortcut's path: nothing happens
+    assert panel.state == "running"
+    with qtbot.waitSignal(window.training_ended, timeout=60_000) as ended:
+        qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
+    assert ended.args == ["stopped"]
+    loaded = load_run(run_dir_of(window))
+    assert 20 <= loaded.step < ENDLESS
+    qtbot.waitUntil(lambda: window.gallery.samples is not None, timeout=30_000)
+    assert window.gallery.samples.loaded.step == loaded.step
+
+
+def test_a_batch_that_cannot_be_split_between_processes_is_refused_before_launch(qtbot, window):
+    window.training_panel.processes_spin.setValue(2)
+    window.training_panel.set_values(**{"batch": 15, "steps": 10})
+    qtbot.waitUntil(window.training_panel.start_button.isEnabled, timeout=10_000)
+    window.start_training()
+    assert window.training_worker is None
+    assert "multiple of the number of processes" in window.training_panel.error_label.text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -48,6 +49,7 @@ class TrainingPanel(QWidget):
         self.state = IDLE
         self._ready, self._not_ready_reason = False, "Loading the dataset…"
         self._conditional_allowed = False
+        self._interactive = True  # False while a launched (multi-process) run trains
         self._error_details = ""
         self._build_settings()
         self._build_controls()
@@ -67,6 +69,12 @@ class TrainingPanel(QWidget):
         self.device_combo = QComboBox(objectName="deviceCombo", accessibleName="Device")
         self.device_combo.addItems(list(DEVICE_CHOICES))
         self.device_combo.setToolTip("auto: CUDA if present, else Apple MPS, else CPU")
+        self.processes_spin = _spin("processesSpin", "Processes", 1, max_processes(), 1)
+        self.processes_spin.setSpecialValueText("1 (in the app)")
+        self.processes_spin.setToolTip(
+            "More than 1: a data-parallel run in that many processes, started with torchrun "
+            "(gloo on the CPU, one GPU each with NCCL); the batch is split between them and the app "
+            "follows the run. Pause, Sample now and Save now are not available for it; Stop is.")
         self.conditional_check = QCheckBox("Class-conditional", objectName="conditionalCheck",
                                            accessibleName="Class-conditional")
         self.sample_every_spin = _spin("sampleEverySpin", "Sample every", 0, 10_000_000,
@@ -90,6 +98,7 @@ class TrainingPanel(QWidget):
         form = QFormLayout(self.settings_box)
         for label, widget in (("Steps", self.steps_spin), ("Batch", self.batch_spin),
                               ("Seed", self.seed_spin), ("Device", self.device_combo),
+                              ("Processes", self.processes_spin),
                               ("Sample every", self.sample_every_spin),
                               ("Save every", self.save_every_spin),
                               ("Evaluate every", self.eval_every_spin)):
@@ -187,6 +196,10 @@ class TrainingPanel(QWidget):
             "family_config": self.config_form.values(),
         }
 
+    def processes(self) -> int:
+        """1: train in the app's own thread; more: a torchrun launch (not a TrainSettings field)."""
+        return self.processes_spin.value()
+
     def set_values(self, **values: Any) -> None:
         """Fill the form (tests, and later: restoring a run's settings)."""
         spins = {"steps": self.steps_spin, "batch": self.batch_spin, "seed": self.seed_spin,
@@ -207,6 +220,11 @@ class TrainingPanel(QWidget):
                 raise KeyError(f"the training panel has no field {name!r}")
 
     # -- state --------------------------------------------------------------------------------
+    def set_interactive(self, interactive: bool) -> None:
+        """Whether the run that trains honours pause, sample now and save now."""
+        self._interactive = interactive
+        self._update_buttons()
+
     def set_state(self, state: str) -> None:
         self.state = state
         self.pause_button.setText("Resume" if state == PAUSED else "Pause")
@@ -219,10 +237,11 @@ class TrainingPanel(QWidget):
         can_start = idle and self._ready and not invalid
         self.start_button.setEnabled(can_start)
         self.start_button.setToolTip(self._start_tooltip(invalid))
-        self.pause_button.setEnabled(active)
+        controllable = active and self._interactive
+        self.pause_button.setEnabled(controllable)
         self.stop_button.setEnabled(self.state in (LOADING, RUNNING, PAUSED))
-        self.sample_button.setEnabled(active)
-        self.save_button.setEnabled(active)
+        self.sample_button.setEnabled(controllable)
+        self.save_button.setEnabled(controllable)
         self.settings_box.setEnabled(idle)
         self.model_box.setEnabled(idle)
         self.conditional_check.setEnabled(idle and self._conditional_allowed)
@@ -280,6 +299,14 @@ class TrainingPanel(QWidget):
         box.setDetailedText(self._error_details)
         box.open()  # not exec(): the window keeps running while the report is open
         return box
+
+
+def max_processes() -> int:
+    """At most one process per GPU, or per CPU core when there is no GPU."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return max(1, gpus or os.cpu_count() or 1)
 
 
 def format_duration(seconds: float | None) -> str:
