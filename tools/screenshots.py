@@ -5,6 +5,8 @@
 Runs offscreen (no display needed): opens the real main window, adds the given run folders
 to the Compare tab, ticks them, evaluates them from the Evaluate dialog (offline extractor
 unless --extractor inception and weights are configured) and saves:
+  train.png        the Train tab while a VAE trains on the built-in shapes (--train-steps
+                   steps of a run that is then stopped; its run folder is left in the runs folder)
   compare.png      the Compare tab with curves and the table
   evaluation.png   the Evaluate dialog with figures and the closest sample/training pairs
   gallery.png      the Gallery of the first run
@@ -43,6 +45,23 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def shoot_training(window: MainWindow, steps: int, path: Path) -> None:
+    """The Train tab mid-run: curves, speed, ETA and the latest sample grid, then Stop."""
+    window.tabs.setCurrentIndex(0)
+    window.family_picker.select("vae")
+    wait_until(lambda: window.preview is not None, 120, "the dataset preview")
+    panel = window.training_panel
+    panel.set_values(steps=100 * steps, sample_every=max(1, steps // 4), checkpoint_every=0,
+                     eval_every=max(1, steps // 2))
+    wait_until(panel.start_button.isEnabled, 60, "the Start button")
+    window.start_training()
+    wait_until(lambda: panel.progress.value() >= steps and window.latest_samples.image() is not None,
+               1800, f"{steps} training steps")
+    window.grab().save(str(path))
+    window.stop_training()
+    wait_until(lambda: not window.busy(), 300, "the stopped run to be saved")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run folders")
@@ -52,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="held-out images to score (a diffusion bound costs T passes each)")
     parser.add_argument("--extractor", default="offline", choices=("offline", "inception"))
     parser.add_argument("--size", default="1400x900")
+    parser.add_argument("--train-steps", type=int, default=400,
+                        help="steps trained before train.png is taken (0: no train.png)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     window = MainWindow()
     window.resize(width, height)
     window.show()
+    if args.train_steps:
+        shoot_training(window, args.train_steps, out / "train.png")
     view = window.comparison
     window.tabs.setCurrentWidget(view)
     wait_until(lambda: not view.list_jobs.is_busy(), 60, "the run list")

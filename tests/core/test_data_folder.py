@@ -366,3 +366,16 @@ def test_scan_lists_candidates_without_opening_anything(mixed):
     assert "animals/pipe.png" not in rels and "animals/dup.png" not in rels
     assert "animals/red.png" in rels and not any(".hidden" in r for r in rels)
     assert scan.ignored == 2  # README.md and notes.txt
+
+
+def test_grey_conversion_in_chunks_equals_the_whole_array_formula():
+    """to_channels converts 4,096 images at a time (memory); the chunks must not show."""
+    from genstudio.core.data.dataset import _LUMA_WEIGHTS, is_greyscale, to_channels
+
+    rgb = np.random.default_rng(0).integers(0, 256, (4096 + 37, 3, 2, 3), dtype=np.uint8)
+    whole = ((rgb.astype(np.uint32) @ _LUMA_WEIGHTS + 0x8000) >> 16).astype(np.uint8)[..., None]
+    assert np.array_equal(to_channels(rgb, 1), whole)
+    grey = np.repeat(whole, 3, axis=-1)
+    assert is_greyscale(grey) and to_channels(grey, None).shape[-1] == 1
+    grey[-1, 0, 0, 2] ^= 1  # one subpixel in the last chunk
+    assert not is_greyscale(grey) and to_channels(grey, None).shape[-1] == 3

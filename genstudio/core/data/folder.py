@@ -65,8 +65,11 @@ def _key_payload(scan: FolderScan, size: int) -> dict:
 
 
 def _decode_all(scan: FolderScan, size: int, progress, should_stop) -> ImageDataset:
-    images, labels, files, skipped = [], [], [], []
+    labels, files, skipped = [], [], []
     total = len(scan.entries)
+    # Decoded straight into one array (a list of images and np.stack would hold them twice).
+    buffer = np.empty((total, size, size, 3), np.uint8)
+    decoded = 0
     step = max(1, total // 100)  # report about every 1% so a big folder does not flood the GUI
     with pillow_warnings_as_skips():
         for done, entry in enumerate(scan.entries):
@@ -75,19 +78,22 @@ def _decode_all(scan: FolderScan, size: int, progress, should_stop) -> ImageData
             if progress is not None and done % step == 0:
                 progress(done, total)
             try:
-                images.append(decode_image(entry.path, size))
+                buffer[decoded] = decode_image(entry.path, size)
             except SkipImage as exc:
                 skipped.append(SkippedFile(entry.rel, exc.args[0]))
                 continue
+            decoded += 1
             labels.append(entry.class_index)
             files.append(entry.rel)
     if progress is not None:
         progress(total, total)
-    if not images:
+    if not decoded:
         raise DatasetError(_all_bad(scan, skipped))
+    # A view when nothing (or little) was skipped; a copy frees the room of many skipped files.
+    images = buffer[:decoded] if decoded > 0.9 * total else buffer[:decoded].copy()
     class_names, label_array = _drop_empty_classes(scan.class_names, np.array(labels, np.int64))
     return ImageDataset(
-        images=np.stack(images),
+        images=images,
         labels=label_array,
         class_names=class_names,
         source=scan.root,
