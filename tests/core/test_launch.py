@@ -128,3 +128,13 @@ def test_a_launch_that_fails_says_why(tmp_path):
     with pytest.raises(LaunchError, match=r"2 training processes ended \(exit \d+\).*No images found"):
         list(launched.events())
     assert not (tmp_path / "run").exists()
+
+
+def test_unknown_evaluation_metrics_are_refused_before_anything_is_written(tmp_path, capsys):
+    from genstudio.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--family", "vae", "--data", "builtin:tins", "--out", str(out),
+                 "--eval-metrics", "bpd,sharpness"]) == 1
+    assert "--eval-metrics: unknown sharpness" in capsys.readouterr().err
+    assert not out.exists()
