@@ -11,7 +11,7 @@ run: env
 	$(PY) -m genstudio
 
 test: env
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q --durations=15
 
 lint: env
 	$(VENV)/bin/ruff check genstudio tests benchmarks

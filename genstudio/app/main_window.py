@@ -283,7 +283,11 @@ class MainWindow(QMainWindow):
         self.loaded = None
         self.gallery.show_placeholder("Training has started; its samples will appear here.")
         self.explorer.show_unavailable("Training has started; its latent space opens here when it ends.")
-        self._status("Preparing the data and the model…")
+        if processes > 1:  # no loading progress comes from the processes: say what is happening
+            self.training_panel.show_launching(processes)
+            self._status(f"Starting {processes} training processes with torchrun…")
+        else:
+            self._status("Preparing the data and the model…")
 
     def _connect_training(self, worker: TrainingWorker) -> None:
         worker.loading.connect(self.training_panel.show_loading)

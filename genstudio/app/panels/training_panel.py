@@ -263,6 +263,10 @@ class TrainingPanel(QWidget):
         self.progress.setRange(0, total)
         self.progress.setValue(done)
 
+    def show_launching(self, processes: int) -> None:
+        self.progress.setFormat(f"starting {processes} processes…")
+        self.progress.setRange(0, 0)  # busy: the processes report nothing until the run starts
+
     def show_started(self, run_dir: str, step: int, total: int, device: str) -> None:
         self.progress.setFormat("step %v / %m")
         self.show_progress(step, total)
