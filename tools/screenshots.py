@@ -64,7 +64,7 @@ def shoot_training(window: MainWindow, steps: int, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="run folders")
+    parser.add_argument("runs", nargs="*", help="run folders")
     parser.add_argument("--out", default="docs/screenshots")
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--reference", type=int, default=1000,
@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="1400x900")
     parser.add_argument("--train-steps", type=int, default=400,
                         help="steps trained before train.png is taken (0: no train.png)")
+    parser.add_argument("--train-only", action="store_true", help="only train.png (no runs needed)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     if args.train_steps:
         shoot_training(window, args.train_steps, out / "train.png")
+    if args.train_only:
+        window.shutdown()
+        return 0
     view = window.comparison
     window.tabs.setCurrentWidget(view)
     wait_until(lambda: not view.list_jobs.is_busy(), 60, "the run list")

@@ -269,6 +269,9 @@ class MainWindow(QMainWindow):
             # The preview already holds these images unless the panel changed since it loaded.
             dataset = self.preview.dataset if self.preview.request == request else None
             worker = TrainingWorker(settings, run_dir, dataset=dataset)
+        # A run still opening (the pretrained default at launch, say) would land in the
+        # training's plot, run label and panels: it is dropped.
+        self.run_jobs.cancel()
         self.training_panel.set_interactive(worker.control.interactive)
         self._connect_training(worker)
         self.training_worker, self._control = worker, worker.control
@@ -330,6 +333,7 @@ class MainWindow(QMainWindow):
         self.family_picker.setEnabled(idle)
         self.dataset_panel.setEnabled(idle)
         self.open_action.setEnabled(idle)
+        self.pretrained_menu.setEnabled(idle and bool(self.pretrained_runs))
         if changed:
             self.training_state_changed.emit(state)
 

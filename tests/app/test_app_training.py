@@ -174,3 +174,17 @@ def test_a_batch_that_cannot_be_split_between_processes_is_refused_before_launch
     window.start_training()
     assert window.training_worker is None
     assert "multiple of the number of processes" in window.training_panel.error_label.text()
+
+
+def test_a_run_still_opening_when_training_starts_is_dropped(qtbot, window, trained_run):
+    """At launch the window opens the pretrained default in the background; pressing Start
+    before it arrives must not mix that run into the new one's curves, label and panels."""
+    window.open_run(str(trained_run))
+    start_training(qtbot, window, steps=ENDLESS)
+    assert not window.pretrained_menu.isEnabled() and not window.open_action.isEnabled()
+    qtbot.waitUntil(lambda: not window.run_jobs.is_busy(), timeout=30_000)
+    qtbot.wait(100)  # a dropped result would have been delivered by now
+    assert window.loaded is None
+    assert str(trained_run) not in window.training_panel.run_label.text()
+    window.stop_training()
+    wait_idle(qtbot, window)
