@@ -66,3 +66,11 @@ def test_shape_mismatch_is_a_clear_error():
         model.log_prob(np.zeros((2, 4, 4, 3), dtype=np.uint8))
     with pytest.raises(ValueError):
         PixelCategorical.fit(torch.zeros(2, 4, 4, 1).numpy())
+
+
+def test_fitting_in_chunks_counts_exactly_what_one_pass_counts():
+    from genstudio.core.metrics.baseline import PixelCategorical
+
+    images = np.random.default_rng(1).integers(0, 256, (50, 3, 2, 1), dtype=np.uint8)
+    whole = PixelCategorical.fit(images, chunk=len(images))
+    assert np.array_equal(PixelCategorical.fit(images, chunk=7).log_probs, whole.log_probs)
