@@ -62,6 +62,22 @@ def shoot_training(window: MainWindow, steps: int, path: Path) -> None:
     wait_until(lambda: not window.busy(), 300, "the stopped run to be saved")
 
 
+def evaluate(view, args, out: Path):
+    """The Evaluate dialog over the ticked runs; saves evaluation.png."""
+    view.open_evaluation()
+    dialog = view.evaluation
+    dialog.samples_spin.setValue(args.samples)
+    dialog.reference_spin.setValue(args.reference)
+    dialog.extractor_combo.setCurrentIndex(dialog.extractor_combo.findData(args.extractor))
+    dialog.resize(900, 900)
+    dialog.start()
+    wait_until(lambda: not dialog.busy(), 3600, "the evaluation")
+    if not dialog.results:
+        raise SystemExit(f"evaluation failed: {dialog.stage_label.text()}")
+    dialog.grab().save(str(out / "evaluation.png"))
+    return dialog
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", help="run folders")
@@ -73,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="1400x900")
     parser.add_argument("--train-steps", type=int, default=400,
                         help="steps trained before train.png is taken (0: no train.png)")
+    parser.add_argument("--no-evaluation", action="store_true",
+                        help="skip the Evaluate dialog (no evaluation.png; compare.png without new figures)")
     parser.add_argument("--train-only", action="store_true", help="only train.png (no runs needed)")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -98,19 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         view.set_checked(run, True)
     wait_until(lambda: view.table is not None and not view.table_jobs.is_busy(), 120, "the table")
 
-    view.open_evaluation()
-    dialog = view.evaluation
-    dialog.samples_spin.setValue(args.samples)
-    dialog.reference_spin.setValue(args.reference)
-    dialog.extractor_combo.setCurrentIndex(dialog.extractor_combo.findData(args.extractor))
-    dialog.resize(900, 900)
-    dialog.start()
-    wait_until(lambda: not dialog.busy(), 3600, "the evaluation")
-    if not dialog.results:
-        raise SystemExit(f"evaluation failed: {dialog.stage_label.text()}")
-    dialog.grab().save(str(out / "evaluation.png"))
-    wait_until(lambda: not any(r.is_busy() for r in view.runners), 120, "the refreshed table")
-    window.grab().save(str(out / "compare.png"))
+    dialog = None
+    if args.no_evaluation:
+        window.grab().save(str(out / "compare.png"))
+    else:
+        dialog = evaluate(view, args, out)
+        wait_until(lambda: not any(r.is_busy() for r in view.runners), 120, "the refreshed table")
+        window.grab().save(str(out / "compare.png"))
 
     window.open_run(args.runs[0])
     window.tabs.setCurrentWidget(window.gallery)
@@ -151,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     window.grab().save(str(out / "inpaint.png"))
     print(f"wrote {', '.join(p.name for p in sorted(out.glob('*.png')))} to {out}")
     window.shutdown()
-    dialog.close()
+    if dialog is not None:
+        dialog.close()
     app.processEvents()  # once, to let the windows close (not in a loop: see tests/app/conftest.py)
     return 0
 
