@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     explorer = window.explorer
     window.tabs.setCurrentWidget(explorer)
     if explorer.loaded is not None:  # a family with a latent
-        wait_until(lambda: explorer.encoded is not None or not explorer.encode_jobs.is_busy(), 1800,
-                   "the encoded training images")
+        # Encoding starts on its own once the run is open; the interpolation needs its images.
+        wait_until(lambda: explorer.encoded is not None, 1800, "the encoded training images")
         explorer.endpoint_a.kind.setCurrentText("Dataset image")
         explorer.endpoint_b.kind.setCurrentText("Dataset image")
         explorer.endpoint_b.number.setValue(1)
