@@ -59,7 +59,8 @@ def shoot_training(window: MainWindow, steps: int, path: Path) -> None:
                1800, f"{steps} training steps")
     window.grab().save(str(path))
     window.stop_training()
-    wait_until(lambda: not window.busy(), 300, "the stopped run to be saved")
+    wait_until(lambda: not window.busy() and not window.run_jobs.is_busy(), 300,
+               "the stopped run to be saved and opened")
 
 
 def evaluate(view, args, out: Path):
@@ -126,7 +127,11 @@ def main(argv: list[str] | None = None) -> int:
 
     window.open_run(args.runs[0])
     window.tabs.setCurrentWidget(window.gallery)
-    wait_until(lambda: window.gallery.samples is not None, 300, "the gallery samples")
+    first = Path(args.runs[0]).resolve()
+    # Not just any samples: those of the run just opened (a stopped training opened its own).
+    wait_until(lambda: window.loaded is not None and window.loaded.run.path.resolve() == first
+               and window.gallery.samples is not None and window.gallery.samples.loaded is window.loaded,
+               300, "the gallery samples of the first run")
     window.grab().save(str(out / "gallery.png"))
     explorer = window.explorer
     window.tabs.setCurrentWidget(explorer)
