@@ -97,3 +97,12 @@ def test_an_unnormalized_density_is_reported_as_mean_energy_never_as_bits_per_di
     assert figures["energy"] == pytest.approx(expected, rel=1e-6)
     line = describe_evaluation({**figures, "reference_images": 6, "reference_split": "held-out"})
     assert "bits/dim" not in line and "mean energy" in line
+
+
+def test_a_reference_set_too_small_for_precision_is_refused_with_a_sentence():
+    from genstudio.core.metrics.evaluate import _check_enough_reference
+
+    with pytest.raises(ValueError, match="precision and recall need at least 4 reference images.*held-out split has 2"):
+        _check_enough_reference({"fid", "precision", "recall"}, 2, "held-out")
+    _check_enough_reference({"fid", "kid", "bpd"}, 2, "held-out")  # no neighbours needed
+    _check_enough_reference({"precision", "recall", "density", "coverage"}, 6, "held-out")

@@ -123,6 +123,7 @@ def run_evaluation(family: Family, data: ImageDataset, settings: EvalSettings,
         raise ValueError(f"the data is {data.size} px with {data.channels} channel(s) but the model "
                          f"makes {family.spec.size} px with {family.spec.channels}")
     reference, reference_labels, train, split = reference_split(data, settings.reference)
+    _check_enough_reference(set(settings.metrics), len(reference), split)
     result: dict[str, Any] = {"reference_images": len(reference), "reference_split": split}
     pairs: list[ClosestPair] = []
     wanted = set(settings.metrics)
@@ -156,6 +157,23 @@ def run_evaluation(family: Family, data: ImageDataset, settings: EvalSettings,
                                          wanted, settings.seed)
                 result.update({f"baseline_{k}": v for k, v in figures.items()})
     return Evaluation(result, pairs)
+
+
+# The k of each k-nearest-neighbour figure (sample_quality): every reference image needs k
+# others, so a reference set of k or fewer images cannot give it.
+_NEIGHBOURS = {"precision": 3, "recall": 3, "density": 5, "coverage": 5}
+
+
+def _check_enough_reference(wanted: set[str], count: int, split: str) -> None:
+    """Before any slow work: a reference set too small for a figure gets a sentence, not a
+    k-NN error from deep inside (a small folder's held-out tenth can be 2 images)."""
+    needed = {name: k + 1 for name, k in _NEIGHBOURS.items() if name in wanted}
+    too_few = sorted(name for name, n in needed.items() if count < n)
+    if too_few:
+        names = " and ".join(too_few)
+        raise ValueError(f"{names} need at least {max(needed[n] for n in too_few)} reference images "
+                         f"(each one's nearest neighbours), but the {split} split has {count}; "
+                         f"use a bigger dataset or leave {names} out of the metrics")
 
 
 def _likelihood(family: Family, reference: np.ndarray, labels: np.ndarray, train: np.ndarray,
