@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         side = inpaint.history.size
         inpaint.history.fill_rect((0.3 * side, 0.3 * side), (0.7 * side, 0.7 * side))
         inpaint.canvas.refresh_mask()
+        inpaint.canvas.mask_changed.emit()  # what a gesture ends with: updates the "To fill" count
         inpaint.count_spin.setValue(6)
         inpaint.start_fill()
         wait_until(lambda: inpaint.result is not None, 1800, "the fill")
