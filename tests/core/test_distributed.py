@@ -93,7 +93,9 @@ def _torchrun(jobs: list[dict], tmp: Path, timeout: float = 420) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         output, _ = proc.communicate()
         pytest.fail(f"torchrun did not finish in {timeout} s:\n{output[-3000:]}")
-    assert proc.returncode == 0, output[-3000:]
+    # torchrun's own report fills the tail: show the failing rank's lines first (the cause).
+    rank0 = "\n".join(line for line in output.splitlines() if line.startswith("[rank0]"))[-4000:]
+    assert proc.returncode == 0, f"{rank0}\n...\n{output[-3000:]}"
 
 
 @pytest.fixture(scope="module")
