@@ -220,9 +220,6 @@ class LaunchedRun:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self._process.pid, signal.SIGKILL)
 
-    def wait(self, timeout: float | None = None) -> int | None:
-        return None if self._process is None else self._process.wait(timeout)
-
     def _signal(self, sig: int) -> None:
         if self._process is not None and self._process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
