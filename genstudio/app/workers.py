@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import shiboken6
-from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, QTimer, Signal, Slot
 
 from genstudio.core.data import DatasetError, ImageDataset, load_source
 from genstudio.core.launch import LaunchedRun
@@ -48,6 +48,10 @@ PREVIEW_INTERVAL = 0.1  # seconds between intermediate results sent to the GUI t
 _USER_ERRORS = (DatasetError, DownloadError, EvaluationCancelled, InvalidWeightsError, RunError, SamplingError)
 
 
+# How long a thread may take to end once it has emitted `finished` (it only tidies up then).
+_THREAD_END_MS = 30_000
+
+
 class _ThreadHandle(QObject):
     """Lives on the GUI thread, so the thread's `finished` reaches `on_finished` there."""
 
@@ -60,10 +64,24 @@ class _ThreadHandle(QObject):
     @Slot()
     def _finished(self) -> None:
         thread = self.thread_
-        thread.wait()  # finished is emitted just before the thread ends; make the end certain
-        _LIVE_THREADS.pop(thread, None)
+        # finished is emitted just before the thread ends; make the end certain, but never
+        # block the GUI thread for good on a thread that does not end.
+        if not thread.wait(_THREAD_END_MS):
+            log.error("a worker thread reported it finished but has not ended; left running")
+            return
         self.on_finished(thread)
-        thread.deleteLater()
+        # Not thread.deleteLater(): Qt's event loop would destroy the Python-made QThread
+        # without the GIL, beside jobs that emit from their threads (the deadlock described in
+        # ThreadWorker). Nor here: this handle and that thread are the receiver and the sender
+        # of the call now running. So, from Python, once this call has returned.
+        QTimer.singleShot(0, lambda: _dispose(thread))
+
+
+def _dispose(thread: QThread) -> None:
+    """Delete an ended thread and drop its handle, on the GUI thread with the GIL held."""
+    _LIVE_THREADS.pop(thread, None)
+    if shiboken6.isValid(thread):
+        shiboken6.delete(thread)
 
 
 _LIVE_THREADS: dict[QThread, _ThreadHandle] = {}

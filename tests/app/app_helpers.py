@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import shiboken6
 from PySide6.QtCore import Qt
 
 if TYPE_CHECKING:
@@ -41,3 +42,19 @@ def wait_idle(qtbot, win: MainWindow, timeout=60_000) -> None:
     qtbot.waitUntil(lambda: not win.busy(), timeout=timeout)
 
 
+
+
+def close_and_delete(qtbot, win: MainWindow) -> None:
+    """Close the window as a user would (training stops and saves, every thread ends), then
+    delete it at once, while no worker thread runs.
+
+    Not deleteLater: the next test's event loop would then destroy this whole widget tree
+    while the next window's background jobs (dataset, pretrained run) emit from their threads.
+    Destroying a Python-made QObject from the event loop, which runs without the GIL, calls
+    back into Python while holding one of Qt's shared signal-slot mutexes: the deadlock that
+    ThreadWorker's docstring describes, with the GUI thread in the worker's place."""
+    if not shiboken6.isValid(win):
+        return
+    win.close()  # stops training and waits for every thread, then really closes
+    qtbot.waitUntil(lambda: not win.isVisible() and not win.busy(), timeout=30_000)
+    shiboken6.delete(win)

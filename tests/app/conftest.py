@@ -16,11 +16,10 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import shiboken6  # noqa: E402
 import torch  # noqa: E402
-from app_helpers import SIZE, TINY_MODEL, wait_for_dataset  # noqa: E402
+from app_helpers import SIZE, TINY_MODEL, close_and_delete, wait_for_dataset  # noqa: E402
 from PIL import Image  # noqa: E402
-from PySide6.QtCore import QtMsgType  # noqa: E402
+from PySide6.QtCore import QCoreApplication, QEvent, QtMsgType  # noqa: E402
 
 from genstudio.app import workers  # noqa: E402
 from genstudio.app.main_window import MainWindow  # noqa: E402
@@ -58,6 +57,11 @@ BENIGN_QT_WARNINGS = ("This plugin does not support propagateSizeHints()",
 
 @pytest.fixture(autouse=True)
 def no_thread_left_running(qtbot):
+    # First destroy what the last test left to deleteLater (pytest-qt does that to every
+    # widget given to qtbot.addWidget), now, while no worker thread runs. Left to this test's
+    # event loop, the destruction would run beside the jobs this test starts: see
+    # app_helpers.close_and_delete for the deadlock that allows.
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     yield
     leftover = workers.running_threads()
     for thread in leftover:
@@ -83,10 +87,7 @@ def window(qtbot) -> MainWindow:
     win.dataset_panel.size_spin.setValue(SIZE)
     wait_for_dataset(qtbot, win, lambda p: p.request.size == SIZE)
     yield win
-    if shiboken6.isValid(win):
-        win.close()  # stops training and waits for every thread, then really closes
-        qtbot.waitUntil(lambda: not win.isVisible() and not win.busy(), timeout=30_000)
-        win.deleteLater()
+    close_and_delete(qtbot, win)
 
 
 @pytest.fixture(scope="session")

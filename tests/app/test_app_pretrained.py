@@ -6,8 +6,7 @@ checks those)."""
 from __future__ import annotations
 
 import pytest
-import shiboken6
-from app_helpers import SIZE, TINY_MODEL
+from app_helpers import SIZE, TINY_MODEL, close_and_delete
 
 from genstudio.app.main_window import MainWindow
 from genstudio.core import pretrained
@@ -37,10 +36,7 @@ def first_launch(qtbot, monkeypatch, shipped_root):
     win = MainWindow()
     win.show()
     yield win
-    if shiboken6.isValid(win):
-        win.close()
-        qtbot.waitUntil(lambda: not win.isVisible() and not win.busy(), timeout=30_000)
-        win.deleteLater()
+    close_and_delete(qtbot, win)
 
 
 def test_the_window_opens_on_the_pretrained_default_and_can_sample_at_once(qtbot, first_launch):
