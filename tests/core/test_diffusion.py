@@ -5,6 +5,7 @@ classifier-free guidance, RePaint, and that a tiny model learns."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -443,3 +444,21 @@ def test_quick_bound_for_live_plots_is_named_as_an_estimate():
     quick = large.likelihood_bounds(x, quick=True)
     assert set(quick) == {"vlb_est"} and torch.isfinite(quick["vlb_est"]).all()
     assert set(large.likelihood_bounds(x)) == {"vlb"}
+
+
+def test_an_evaluation_from_the_quick_estimate_says_so_in_its_kind():
+    """Training's evaluations use the quick figure; the record (and the Compare table built
+    from it) must call it an estimate of the bound, not the bound."""
+    from genstudio.core.families.diffusion import QUICK_BOUND_TERMS
+    from genstudio.core.metrics.evaluate import _likelihood
+
+    spec = ImageSpec(channels=1, size=8)
+    family = create_family("diffusion", spec, {"base_channels": 8, "channel_mults": (1,),
+                                               "timesteps": 2 * QUICK_BOUND_TERMS})
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
+    labels = np.zeros(4, dtype=np.int64)
+    quick = _likelihood(family, images, labels, images, quick=True)
+    assert quick["bpd_kind"] == "bound estimate" and quick["eval_bpd"] == quick["vlb_est_bpd"]
+    full = _likelihood(family, images, labels, images)
+    assert full["bpd_kind"] == "bound" and full["eval_bpd"] == full["vlb_bpd"]
