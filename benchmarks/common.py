@@ -1,8 +1,11 @@
-"""Helpers shared by the benchmarks: measuring throughput from a run's metrics.jsonl."""
+"""Helpers shared by the benchmarks: throughput from a run's metrics.jsonl, a child's own peak RSS."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 
@@ -28,3 +31,28 @@ def images_per_sec_from_metrics(run_dir: str | Path, batch: int, skip_steps: int
     if not steps:
         raise ValueError(f"every logged interval of {run_dir} holds a sample grid")
     return steps * batch / seconds
+
+
+def run_with_peak_rss(cmd: list[str], env: dict[str, str], interval: float = 0.05) -> tuple[int, str, float]:
+    """Run cmd; (exit code, stderr, the process's own peak RSS in MiB).
+
+    Not wait4's ru_maxrss: Linux carries the parent's high-water mark into a child across
+    fork/vfork and exec, so a 13 MiB child of a 2 GiB parent reports 2 GiB (checked). VmHWM in
+    /proc/PID/status is the high-water mark of the child's own address space; it is read every
+    `interval` seconds, and the last reading before the exit is the figure."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    status = Path(f"/proc/{proc.pid}/status")
+    peak_kib = 0
+    stderr_chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
+    reader.start()  # a full stderr pipe would block the child
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kib = max(peak_kib, int(line.split()[1]))
+        except (OSError, ValueError, IndexError):
+            pass  # exited between poll() and the read
+        time.sleep(interval)
+    reader.join()
+    return proc.returncode, b"".join(stderr_chunks).decode(errors="replace"), peak_kib / 1024

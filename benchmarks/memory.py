@@ -6,9 +6,9 @@
 For each count N (the first N of train + t10k, in class subfolders; smaller folders are hard
 links into the biggest, so nothing is written twice), `genstudio train --family vae --size 28`
 runs in a fresh process twice: cold (an empty cache: scan, decode, cache write, then training)
-and warm (the cache from the cold run). Peak RSS is the kernel's (wait4's ru_maxrss) for the
-whole process, PyTorch included; the table prints it beside the bytes of the decoded images,
-so the growth with N can be read off. Needs ../shared/datasets/fashion-mnist; says so and stops
+and warm (the cache from the cold run). Peak RSS is the training process's own high-water
+mark (VmHWM, PyTorch included; benchmarks/common.py says why not wait4's ru_maxrss); the table
+prints it beside the bytes of the decoded images, so the growth with N can be read off. Needs ../shared/datasets/fashion-mnist; says so and stops
 without it.
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from benchmarks.common import run_with_peak_rss
 from benchmarks.real_data import DATASETS, FASHION_CLASSES, load_idx_split
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,13 +71,11 @@ def train_peak_rss(data: Path, out: Path, cache: Path, steps: int, batch: int) -
     env = {**os.environ, "GENSTUDIO_CACHE_DIR": str(cache),
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    code, stderr, peak = run_with_peak_rss(cmd, env)
     seconds = time.perf_counter() - started
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status):
+    if code:
         raise SystemExit(f"genstudio train failed on {data}: {stderr[-2000:]}")
-    return usage.ru_maxrss / 1024, seconds  # KiB on Linux
+    return peak, seconds
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,8 @@ machine hits them alike):
   throughput  training images/s per family: in the app's training worker (real MainWindow
               offscreen, live plots on), the headless CLI (a subprocess, `genstudio train`), and
               a bare PyTorch loop of the same network, batch and data (the family's train_step
-              on uint8 batches, no events). The CLI's peak RSS comes from wait4. On CUDA, GPU
+              on uint8 batches, no events). The CLI's peak RSS is its own VmHWM (not
+              wait4's, which reports this benchmark's own peak: see benchmarks/common.py). On CUDA, GPU
               memory per family at the batch.
   gui         lateness of a 10 ms QTimer on the GUI thread, p50/p99: window idle vs while each
               family trains in the app.
@@ -43,7 +44,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import images_per_sec_from_metrics  # noqa: E402
+from benchmarks.common import images_per_sec_from_metrics, run_with_peak_rss  # noqa: E402
 from genstudio.core.families import Capability, create_family, family_class  # noqa: E402
 from genstudio.core.run import TrainSettings  # noqa: E402
 from genstudio.core.training import PauseChanged, StepLogged, Trainer, TrainingControl  # noqa: E402
@@ -119,13 +120,10 @@ def cli_run(settings: TrainSettings, out: Path, data: str | None = None) -> tupl
            str(settings.sample_every), "--checkpoint-every", str(settings.checkpoint_every), "--quiet"]
     for key, value in settings.family_config.items():
         cmd += ["--set", f"{key}={value}"]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    if proc.returncode:
+    code, stderr, peak = run_with_peak_rss(cmd, _env())
+    if code:
         raise RuntimeError(f"genstudio train failed: {stderr[-2000:]}")
-    return out, usage.ru_maxrss / 1024  # KiB on Linux
+    return out, peak
 
 
 class LatenessProbe:
