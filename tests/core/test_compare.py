@@ -88,3 +88,17 @@ def test_listing_and_bad_folders(runs, tmp_path):
     assert list_runs(tmp_path / "nothing") == []
     with pytest.raises(RunError, match="not a genstudio run"):
         summarize_run(tmp_path)
+
+
+def test_an_older_record_of_a_quick_estimate_is_shown_as_an_estimate(runs, tmp_path):
+    """Records written before evaluations named their kind 'bound estimate' (the shipped
+    diffusion runs) still say 'bound' beside a vlb_est figure: the table says what it is."""
+    _, (a, *_rest) = runs
+    copy = tmp_path / "old"
+    copy.mkdir()
+    for f in a.iterdir():
+        if f.is_file():
+            (copy / f.name).write_bytes(f.read_bytes())
+    _add_eval(copy, OFFLINE, 80.0, eval_bpd=2.33, vlb_est_bpd=2.33)
+    row = compare_runs([copy]).rows[0]
+    assert row["bpd"] == 2.33 and row["bpd_kind"] == "bound estimate"
