@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 
 from PySide6.QtCore import Qt
 
+from genstudio.app import workers
 from genstudio.app.workers import LatestOnlyRunner, TaskRunner
 
 
@@ -34,6 +36,28 @@ def test_a_finished_worker_is_destroyed_on_the_gui_thread(qtbot):
     gc.collect()
     qtbot.waitUntil(lambda: bool(destroyed_on), timeout=5_000)
     assert destroyed_on == [threading.get_ident()]
+
+
+def test_an_ended_thread_is_deleted_from_python_not_by_the_event_loop(qtbot):
+    # Qt's event loop runs without the GIL: a Python-made QThread it destroyed (deleteLater)
+    # could deadlock against a job emitting from its thread. It must die inside a Python call
+    # on the GUI thread, and leave the module's table of live threads.
+    runner = TaskRunner()
+    runner.submit(lambda job: None)
+    (thread,) = runner._threads
+    destroyed_in = []
+
+    def record(*_args):
+        frame, names = sys._getframe(), []
+        while frame is not None:
+            names.append(frame.f_code.co_name)
+            frame = frame.f_back
+        destroyed_in.append((threading.get_ident(), "_dispose" in names))
+
+    thread.destroyed.connect(record, Qt.ConnectionType.DirectConnection)
+    qtbot.waitUntil(lambda: bool(destroyed_in), timeout=10_000)
+    assert destroyed_in == [(threading.get_ident(), True)]
+    assert thread not in workers._LIVE_THREADS
 
 
 def test_a_latest_only_runner_skips_requests_overtaken_while_one_runs(qtbot):
