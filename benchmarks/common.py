@@ -39,7 +39,8 @@ def run_with_peak_rss(cmd: list[str], env: dict[str, str], interval: float = 0.0
     Not wait4's ru_maxrss: Linux carries the parent's high-water mark into a child across
     fork/vfork and exec, so a 13 MiB child of a 2 GiB parent reports 2 GiB (checked). VmHWM in
     /proc/PID/status is the high-water mark of the child's own address space; it is read every
-    `interval` seconds, and the last reading before the exit is the figure."""
+    `interval` seconds, and the last reading before the exit is the figure (NaN if the child
+    ended before the first one)."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     status = Path(f"/proc/{proc.pid}/status")
     peak_kib = 0
@@ -55,4 +56,7 @@ def run_with_peak_rss(cmd: list[str], env: dict[str, str], interval: float = 0.0
             pass  # exited between poll() and the read
         time.sleep(interval)
     reader.join()
-    return proc.returncode, b"".join(stderr_chunks).decode(errors="replace"), peak_kib / 1024
+    proc.stderr.close()
+    # A child that ended before the first reading has no figure (not 0 MiB).
+    peak = peak_kib / 1024 if peak_kib else float("nan")
+    return proc.returncode, b"".join(stderr_chunks).decode(errors="replace"), peak

@@ -8,8 +8,8 @@ links into the biggest, so nothing is written twice), `genstudio train --family 
 runs in a fresh process twice: cold (an empty cache: scan, decode, cache write, then training)
 and warm (the cache from the cold run). Peak RSS is the training process's own high-water
 mark (VmHWM, PyTorch included; benchmarks/common.py says why not wait4's ru_maxrss); the table
-prints it beside the bytes of the decoded images, so the growth with N can be read off. Needs ../shared/datasets/fashion-mnist; says so and stops
-without it.
+prints it beside the bytes of the decoded images, so the growth with N can be read off.
+Needs ../shared/datasets/fashion-mnist; says so and stops without it.
 """
 
 from __future__ import annotations

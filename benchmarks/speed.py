@@ -10,8 +10,8 @@ machine hits them alike):
               offscreen, live plots on), the headless CLI (a subprocess, `genstudio train`), and
               a bare PyTorch loop of the same network, batch and data (the family's train_step
               on uint8 batches, no events). The CLI's peak RSS is its own VmHWM (not
-              wait4's, which reports this benchmark's own peak: see benchmarks/common.py). On CUDA, GPU
-              memory per family at the batch.
+              wait4's, which reports this benchmark's own peak: see benchmarks/common.py).
+              On CUDA, GPU memory per family at the batch.
   gui         lateness of a 10 ms QTimer on the GUI thread, p50/p99: window idle vs while each
               family trains in the app.
   control     pause and stop latency (request → acknowledged by the loop) per family, with the

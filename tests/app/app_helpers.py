@@ -42,8 +42,6 @@ def wait_idle(qtbot, win: MainWindow, timeout=60_000) -> None:
     qtbot.waitUntil(lambda: not win.busy(), timeout=timeout)
 
 
-
-
 def close_and_delete(qtbot, win: MainWindow) -> None:
     """Close the window as a user would (training stops and saves, every thread ends), then
     delete it at once, while no worker thread runs.
