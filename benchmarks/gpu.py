@@ -19,6 +19,9 @@ Sections:
               hold two NCCL ranks): gradient all-reduce, metric means, state broadcast and the
               BatchNorm statistics sync run for real; the weights must match a single process.
   compile     images/s with torch.compile for the families named in --compile (slow to start).
+  learn       each family trained for --learn-seconds at batch 256 in the default mixed precision,
+              then 16 samples (one row per family in gpu-learned.png) and the held-out figure of
+              the final evaluation: does the fast path learn, not only run?
 
 Every figure is measured in this run and printed; nothing is stored or assumed.
 """
@@ -42,7 +45,7 @@ from genstudio.core.run import TrainSettings
 from genstudio.core.training import BatchLowered, StepLogged, Trainer, TrainingFinished
 
 FAMILIES = ("vae", "gan", "flow", "diffusion", "pixelcnn", "ebm")
-SECTIONS = ("peak", "throughput", "memory", "oom", "nccl", "compile")
+SECTIONS = ("peak", "throughput", "memory", "oom", "nccl", "compile", "learn")
 DEVICE = "cuda"  # --smoke-on-cpu: the throughput section on the CPU, to prove the script runs
 # Dense bf16 tensor-core rate by the vendor's datasheet (SXM parts), for the MFU column.
 DATASHEET_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -279,6 +282,44 @@ def compiled(args, home: Path) -> None:
            ["family", "eager images/s", "compiled images/s", "compiled run s (incl. compiling)"], rows)
 
 
+def learn(args, families, home: Path) -> None:
+    import threading
+
+    from genstudio.core.images import save_png
+    from genstudio.core.metrics.evaluate import describe_evaluation
+    from genstudio.core.training import Evaluated, SamplesReady, TrainingControl
+
+    rows, grids = [], []
+    for family in families:
+        settings = TrainSettings(family=family, data=args.data, size=args.size, batch=256, steps=10**6,
+                                 device="cuda", log_every=50, sample_every=0, checkpoint_every=0,
+                                 eval_images=256, grid_samples=16)
+        trainer = Trainer(settings, str(home / f"learn-{family}"))
+        control = TrainingControl()
+        timer = threading.Timer(args.learn_seconds, control.stop)
+        timer.start()
+        figures, grid, started = {}, None, time.perf_counter()
+        for event in trainer.run(control):
+            if isinstance(event, SamplesReady):
+                grid = event.grid
+            elif isinstance(event, Evaluated):
+                figures = event.figures
+        timer.cancel()
+        rows.append([family, f"{trainer.step:,}", f"{time.perf_counter() - started:.0f}",
+                     describe_evaluation(figures) if figures else "-"])
+        if grid is not None:
+            grids.append(grid)
+        print(f"  {family}: {trainer.step} steps", flush=True)
+    _table(f"trained {args.learn_seconds:.0f} s each at batch 256 on the GPU (mixed precision), then evaluated "
+           f"on 256 held-out images", ["family", "steps", "s in all", "held-out figures"], rows)
+    if grids and args.out:
+        width = max(g.shape[1] for g in grids)
+        padded = [np.pad(g, ((0, 4), (0, width - g.shape[1]), (0, 0))) for g in grids]
+        save_png(Path(args.out) / "gpu-learned.png", np.concatenate(padded, axis=0), {})
+        print(f"16 samples per family, one grid each ({', '.join(families)}), top to bottom: "
+              f"{Path(args.out) / 'gpu-learned.png'}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(SECTIONS))
@@ -290,6 +331,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--compile", default="vae", help="families to time with torch.compile")
     parser.add_argument("--out", default="", help="folder for the sample grid")
+    parser.add_argument("--learn-seconds", type=float, default=20.0)
     parser.add_argument("--smoke-on-cpu", action="store_true", help="throughput only, on the CPU, tiny")
     args = parser.parse_args()
     if args.smoke_on_cpu:
@@ -319,7 +361,8 @@ def main() -> int:
                 ("memory", lambda: memory(args, families, home)),
                 ("oom", lambda: oom(args, home)),
                 ("nccl", lambda: nccl(args, home)),
-                ("compile", lambda: compiled(args, home))]
+                ("compile", lambda: compiled(args, home)),
+                ("learn", lambda: learn(args, families, home))]
     failed = 0
     for name, section in sections:
         if name not in only:

@@ -14,8 +14,8 @@ machine hits them alike):
               On CUDA, GPU memory per family at the batch.
   gui         lateness of a 10 ms QTimer on the GUI thread, p50/p99: window idle vs while each
               family trains in the app.
-  control     pause and stop latency (request → acknowledged by the loop) per family, with the
-              loop running in a thread as in the app.
+  control     pause and stop latency (request → acknowledged by the loop) per family, asked at
+              random moments inside steps, with the loop running in a thread as in the app.
   sampling    images/s per family and sampler (DDIM step counts, DDPM), decode latency of one
               latent (what a slider move costs).
   data        scan + decode + cache throughput on a folder of N small PNGs (default 10,000,
@@ -47,7 +47,7 @@ import torch  # noqa: E402
 from benchmarks.common import images_per_sec_from_metrics, run_with_peak_rss  # noqa: E402
 from genstudio.core.families import Capability, create_family, family_class  # noqa: E402
 from genstudio.core.run import TrainSettings  # noqa: E402
-from genstudio.core.training import PauseChanged, StepLogged, Trainer, TrainingControl  # noqa: E402
+from genstudio.core.training import PauseChanged, StepLogged, Stopping, Trainer, TrainingControl  # noqa: E402
 
 FAMILIES = ("vae", "gan", "flow", "diffusion", "pixelcnn", "ebm")
 SECTIONS = ("throughput", "gui", "control", "sampling", "data", "startup")
@@ -272,6 +272,12 @@ def throughput_and_gui(args, families, home: Path, app: App | None) -> None:
 
 
 def control_latency(args, families, home: Path) -> None:
+    """Pause and Stop asked at random moments inside steps, as a person's clicks land: the time
+    until the loop acknowledges (PauseChanged; Stopping, after which the final grid, checkpoint
+    and evaluation follow), with the loop in a thread as in the app."""
+    import random
+
+    rng = random.Random(0)
     rows = []
     for family in families:
         settings = TrainSettings(family=family, data=args.data, size=args.size, batch=args.batch,
@@ -280,38 +286,48 @@ def control_latency(args, families, home: Path) -> None:
         trainer = Trainer(settings, str(home / f"control-{family}"))
         control = TrainingControl()
         marks: dict[str, float] = {}
+        paused: list[float] = []
+        step_times: list[float] = []
         steps_seen = threading.Event()
 
-        def consume(trainer=trainer, control=control, steps_seen=steps_seen, marks=marks):
+        def consume(trainer=trainer, control=control, steps_seen=steps_seen, marks=marks, paused=paused,
+                    step_times=step_times):
             for event in trainer.run(control):
-                if isinstance(event, StepLogged) and event.step >= args.control_after:
-                    steps_seen.set()
-                if isinstance(event, PauseChanged) and event.paused:
-                    marks["paused"] = time.perf_counter()
+                now = time.perf_counter()
+                if isinstance(event, StepLogged):
+                    step_times.append(now)
+                    if event.step >= args.control_after:
+                        steps_seen.set()
+                elif isinstance(event, PauseChanged) and event.paused:
+                    paused.append(now)
+                elif isinstance(event, Stopping):
+                    marks["stopping"] = now
             marks["finished"] = time.perf_counter()
 
         thread = threading.Thread(target=consume)
         thread.start()
         steps_seen.wait()
-        asked = time.perf_counter()
-        control.pause()
-        while "paused" not in marks:
-            time.sleep(0.001)
-        pause_ms = (marks["paused"] - asked) * 1000
-        control.resume()
-        time.sleep(0.2)
+        step = statistics.median(b - a for a, b in zip(step_times, step_times[1:], strict=False))
+        pause_ms = []
+        for _ in range(args.pauses):
+            time.sleep(rng.uniform(0.05, 1.05) * step)  # somewhere inside a step
+            seen = len(paused)
+            asked = time.perf_counter()
+            control.pause()
+            while len(paused) == seen:
+                time.sleep(0.0005)
+            pause_ms.append((paused[-1] - asked) * 1000)
+            control.resume()
+        time.sleep(rng.uniform(0.05, 1.05) * step)
         stop_asked = time.perf_counter()
-        step_at_stop = trainer.step
         control.stop()
-        while trainer.step == step_at_stop and thread.is_alive():
-            time.sleep(0.0005)
-        # acknowledged: the loop finished the step it was in and left (then it saves)
-        ack = time.perf_counter()
         thread.join()
-        rows.append([family, f"{pause_ms:.0f}", f"{(ack - stop_asked) * 1000:.0f}",
+        rows.append([family, f"{step * 1000:.0f}", f"{statistics.median(pause_ms):.0f}", f"{max(pause_ms):.0f}",
+                     f"{(marks['stopping'] - stop_asked) * 1000:.0f}",
                      f"{(marks['finished'] - stop_asked) * 1000:.0f}"])
-    _table(f"pause / stop latency, ms (batch {args.batch}; target ≤ 250)",
-           ["family", "pause → paused", "stop → step ends", "stop → saved and finished"], rows)
+    _table(f"pause / stop latency, ms (batch {args.batch}; {args.pauses} pauses at random moments in a step, "
+           f"then a stop; target ≤ 250)",
+           ["family", "step", "pause p50", "pause max", "stop → stopping", "stop → saved and finished"], rows)
 
 
 def sampling(args, families) -> None:
@@ -413,6 +429,7 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument("--control-after", type=int, default=3, help="steps before pause/stop are asked")
+    parser.add_argument("--pauses", type=int, default=8, help="pause requests per family")
     parser.add_argument("--sample-n", type=int, default=64)
     parser.add_argument("--ddim-steps", default="10,50")
     parser.add_argument("--data-images", type=int, default=10_000)

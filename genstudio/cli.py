@@ -150,6 +150,7 @@ def _train_in_process(args: argparse.Namespace, settings: Any, distributed: Any)
         Evaluated,
         Notice,
         StepLogged,
+        Stopping,
         Trainer,
         TrainingControl,
         TrainingFinished,
@@ -184,6 +185,9 @@ def _train_in_process(args: argparse.Namespace, settings: Any, distributed: Any)
                 print(describe_evaluation(event.figures), flush=True)
             elif isinstance(event, Notice):
                 print(f"genstudio: warning: {event.message}", file=sys.stderr, flush=True)
+            elif isinstance(event, Stopping):
+                print(f"stopped at step {event.step}: drawing the last samples and saving",
+                      file=sys.stderr, flush=True)
             elif isinstance(event, TrainingFinished):
                 print(f"{event.reason} at step {event.step}: {event.run_dir}", flush=True)
     finally:

@@ -302,6 +302,8 @@ class MainWindow(QMainWindow):
         worker.pause_changed.connect(self._on_pause_changed)
         worker.notice.connect(self._on_notice)
         worker.batch_lowered.connect(lambda event: self._status(event.message[:1].upper() + event.message[1:]))
+        worker.stopping.connect(lambda event: self._status(
+            f"Stopped at step {event.step:,}; drawing the last samples and saving a checkpoint…"))
         worker.training_finished.connect(self._on_training_finished)
         worker.cancelled.connect(self._on_training_cancelled)
         worker.failed.connect(self._on_training_failed)
@@ -324,7 +326,7 @@ class MainWindow(QMainWindow):
             return
         self._control.stop()
         self._set_training_state(STOPPING)
-        self._status("Stopping after this step, then saving a checkpoint…")
+        self._status("Stopping…")
 
     def _set_training_state(self, state: str) -> None:
         changed = state != self.training_panel.state

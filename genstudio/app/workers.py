@@ -34,6 +34,7 @@ from genstudio.core.training import (
     RunStarted,
     SamplesReady,
     StepLogged,
+    Stopping,
     Trainer,
     TrainEvent,
     TrainingControl,
@@ -173,6 +174,7 @@ class TrainingWorker(ThreadWorker):
     pause_changed = Signal(object)      # PauseChanged
     notice = Signal(object)             # Notice
     batch_lowered = Signal(object)      # BatchLowered (out of GPU memory: training goes on)
+    stopping = Signal(object)           # Stopping (left the loop; final samples and save follow)
     training_finished = Signal(object)  # TrainingFinished
     cancelled = Signal()                # stopped before the run began (nothing written)
     failed = Signal(str, str)           # cause for the user, full traceback
@@ -181,7 +183,7 @@ class TrainingWorker(ThreadWorker):
         RunStarted: "run_started", StepLogged: "step_logged", SamplesReady: "samples_ready",
         CheckpointSaved: "checkpoint_saved", Evaluated: "evaluated",
         PauseChanged: "pause_changed", Notice: "notice", BatchLowered: "batch_lowered",
-        TrainingFinished: "training_finished",
+        Stopping: "stopping", TrainingFinished: "training_finished",
     }
 
     def __init__(self, settings: TrainSettings, run_dir: str, *,

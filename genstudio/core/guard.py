@@ -44,6 +44,10 @@ class DivergenceGuard:
         if self.bad_in_a_row == 0:
             self._good = (step, self.family.lr_scale, _clone(self.family.state_dict()))
 
+    def forget_step(self) -> None:
+        """The current step was abandoned part-way (core/interrupt.py) and will not count."""
+        self._skipped = False
+
     def after_step(self, step: int, metrics: dict[str, float]) -> str | None:
         """A message for the user when the step just taken was bad, else None."""
         skipped, self._skipped = self._skipped, False

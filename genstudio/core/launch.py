@@ -46,6 +46,7 @@ from .training import (
     RunStarted,
     SamplesReady,
     StepLogged,
+    Stopping,
     TrainEvent,
     TrainingFinished,
 )
@@ -56,7 +57,7 @@ EVENT_PREFIX = "@genstudio-event "
 CLI_ERROR = "genstudio: error: "  # how `genstudio train` reports a failure (cli.py)
 _EVENT_TYPES = {cls.__name__: cls for cls in (RunStarted, StepLogged, SamplesReady, CheckpointSaved,
                                               Evaluated, PauseChanged, Notice, BatchLowered,
-                                              TrainingFinished)}
+                                              Stopping, TrainingFinished)}
 # TrainSettings fields that `genstudio train` has no option for: a launched run gets their
 # defaults, so settings that change them cannot be launched (train_arguments refuses).
 _NOT_OPTIONS = ("grid_samples", "eval_images", "eval_samples", "eval_extractor")

@@ -10,6 +10,9 @@ Everything random in training flows from `settings.seed`: the initial weights, t
 training noise (one torch.Generator whose state is checkpointed). So a run resumed from a
 checkpoint continues exactly as if it had never stopped.
 
+Pause and Stop answer within a fraction of a step: a slow step is abandoned part-way and its
+changes undone (core/interrupt.py), so a paused step is taken again, bit for bit, after Resume.
+
 Faults: a NaN/inf loss skips its update and repeated ones roll back (core/guard.py); running
 out of GPU memory saves what there is and ends with a clear error; a damaged newest
 checkpoint is replaced on resume by the previous one. Each is reported as a Notice or an error.
@@ -39,6 +42,7 @@ from .distributed import Distributed, has_batchnorm
 from .families import Capability, ImageSpec, create_family, family_class
 from .guard import DivergenceGuard
 from .images import make_grid, save_png, to_uint8
+from .interrupt import SLOW_STEP_SECONDS, StepInterrupted, StepInterrupter
 from .metrics.evaluate import EvalSettings, evaluate_family
 from .metrics.features import get_extractor
 from .run import RunDir, RunError, TrainSettings
@@ -165,6 +169,13 @@ class BatchLowered:
 
 
 @dataclass(frozen=True)
+class Stopping:
+    """Training left its loop on a stop request; `step` is the last whole step (a step that was
+    under way is abandoned and undone). The final samples, checkpoint and evaluation follow."""
+    step: int
+
+
+@dataclass(frozen=True)
 class TrainingFinished:
     step: int
     reason: str            # "completed" or "stopped"
@@ -172,7 +183,7 @@ class TrainingFinished:
 
 
 TrainEvent = (RunStarted | StepLogged | SamplesReady | CheckpointSaved | Evaluated | PauseChanged
-              | Notice | BatchLowered | TrainingFinished)
+              | Notice | BatchLowered | Stopping | TrainingFinished)
 
 
 # -- the trainer ------------------------------------------------------------------------------
@@ -386,6 +397,21 @@ class Trainer:
         speed = _Throughput(s.batch)
         started = time.perf_counter()
         self.family.train_mode()
+        # Pause and Stop abandon a slow step part-way (its changes undone) instead of waiting
+        # for its end; not under torchrun, where every process must take the same steps.
+        interrupter = None
+        if self.dist is None:
+            interrupter = StepInterrupter(self.family, lambda: control.paused or control.stop_requested)
+        try:
+            yield from self._loop(control, speed, started, interrupter)
+        finally:
+            if interrupter is not None:
+                interrupter.close()
+
+    def _loop(self, control: TrainingControl, speed: _Throughput, started: float,
+              interrupter: StepInterrupter | None) -> Iterator[TrainEvent]:
+        s = self.settings
+        step_seconds = None  # the last whole step's duration; None: no step yet
         while self.step < s.steps and not self._stop_requested(control):
             if control.paused and self.dist is None:  # no pausing one process of several
                 yield PauseChanged(self.step, True)
@@ -396,8 +422,17 @@ class Trainer:
                     break
                 yield PauseChanged(self.step, False)
             x, labels = self.batch(self.step)
+            step_started = time.perf_counter()
             try:
-                metrics = self._train_step(x, labels)
+                if interrupter is None:
+                    metrics = self._train_step(x, labels)
+                else:
+                    slow = step_seconds is None or step_seconds > SLOW_STEP_SECONDS
+                    with interrupter.step(self.generator, arm=slow):
+                        metrics = self._train_step(x, labels)
+            except StepInterrupted:
+                self.guard.forget_step()
+                continue  # the loop's top pauses (then takes this step again) or stops
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
@@ -405,6 +440,7 @@ class Trainer:
                 s = self.settings
                 speed.batch = s.batch
                 continue
+            step_seconds = time.perf_counter() - step_started
             self.step += 1
             speed.tick()
             trouble = self.guard.after_step(self.step, metrics)
@@ -424,7 +460,11 @@ class Trainer:
                 evaluated = self.evaluate(final=False)
                 if evaluated is not None:
                     yield evaluated
-        # Stop finishes the current step and saves; completion saves too.
+        # Stop abandons the current step (or lets a fast one end) and saves; completion saves too.
+        if self.step < s.steps:
+            yield Stopping(self.step)
+        if interrupter is not None:
+            interrupter.close()  # no hooks on the final grid's and evaluation's passes
         if self.is_main:
             yield self.sample_grid()
             yield self.save()

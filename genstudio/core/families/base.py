@@ -314,6 +314,13 @@ class Family(ABC):
             for key, optimizer in self.optimizers().items():
                 optimizer.load_state_dict(state["optimizers"][key])
 
+    def step_state_modules(self) -> list[nn.Module]:
+        """The modules whose buffers a train step may change before its first optimizer step
+        (BatchNorm statistics, spectral norm's vectors, …): copied before a step that may be
+        abandoned part-way and put back if it is (core/interrupt.py). A family that writes a
+        large buffer only after its optimizer step may leave that module out."""
+        return list(self.networks().values())
+
     def eval_mode(self) -> None:
         for module in self.networks().values():
             module.eval()

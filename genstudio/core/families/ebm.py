@@ -283,6 +283,9 @@ class EBM(Family):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"adam": self.optimizer}
 
+    def step_state_modules(self) -> list[nn.Module]:
+        return [self.net]  # the replay buffer is written after the optimizer step
+
     # -- the energy ---------------------------------------------------------------------------
     def energy(self, x_sym: Tensor, labels: Tensor | None = None) -> Tensor:
         """E(x) (labels None) or E(x, y) of images in [−1, 1], shape (B,)."""
@@ -314,7 +317,6 @@ class EBM(Family):
         # completes log p(x, y) (JEM).
         x_neg = self._sgld(start, generator, None, steps=cfg.sgld_steps, step_size=cfg.step_size,
                            noise=cfg.noise, shard=shard)
-        self.buffer.add(shard.gather(x_neg))
         logits = self.net(torch.cat([x_pos, x_neg]))          # (2B, K): one pass for both
         energies = -torch.logsumexp(logits, dim=1)
         e_pos, e_neg = energies.chunk(2)
@@ -331,6 +333,9 @@ class EBM(Family):
         limit = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
         grad_norm = float(nn.utils.clip_grad_norm_(self.net.parameters(), limit))
         self.optimizer_step(self.optimizer)
+        # Written after the optimizer step, so that a step abandoned part-way (Pause, Stop) has
+        # not touched the buffer (step_state_modules leaves it out; core/interrupt.py).
+        self.buffer.add(shard.gather(x_neg))
         return {
             "loss": loss.item(),
             "e_pos": e_pos.mean().item(),

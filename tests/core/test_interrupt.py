@@ -1,0 +1,220 @@
+"""Abandoning a train step part-way (core/interrupt.py): a step interrupted anywhere before its
+first optimizer step and taken again leaves every family exactly where an uninterrupted run
+does; Pause and Stop inside a step work through the trainer; no hook outlives its step."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from genstudio.core import training
+from genstudio.core.checkpoint import load_checkpoint
+from genstudio.core.families import ImageSpec, create_family, family_class
+from genstudio.core.interrupt import StepInterrupted, StepInterrupter
+from genstudio.core.run import TrainSettings
+from genstudio.core.training import (
+    PauseChanged,
+    StepLogged,
+    Stopping,
+    Trainer,
+    TrainingControl,
+    TrainingFinished,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FAMILIES = ["vae", "gan", "flow", "diffusion", "pixelcnn", "ebm"]
+
+
+def _assert_equal_state(a, b, where=""):
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_equal_state(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_equal_state(x, y, f"{where}.{i}")
+    else:
+        assert a == b, where
+
+
+def _model(family):
+    model = create_family(family, ImageSpec(3, 16), dict(family_class(family).TINY), torch.device("cpu"), 7)
+    model.train_mode()
+    return model
+
+
+def _batches():
+    g = torch.Generator().manual_seed(0)
+    return [torch.rand((6, 3, 16, 16), generator=g) for _ in range(3)]
+
+
+def _checks_per_step(family):
+    """How many times an armed step looks at its flag before its first optimizer step."""
+    model, generator = _model(family), torch.Generator().manual_seed(1)
+    interrupter = StepInterrupter(model, lambda: False)
+    counts = []
+    for x in _batches():
+        before = interrupter.checks
+        with interrupter.step(generator):
+            model.train_step(x, None, generator)
+        counts.append(interrupter.checks - before)
+    return counts
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_step_interrupted_anywhere_and_taken_again_changes_nothing(family):
+    """Three steps straight vs the same three steps with step `which` abandoned at its first,
+    middle and last look at the flag and then taken again: every weight, optimizer moment,
+    buffer (BatchNorm statistics, spectral norm vectors, actnorm, EMA, replay buffer) and the
+    generator's state are equal, bit for bit."""
+    straight, g_straight = _model(family), torch.Generator().manual_seed(1)
+    for x in _batches():
+        straight.train_step(x, None, g_straight)
+    expected = straight.state_dict()
+    counts = _checks_per_step(family)
+    assert min(counts) >= 3, counts  # the flag is looked at all through a step
+    for which in (0, 1):  # the first step (a flow initialises actnorm there) and a later one
+        for look in (1, counts[which] // 2, counts[which]):
+            model, generator = _run_interrupting(family, which, look)
+            _assert_equal_state(model.state_dict(), expected, f"{family} step {which} look {look}")
+            assert torch.equal(generator.get_state(), g_straight.get_state())
+
+
+def _run_interrupting(family, which, look):
+    """The three steps with step `which` abandoned at its `look`-th look, then taken again."""
+    model, generator = _model(family), torch.Generator().manual_seed(1)
+    fire_at = [None]  # the look (counted within step `which`) that interrupts
+    interrupter = StepInterrupter(model, lambda: interrupter.checks == fire_at[0])
+    for i, x in enumerate(_batches()):
+        if i == which:
+            interrupter.checks, fire_at[0] = 0, look
+            with pytest.raises(StepInterrupted), interrupter.step(generator):
+                model.train_step(x, None, generator)
+            fire_at[0] = None
+        with interrupter.step(generator):
+            model.train_step(x, None, generator)
+    interrupter.close()
+    return model, generator
+
+
+def test_close_leaves_no_hook_behind():
+    model = _model("gan")
+    interrupter = StepInterrupter(model, lambda: False)
+    generator = torch.Generator().manual_seed(1)
+    with interrupter.step(generator):
+        model.train_step(_batches()[0], None, generator)
+    assert any(m._forward_pre_hooks for net in model.networks().values() for m in net.modules())
+    interrupter.close()
+    for net in model.networks().values():
+        for module in net.modules():
+            assert not module._forward_pre_hooks and not module._forward_hooks
+    for optimizer in model.optimizers().values():
+        assert not optimizer._optimizer_step_pre_hooks
+    assert "backward" not in model.__dict__
+
+
+def test_a_fast_step_is_not_armed():
+    model = _model("vae")
+    interrupter = StepInterrupter(model, lambda: True)  # would interrupt at once if armed
+    generator = torch.Generator().manual_seed(1)
+    with interrupter.step(generator, arm=False):
+        model.train_step(_batches()[0], None, generator)
+    assert interrupter.checks == 0
+    assert not any(m._forward_pre_hooks for net in model.networks().values() for m in net.modules())
+
+
+# -- through the trainer ------------------------------------------------------------------------
+
+TINY = TrainSettings(data="builtin:shapes", size=16, steps=6, batch=6, seed=3, device="cpu",
+                     log_every=1, sample_every=0, checkpoint_every=0, grid_samples=2, eval_images=0)
+
+
+def _settings(family):
+    return dataclasses.replace(TINY, family=family, family_config=dict(family_class(family).TINY))
+
+
+class _AskInsideStep(TrainingControl):
+    """Pauses or stops at its `look`-th look at its flags while step `at_step` + 1 runs (the
+    trainer's step counter reads `at_step` then), i.e. from inside that step."""
+
+    def __init__(self, action: str, at_step: int, look: int):
+        super().__init__()
+        self.action, self.at_step, self.look = action, at_step, look
+        self.trainer = None
+        self.looks = 0
+
+    @property
+    def paused(self) -> bool:
+        if self.trainer is not None and self.trainer.step == self.at_step:
+            self.looks += 1
+            if self.looks == self.look:
+                self.pause() if self.action == "pause" else self.stop()
+        return TrainingControl.paused.fget(self)
+
+
+def _armed_always(monkeypatch):
+    monkeypatch.setattr(training, "SLOW_STEP_SECONDS", 0.0)  # tiny steps are fast: arm them anyway
+
+
+def _counting_steps(trainer):
+    calls = []
+    real = trainer.family.train_step
+    trainer.family.train_step = lambda *a: (calls.append(trainer.step), real(*a))[1]
+    return calls
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pause_inside_a_step_then_resume_gives_the_uninterrupted_run(tmp_path, monkeypatch, family):
+    _armed_always(monkeypatch)
+    list(Trainer(_settings(family), str(tmp_path / "straight")).run())
+    trainer = Trainer(_settings(family), str(tmp_path / "paused"))
+    control = _AskInsideStep("pause", at_step=3, look=4)  # the loop's own look is the first
+    control.trainer = trainer
+    calls = _counting_steps(trainer)
+    pauses = []
+    for event in trainer.run(control):
+        if isinstance(event, PauseChanged):
+            pauses.append((event.step, event.paused))
+            if event.paused:
+                control.resume()
+    assert pauses == [(3, True), (3, False)]
+    assert calls == [0, 1, 2, 3, 3, 4, 5]  # step 4 was abandoned once and taken again
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoint.safetensors")
+    paused = load_checkpoint(tmp_path / "paused" / "checkpoint.safetensors")
+    _assert_equal_state(straight[0], paused[0])
+    steps = [line for line in (tmp_path / "paused" / "metrics.jsonl").read_text().splitlines()]
+    assert len(steps) == 6  # each step logged once
+
+
+@pytest.mark.parametrize("family", ["gan", "ebm"])
+def test_stop_inside_a_step_saves_the_last_whole_step_and_resumes_exactly(tmp_path, monkeypatch, family):
+    _armed_always(monkeypatch)
+    list(Trainer(_settings(family), str(tmp_path / "straight")).run())
+    trainer = Trainer(_settings(family), str(tmp_path / "stopped"))
+    control = _AskInsideStep("stop", at_step=2, look=4)
+    control.trainer = trainer
+    calls = _counting_steps(trainer)
+    events = list(trainer.run(control))
+    assert calls == [0, 1, 2]  # the third step began and was abandoned
+    assert [e.step for e in events if isinstance(e, Stopping)] == [2]
+    assert isinstance(events[-1], TrainingFinished) and events[-1].reason == "stopped"
+    assert events[-1].step == 2
+    assert [e.step for e in events if isinstance(e, StepLogged)] == [1, 2]
+    assert load_checkpoint(tmp_path / "stopped" / "checkpoint.safetensors")[1]["step"] == 2
+    list(Trainer(_settings(family), str(tmp_path / "stopped"), resume=True).run())
+    _assert_equal_state(load_checkpoint(tmp_path / "straight" / "checkpoint.safetensors")[0],
+                        load_checkpoint(tmp_path / "stopped" / "checkpoint.safetensors")[0])
+
+
+def test_a_run_leaves_no_hook_on_its_model(tmp_path, monkeypatch):
+    _armed_always(monkeypatch)
+    trainer = Trainer(_settings("gan"), str(tmp_path / "run"))
+    list(trainer.run())
+    for net in trainer.family.networks().values():
+        for module in net.modules():
+            assert not module._forward_pre_hooks and not module._forward_hooks
+    assert "backward" not in trainer.family.__dict__
