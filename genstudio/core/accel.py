@@ -12,7 +12,11 @@ On CUDA the trainer uses, by default:
   memory), so a batch is one gather on the device; otherwise a pinned host copy, each batch
   gathered into pinned memory and copied with non_blocking=True;
 - optionally torch.compile of the trained networks (setting `compile`; in place with
-  nn.Module.compile, so checkpoint keys do not change).
+  nn.Module.compile, so checkpoint keys do not change);
+- fused Adam, which can skip a step on the device: the divergence guard (core/guard.py) then
+  hands it a found_inf flag instead of reading the gradients' finiteness on the host, a sync
+  in the middle of every optimizer step (a GAN has two per train step) that left the GPU idle
+  while the CPU queued the rest of the step. Not under fp16, whose GradScaler sets the flag.
 
 On the CPU (and MPS) none of this is active: `plan_for` resolves every choice to "off", the
 trainer then calls the families exactly as before and the results are bit for bit those of a
@@ -49,6 +53,7 @@ class Plan:
     data_on_device: bool      # decided per dataset by place_dataset
     pin_memory: bool
     compile: bool
+    fused_optimizers: bool = False  # fused Adam; non-finite steps skipped without a host sync
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -77,7 +82,7 @@ def plan_for(device: torch.device, family: Family, precision: str = "auto", comp
     elif precision == "auto":  # bf16 needs no loss scaling; older GPUs fall back to fp16
         precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
     return Plan(device, precision, channels_last=True, data_on_device=cuda, pin_memory=cuda,
-                compile=compile)
+                compile=compile, fused_optimizers=precision != "fp16")
 
 
 class StepRuntime:
@@ -128,6 +133,7 @@ class Acceleration:
         autocast_device = plan.device.type if plan.autocast_dtype is not None else None
         if scaler is not None or reduce is not None or autocast_device is not None:
             family.step_runtime = StepRuntime(scaler, reduce, autocast_device)
+        use_fused_adam(family.optimizers().values(), plan.fused_optimizers)
         if plan.channels_last:
             for module in family.networks().values():
                 module.to(memory_format=torch.channels_last)
@@ -172,6 +178,22 @@ class Acceleration:
         if images.is_pinned():
             rows = rows.pin_memory()
         return rows.to(device, non_blocking=True)
+
+
+def use_fused_adam(optimizers, enable: bool) -> None:
+    """Switch the Adam optimizers to the fused implementation, or back to the default a family
+    built them with (also undoing a `fused` flag that a checkpoint from a GPU carried to a CPU).
+    The fused kernels keep the step count on the parameter's device: a resumed state's is moved."""
+    for optimizer in optimizers:
+        if not isinstance(optimizer, torch.optim.Adam):
+            continue
+        for group in optimizer.param_groups:
+            group["fused"] = True if enable else None
+        optimizer.defaults["fused"] = True if enable else None
+        optimizer._step_supports_amp_scaling = enable  # noqa: SLF001 - what Adam's __init__ sets
+        for param, state in optimizer.state.items():
+            if enable and isinstance(state.get("step"), Tensor):
+                state["step"] = state["step"].to(param.device, torch.float32)
 
 
 def trained_modules(family: Family) -> list[nn.Module]:

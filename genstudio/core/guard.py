@@ -32,9 +32,10 @@ class DivergenceGuard:
         self.bad_in_a_row = 0
         self.rollbacks = 0
         self._skipped = False  # set by a wrapped optimizer during the current step
+        self._device_flags: list[torch.Tensor] = []  # found_inf of fused steps, read after the step
         self._good: tuple[int, float, Any] | None = None  # (step, lr_scale, cloned state)
         for optimizer in family.optimizers().values():
-            _skip_non_finite_steps(optimizer, self._on_skip)
+            _skip_non_finite_steps(optimizer, self._on_skip, self._device_flags)
 
     def _on_skip(self) -> None:
         self._skipped = True
@@ -47,10 +48,14 @@ class DivergenceGuard:
     def forget_step(self) -> None:
         """The current step was abandoned part-way (core/interrupt.py) and will not count."""
         self._skipped = False
+        self._device_flags.clear()
 
     def after_step(self, step: int, metrics: dict[str, float]) -> str | None:
         """A message for the user when the step just taken was bad, else None."""
-        skipped, self._skipped = self._skipped, False
+        # The step's metrics were read on the host, so the device is done: no extra wait here.
+        skipped = self._skipped or any(bool(flag) for flag in self._device_flags)
+        self._skipped = False
+        self._device_flags.clear()
         bad = [k for k, v in metrics.items() if isinstance(v, (int, float)) and not math.isfinite(v)]
         if not bad and not skipped:
             self.bad_in_a_row = 0
@@ -103,15 +108,33 @@ def _poisoned(state: Any) -> bool:
     return False
 
 
-def _skip_non_finite_steps(optimizer: torch.optim.Optimizer, on_skip) -> None:
-    """Wrap optimizer.step (on this instance) to do nothing when any gradient is NaN or inf."""
+def _skip_non_finite_steps(optimizer: torch.optim.Optimizer, on_skip,
+                           device_flags: list[torch.Tensor]) -> None:
+    """Wrap optimizer.step (on this instance) to do nothing when any gradient is NaN or inf.
+
+    A fused Adam (core/accel.py, on a GPU) is given the verdict as its found_inf tensor and
+    skips the update itself, as it does under a GradScaler: no host sync mid-step. The flag is
+    kept in `device_flags` for the guard to read once the step is over. Other optimizers are
+    skipped here, after reading the verdict on the host."""
     step = optimizer.step
 
     def guarded_step(*args, **kwargs):
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if not grads:
+            return step(*args, **kwargs)
         # The max-abs norm overflows for no finite input and propagates NaN, so one small
         # reduction per tensor tells whether all gradients are finite.
-        if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads, math.inf))).all()):
+        finite = torch.isfinite(torch.stack(torch._foreach_norm(grads, math.inf))).all()
+        fused = all(g.get("fused") for g in optimizer.param_groups)
+        if fused and getattr(optimizer, "found_inf", None) is None:  # not under a GradScaler
+            flag = (~finite).to(torch.float32)
+            optimizer.found_inf = flag
+            try:
+                return step(*args, **kwargs)
+            finally:
+                optimizer.found_inf = None
+                device_flags.append(flag)
+        if not bool(finite):
             on_skip()
             return None
         return step(*args, **kwargs)

@@ -238,8 +238,6 @@ class Trainer:
         elif self.is_main:
             self.run_dir.create()  # only now: bad data or options leave nothing behind
             self._write_config()
-        self.guard = DivergenceGuard(self.family)
-        self.guard.remember(self.step)
         # (N, C, H, W) uint8 on the CPU; batches are converted on the fly. Training sees only
         # the train split; the held-out images are kept for likelihood figures.
         all_images = torch.from_numpy(np.ascontiguousarray(self.dataset.images)).permute(0, 3, 1, 2)
@@ -252,6 +250,10 @@ class Trainer:
         self.accel = Acceleration(plan_for(self.device, self.family, settings.precision, settings.compile),
                                   self.family, reduce=distributed.reduce_gradients if distributed else None)
         self.images, self.labels, self.placement = self.accel.place_dataset(self.images, self.labels)
+        # After the acceleration, which may switch the optimizers to fused Adam: the guard's
+        # first snapshot then holds the optimizers as they will train.
+        self.guard = DivergenceGuard(self.family)
+        self.guard.remember(self.step)
         self._sync_batchnorm = distributed is not None and has_batchnorm(self.family)
         if distributed is not None:
             distributed.broadcast_state(self.family)

@@ -182,3 +182,18 @@ def test_other_errors_in_a_step_are_not_taken_for_out_of_memory(tmp_path):
     trainer.family.train_step = broken
     with pytest.raises(RuntimeError, match="shape mismatch"):
         list(trainer.run())
+
+
+def test_fused_adam_is_chosen_for_the_gpu_only_and_undone_on_the_cpu():
+    """The CUDA plan asks for fused Adam (a non-finite step is then skipped on the device); a
+    CPU run of a checkpoint written on a GPU goes back to the default Adam, so the CPU path
+    stays the plain loop's."""
+    spec = ImageSpec(3, 8)
+    family = create_family("gan", spec, dict(family_class("gan").TINY), torch.device("cpu"), 0)
+    forced = plan_for(torch.device("cpu"), family, force=True)
+    assert forced.fused_optimizers
+    Acceleration(forced, family)
+    assert all(g["fused"] for o in family.optimizers().values() for g in o.param_groups)
+    Acceleration(plan_for(torch.device("cpu"), family), family)
+    assert all(g["fused"] is None for o in family.optimizers().values() for g in o.param_groups)
+    assert not plan_for(torch.device("cpu"), family, precision="fp16", force=True).fused_optimizers

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from genstudio.core import guard
+from genstudio.core.accel import use_fused_adam
 from genstudio.core.checkpoint import load_checkpoint
 from genstudio.core.families import family_class
 from genstudio.core.run import RunError, TrainSettings, load_run
@@ -48,9 +49,13 @@ def _lrs(trainer: Trainer) -> list[float]:
     return [g["lr"] for o in trainer.family.optimizers().values() for g in o.param_groups]
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["host check", "fused Adam skips on the device"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_one_non_finite_loss_skips_its_update_and_training_goes_on(tmp_path, value):
+def test_one_non_finite_loss_skips_its_update_and_training_goes_on(tmp_path, value, fused):
     trainer = Trainer(TINY, str(tmp_path / "run"))
+    if fused:  # what the CUDA plan chooses (core/accel.py); fused Adam runs on the CPU too
+        use_fused_adam(trainer.family.optimizers().values(), True)
+        assert trainer.family.optimizer.param_groups[0]["fused"]
     _poison_batches(trainer, {2}, value)
     around = {}
     real_step = trainer.family.train_step
