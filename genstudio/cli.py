@@ -230,10 +230,18 @@ def _parse_options(options: list[str]) -> dict[str, Any]:
 
 
 def _stop_on_signals(control: Any) -> dict[int, Any]:
-    """Ctrl+C / SIGTERM finish the current step and save, instead of killing mid-write."""
+    """Ctrl+C / SIGTERM abandon the step under way and save, instead of killing mid-write; a
+    second one also skips the final sample grid and evaluation."""
+
+    def handler(*_):
+        if control.stop_requested:
+            control.hurry()
+        else:
+            control.stop()
+
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, lambda *_: control.stop())
+        previous[sig] = signal.signal(sig, handler)
     return previous
 
 

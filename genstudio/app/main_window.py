@@ -494,12 +494,12 @@ class MainWindow(QMainWindow):
         if not self.busy():
             event.accept()
             return
-        # Stop, let the worker finish its step and save, and close once every thread ended;
-        # the window stays responsive meanwhile.
+        # Stop, let the worker save (skipping its final grid and evaluation) and close once
+        # every thread ended; the window stays responsive meanwhile.
         event.ignore()
         self._closing = True
         if self._control is not None:
-            self._control.stop()
+            self._control.hurry()
             self._set_training_state(STOPPING)
         for runner in (self.dataset_jobs, self.run_jobs, self.sample_jobs, *self.comparison.runners):
             runner.cancel()
@@ -514,7 +514,7 @@ class MainWindow(QMainWindow):
     def shutdown(self, timeout_ms: int = 60_000) -> None:
         """Blocking stop of every thread (when the application quits without closing us)."""
         if self._control is not None:
-            self._control.stop()
+            self._control.hurry()
         self.explorer.cancel_work()
         self.inpaint.cancel_work()
         for runner in self._runners():

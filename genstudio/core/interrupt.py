@@ -103,6 +103,20 @@ class StepInterrupter:
         finally:
             self._armed_thread = None
 
+    @contextlib.contextmanager
+    def watching(self, should_interrupt: Callable[[], bool]) -> Iterator[None]:
+        """Hooks armed, with their own flag, for work that changes no training state (a sample
+        grid): the block raises StepInterrupted at the next module boundary once
+        `should_interrupt()` is true. Nothing is undone; the caller drops the work."""
+        self._install_hooks()
+        previous, self.should_interrupt = self.should_interrupt, should_interrupt
+        self._armed_thread = threading.get_ident()
+        try:
+            yield
+        finally:
+            self._armed_thread = None
+            self.should_interrupt = previous
+
     def close(self) -> None:
         """Remove every hook (safe to call more than once)."""
         self._remove_hooks()

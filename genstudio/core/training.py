@@ -20,6 +20,7 @@ checkpoint is replaced on resume by the previous one. Each is reported as a Noti
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -39,7 +40,7 @@ from .checkpoint import CheckpointError, load_latest, move_state, previous_path,
 from .data import ImageDataset, held_out_split, load_source
 from .device import select_device
 from .distributed import Distributed, has_batchnorm
-from .families import Capability, ImageSpec, create_family, family_class
+from .families import Capability, ImageSpec, SamplingCancelled, create_family, family_class
 from .guard import DivergenceGuard
 from .images import make_grid, save_png, to_uint8
 from .interrupt import SLOW_STEP_SECONDS, StepInterrupted, StepInterrupter
@@ -61,10 +62,21 @@ class TrainingControl:
         self._running.set()
         self._sample_now = threading.Event()
         self._save_now = threading.Event()
+        self._hurry = threading.Event()
 
     def stop(self) -> None:
         self._stop.set()
         self._running.set()  # a paused loop must wake up to see the stop
+
+    def hurry(self) -> None:
+        """Stop, and after the checkpoint skip the final sample grid and evaluation (closing
+        the app, a second Ctrl+C): a PixelCNN's grid alone can take a minute on a CPU."""
+        self._hurry.set()
+        self.stop()
+
+    @property
+    def hurried(self) -> bool:
+        return self._hurry.is_set()
 
     def pause(self) -> None:
         self._running.clear()
@@ -233,6 +245,7 @@ class Trainer:
         self._extractor = None  # feature extractor for evaluations, built on first use
         self._notices: list[str] = []  # reported as Notice events once the run starts
         self._saved_step: int | None = None  # step of the newest checkpoint written or loaded
+        self._interrupter: StepInterrupter | None = None  # while run() runs, single process
         if resume:
             self._restore()
         elif self.is_main:
@@ -401,14 +414,15 @@ class Trainer:
         self.family.train_mode()
         # Pause and Stop abandon a slow step part-way (its changes undone) instead of waiting
         # for its end; not under torchrun, where every process must take the same steps.
-        interrupter = None
+        self._interrupter = None
         if self.dist is None:
-            interrupter = StepInterrupter(self.family, lambda: control.paused or control.stop_requested)
+            self._interrupter = StepInterrupter(self.family, lambda: control.paused or control.stop_requested)
         try:
-            yield from self._loop(control, speed, started, interrupter)
+            yield from self._loop(control, speed, started, self._interrupter)
         finally:
-            if interrupter is not None:
-                interrupter.close()
+            if self._interrupter is not None:
+                self._interrupter.close()
+                self._interrupter = None
 
     def _loop(self, control: TrainingControl, speed: _Throughput, started: float,
               interrupter: StepInterrupter | None) -> Iterator[TrainEvent]:
@@ -416,13 +430,9 @@ class Trainer:
         step_seconds = None  # the last whole step's duration; None: no step yet
         while self.step < s.steps and not self._stop_requested(control):
             if control.paused and self.dist is None:  # no pausing one process of several
-                yield PauseChanged(self.step, True)
-                speed.pause()
-                control.wait_while_paused()
-                speed.resume()
+                yield from self._pause(control, speed)
                 if control.stop_requested:
                     break
-                yield PauseChanged(self.step, False)
             x, labels = self.batch(self.step)
             step_started = time.perf_counter()
             try:
@@ -455,7 +465,7 @@ class Trainer:
             if not self.is_main:
                 continue  # only rank 0 samples, saves and evaluates
             if _due(self.step, s.sample_every) or control.take_sample_request():
-                yield self.sample_grid()
+                yield from self._mid_run_grid(control, speed)
             if _due(self.step, s.checkpoint_every) or control.take_save_request():
                 yield self.save()
             if _due(self.step, s.eval_every) and self.step < s.steps:
@@ -463,18 +473,46 @@ class Trainer:
                 if evaluated is not None:
                     yield evaluated
         # Stop abandons the current step (or lets a fast one end) and saves; completion saves too.
+        # The checkpoint first: the grid and the evaluation after it may take minutes, and
+        # closing the app (control.hurry) skips them.
         if self.step < s.steps:
             yield Stopping(self.step)
-        if interrupter is not None:
-            interrupter.close()  # no hooks on the final grid's and evaluation's passes
         if self.is_main:
-            yield self.sample_grid()
             yield self.save()
-            evaluated = self.evaluate(final=True)
+            grid = self.sample_grid(cancel=lambda: control.hurried)
+            if grid is not None:
+                yield grid
+            if interrupter is not None:
+                interrupter.close()  # no hooks on the evaluation's passes
+            evaluated = None if control.hurried else self.evaluate(final=True)
             if evaluated is not None:
                 yield evaluated
         reason = "completed" if self.step >= s.steps else "stopped"
         yield TrainingFinished(self.step, reason, str(self.run_dir.path))
+
+    def _pause(self, control: TrainingControl, speed: _Throughput) -> Iterator[TrainEvent]:
+        """Wait while paused (a stop wakes it), with the events that say so."""
+        yield PauseChanged(self.step, True)
+        speed.pause()
+        control.wait_while_paused()
+        speed.resume()
+        if not control.stop_requested:
+            yield PauseChanged(self.step, False)
+
+    def _mid_run_grid(self, control: TrainingControl, speed: _Throughput) -> Iterator[TrainEvent]:
+        """A due sample grid that Pause and Stop cut short (a PixelCNN's takes many seconds on
+        a CPU): after a pause it is drawn again from the start, after a stop it is dropped (the
+        final grid follows the checkpoint)."""
+        while True:
+            grid = self.sample_grid(cancel=lambda: control.paused or control.stop_requested)
+            if grid is not None:
+                yield grid
+                return
+            if control.stop_requested or not control.paused:
+                return
+            yield from self._pause(control, speed)
+            if control.stop_requested:
+                return
 
     def _out_of_memory(self) -> RunError:
         """Free what the failed step held, keep the work done so far, and say what to change.
@@ -522,11 +560,25 @@ class Trainer:
         self.run_dir.append_metrics({"step": self.step, **figures})
         return Evaluated(self.step, figures)
 
-    def sample_grid(self) -> SamplesReady:
+    def sample_grid(self, cancel: Callable[[], bool] | None = None) -> SamplesReady | None:
+        """The run's sample grid at this step, written to samples/; None when `cancel()` came
+        true while it was drawn (checked between the sampler's steps and, during a run, at
+        every network layer)."""
         n = self.settings.grid_samples
         self.family.eval_mode()
-        images = self.family.sample(n, seed=self.settings.seed)
-        self.family.train_mode()
+        try:
+            if cancel is None:
+                images = self.family.sample(n, seed=self.settings.seed)
+            else:
+                watch = (self._interrupter.watching(cancel) if self._interrupter is not None
+                         else contextlib.nullcontext())
+                with watch:
+                    images = self.family.sample(n, seed=self.settings.seed,
+                                                progress=lambda *_: _raise_if(cancel()))
+        except (SamplingCancelled, StepInterrupted):
+            return None
+        finally:
+            self.family.train_mode()
         grid = make_grid(to_uint8(images), columns=int(math.ceil(math.sqrt(n))))
         path = self.run_dir.samples_dir / f"step_{self.step:07d}.png"
         save_png(path, grid, {"family": self.settings.family, "run": self.run_dir.path.name,
@@ -560,6 +612,11 @@ class _Throughput:
             return 0.0
         span = self.times[-1] - self.times[0]
         return (len(self.times) - 1) * self.batch / span if span > 0 else 0.0
+
+
+def _raise_if(cancelled: bool) -> None:
+    if cancelled:
+        raise SamplingCancelled
 
 
 def _due(step: int, every: int) -> bool:

@@ -4,12 +4,14 @@ does; Pause and Stop inside a step work through the trainer; no hook outlives it
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from genstudio.core import training
 from genstudio.core.checkpoint import load_checkpoint
-from genstudio.core.families import ImageSpec, create_family, family_class
+from genstudio.core.families import ImageSpec, available_families, create_family, family_class
 from genstudio.core.interrupt import StepInterrupted, StepInterrupter
 from genstudio.core.run import TrainSettings
 from genstudio.core.training import (
@@ -23,7 +25,7 @@ from genstudio.core.training import (
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FAMILIES = ["vae", "gan", "flow", "diffusion", "pixelcnn", "ebm"]
+FAMILIES = available_families()  # every registered family, a new one included
 
 
 def _assert_equal_state(a, b, where=""):
@@ -218,3 +220,75 @@ def test_a_run_leaves_no_hook_on_its_model(tmp_path, monkeypatch):
         for module in net.modules():
             assert not module._forward_pre_hooks and not module._forward_hooks
     assert "backward" not in trainer.family.__dict__
+
+
+# -- sample grids -------------------------------------------------------------------------------
+
+GRIDDED = dataclasses.replace(TINY, steps=4, sample_every=2, grid_samples=2)
+
+
+def _gridded(family):
+    return dataclasses.replace(GRIDDED, family=family, family_config=dict(family_class(family).TINY))
+
+
+def _asking_while_sampling(trainer, control, action, at_step):
+    """The first sample grid drawn at `at_step` asks for `action` as it begins."""
+    calls = []
+    real = trainer.family.sample
+
+    def sample(*args, **kwargs):
+        calls.append(trainer.step)
+        if trainer.step == at_step and calls.count(at_step) == 1:
+            getattr(control, action)()
+        return real(*args, **kwargs)
+
+    trainer.family.sample = sample
+    return calls
+
+
+@pytest.mark.parametrize("family", ["diffusion", "pixelcnn"])
+def test_pause_during_a_grid_cuts_it_short_and_draws_it_again_after_resume(tmp_path, family):
+    list(Trainer(_gridded(family), str(tmp_path / "straight")).run())
+    trainer = Trainer(_gridded(family), str(tmp_path / "paused"))
+    control = TrainingControl()
+    calls = _asking_while_sampling(trainer, control, "pause", at_step=2)
+    pauses = []
+    for event in trainer.run(control):
+        if isinstance(event, PauseChanged):
+            pauses.append((event.step, event.paused))
+            if event.paused:
+                control.resume()
+    assert pauses == [(2, True), (2, False)]
+    assert calls == [2, 2, 4, 4]  # the grid at step 2 was begun twice; step 4's: mid-run and final
+    for name in ("step_0000002.png", "step_0000004.png"):  # the same pixels (the run name differs)
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "paused" / "samples" / name)),
+                              np.asarray(Image.open(tmp_path / "straight" / "samples" / name)))
+    _assert_equal_state(load_checkpoint(tmp_path / "straight" / "checkpoint.safetensors")[0],
+                        load_checkpoint(tmp_path / "paused" / "checkpoint.safetensors")[0])
+
+
+def test_stop_during_a_grid_drops_it_and_saves_then_draws_the_final_grid(tmp_path):
+    trainer = Trainer(_gridded("diffusion"), str(tmp_path / "run"))
+    control = TrainingControl()
+    calls = _asking_while_sampling(trainer, control, "stop", at_step=2)
+    events = list(trainer.run(control))
+    kinds = [type(e).__name__ for e in events if not isinstance(e, StepLogged)]
+    assert kinds[-4:] == ["Stopping", "CheckpointSaved", "SamplesReady", "TrainingFinished"]
+    assert calls == [2, 2]  # the cut-short grid, then the final one after the save
+    assert events[-1].reason == "stopped" and events[-1].step == 2
+    assert (tmp_path / "run" / "samples" / "step_0000002.png").is_file()
+
+
+def test_hurry_saves_and_skips_the_final_grid_and_evaluation(tmp_path):
+    settings = dataclasses.replace(_gridded("diffusion"), steps=100, sample_every=0, eval_images=16)
+    trainer = Trainer(settings, str(tmp_path / "run"))
+    control = TrainingControl()
+    events = []
+    for event in trainer.run(control):
+        events.append(event)
+        if isinstance(event, StepLogged) and event.step == 2:
+            control.hurry()
+    kinds = [type(e).__name__ for e in events if not isinstance(e, StepLogged)]
+    assert kinds[-3:] == ["Stopping", "CheckpointSaved", "TrainingFinished"]
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")[1]["step"] == 2
+    assert not (tmp_path / "run" / "samples").exists() or not list((tmp_path / "run" / "samples").iterdir())
