@@ -205,8 +205,17 @@ class GatedPixelCNN(nn.Module):
         b, _, height, width = logits.shape
         return logits.view(b, self.colours, LEVELS, height, width)
 
-    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        return self.head(self.horizontal(x, self.vertical_links(x, labels), labels))
+    def forward(self, x: Tensor, labels: Tensor | None = None, levels: Tensor | None = None) -> Tensor:
+        """Logits (B, C, 256, H, W); with `levels` (the image's values 0 … 255) instead
+        log p(x_i | x_<i) of every subpixel, (B, C, H, W). Those are computed HEAD_CHUNK images at
+        a time: the head and its 256-way softmax are the largest single operations of a step
+        (50 M logits for 64 images of 32 px), and in quarters Pause and Stop find a layer boundary
+        sooner (core/interrupt.py) and each pass touches a quarter of the memory."""
+        features = self.horizontal(x, self.vertical_links(x, labels), labels)
+        if levels is None:
+            return self.head(features)
+        return torch.cat([subpixel_terms(self.head(f), lv) for f, lv in
+                          zip(features.split(HEAD_CHUNK), levels.split(HEAD_CHUNK), strict=True)])
 
 
 # -- sampling helpers --------------------------------------------------------------------------
@@ -215,6 +224,9 @@ class GatedPixelCNN(nn.Module):
 def to_levels(x01: Tensor) -> Tensor:
     """Images in [0, 1] → integer subpixel values 0 … 255."""
     return (x01 * 255.0).round().clamp(0, LEVELS - 1).long()
+
+
+HEAD_CHUNK = 16  # images per pass of the head and its softmax when log-probabilities are asked for
 
 
 def network_input(levels: Tensor) -> Tensor:
@@ -282,7 +294,7 @@ class PixelCNN(Family):
     # -- the likelihood ---------------------------------------------------------------------
     def subpixel_log_probs(self, levels: Tensor, labels: Tensor | None) -> Tensor:
         """log p(x_i | x_<i) of every subpixel, (B, C, H, W), for integer values 0 … 255."""
-        return subpixel_terms(self.network(network_input(levels), labels), levels)
+        return self.network(network_input(levels), labels, levels)
 
     def train_step(self, x: Tensor, labels: Tensor | None, generator: torch.Generator) -> dict[str, float]:
         """Maximum likelihood; the step draws no randomness, so `generator` is unused."""
