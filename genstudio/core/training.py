@@ -44,6 +44,7 @@ from .families import Capability, ImageSpec, SamplingCancelled, create_family, f
 from .guard import DivergenceGuard
 from .images import make_grid, save_png, to_uint8
 from .interrupt import SLOW_STEP_SECONDS, StepInterrupted, StepInterrupter
+from .memory import release_freed_memory
 from .metrics.evaluate import EvalSettings, evaluate_family
 from .metrics.features import get_extractor
 from .run import RunDir, RunError, TrainSettings
@@ -423,6 +424,7 @@ class Trainer:
             if self._interrupter is not None:
                 self._interrupter.close()
                 self._interrupter = None
+            release_freed_memory()  # the steps' activations, kept by the C heap (core/memory.py)
 
     def _loop(self, control: TrainingControl, speed: _Throughput, started: float,
               interrupter: StepInterrupter | None) -> Iterator[TrainEvent]:
