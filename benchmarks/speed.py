@@ -9,8 +9,9 @@ machine hits them alike):
   throughput  training images/s per family: in the app's training worker (real MainWindow
               offscreen, live plots on), the headless CLI (a subprocess, `genstudio train`), and
               a bare PyTorch loop of the same network, batch and data (the family's train_step
-              on uint8 batches, no events). The CLI's peak RSS is its own VmHWM (not
-              wait4's, which reports this benchmark's own peak: see benchmarks/common.py).
+              on uint8 batches, no events), in a fresh process like the CLI. The CLI's peak
+              RSS is its own VmHWM (not wait4's, which reports this benchmark's own peak: see
+              benchmarks/common.py).
               On CUDA, GPU memory per family at the batch.
   gui         lateness of a 10 ms QTimer on the GUI thread, p50/p99: window idle vs while each
               family trains in the app.
@@ -30,6 +31,7 @@ loop's clock), the bare loop's from perf_counter over the same steps.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -117,6 +119,24 @@ def bare_loop(settings: TrainSettings, warmup: int) -> tuple[float, float | None
     return (settings.steps - warmup) * b / elapsed, memory
 
 
+def bare_loop_in_a_process(settings: TrainSettings, warmup: int) -> tuple[float, float | None]:
+    """bare_loop in a fresh process, as the CLI runs. Not in this one: torch work on a second
+    OS thread gives the process a second OpenMP team, and with more OpenMP threads than cores
+    libgomp throttles its spin-waits, so the app's training thread, run after a bare loop on
+    the main thread, went from 431 to 251 images/s (flow; 117 with OMP_WAIT_POLICY=ACTIVE,
+    where the idle team spins)."""
+    code = ("import json, sys; from benchmarks.speed import bare_loop; "
+            "from genstudio.core.run import TrainSettings; "
+            "s = TrainSettings.from_json(json.loads(sys.argv[1])); "
+            "print(json.dumps(bare_loop(s, int(sys.argv[2]))))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(settings.to_json()), str(warmup)],
+                         env=_env(), capture_output=True, text=True, cwd=REPO)
+    if out.returncode:
+        raise RuntimeError(f"the bare loop failed: {out.stderr[-2000:]}")
+    ips, gpu = json.loads(out.stdout.strip().splitlines()[-1])
+    return ips, gpu
+
+
 def cli_run(settings: TrainSettings, out: Path, data: str | None = None) -> tuple[Path, float]:
     """`genstudio train` in a fresh process; returns the run folder and its peak RSS (MiB)."""
     cmd = [sys.executable, "-m", "genstudio", "train", "--family", settings.family,
@@ -201,6 +221,10 @@ class App:
         from PySide6.QtCore import QEventLoop, QTimer
 
         window = self.window
+        # Nothing else of the app's may still run (the gallery sampling the last run, the
+        # explorer encoding it): it would share the two cores with this run and be counted
+        # as the app's training overhead.
+        self.wait(lambda: not window.busy(), 600)
         window.family_picker.select(settings.family)
         self.qt.processEvents()
         window.training_panel.set_values(
@@ -218,7 +242,6 @@ class App:
         if not (run_dir / "metrics.jsonl").is_file():
             runs = sorted((home / "data" / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
             run_dir = runs[-1]
-        # The next run can start once the worker thread is gone (the gallery may still sample).
         self.wait(lambda: window.training_thread is None, 120)
         return run_dir, lateness
 
@@ -250,7 +273,7 @@ def throughput_and_gui(args, families, home: Path, app: App | None) -> None:
             run, peak = cli_run(settings, home / f"cli-{family}-{rep}")
             result["cli"].append(images_per_sec_from_metrics(run, args.batch, args.warmup, args.sample_every))
             rss.append(peak)
-            ips, gpu = bare_loop(settings, args.warmup)
+            ips, gpu = bare_loop_in_a_process(settings, args.warmup)
             result["bare"].append(ips)
         bare = statistics.median(result["bare"])
         app_ips = statistics.median(result["app"]) if result["app"] else float("nan")
