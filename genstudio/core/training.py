@@ -327,7 +327,8 @@ class Trainer:
         return CheckpointSaved(self.step, str(self.run_dir.checkpoint_path))
 
     def _restore(self) -> None:
-        self.run_dir.remove_stale_temps()  # left by a process killed while writing
+        if self.is_main:  # only the writer: another rank would delete rank 0's temp mid-write
+            self.run_dir.remove_stale_temps()  # left by a process killed while writing
         try:
             state, meta, notice = load_latest(self.run_dir.checkpoint_path, device="cpu")
         except CheckpointError as exc:
