@@ -1,9 +1,11 @@
-"""Helpers shared by the benchmarks: throughput from a run's metrics.jsonl, a child's own peak RSS."""
+"""Helpers shared by the benchmarks: throughput from a run's metrics.jsonl, a child's own peak
+RSS, a printed table."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -60,3 +62,13 @@ def run_with_peak_rss(cmd: list[str], env: dict[str, str], interval: float = 0.0
     # A child that ended before the first reading has no figure (not 0 MiB).
     peak = peak_kib / 1024 if peak_kib else float("nan")
     return proc.returncode, b"".join(stderr_chunks).decode(errors="replace"), peak
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    """A titled plain-text table, first column left-aligned and the rest right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    print(f"\n## {title}")
+    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
+    for r in rows:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))))
+    sys.stdout.flush()

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import print_table
 from genstudio.core.accel import Acceleration, plan_for
 from genstudio.core.families import ImageSpec, create_family
 from genstudio.core.run import TrainSettings
@@ -49,15 +50,6 @@ SECTIONS = ("peak", "throughput", "memory", "oom", "nccl", "compile", "learn")
 DEVICE = "cuda"  # --smoke-on-cpu: the throughput section on the CPU, to prove the script runs
 # Dense bf16 tensor-core rate by the vendor's datasheet (SXM parts), for the MFU column.
 DATASHEET_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-
-
-def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    print(f"\n## {title}")
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
-    for r in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))))
-    sys.stdout.flush()
 
 
 def matmul_peak(n: int = 8192, repeats: int = 10) -> float:
@@ -169,7 +161,7 @@ def throughput(args, families, home: Path, peak: float) -> None:
                      f"{achieved / 1e12:.1f}", f"{achieved / peak:.1%}",
                      "-" if datasheet is None else f"{achieved / datasheet:.1%}"])
         print(f"  {family}: done", flush=True)
-    _table(f"training images/s at batch {args.batch}, {args.size} px, {args.data} ({args.steps} steps after "
+    print_table(f"training images/s at batch {args.batch}, {args.size} px, {args.data} ({args.steps} steps after "
            f"{args.warmup}); MFU = model FLOP/s over the measured bf16 peak ({peak / 1e12:.0f} TFLOP/s) and "
            f"the datasheet's",
            ["family", "fp32", "mixed precision", "+cudnn autotune", "GFLOP/image", "TFLOP/s", "MFU (measured)",
@@ -197,7 +189,7 @@ def memory(args, families, home: Path) -> None:
                      f"{before / 2**20:.0f}", f"{torch.cuda.max_memory_allocated() / 2**20:.0f}",
                      trainer.placement])
         del trainer
-    _table(f"peak GPU memory at the default batch (64, {args.size} px, default precision)",
+    print_table(f"peak GPU memory at the default batch (64, {args.size} px, default precision)",
            ["family", "parameters (M)", "after set-up MiB", "peak while training MiB", "data"], rows)
 
 
@@ -264,7 +256,7 @@ def nccl(args, home: Path) -> None:
     finally:
         dist.destroy_process_group()
         torch.backends.cudnn.deterministic = False
-    _table("NCCL, one process, 20 steps fp32: max |weight difference| against a single-process run",
+    print_table("NCCL, one process, 20 steps fp32: max |weight difference| against a single-process run",
            ["family", "tensors compared", "max abs diff"], rows)
 
 
@@ -278,7 +270,7 @@ def compiled(args, home: Path) -> None:
         started = time.perf_counter()
         ips, _, _ = train(TrainSettings(**{**settings.to_json(), "compile": True}), home, args.warmup)
         rows.append([family, f"{plain:,.0f}", f"{ips:,.0f}", f"{time.perf_counter() - started:.0f}"])
-    _table(f"torch.compile at batch {args.batch} (mixed precision)",
+    print_table(f"torch.compile at batch {args.batch} (mixed precision)",
            ["family", "eager images/s", "compiled images/s", "compiled run s (incl. compiling)"], rows)
 
 
@@ -310,7 +302,7 @@ def learn(args, families, home: Path) -> None:
         if grid is not None:
             grids.append(grid)
         print(f"  {family}: {trainer.step} steps", flush=True)
-    _table(f"trained {args.learn_seconds:.0f} s each at batch 256 on the GPU (mixed precision), then evaluated "
+    print_table(f"trained {args.learn_seconds:.0f} s each at batch 256 on the GPU (mixed precision), then evaluated "
            f"on 256 held-out images", ["family", "steps", "s in all", "held-out figures"], rows)
     if grids and args.out:
         width = max(g.shape[1] for g in grids)

@@ -46,7 +46,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import images_per_sec_from_metrics, run_with_peak_rss  # noqa: E402
+from benchmarks.common import images_per_sec_from_metrics, print_table, run_with_peak_rss  # noqa: E402
 from genstudio.core.families import Capability, create_family, family_class  # noqa: E402
 from genstudio.core.run import TrainSettings  # noqa: E402
 from genstudio.core.training import PauseChanged, StepLogged, Stopping, Trainer, TrainingControl  # noqa: E402
@@ -62,15 +62,6 @@ def _env() -> dict[str, str]:
 
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
-
-
-def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    print(f"\n## {title}")
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
-    for r in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))))
-    sys.stdout.flush()
 
 
 # -- the three ways of training -----------------------------------------------------------------
@@ -285,12 +276,12 @@ def throughput_and_gui(args, families, home: Path, app: App | None) -> None:
             gui_rows.append([f"training {family}", f"{_pct(lateness, 50):.1f}", f"{_pct(lateness, 99):.1f}",
                              str(len(lateness))])
     if "throughput" in args.only:
-        _table(f"training images/s ({source}, {size} px, batch {args.batch}, {args.steps} steps, "
+        print_table(f"training images/s ({source}, {size} px, batch {args.batch}, {args.steps} steps, "
                f"warm-up {args.warmup}, median of {args.repeats}; app and CLI without the intervals that drew a "
                f"sample grid; targets: CLI ≥ 98%, app ≥ 95% of bare)",
                ["family", "bare", "CLI", "CLI/bare", "app", "app/bare", "CLI peak RSS MiB", "GPU MiB"], rows)
     if gui_rows:
-        _table("GUI thread: lateness of a 10 ms QTimer, ms (target p99 ≤ 50 while training)",
+        print_table("GUI thread: lateness of a 10 ms QTimer, ms (target p99 ≤ 50 while training)",
                ["state", "p50", "p99", "ticks"], gui_rows)
 
 
@@ -348,7 +339,7 @@ def control_latency(args, families, home: Path) -> None:
         rows.append([family, f"{step * 1000:.0f}", f"{statistics.median(pause_ms):.0f}", f"{max(pause_ms):.0f}",
                      f"{(marks['stopping'] - stop_asked) * 1000:.0f}",
                      f"{(marks['finished'] - stop_asked) * 1000:.0f}"])
-    _table(f"pause / stop latency, ms (batch {args.batch}; {args.pauses} pauses at random moments in a step, "
+    print_table(f"pause / stop latency, ms (batch {args.batch}; {args.pauses} pauses at random moments in a step, "
            f"then a stop; target ≤ 250)",
            ["family", "step", "pause p50", "pause max", "stop → stopping", "stop → saved and finished"], rows)
 
@@ -384,7 +375,7 @@ def sampling(args, families) -> None:
                     model.decode(z)
                 decode = f"{(time.perf_counter() - t0) / 3 * 1000:.1f}"
             rows.append([family, label, str(n), f"{n / elapsed:.1f}", decode])
-    _table(f"sampling at {args.size} px on {device.type} (default model sizes, untrained weights)",
+    print_table(f"sampling at {args.size} px on {device.type} (default model sizes, untrained weights)",
            ["family", "sampler", "n", "images/s", "decode 1 ms"], rows)
 
 
@@ -414,7 +405,7 @@ def data_throughput(args, home: Path) -> None:
     _, rss = cli_run(settings, home / "rss-run")
     rows = [[f"{len(data)} PNGs of 28 px ({args.data_images} written in {written:.1f} s)",
              f"{len(data) / cold:.0f}", f"{cold:.2f}", f"{warm:.3f}", f"{rss:.0f}"]]
-    _table("data: scan + decode + cache (cold), cached load (warm), peak RSS of a short VAE training",
+    print_table("data: scan + decode + cache (cold), cached load (warm), peak RSS of a short VAE training",
            ["folder", "images/s cold", "cold s", "warm s", "train peak RSS MiB"], rows)
 
 
@@ -432,7 +423,7 @@ def startup(args) -> None:
         total = time.perf_counter() - t0
         shown, ready = (float(v) for v in out.stdout.split()[-2:])
         rows.append([f"run {rep + 1}", f"{total:.2f}", f"{shown:.2f}", f"{ready:.2f}"])
-    _table("cold start (fresh process, offscreen)",
+    print_table("cold start (fresh process, offscreen)",
            ["", "process start → ready s", "in-process: window shown s", "default dataset loaded s"], rows)
 
 

@@ -303,7 +303,7 @@ class MainWindow(QMainWindow):
         worker.notice.connect(self._on_notice)
         worker.batch_lowered.connect(lambda event: self._status(event.message[:1].upper() + event.message[1:]))
         worker.stopping.connect(lambda event: self._status(
-            f"Stopped at step {event.step:,}; drawing the last samples and saving a checkpoint…"))
+            f"Stopped at step {event.step:,}; saving a checkpoint, then drawing the last samples…"))
         worker.training_finished.connect(self._on_training_finished)
         worker.cancelled.connect(self._on_training_cancelled)
         worker.failed.connect(self._on_training_failed)
@@ -358,7 +358,10 @@ class MainWindow(QMainWindow):
         self.gallery.show_training_grid(image, event.step)
 
     def _on_checkpoint_saved(self, event) -> None:
-        self._status(f"Saved checkpoint at step {event.step:,}: {event.path}")
+        text = f"Saved checkpoint at step {event.step:,}: {event.path}"
+        if self.training_panel.state == STOPPING:  # the final grid can take a while (a PixelCNN's)
+            text += " — drawing the last samples (closing the window skips them)…"
+        self._status(text)
 
     def _on_evaluated(self, event) -> None:
         self.training_panel.show_likelihood(describe_evaluation(event.figures))

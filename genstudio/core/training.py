@@ -420,16 +420,16 @@ class Trainer:
         if self.dist is None:
             self._interrupter = StepInterrupter(self.family, lambda: control.paused or control.stop_requested)
         try:
-            yield from self._loop(control, speed, started, self._interrupter)
+            yield from self._loop(control, speed, started)
         finally:
             if self._interrupter is not None:
                 self._interrupter.close()
                 self._interrupter = None
             release_freed_memory()  # the steps' activations, kept by the C heap (core/memory.py)
 
-    def _loop(self, control: TrainingControl, speed: _Throughput, started: float,
-              interrupter: StepInterrupter | None) -> Iterator[TrainEvent]:
+    def _loop(self, control: TrainingControl, speed: _Throughput, started: float) -> Iterator[TrainEvent]:
         s = self.settings
+        interrupter = self._interrupter
         step_seconds = None  # the last whole step's duration; None: no step yet
         while self.step < s.steps and not self._stop_requested(control):
             if control.paused and self.dist is None:  # no pausing one process of several

@@ -71,10 +71,16 @@ def test_stop_saves_a_loadable_checkpoint_and_save_now_works(qtbot, window):
     qtbot.waitUntil(lambda: panel.progress.value() >= 10, timeout=30_000)
     qtbot.mouseClick(panel.save_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: "Saved checkpoint" in window.statusBar().currentMessage(), timeout=30_000)
+    messages = []
+    window.statusBar().messageChanged.connect(messages.append)
     with qtbot.waitSignal(window.training_ended, timeout=30_000) as ended:
         qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
         assert panel.state == "stopping"
     assert ended.args == ["stopped"]
+    # The loop's Stopping event reached the window: it says at which step training ended.
+    stopped = [m for m in messages if m.startswith("Stopped at step ")]
+    assert stopped and "saving a checkpoint" in stopped[0]
+    assert any(m.startswith("Saved checkpoint") and "drawing the last samples" in m for m in messages)
     run = run_dir_of(window)
     assert (run / "checkpoint.safetensors").is_file()
     loaded = load_run(run)

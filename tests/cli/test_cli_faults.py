@@ -63,3 +63,24 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one_with_a_warning(tmp_
                         "--resume", "--steps", "3", *TINY)
     assert "completed at step 3" in resumed.stdout
     assert "loaded the previous checkpoint" in resumed.stderr
+
+
+def test_a_second_ctrl_c_also_skips_the_final_grid_and_evaluation():
+    """The first Ctrl+C (or SIGTERM) stops after saving the last whole step; a second one
+    hurries: the trainer then skips the final sample grid and evaluation
+    (tests/core/test_interrupt.py checks what hurry does in the loop)."""
+    import signal
+
+    from genstudio.cli import _restore_signals, _stop_on_signals
+    from genstudio.core.training import TrainingControl
+
+    control = TrainingControl()
+    previous = _stop_on_signals(control)
+    try:
+        signal.raise_signal(signal.SIGINT)
+        assert control.stop_requested and not control.hurried
+        signal.raise_signal(signal.SIGTERM)
+        assert control.hurried
+    finally:
+        _restore_signals(previous)
+    assert signal.getsignal(signal.SIGINT) is previous[signal.SIGINT]

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from assertions import assert_equal_state
 from PIL import Image
 
 from genstudio.core import training
@@ -26,21 +27,6 @@ from genstudio.core.training import (
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAMILIES = available_families()  # every registered family, a new one included
-
-
-def _assert_equal_state(a, b, where=""):
-    if isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            _assert_equal_state(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_equal_state(x, y, f"{where}.{i}")
-    else:
-        assert a == b, where
 
 
 def _model(family):
@@ -82,7 +68,7 @@ def test_a_step_interrupted_anywhere_and_taken_again_changes_nothing(family):
     for which in (0, 1):  # the first step (a flow initialises actnorm there) and a later one
         for look in (1, counts[which] // 2, counts[which]):
             model, generator = _run_interrupting(family, which, look)
-            _assert_equal_state(model.state_dict(), expected, f"{family} step {which} look {look}")
+            assert_equal_state(model.state_dict(), expected, f"{family} step {which} look {look}")
             assert torch.equal(generator.get_state(), g_straight.get_state())
 
 
@@ -187,7 +173,7 @@ def test_pause_inside_a_step_then_resume_gives_the_uninterrupted_run(tmp_path, m
     assert calls == [0, 1, 2, 3, 3, 4, 5]  # step 4 was abandoned once and taken again
     straight = load_checkpoint(tmp_path / "straight" / "checkpoint.safetensors")
     paused = load_checkpoint(tmp_path / "paused" / "checkpoint.safetensors")
-    _assert_equal_state(straight[0], paused[0])
+    assert_equal_state(straight[0], paused[0])
     steps = [line for line in (tmp_path / "paused" / "metrics.jsonl").read_text().splitlines()]
     assert len(steps) == 6  # each step logged once
 
@@ -208,7 +194,7 @@ def test_stop_inside_a_step_saves_the_last_whole_step_and_resumes_exactly(tmp_pa
     assert [e.step for e in events if isinstance(e, StepLogged)] == [1, 2]
     assert load_checkpoint(tmp_path / "stopped" / "checkpoint.safetensors")[1]["step"] == 2
     list(Trainer(_settings(family), str(tmp_path / "stopped"), resume=True).run())
-    _assert_equal_state(load_checkpoint(tmp_path / "straight" / "checkpoint.safetensors")[0],
+    assert_equal_state(load_checkpoint(tmp_path / "straight" / "checkpoint.safetensors")[0],
                         load_checkpoint(tmp_path / "stopped" / "checkpoint.safetensors")[0])
 
 
@@ -263,7 +249,7 @@ def test_pause_during_a_grid_cuts_it_short_and_draws_it_again_after_resume(tmp_p
     for name in ("step_0000002.png", "step_0000004.png"):  # the same pixels (the run name differs)
         assert np.array_equal(np.asarray(Image.open(tmp_path / "paused" / "samples" / name)),
                               np.asarray(Image.open(tmp_path / "straight" / "samples" / name)))
-    _assert_equal_state(load_checkpoint(tmp_path / "straight" / "checkpoint.safetensors")[0],
+    assert_equal_state(load_checkpoint(tmp_path / "straight" / "checkpoint.safetensors")[0],
                         load_checkpoint(tmp_path / "paused" / "checkpoint.safetensors")[0])
 
 

@@ -12,6 +12,7 @@ import textwrap
 
 import pytest
 import torch
+from assertions import assert_equal_state
 
 from genstudio.core import guard
 from genstudio.core.accel import use_fused_adam
@@ -211,21 +212,6 @@ KILLED_AFTER_CHECKPOINT = textwrap.dedent("""
 """)
 
 
-def _assert_equal_state(a, b, where=""):
-    if isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            _assert_equal_state(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_equal_state(x, y, f"{where}.{i}")
-    else:
-        assert a == b, where
-
-
 def _settings(family: str) -> TrainSettings:
     return dataclasses.replace(TINY, family=family, family_config=dict(family_class(family).TINY),
                                steps=10, checkpoint_every=5)
@@ -242,7 +228,7 @@ def test_ten_steps_equal_five_then_resume_five_bit_for_bit(tmp_path, family):
     list(Trainer(settings, str(tmp_path / "split"), resume=True).run())
     straight = load_checkpoint(tmp_path / "straight" / "checkpoint.safetensors")
     split = load_checkpoint(tmp_path / "split" / "checkpoint.safetensors")
-    _assert_equal_state(straight[0], split[0])
+    assert_equal_state(straight[0], split[0])
     assert straight[1]["step"] == split[1]["step"] == 10
 
 
@@ -267,7 +253,7 @@ def test_ten_steps_equal_five_then_sigkill_then_resume_bit_for_bit(tmp_path):
     # (all its noise comes from the seeded generator), so it starts wherever each process's
     # starts: the child's differs from this process's. Everything else is equal, bit for bit.
     del straight["rng"]["torch"], resumed["rng"]["torch"]
-    _assert_equal_state(straight, resumed)
+    assert_equal_state(straight, resumed)
     records = [json.loads(line)
                for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 11))  # none lost, none twice
