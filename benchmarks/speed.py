@@ -60,6 +60,16 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
 
 
+def _ratio(mode: list[float], bare: list[float]) -> str:
+    """Median of the per-round ratios, with their range: the spread is the measurement's noise."""
+    if not mode:
+        return "-"
+    ratios = [m / b for m, b in zip(mode, bare, strict=True)]
+    if len(ratios) == 1:
+        return f"{ratios[0]:.1%}"
+    return f"{statistics.median(ratios):.1%} [{min(ratios):.0%}-{max(ratios):.0%}]"
+
+
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
@@ -256,29 +266,38 @@ def throughput_and_gui(args, families, home: Path, app: App | None) -> None:
                                  checkpoint_every=0)
         result = {"app": [], "cli": [], "bare": []}
         rss, gpu, lateness = [], None, []
+        modes = ["app", "cli", "bare"] if app else ["cli", "bare"]
         for rep in range(args.repeats):
-            if app:
-                run, late = app.train(settings, home)
-                result["app"].append(images_per_sec_from_metrics(run, args.batch, args.warmup, args.sample_every))
-                lateness += late
-            run, peak = cli_run(settings, home / f"cli-{family}-{rep}")
-            result["cli"].append(images_per_sec_from_metrics(run, args.batch, args.warmup, args.sample_every))
-            rss.append(peak)
-            ips, gpu = bare_loop_in_a_process(settings, args.warmup)
-            result["bare"].append(ips)
+            # Each round runs every mode once, in an order that rotates from round to round, so
+            # a machine that slows down or speeds up over minutes does not favour one mode.
+            for mode in modes[rep % len(modes):] + modes[:rep % len(modes)]:
+                if mode == "app":
+                    run, late = app.train(settings, home)
+                    result["app"].append(images_per_sec_from_metrics(run, args.batch, args.warmup,
+                                                                     args.sample_every))
+                    lateness += late
+                elif mode == "cli":
+                    run, peak = cli_run(settings, home / f"cli-{family}-{rep}")
+                    result["cli"].append(images_per_sec_from_metrics(run, args.batch, args.warmup,
+                                                                     args.sample_every))
+                    rss.append(peak)
+                else:
+                    ips, gpu = bare_loop_in_a_process(settings, args.warmup)
+                    result["bare"].append(ips)
         bare = statistics.median(result["bare"])
         app_ips = statistics.median(result["app"]) if result["app"] else float("nan")
         cli_ips = statistics.median(result["cli"])
-        rows.append([family, f"{bare:.0f}", f"{cli_ips:.0f}", f"{cli_ips / bare:.1%}",
-                     f"{app_ips:.0f}", f"{app_ips / bare:.1%}", f"{max(rss):.0f}",
+        rows.append([family, f"{bare:.0f}", f"{cli_ips:.0f}", _ratio(result["cli"], result["bare"]),
+                     f"{app_ips:.0f}", _ratio(result["app"], result["bare"]), f"{max(rss):.0f}",
                      "-" if gpu is None else f"{gpu:.0f}"])
         if lateness:
             gui_rows.append([f"training {family}", f"{_pct(lateness, 50):.1f}", f"{_pct(lateness, 99):.1f}",
                              str(len(lateness))])
     if "throughput" in args.only:
         print_table(f"training images/s ({source}, {size} px, batch {args.batch}, {args.steps} steps, "
-               f"warm-up {args.warmup}, median of {args.repeats}; app and CLI without the intervals that drew a "
-               f"sample grid; targets: CLI ≥ 98%, app ≥ 95% of bare)",
+               f"warm-up {args.warmup}, median of {args.repeats} rounds; a ratio is the median of the rounds' "
+               f"ratios [lowest-highest]; app and CLI without the intervals that drew a sample grid; "
+               f"targets: CLI ≥ 98%, app ≥ 95% of bare)",
                ["family", "bare", "CLI", "CLI/bare", "app", "app/bare", "CLI peak RSS MiB", "GPU MiB"], rows)
     if gui_rows:
         print_table("GUI thread: lateness of a 10 ms QTimer, ms (target p99 ≤ 50 while training)",
@@ -451,7 +470,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.steps, args.warmup, args.repeats, args.batch = 25, 5, 1, 16
-        args.sample_every, args.idle_seconds, args.sample_n, args.rss_steps = 10, 1.0, 8, 10
+        args.sample_every, args.idle_seconds, args.sample_n, args.rss_steps = 20, 1.0, 8, 10
     args.only = set(args.only.split(","))
     args.ddim_steps = [int(k) for k in str(args.ddim_steps).split(",")]
     families = [f.strip() for f in args.families.split(",") if f.strip()]

@@ -13,6 +13,7 @@ keeps diverging after MAX_ROLLBACKS ends with a clear error rather than spinning
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -122,24 +123,44 @@ def _skip_non_finite_steps(optimizer: torch.optim.Optimizer, on_skip,
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if not grads:
             return step(*args, **kwargs)
-        # The max-abs norm overflows for no finite input and propagates NaN, so one small
-        # reduction per tensor tells whether all gradients are finite.
-        finite = torch.isfinite(torch.stack(torch._foreach_norm(grads, math.inf))).all()
+        flag = _non_finite(grads)
         fused = all(g.get("fused") for g in optimizer.param_groups)
         if fused and getattr(optimizer, "found_inf", None) is None:  # not under a GradScaler
-            flag = (~finite).to(torch.float32)
             optimizer.found_inf = flag
             try:
                 return step(*args, **kwargs)
             finally:
                 optimizer.found_inf = None
                 device_flags.append(flag)
-        if not bool(finite):
+        if bool(flag):
             on_skip()
             return None
         return step(*args, **kwargs)
 
     optimizer.step = guarded_step
+
+
+def _non_finite(grads: list[torch.Tensor]) -> torch.Tensor:
+    """A float32 tensor on the gradients' device: 1.0 if any gradient holds NaN or inf, else 0.0.
+
+    The check GradScaler makes before an optimizer step, with a scale of exactly 1 (x * 1 == x
+    for every float, NaN and inf included): one pass over the gradients in a single fused kernel
+    per dtype. It is also the form fused Adam takes as found_inf. A max-abs norm per tensor
+    (torch._foreach_norm(grads, inf)) took 0.84 ms of a CPU GAN step against 0.04 ms for this."""
+    device = grads[0].device  # a family's parameters live on one device
+    flag = torch.zeros((), dtype=torch.float32, device=device)  # the shape fused Adam takes
+    unit = _unit(device)
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for grad in grads:
+        by_dtype.setdefault(grad.dtype, []).append(grad)
+    for group in by_dtype.values():
+        torch._amp_foreach_non_finite_check_and_unscale_(group, flag, unit)  # noqa: SLF001
+    return flag
+
+
+@functools.lru_cache(maxsize=8)
+def _unit(device: torch.device) -> torch.Tensor:
+    return torch.ones((), dtype=torch.float32, device=device)  # made once: a kernel launch on a GPU
 
 
 def _clone(state: Any) -> Any:

@@ -12,7 +12,6 @@ does nothing where the C library is not glibc.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import sys
 
@@ -22,8 +21,9 @@ def _malloc_trim():
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim  # glibc only; musl and others have none
+        # The symbols already loaded into this process, libc's among them: no library search
+        # (ctypes.util.find_library runs ldconfig, and fails in a run closed at interpreter exit).
+        return ctypes.CDLL(None).malloc_trim  # glibc only; musl and others have none
     except (OSError, AttributeError):
         return None
 

@@ -37,3 +37,18 @@ def test_training_never_sees_the_held_out_images(tmp_path):
     assert seen.max() < len(trainer.images)  # batch indices address the train split only
     other = Trainer(dataclasses.replace(settings, seed=5), str(tmp_path / "other"))
     assert torch.equal(other.test_images, trainer.test_images)  # same test set for every run
+
+
+def test_each_epoch_is_one_seeded_permutation_of_the_train_split(tmp_path):
+    settings = TrainSettings(data="builtin:tins", size=16, steps=1, batch=64, seed=3, device="cpu",
+                             family_config={"base_channels": 4, "latent_dim": 2}, eval_images=0)
+    trainer = Trainer(settings, str(tmp_path / "run"))
+    n = len(trainer.images)
+    per_epoch = n // 64
+    for epoch in (0, 1, 2):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(3 * 1_000_003 + epoch))
+        batches = [trainer.batch_indices(epoch * per_epoch + k) for k in range(per_epoch)]
+        assert torch.equal(torch.cat(batches), order[:per_epoch * 64])
+    # Asked out of order (a resume lands mid-epoch), the same batches come back.
+    assert torch.equal(trainer.batch_indices(1), torch.randperm(
+        n, generator=torch.Generator().manual_seed(3 * 1_000_003))[64:128])

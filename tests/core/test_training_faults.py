@@ -270,3 +270,19 @@ def test_a_non_finite_metric_with_finite_gradients_keeps_its_update(tmp_path):
     trainer.family.train_step = overflowing_metric
     notices = [e.message for e in trainer.run() if isinstance(e, Notice)]
     assert notices == ["step 2: kl = inf; the gradients were finite, so the update was kept"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_the_gradient_check_finds_one_bad_element_and_changes_no_gradient(bad):
+    grads = [torch.randn(7, 5), torch.randn(300), torch.randn(2, 3, dtype=torch.float64)]
+    grads[0][0, 0] = torch.finfo(torch.float32).max  # finite extremes are not flagged
+    grads[1][1] = -0.0
+    grads[1][2] = torch.finfo(torch.float32).tiny / 8  # a subnormal
+    kept = [g.clone() for g in grads]
+    assert guard._non_finite(grads).item() == 0.0  # noqa: SLF001
+    for g, k in zip(grads, kept, strict=True):  # bit for bit, the sign of -0.0 included
+        assert torch.equal(g, k) and torch.equal(g.signbit(), k.signbit())
+    for where in range(3):  # one bad element anywhere, in either dtype
+        poisoned = [g.clone() for g in grads]
+        poisoned[where].view(-1)[-1] = bad
+        assert guard._non_finite(poisoned).item() == 1.0, where  # noqa: SLF001
