@@ -15,6 +15,8 @@ machine hits them alike):
               On CUDA, GPU memory per family at the batch.
   gui         lateness of a 10 ms QTimer on the GUI thread, p50/p99: window idle vs while each
               family trains in the app.
+  paired      the CLI's training loop against the bare step, alternating step by step in one
+              process: the loop's own cost, free of the VM's drift between processes.
   control     pause and stop latency (request → acknowledged by the loop) per family, asked at
               random moments inside steps, with the loop running in a thread as in the app.
   sampling    images/s per family and sampler (DDIM step counts, DDPM), decode latency of one
@@ -52,7 +54,7 @@ from genstudio.core.run import TrainSettings  # noqa: E402
 from genstudio.core.training import PauseChanged, StepLogged, Stopping, Trainer, TrainingControl  # noqa: E402
 
 FAMILIES = ("vae", "gan", "flow", "diffusion", "pixelcnn", "ebm")
-SECTIONS = ("throughput", "gui", "control", "sampling", "data", "startup")
+SECTIONS = ("throughput", "gui", "paired", "control", "sampling", "data", "startup")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -120,21 +122,89 @@ def bare_loop(settings: TrainSettings, warmup: int) -> tuple[float, float | None
     return (settings.steps - warmup) * b / elapsed, memory
 
 
-def bare_loop_in_a_process(settings: TrainSettings, warmup: int) -> tuple[float, float | None]:
-    """bare_loop in a fresh process, as the CLI runs. Not in this one: torch work on a second
-    OS thread gives the process a second OpenMP team, and with more OpenMP threads than cores
-    libgomp throttles its spin-waits, so the app's training thread, run after a bare loop on
-    the main thread, went from 431 to 251 images/s (flow; 117 with OMP_WAIT_POLICY=ACTIVE,
-    where the idle team spins)."""
-    code = ("import json, sys; from benchmarks.speed import bare_loop; "
+def paired_steps(settings: TrainSettings, warmup: int) -> list[tuple[float, float, float]]:
+    """(trainer iteration s, bare step s, the trainer's own step s) for each step, with the
+    trainer and the bare loop alternating in this process on its main thread.
+
+    The trainer runs as the CLI runs it (Trainer.run, metrics logged every settings.log_every
+    steps). Beside each of its steps one bare step of an identical model runs, timed on its own:
+    it gathers the same batch from the same uint8 images, as bare_loop does, and trains. The
+    bare step goes before the trainer's step on even steps and after it on odd ones: of two
+    steps run back to back the second is 1-3% slower (checked both ways round on a VAE), and
+    alternating shares that out. A trainer iteration is the time from one of its steps' start
+    to the next's, less the bare steps run in between: the step, the batch, the guard, interrupt
+    arming and logging. Steps a few hundred milliseconds apart see the same machine, so the
+    pairs' ratios are steadier than whole runs on a VM whose speed wanders by ±15% from minute
+    to minute."""
+    import dataclasses
+
+    from genstudio.core.accel import Acceleration, plan_for
+    from genstudio.core.training import Trainer
+
+    settings = dataclasses.replace(settings, sample_every=0, checkpoint_every=0, eval_images=0, grid_samples=1)
+    trainer = Trainer(settings, tempfile.mkdtemp(prefix="genstudio-paired-") + "/run")
+    bare = create_family(settings.family, trainer.spec, settings.family_config, trainer.device, settings.seed)
+    bare.train_mode()
+    accel = Acceleration(plan_for(trainer.device, bare, settings.precision), bare)
+    generator = torch.Generator(device=trainer.device).manual_seed(settings.seed + 1)
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    starts: list[float] = []                 # when each trainer step began
+    step_seconds: list[float] = []           # how long it took
+    bare_runs: list[tuple[float, float]] = []  # (began, seconds) of the bare step beside step k
+    trainer_step = trainer.family.train_step
+
+    def bare_step(labels) -> None:
+        idx = trainer.batch_indices(trainer.step).to(trainer.images.device)
+        sync()
+        began = time.perf_counter()
+        with accel.autocast():
+            bare.train_step(accel.batch_layout(trainer.images[idx].float().div_(255.0)),
+                            None if labels is None else trainer.labels[idx], generator)
+        sync()
+        bare_runs.append((began, time.perf_counter() - began))
+
+    def step_beside_a_bare_one(x, labels, train_generator):
+        bare_first = len(starts) % 2 == 0
+        if bare_first:
+            bare_step(labels)
+        starts.append(time.perf_counter())
+        metrics = trainer_step(x, labels, train_generator)
+        sync()
+        step_seconds.append(time.perf_counter() - starts[-1])
+        if not bare_first:
+            bare_step(labels)
+        return metrics
+
+    trainer.family.train_step = step_beside_a_bare_one  # on the instance: the loop calls it
+    for _ in trainer.run():
+        if len(starts) > settings.steps - 1:
+            break
+    pairs = []
+    for k in range(warmup, len(starts) - 1):
+        between = sum(seconds for began, seconds in bare_runs if starts[k] <= began < starts[k + 1])
+        pairs.append((starts[k + 1] - starts[k] - between, bare_runs[k][1], step_seconds[k]))
+    return pairs
+
+
+def _in_a_process(function: str, settings: TrainSettings, warmup: int):
+    """benchmarks.speed.<function>(settings, warmup) in a fresh process, as the CLI runs. Not in
+    this one: torch work on a second OS thread gives the process a second OpenMP team, and with
+    more OpenMP threads than cores libgomp throttles its spin-waits, so the app's training
+    thread, run after a bare loop on the main thread, went from 431 to 251 images/s (flow; 117
+    with OMP_WAIT_POLICY=ACTIVE, where the idle team spins)."""
+    code = (f"import json, sys; from benchmarks.speed import {function}; "
             "from genstudio.core.run import TrainSettings; "
             "s = TrainSettings.from_json(json.loads(sys.argv[1])); "
-            "print(json.dumps(bare_loop(s, int(sys.argv[2]))))")
+            f"print(json.dumps({function}(s, int(sys.argv[2]))))")
     out = subprocess.run([sys.executable, "-c", code, json.dumps(settings.to_json()), str(warmup)],
                          env=_env(), capture_output=True, text=True, cwd=REPO)
     if out.returncode:
-        raise RuntimeError(f"the bare loop failed: {out.stderr[-2000:]}")
-    ips, gpu = json.loads(out.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{function} failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bare_loop_in_a_process(settings: TrainSettings, warmup: int) -> tuple[float, float | None]:
+    ips, gpu = _in_a_process("bare_loop", settings, warmup)
     return ips, gpu
 
 
@@ -217,8 +287,9 @@ class App:
         loop.exec()
         return self.probe.stop()
 
-    def train(self, settings: TrainSettings, home: Path) -> tuple[Path, list[float]]:
-        """Train through the window; returns the run folder and the GUI timer lateness (ms)."""
+    def train(self, settings: TrainSettings, home: Path) -> tuple[Path, list[float], float]:
+        """Train through the window; returns the run folder, the GUI timer lateness (ms) and the
+        share of the process's CPU time that the GUI thread took (plots, status, the probe)."""
         from PySide6.QtCore import QEventLoop, QTimer
 
         window = self.window
@@ -235,8 +306,10 @@ class App:
         loop = QEventLoop()
         window.training_ended.connect(loop.quit)
         self.probe.start()
+        gui_cpu, process_cpu = time.thread_time(), time.process_time()  # this is the GUI thread
         QTimer.singleShot(0, window.start_training)
         loop.exec()
+        gui_share = (time.thread_time() - gui_cpu) / max(time.process_time() - process_cpu, 1e-9)
         lateness = self.probe.stop()
         window.training_ended.disconnect(loop.quit)
         run_dir = Path(window._finished_run or "")  # noqa: SLF001 - benchmark introspection
@@ -244,7 +317,7 @@ class App:
             runs = sorted((home / "data" / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
             run_dir = runs[-1]
         self.wait(lambda: window.training_thread is None, 120)
-        return run_dir, lateness
+        return run_dir, lateness, gui_share
 
     def close(self) -> None:
         self.window.close()
@@ -259,20 +332,21 @@ def throughput_and_gui(args, families, home: Path, app: App | None) -> None:
     rows, gui_rows = [], []
     if app and "gui" in args.only:
         idle = app.idle_lateness(args.idle_seconds)
-        gui_rows.append(["idle window", f"{_pct(idle, 50):.1f}", f"{_pct(idle, 99):.1f}", str(len(idle))])
+        gui_rows.append(["idle window", f"{_pct(idle, 50):.1f}", f"{_pct(idle, 99):.1f}", str(len(idle)), "-"])
     for family in families:
         settings = TrainSettings(family=family, data=source, size=size, batch=args.batch, steps=args.steps,
                                  seed=0, device=args.device, log_every=5, sample_every=args.sample_every,
                                  checkpoint_every=0)
         result = {"app": [], "cli": [], "bare": []}
-        rss, gpu, lateness = [], None, []
+        rss, gpu, lateness, gui_shares = [], None, [], []
         modes = ["app", "cli", "bare"] if app else ["cli", "bare"]
         for rep in range(args.repeats):
             # Each round runs every mode once, in an order that rotates from round to round, so
             # a machine that slows down or speeds up over minutes does not favour one mode.
             for mode in modes[rep % len(modes):] + modes[:rep % len(modes)]:
                 if mode == "app":
-                    run, late = app.train(settings, home)
+                    run, late, share = app.train(settings, home)
+                    gui_shares.append(share)
                     result["app"].append(images_per_sec_from_metrics(run, args.batch, args.warmup,
                                                                      args.sample_every))
                     lateness += late
@@ -292,7 +366,7 @@ def throughput_and_gui(args, families, home: Path, app: App | None) -> None:
                      "-" if gpu is None else f"{gpu:.0f}"])
         if lateness:
             gui_rows.append([f"training {family}", f"{_pct(lateness, 50):.1f}", f"{_pct(lateness, 99):.1f}",
-                             str(len(lateness))])
+                             str(len(lateness)), f"{statistics.median(gui_shares):.1%}"])
     if "throughput" in args.only:
         print_table(f"training images/s ({source}, {size} px, batch {args.batch}, {args.steps} steps, "
                f"warm-up {args.warmup}, median of {args.repeats} rounds; a ratio is the median of the rounds' "
@@ -300,8 +374,37 @@ def throughput_and_gui(args, families, home: Path, app: App | None) -> None:
                f"targets: CLI ≥ 98%, app ≥ 95% of bare)",
                ["family", "bare", "CLI", "CLI/bare", "app", "app/bare", "CLI peak RSS MiB", "GPU MiB"], rows)
     if gui_rows:
-        print_table("GUI thread: lateness of a 10 ms QTimer, ms (target p99 ≤ 50 while training)",
-               ["state", "p50", "p99", "ticks"], gui_rows)
+        print_table("GUI thread: lateness of a 10 ms QTimer, ms (target p99 ≤ 50 while training); the GUI "
+                    "thread's share of the process's CPU time while training (what the app's plots and "
+                    "status cost the training, at most: a steady figure on a VM where images/s wander)",
+               ["state", "p50", "p99", "ticks", "GUI thread CPU share"], gui_rows)
+
+
+def loop_overhead(args, families) -> None:
+    """The CLI's loop against the bare step, paired step by step in one process (paired_steps)."""
+    rows = []
+    rng = np.random.default_rng(0)
+
+    def median_and_interval(ratios: np.ndarray) -> list[str]:
+        # 95% interval of the median by resampling the pairs: how far the noise leaves it open.
+        medians = np.median(rng.choice(ratios, (2000, len(ratios))), axis=1)
+        low, high = np.percentile(medians, [2.5, 97.5])
+        return [f"{np.median(ratios):.1%}", f"{low:.1%}-{high:.1%}"]
+
+    for family in families:
+        settings = TrainSettings(family=family, data=args.data, size=args.size, batch=args.batch,
+                                 steps=args.warmup + args.paired_steps + 2, seed=0, device=args.device)
+        iteration, bare, step = np.asarray(_in_a_process("paired_steps", settings, args.warmup)).T
+        rows.append([family, f"{np.median(bare) * 1000:.1f}", f"{np.median(iteration) * 1000:.1f}",
+                     f"{np.median(iteration - step) * 1000:.2f}", *median_and_interval(bare / iteration),
+                     *median_and_interval(bare / step), str(len(bare))])
+    print_table(f"the training loop as the CLI runs it, against the bare loop's step (batch gathered from the "
+                f"same uint8 images), alternating step by step in one process ({args.data}, {args.size} px, "
+                f"batch {args.batch}, after {args.warmup} steps; target ≥ 98%). 'outside the step': the loop's "
+                f"own time per step (batch, guard, logging); 'bare/step': the family's step alone, in the loop "
+                f"and bare (interrupt arming and noise)",
+                ["family", "bare ms", "loop ms", "outside the step ms", "bare/loop", "95% interval",
+                 "bare/step", "95% interval", "pairs"], rows)
 
 
 def control_latency(args, families, home: Path) -> None:
@@ -459,6 +562,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sample-every", type=int, default=100, help="sample grids during app/CLI runs")
+    parser.add_argument("--paired-steps", type=int, default=40, help="step pairs per family (paired)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument("--control-after", type=int, default=3, help="steps before pause/stop are asked")
@@ -471,6 +575,7 @@ def main() -> int:
     if args.quick:
         args.steps, args.warmup, args.repeats, args.batch = 25, 5, 1, 16
         args.sample_every, args.idle_seconds, args.sample_n, args.rss_steps = 20, 1.0, 8, 10
+        args.paired_steps = 6
     args.only = set(args.only.split(","))
     args.ddim_steps = [int(k) for k in str(args.ddim_steps).split(",")]
     families = [f.strip() for f in args.families.split(",") if f.strip()]
@@ -498,6 +603,8 @@ def main() -> int:
     finally:
         if app:
             app.close()
+    if "paired" in args.only:
+        loop_overhead(args, families)
     if "control" in args.only:
         control_latency(args, families, home)
     if "sampling" in args.only:
