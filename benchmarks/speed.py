@@ -79,6 +79,19 @@ def _pct(values: list[float], q: float) -> float:
 # -- the three ways of training -----------------------------------------------------------------
 
 
+def _bare_family(settings: TrainSettings, spec, device: torch.device):
+    """The family as the trainer builds it (same seed, so the same initial weights), in training
+    mode, with the trainer's fast path on CUDA (autocast, channels_last; all off on the CPU), so
+    a ratio measures the loop around the step, not a difference in arithmetic; and a generator
+    seeded as the trainer's."""
+    from genstudio.core.accel import Acceleration, plan_for
+
+    family = create_family(settings.family, spec, settings.family_config, device, settings.seed)
+    family.train_mode()
+    accel = Acceleration(plan_for(device, family, settings.precision), family)
+    return family, accel, torch.Generator(device=device).manual_seed(settings.seed + 1)
+
+
 def bare_loop(settings: TrainSettings, warmup: int) -> tuple[float, float | None]:
     """images/s of the family's train_step on the trainer's own batches, nothing else; and on
     CUDA the peak GPU memory (MiB)."""
@@ -89,18 +102,9 @@ def bare_loop(settings: TrainSettings, warmup: int) -> tuple[float, float | None
     images = torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2)
     images = images[torch.from_numpy(held_out_split(len(data)).train)]
     device = select_device(settings.device)
-    spec_channels = data.channels
     from genstudio.core.families import ImageSpec
 
-    family = create_family(settings.family, ImageSpec(spec_channels, data.size), settings.family_config,
-                           device, settings.seed)
-    family.train_mode()
-    # On CUDA the same fast path as the trainer (autocast, channels_last): the ratio then measures
-    # the loop around the step, not a difference in arithmetic. All off on the CPU.
-    from genstudio.core.accel import Acceleration, plan_for
-
-    accel = Acceleration(plan_for(device, family, settings.precision), family)
-    generator = torch.Generator(device=device).manual_seed(settings.seed + 1)
+    family, accel, generator = _bare_family(settings, ImageSpec(data.channels, data.size), device)
     images = images.to(device)
     n, b = len(images), settings.batch
     if device.type == "cuda":
@@ -138,15 +142,9 @@ def paired_steps(settings: TrainSettings, warmup: int) -> list[tuple[float, floa
     to minute."""
     import dataclasses
 
-    from genstudio.core.accel import Acceleration, plan_for
-    from genstudio.core.training import Trainer
-
     settings = dataclasses.replace(settings, sample_every=0, checkpoint_every=0, eval_images=0, grid_samples=1)
     trainer = Trainer(settings, tempfile.mkdtemp(prefix="genstudio-paired-") + "/run")
-    bare = create_family(settings.family, trainer.spec, settings.family_config, trainer.device, settings.seed)
-    bare.train_mode()
-    accel = Acceleration(plan_for(trainer.device, bare, settings.precision), bare)
-    generator = torch.Generator(device=trainer.device).manual_seed(settings.seed + 1)
+    bare, accel, generator = _bare_family(settings, trainer.spec, trainer.device)
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     starts: list[float] = []                 # when each trainer step began
     step_seconds: list[float] = []           # how long it took
