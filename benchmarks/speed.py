@@ -9,7 +9,10 @@ machine hits them alike):
   throughput  training images/s per family: in the app's training worker (real MainWindow
               offscreen, live plots on), the headless CLI (a subprocess, `genstudio train`), and
               a bare PyTorch loop of the same network, batch and data (the family's train_step
-              on uint8 batches, no events), in a fresh process like the CLI. The CLI's peak
+              on uint8 batches, no events), in a fresh process like the CLI, twice: as a user
+              would write it (glibc's allocator defaults) and with the C heap set as genstudio
+              sets it while training (core/memory.py). CLI against the second is the loop's
+              own cost; against the first, what a user gains. The CLI's peak
               RSS is its own VmHWM (not wait4's, which reports this benchmark's own peak: see
               benchmarks/common.py).
               On CUDA, GPU memory per family at the batch.
@@ -90,6 +93,14 @@ def _bare_family(settings: TrainSettings, spec, device: torch.device):
     family.train_mode()
     accel = Acceleration(plan_for(device, family, settings.precision), family)
     return family, accel, torch.Generator(device=device).manual_seed(settings.seed + 1)
+
+
+def bare_loop_with_training_allocator(settings: TrainSettings, warmup: int) -> tuple[float, float | None]:
+    """bare_loop with the C heap as a training run sets it: freed activations kept for reuse."""
+    from genstudio.core.memory import training_allocator
+
+    with training_allocator():
+        return bare_loop(settings, warmup)
 
 
 def bare_loop(settings: TrainSettings, warmup: int) -> tuple[float, float | None]:
@@ -201,8 +212,10 @@ def _in_a_process(function: str, settings: TrainSettings, warmup: int):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bare_loop_in_a_process(settings: TrainSettings, warmup: int) -> tuple[float, float | None]:
-    ips, gpu = _in_a_process("bare_loop", settings, warmup)
+def bare_loop_in_a_process(settings: TrainSettings, warmup: int,
+                           training_allocator: bool = False) -> tuple[float, float | None]:
+    ips, gpu = _in_a_process("bare_loop_with_training_allocator" if training_allocator else "bare_loop",
+                             settings, warmup)
     return ips, gpu
 
 
@@ -339,9 +352,9 @@ def throughput_and_gui(args, families, home: Path, app: App | None) -> None:
         settings = TrainSettings(family=family, data=source, size=size, batch=args.batch, steps=args.steps,
                                  seed=0, device=args.device, log_every=5, sample_every=args.sample_every,
                                  checkpoint_every=0)
-        result = {"app": [], "cli": [], "bare": []}
+        result = {"app": [], "cli": [], "bare": [], "bare+heap": []}
         rss, gpu, lateness, gui_shares = [], None, [], []
-        modes = ["app", "cli", "bare"] if app else ["cli", "bare"]
+        modes = ["app", "cli", "bare", "bare+heap"] if app else ["cli", "bare", "bare+heap"]
         for rep in range(args.repeats):
             # Each round runs every mode once, in an order that rotates from round to round, so
             # a machine that slows down or speeds up over minutes does not favour one mode.
@@ -358,13 +371,12 @@ def throughput_and_gui(args, families, home: Path, app: App | None) -> None:
                                                                      args.sample_every))
                     rss.append(peak)
                 else:
-                    ips, gpu = bare_loop_in_a_process(settings, args.warmup)
-                    result["bare"].append(ips)
-        bare = statistics.median(result["bare"])
-        app_ips = statistics.median(result["app"]) if result["app"] else float("nan")
-        cli_ips = statistics.median(result["cli"])
-        rows.append([family, f"{bare:.0f}", f"{cli_ips:.0f}", _ratio(result["cli"], result["bare"]),
-                     f"{app_ips:.0f}", _ratio(result["app"], result["bare"]), f"{max(rss):.0f}",
+                    ips, gpu = bare_loop_in_a_process(settings, args.warmup, mode == "bare+heap")
+                    result[mode].append(ips)
+        medians = {mode: statistics.median(v) if v else float("nan") for mode, v in result.items()}
+        rows.append([family, f"{medians['bare']:.0f}", f"{medians['bare+heap']:.0f}", f"{medians['cli']:.0f}",
+                     _ratio(result["cli"], result["bare+heap"]), _ratio(result["cli"], result["bare"]),
+                     f"{medians['app']:.0f}", _ratio(result["app"], result["bare+heap"]), f"{max(rss):.0f}",
                      "-" if gpu is None else f"{gpu:.0f}"])
         if lateness:
             gui_rows.append([f"training {family}", f"{_pct(lateness, 50):.1f}", f"{_pct(lateness, 99):.1f}",
@@ -373,8 +385,10 @@ def throughput_and_gui(args, families, home: Path, app: App | None) -> None:
         print_table(f"training images/s ({source}, {size} px, batch {args.batch}, {args.steps} steps, "
                f"warm-up {args.warmup}, median of {args.repeats} rounds; a ratio is the median of the rounds' "
                f"ratios [lowest-highest]; app and CLI without the intervals that drew a sample grid; "
-               f"targets: CLI ≥ 98%, app ≥ 95% of bare)",
-               ["family", "bare", "CLI", "CLI/bare", "app", "app/bare", "CLI peak RSS MiB", "GPU MiB"], rows)
+               f"'bare+heap': the bare loop with the C heap set as in training (core/memory.py); targets: "
+               f"CLI ≥ 98%, app ≥ 95% of bare)",
+               ["family", "bare", "bare+heap", "CLI", "CLI/bare+heap", "CLI/bare", "app", "app/bare+heap",
+                "CLI peak RSS MiB", "GPU MiB"], rows)
     if gui_rows:
         print_table("GUI thread: lateness of a 10 ms QTimer, ms (target p99 ≤ 50 while training); the GUI "
                     "thread's share of the process's CPU time while training (what the app's plots and "

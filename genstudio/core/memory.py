@@ -1,37 +1,89 @@
-"""Handing freed memory back to the operating system after a training run.
+"""The C heap around a training run: keep freed activations for the next step, hand them back after.
 
-glibc keeps what a process frees in its heaps (one arena per thread) and returns it only from
-the top of a heap. A training step allocates and frees hundreds of megabytes of activations (a
-PixelCNN's 50 M logits), so an app that had trained a few runs held gigabytes it no longer
-used: one window training VAE, PixelCNN, EBM and flow for 10 steps each stood at 1,441 MiB
-after the PixelCNN and 549 MiB after malloc_trim, and a second round of the same four stayed at
-640-654 MiB after trimming (memory kept, not leaked). `release_freed_memory` is that trim; it
-does nothing where the C library is not glibc.
+A training step allocates and frees hundreds of megabytes of activations. glibc's defaults suit
+that badly, both ways:
+
+- During training it gives the memory back to the kernel too eagerly. A block above its mmap
+  threshold (128 KiB at first, raised as such blocks are freed) gets pages of its own, and the
+  free space at the top of a heap is returned once it passes the trim threshold (twice the mmap
+  threshold). Either way the next step asks the kernel again, and every fresh 4 KiB page costs
+  a page fault and zeroing. Measured with the CLI's loop on 2 CPU cores (32 px, batch 64): an
+  EBM step made 268,000 page faults and spent 0.58 s of system time; a VAE step 17,000 faults
+  and 38 ms, 30% of its time. `training_allocator` raises the mmap threshold to glibc's ceiling
+  (32 MiB) and turns trimming off while a run trains, and the faults per step fell to ~0 (the
+  EBM's step from 0.75 s to 0.43 s, the VAE's from 115 ms to 79 ms). Peak memory does not grow:
+  what is kept was in use a step earlier. Blocks above 32 MiB (a PixelCNN's 200 MB logits at
+  32 px) still get pages of their own, as glibc allows no higher threshold.
+- After training it keeps too much. Freed memory in the middle of a heap is never returned, so
+  an app that had trained a few runs held gigabytes it no longer used: one window training VAE,
+  PixelCNN, EBM and flow for 10 steps each stood at 1,441 MiB after the PixelCNN and 549 MiB
+  after malloc_trim. So a run ends with that trim, and the trim threshold goes back to 64 MiB,
+  where glibc's own adaptive setting ends up.
+
+Where the C library is not glibc this does nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import sys
+import threading
+from collections.abc import Iterator
+
+# mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 32 * 2**20        # glibc's ceiling for it on 64-bit (half its 64 MiB heap size)
+SETTLED_TRIM_THRESHOLD = 64 * 2**20  # twice that: where glibc's adaptive trim threshold ends up
+NO_TRIMMING = -1                     # "disables trimming completely" (mallopt(3))
+
+_lock = threading.Lock()
+_runs_training = 0  # training_allocator blocks open in this process (the app trains one at a time)
 
 
 @functools.cache
-def _malloc_trim():
+def _glibc():
     if not sys.platform.startswith("linux"):
         return None
     try:
         # The symbols already loaded into this process, libc's among them: no library search
         # (ctypes.util.find_library runs ldconfig, and fails in a run closed at interpreter exit).
-        return ctypes.CDLL(None).malloc_trim  # glibc only; musl and others have none
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 - glibc's alone (musl's mallopt does nothing)
+        return libc
     except (OSError, AttributeError):
         return None
 
 
 def release_freed_memory() -> bool:
     """Return the C heap's free pages to the system; True when there was a way to do it."""
-    trim = _malloc_trim()
-    if trim is None:
+    libc = _glibc()
+    if libc is None:
         return False
-    trim(0)
+    libc.malloc_trim(0)
     return True
+
+
+@contextlib.contextmanager
+def training_allocator() -> Iterator[bool]:
+    """Keep freed memory in the process while the block runs, hand it back when it ends.
+
+    Yields whether the allocator could be tuned (glibc). Blocks may nest or overlap across
+    threads: the settings change on the first entry and go back on the last exit."""
+    global _runs_training
+    libc = _glibc()
+    with _lock:
+        _runs_training += 1
+        if libc is not None and _runs_training == 1:
+            libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+            libc.mallopt(M_TRIM_THRESHOLD, NO_TRIMMING)
+    try:
+        yield libc is not None
+    finally:
+        with _lock:
+            _runs_training -= 1
+            if libc is not None and _runs_training == 0:
+                libc.mallopt(M_TRIM_THRESHOLD, SETTLED_TRIM_THRESHOLD)
+                libc.malloc_trim(0)  # the steps' activations, kept until now

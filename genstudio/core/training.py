@@ -44,7 +44,7 @@ from .families import Capability, ImageSpec, SamplingCancelled, create_family, f
 from .guard import DivergenceGuard
 from .images import make_grid, save_png, to_uint8
 from .interrupt import SLOW_STEP_SECONDS, StepInterrupted, StepInterrupter
-from .memory import release_freed_memory
+from .memory import training_allocator
 from .metrics.evaluate import EvalSettings, evaluate_family
 from .metrics.features import get_extractor
 from .run import RunDir, RunError, TrainSettings
@@ -429,12 +429,14 @@ class Trainer:
         if self.dist is None:
             self._interrupter = StepInterrupter(self.family, lambda: control.paused or control.stop_requested)
         try:
-            yield from self._loop(control, speed, started)
+            # Freed activations stay in the process for the next step (no page faults), and go
+            # back to the system when the run ends (core/memory.py).
+            with training_allocator():
+                yield from self._loop(control, speed, started)
         finally:
             if self._interrupter is not None:
                 self._interrupter.close()
                 self._interrupter = None
-            release_freed_memory()  # the steps' activations, kept by the C heap (core/memory.py)
 
     def _loop(self, control: TrainingControl, speed: _Throughput, started: float) -> Iterator[TrainEvent]:
         s = self.settings

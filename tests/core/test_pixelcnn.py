@@ -91,6 +91,43 @@ def test_log_prob_is_the_sum_of_log_softmax_at_the_data(channels):
     assert torch.allclose(family.log_prob(x, labels).double(), expected, rtol=1e-5)
 
 
+def test_log_probs_in_head_chunks_equal_one_pass(monkeypatch):
+    """The head and its softmax run a few images at a time (blocks the C heap can reuse); the
+    chunks must not show in the figures, nor in the gradients."""
+    from genstudio.core.families import pixelcnn
+
+    family = make(3, seed=5)
+    x = random_images(7, 3, seed=1)
+    levels = (x * 255).round().long()
+
+    def log_probs_and_grads():
+        family.network.zero_grad()
+        terms = family.network(x * 2 - 1, None, levels)
+        terms.sum().backward()
+        return terms.detach(), [p.grad.clone() for p in family.network.parameters()]
+
+    whole, whole_grads = log_probs_and_grads()
+    per_image = 3 * pixelcnn.LEVELS * SIZE * SIZE * 4
+    monkeypatch.setattr(pixelcnn, "HEAD_CHUNK_BYTES", 2 * per_image)  # chunks of 2, 2, 2, 1
+    assert pixelcnn.head_chunk(3, SIZE) == 2
+    chunked, chunked_grads = log_probs_and_grads()
+    assert torch.allclose(chunked, whole, rtol=1e-6, atol=1e-6)
+    for a, b in zip(chunked_grads, whole_grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_head_chunk_stays_under_the_heaps_reuse_limit():
+    from genstudio.core.families.pixelcnn import HEAD_CHUNK_BYTES, LEVELS, head_chunk
+    from genstudio.core.memory import MMAP_THRESHOLD
+
+    assert HEAD_CHUNK_BYTES < MMAP_THRESHOLD
+    for colours, size in [(3, 32), (1, 28), (3, 64), (1, 8)]:
+        chunk = head_chunk(colours, size)
+        assert chunk * colours * LEVELS * size * size * 4 <= HEAD_CHUNK_BYTES
+        assert (chunk + 1) * colours * LEVELS * size * size * 4 > HEAD_CHUNK_BYTES  # no smaller than needed
+    assert head_chunk(3, 32) == 8 and head_chunk(3, 256) == 1  # one image even when it alone is bigger
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_equal_logits_give_minus_d_log_256(channels):
     """A uniform categorical over 256 unit bins is the uniform density on [0, 256)^D."""
