@@ -269,7 +269,9 @@ class App:
         from PySide6.QtWidgets import QApplication
 
         from genstudio.app.main_window import MainWindow
+        from genstudio.core.memory import one_heap_for_all_threads
 
+        one_heap_for_all_threads()  # as genstudio.app.main does, before any thread starts
         self.qt = QApplication.instance() or QApplication([])
         self.window = MainWindow()
         self.window.resize(1280, 800)

@@ -12,6 +12,11 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"genstudio: error: {problem}", file=sys.stderr)
         return 1
+    # Before Qt or torch start a thread: training runs on one of the app's threads, and the
+    # main heap is the one that keeps freed activations for the next step (core/memory.py).
+    from genstudio.core.memory import one_heap_for_all_threads
+
+    one_heap_for_all_threads()
     # Imported here so `import genstudio.app` stays cheap (the CLI imports it lazily too).
     from PySide6.QtWidgets import QApplication
 
