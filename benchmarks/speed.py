@@ -95,11 +95,11 @@ def _bare_family(settings: TrainSettings, spec, device: torch.device):
     return family, accel, torch.Generator(device=device).manual_seed(settings.seed + 1)
 
 
-def bare_loop_with_training_allocator(settings: TrainSettings, warmup: int) -> tuple[float, float | None]:
+def bare_loop_keeping_freed_memory(settings: TrainSettings, warmup: int) -> tuple[float, float | None]:
     """bare_loop with the C heap as a training run sets it: freed activations kept for reuse."""
-    from genstudio.core.memory import training_allocator
+    from genstudio.core.memory import keep_freed_memory
 
-    with training_allocator():
+    with keep_freed_memory():
         return bare_loop(settings, warmup)
 
 
@@ -213,8 +213,8 @@ def _in_a_process(function: str, settings: TrainSettings, warmup: int):
 
 
 def bare_loop_in_a_process(settings: TrainSettings, warmup: int,
-                           training_allocator: bool = False) -> tuple[float, float | None]:
-    ips, gpu = _in_a_process("bare_loop_with_training_allocator" if training_allocator else "bare_loop",
+                           keep_freed_memory: bool = False) -> tuple[float, float | None]:
+    ips, gpu = _in_a_process("bare_loop_keeping_freed_memory" if keep_freed_memory else "bare_loop",
                              settings, warmup)
     return ips, gpu
 

@@ -31,7 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return app_main([])
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        if args.command == "app":
+            return args.handler(args)
+        from .core.memory import keep_freed_memory
+
+        with keep_freed_memory():  # a command's activations reused from step to step (core/memory.py)
+            return args.handler(args)
     except KeyboardInterrupt:
         print("genstudio: interrupted", file=sys.stderr)
         return 130

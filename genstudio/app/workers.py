@@ -20,6 +20,7 @@ from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, QTimer, Signa
 
 from genstudio.core.data import DatasetError, ImageDataset, load_source
 from genstudio.core.launch import LaunchedRun
+from genstudio.core.memory import keep_freed_memory
 from genstudio.core.metrics.download import DownloadError
 from genstudio.core.metrics.evaluate import EvaluationCancelled
 from genstudio.core.metrics.features import InvalidWeightsError
@@ -331,7 +332,8 @@ class FunctionWorker(ThreadWorker):
     def run(self) -> None:
         assert self.job is not None
         try:
-            result = self.fn(self.job)
+            with keep_freed_memory():  # a sampler's activations reused from step to step
+                result = self.fn(self.job)
         except Exception as exc:  # noqa: BLE001 - reported to the GUI instead
             log.debug("job failed", exc_info=True)
             self.failed.emit(self.job._id, describe_error(exc), traceback.format_exc())

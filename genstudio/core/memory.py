@@ -1,24 +1,28 @@
-"""The C heap around a training run: keep freed activations for the next step, hand them back after.
+"""The C heap around model work: keep freed activations for the next step, hand them back after.
 
-A training step allocates and frees hundreds of megabytes of activations. glibc's defaults suit
-that badly, both ways:
+A training step allocates and frees hundreds of megabytes of activations, and so does each
+step of a sampler (a diffusion model's 64 images: 50 passes of the network). glibc's defaults
+suit that badly, both ways:
 
-- During training it gives the memory back to the kernel too eagerly. A block above its mmap
+- While the work runs it gives the memory back to the kernel too eagerly. A block above its mmap
   threshold (128 KiB at first, raised as such blocks are freed) gets pages of its own, and the
   free space at the top of a heap is returned once it passes the trim threshold (twice the mmap
   threshold). Either way the next step asks the kernel again, and every fresh 4 KiB page costs
   a page fault and zeroing. Measured with the CLI's loop on 2 CPU cores (32 px, batch 64): an
   EBM step made 268,000 page faults and spent 0.58 s of system time; a VAE step 17,000 faults
-  and 38 ms, 30% of its time. `training_allocator` raises the mmap threshold to glibc's ceiling
-  (32 MiB) and turns trimming off while a run trains, and the faults per step fell to ~0 (the
-  EBM's step from 0.75 s to 0.43 s, the VAE's from 115 ms to 79 ms). Peak memory does not grow:
-  what is kept was in use a step earlier. Blocks above 32 MiB (a PixelCNN's 200 MB logits at
+  and 38 ms, 30% of its time. `keep_freed_memory` raises the mmap threshold to glibc's ceiling
+  (32 MiB) and turns trimming off while the work runs, and the faults per step fell to ~0 (the
+  EBM's step from 0.75 s to 0.43 s, the VAE's from 115 ms to 79 ms; 64 diffusion samples from
+  6.3 s to 4.6 s). Peak memory barely grows: what is kept was in use a step earlier. Blocks above 32 MiB (a PixelCNN's 200 MB logits at
   32 px) still get pages of their own, as glibc allows no higher threshold.
-- After training it keeps too much. Freed memory in the middle of a heap is never returned, so
+- Afterwards it keeps too much. Freed memory in the middle of a heap is never returned, so
   an app that had trained a few runs held gigabytes it no longer used: one window training VAE,
   PixelCNN, EBM and flow for 10 steps each stood at 1,441 MiB after the PixelCNN and 549 MiB
-  after malloc_trim. So a run ends with that trim, and the trim threshold goes back to 64 MiB,
+  after malloc_trim. So the work ends with that trim, and the trim threshold goes back to 64 MiB,
   where glibc's own adaptive setting ends up.
+
+Training (Trainer.run), every CLI command and every job of the app's workers run inside
+`keep_freed_memory`.
 
 A run on a thread other than the main one (the app's) has a third problem: glibc gives such a
 thread a heap of its own (an arena) built of 64 MiB pieces, and a piece that falls wholly free
@@ -47,7 +51,7 @@ SETTLED_TRIM_THRESHOLD = 64 * 2**20  # twice that: where glibc's adaptive trim t
 NO_TRIMMING = -1                     # "disables trimming completely" (mallopt(3))
 
 _lock = threading.Lock()
-_runs_training = 0  # training_allocator blocks open in this process (the app trains one at a time)
+_open_blocks = 0  # keep_freed_memory blocks open in this process (the app's jobs overlap)
 
 
 @functools.cache
@@ -84,23 +88,23 @@ def one_heap_for_all_threads() -> bool:
 
 
 @contextlib.contextmanager
-def training_allocator() -> Iterator[bool]:
+def keep_freed_memory() -> Iterator[bool]:
     """Keep freed memory in the process while the block runs, hand it back when it ends.
 
     Yields whether the allocator could be tuned (glibc). Blocks may nest or overlap across
     threads: the settings change on the first entry and go back on the last exit."""
-    global _runs_training
+    global _open_blocks
     libc = _glibc()
     with _lock:
-        _runs_training += 1
-        if libc is not None and _runs_training == 1:
+        _open_blocks += 1
+        if libc is not None and _open_blocks == 1:
             libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
             libc.mallopt(M_TRIM_THRESHOLD, NO_TRIMMING)
     try:
         yield libc is not None
     finally:
         with _lock:
-            _runs_training -= 1
-            if libc is not None and _runs_training == 0:
+            _open_blocks -= 1
+            if libc is not None and _open_blocks == 0:
                 libc.mallopt(M_TRIM_THRESHOLD, SETTLED_TRIM_THRESHOLD)
-                libc.malloc_trim(0)  # the steps' activations, kept until now
+                libc.malloc_trim(0)  # what the work freed and kept: 0.3-3 ms

@@ -44,7 +44,7 @@ from .families import Capability, ImageSpec, SamplingCancelled, create_family, f
 from .guard import DivergenceGuard
 from .images import make_grid, save_png, to_uint8
 from .interrupt import SLOW_STEP_SECONDS, StepInterrupted, StepInterrupter
-from .memory import training_allocator
+from .memory import keep_freed_memory
 from .metrics.evaluate import EvalSettings, evaluate_family
 from .metrics.features import get_extractor
 from .run import RunDir, RunError, TrainSettings
@@ -431,7 +431,7 @@ class Trainer:
         try:
             # Freed activations stay in the process for the next step (no page faults), and go
             # back to the system when the run ends (core/memory.py).
-            with training_allocator():
+            with keep_freed_memory():
                 yield from self._loop(control, speed, started)
         finally:
             if self._interrupter is not None:

@@ -22,6 +22,19 @@ def test_a_job_runs_off_the_gui_thread_and_its_result_arrives_on_it(qtbot):
     qtbot.waitUntil(lambda: not runner.is_busy(), timeout=10_000)
 
 
+def test_a_job_keeps_its_freed_memory_for_reuse_and_hands_it_back_when_done(qtbot):
+    # A sampler's activations are reused from step to step instead of faulting in fresh pages
+    # (core/memory.py); the process goes back to trimming once no job runs.
+    from genstudio.core import memory
+
+    runner = TaskRunner()
+    with qtbot.waitSignal(runner.succeeded, timeout=10_000) as result:
+        runner.submit(lambda job: memory._open_blocks)  # noqa: SLF001
+    assert result.args == [1]
+    qtbot.waitUntil(lambda: not runner.is_busy(), timeout=10_000)
+    assert memory._open_blocks == 0  # noqa: SLF001
+
+
 def test_a_finished_worker_is_destroyed_on_the_gui_thread(qtbot):
     # Destroyed in its own thread, a Python-made QObject can deadlock against the GUI thread
     # (see workers.ThreadWorker); it must come back to the GUI thread to die.

@@ -50,7 +50,7 @@ def test_a_run_left_open_at_interpreter_exit_closes_quietly(tmp_path):
 
 _STEPS_CODE = r"""
 import ctypes, json, resource, sys, threading
-from genstudio.core.memory import one_heap_for_all_threads, training_allocator
+from genstudio.core.memory import one_heap_for_all_threads, keep_freed_memory
 
 on_a_thread, one_heap = sys.argv[1] == "thread", sys.argv[2] == "one-heap"
 if one_heap:
@@ -75,7 +75,7 @@ def steps(n):
 
 def train(figures):
     figures["default"] = steps(6)
-    with training_allocator() as tuned:
+    with keep_freed_memory() as tuned:
         figures["training"], figures["tuned"] = steps(6), tuned
 
 figures = {"pages": 4 * BLOCKS * BLOCK // 4096}  # pages touched over the four measured steps
@@ -126,7 +126,7 @@ def test_training_on_a_thread_keeps_its_memory_when_all_threads_share_one_heap()
 
 @pytest.fixture
 def glibc_calls(monkeypatch):
-    """The allocator calls training_allocator makes, recorded instead of made."""
+    """The allocator calls keep_freed_memory makes, recorded instead of made."""
     from genstudio.core import memory
 
     calls = []
@@ -147,8 +147,8 @@ def test_nested_blocks_tune_once_and_restore_once(glibc_calls):
     from genstudio.core import memory
 
     calls = glibc_calls
-    with memory.training_allocator():
-        with memory.training_allocator():
+    with memory.keep_freed_memory():
+        with memory.keep_freed_memory():
             pass
         assert calls == [("mallopt", memory.M_MMAP_THRESHOLD, memory.MMAP_THRESHOLD),
                          ("mallopt", memory.M_TRIM_THRESHOLD, memory.NO_TRIMMING)]
@@ -170,3 +170,20 @@ def test_a_training_run_tunes_the_allocator_and_hands_memory_back_at_its_end(gli
     assert all(c == [("mallopt", memory.M_MMAP_THRESHOLD, memory.MMAP_THRESHOLD),
                      ("mallopt", memory.M_TRIM_THRESHOLD, memory.NO_TRIMMING)] for c in seen_during_steps)
     assert calls[-1] == ("trim", 0) and calls[-2][2] == memory.SETTLED_TRIM_THRESHOLD
+
+
+def test_every_cli_command_runs_inside_keep_freed_memory(glibc_calls, monkeypatch, tmp_path, capsys):
+    from genstudio import cli
+    from genstudio.core import memory
+    from genstudio.core.run import RunError
+
+    blocks_open = []
+
+    def load_run(*args, **kwargs):
+        blocks_open.append(memory._open_blocks)  # noqa: SLF001
+        raise RunError("no run here")
+
+    monkeypatch.setattr("genstudio.core.run.load_run", load_run)
+    assert cli.main(["info", str(tmp_path)]) == 1
+    assert blocks_open == [1] and memory._open_blocks == 0  # noqa: SLF001
+    assert glibc_calls[-1] == ("trim", 0)
