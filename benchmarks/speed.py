@@ -146,11 +146,14 @@ def paired_steps(settings: TrainSettings, warmup: int) -> list[tuple[float, floa
     it gathers the same batch from the same uint8 images, as bare_loop does, and trains. The
     bare step goes before the trainer's step on even steps and after it on odd ones: of two
     steps run back to back the second is 1-3% slower (checked both ways round on a VAE), and
-    alternating shares that out. A trainer iteration is the time from one of its steps' start
-    to the next's, less the bare steps run in between: the step, the batch, the guard, interrupt
-    arming and logging. Steps a few hundred milliseconds apart see the same machine, so the
-    pairs' ratios are steadier than whole runs on a VM whose speed wanders by ±15% from minute
-    to minute."""
+    alternating shares that out. It runs where the loop does not time its step (when the loop
+    takes its batch, or checks the finished step): a bare step inside the loop's timing made a
+    155 ms flow step look slower than SLOW_STEP_SECONDS, so the loop armed its interrupt hooks
+    for every step, which a real run does not (bare/loop 96% instead of 100%). A trainer
+    iteration is the time from one of its steps' start to the next's, less the bare steps run in
+    between: the step, the batch, the guard, interrupt arming and logging. Steps a few hundred
+    milliseconds apart see the same machine, so the pairs' ratios are steadier than whole runs
+    on a VM whose speed wanders by ±15% from minute to minute."""
     import dataclasses
 
     settings = dataclasses.replace(settings, sample_every=0, checkpoint_every=0, eval_images=0, grid_samples=1)
@@ -160,31 +163,38 @@ def paired_steps(settings: TrainSettings, warmup: int) -> list[tuple[float, floa
     starts: list[float] = []                 # when each trainer step began
     step_seconds: list[float] = []           # how long it took
     bare_runs: list[tuple[float, float]] = []  # (began, seconds) of the bare step beside step k
-    trainer_step = trainer.family.train_step
+    trainer_step, trainer_batch, after_step = trainer.family.train_step, trainer.batch, trainer.guard.after_step
 
-    def bare_step(labels) -> None:
-        idx = trainer.batch_indices(trainer.step).to(trainer.images.device)
+    def bare_step(step: int) -> None:
+        idx = trainer.batch_indices(step).to(trainer.images.device)
         sync()
         began = time.perf_counter()
         with accel.autocast():
             bare.train_step(accel.batch_layout(trainer.images[idx].float().div_(255.0)),
-                            None if labels is None else trainer.labels[idx], generator)
+                            trainer.labels[idx] if trainer.spec.num_classes else None, generator)
         sync()
         bare_runs.append((began, time.perf_counter() - began))
 
-    def step_beside_a_bare_one(x, labels, train_generator):
-        bare_first = len(starts) % 2 == 0
-        if bare_first:
-            bare_step(labels)
+    def batch_after_a_bare_step(step: int):
+        if step % 2 == 0:  # the loop asks for its batch before it starts timing the step
+            bare_step(step)
+        return trainer_batch(step)
+
+    def timed_step(x, labels, train_generator):
         starts.append(time.perf_counter())
         metrics = trainer_step(x, labels, train_generator)
         sync()
         step_seconds.append(time.perf_counter() - starts[-1])
-        if not bare_first:
-            bare_step(labels)
         return metrics
 
-    trainer.family.train_step = step_beside_a_bare_one  # on the instance: the loop calls it
+    def bare_step_after_the_check(step: int, metrics):
+        if (step - 1) % 2 == 1:  # `step` counts the step just taken; the loop timed it already
+            bare_step(step - 1)
+        return after_step(step, metrics)
+
+    # On the instances: the loop calls these.
+    trainer.batch, trainer.family.train_step = batch_after_a_bare_step, timed_step
+    trainer.guard.after_step = bare_step_after_the_check
     for _ in trainer.run():
         if len(starts) > settings.steps - 1:
             break
