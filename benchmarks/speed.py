@@ -103,6 +103,13 @@ def bare_loop_keeping_freed_memory(settings: TrainSettings, warmup: int) -> tupl
         return bare_loop(settings, warmup)
 
 
+def bare_train_step(family, accel, images: torch.Tensor, labels: torch.Tensor | None,
+                    generator: torch.Generator) -> None:
+    """What a plain PyTorch loop does with a batch of uint8 images: scale them and train."""
+    with accel.autocast():
+        family.train_step(accel.batch_layout(images.float().div_(255.0)), labels, generator)
+
+
 def bare_loop(settings: TrainSettings, warmup: int) -> tuple[float, float | None]:
     """images/s of the family's train_step on the trainer's own batches, nothing else; and on
     CUDA the peak GPU memory (MiB)."""
@@ -128,8 +135,7 @@ def bare_loop(settings: TrainSettings, warmup: int) -> tuple[float, float | None
             started = time.perf_counter()
         # A seeded random batch each step, as the trainer's permutation gives: same sizes, same work.
         idx = torch.randint(0, n, (b,), generator=torch.Generator().manual_seed(step)).to(device)
-        with accel.autocast():
-            family.train_step(accel.batch_layout(images[idx].float().div_(255.0)), None, generator)
+        bare_train_step(family, accel, images[idx], None, generator)
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - started
@@ -139,12 +145,19 @@ def bare_loop(settings: TrainSettings, warmup: int) -> tuple[float, float | None
 
 def paired_steps(settings: TrainSettings, warmup: int) -> list[tuple[float, float, float]]:
     """(trainer iteration s, bare step s, the trainer's own step s) for each step, with the
-    trainer and the bare loop alternating in this process on its main thread.
+    trainer and a bare step alternating in this process on its main thread.
 
     The trainer runs as the CLI runs it (Trainer.run, metrics logged every settings.log_every
-    steps). Beside each of its steps one bare step of an identical model runs, timed on its own:
-    it gathers the same batch from the same uint8 images, as bare_loop does, and trains. The
-    bare step goes before the trainer's step on even steps and after it on odd ones: of two
+    steps). Beside each of its steps one bare step trains the same model instance, timed on its
+    own: it gathers the same batch from the same uint8 images, as bare_loop does, and calls the
+    family's train_step with the loop's interrupt hooks removed (they are put back after it, as
+    the loop left them). The same instance, not a twin: two identical models in one process ran
+    at a steady 96-102% of each other's speed, a different figure in each process (EBM, four
+    processes; where their weights and buffers happen to lie), which made this section read
+    92-98% for the same loop from run to run; on one instance the spread was 99.7-101.1%. The
+    model trains twice per iteration, which changes its path but not the work of a step.
+
+    The bare step goes before the trainer's step on even steps and after it on odd ones: of two
     steps run back to back the second is 1-3% slower (checked both ways round on a VAE), and
     alternating shares that out. It runs where the loop does not time its step (when the loop
     takes its batch, or checks the finished step): a bare step inside the loop's timing made a
@@ -158,22 +171,29 @@ def paired_steps(settings: TrainSettings, warmup: int) -> list[tuple[float, floa
 
     settings = dataclasses.replace(settings, sample_every=0, checkpoint_every=0, eval_images=0, grid_samples=1)
     trainer = Trainer(settings, tempfile.mkdtemp(prefix="genstudio-paired-") + "/run")
-    bare, accel, generator = _bare_family(settings, trainer.spec, trainer.device)
+    generator = torch.Generator(device=trainer.device).manual_seed(settings.seed + 1)  # the bare step's own
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     starts: list[float] = []                 # when each trainer step began
     step_seconds: list[float] = []           # how long it took
     bare_runs: list[tuple[float, float]] = []  # (began, seconds) of the bare step beside step k
-    trainer_step, trainer_batch, after_step = trainer.family.train_step, trainer.batch, trainer.guard.after_step
+    family = trainer.family
+    trainer_step, trainer_batch, after_step = family.train_step, trainer.batch, trainer.guard.after_step
 
     def bare_step(step: int) -> None:
         idx = trainer.batch_indices(step).to(trainer.images.device)
+        interrupter = trainer._interrupter   # the loop's, while Trainer.run runs
+        hooked = bool(interrupter._handles)  # the loop armed its last step and left its hooks on
+        family.train_step = trainer_step     # the family's own, not the timing wrapper below
         sync()
         began = time.perf_counter()
-        with accel.autocast():
-            bare.train_step(accel.batch_layout(trainer.images[idx].float().div_(255.0)),
+        with interrupter.step(generator, arm=False):  # hooks off, nothing else done
+            bare_train_step(family, trainer.accel, trainer.images[idx],
                             trainer.labels[idx] if trainer.spec.num_classes else None, generator)
         sync()
         bare_runs.append((began, time.perf_counter() - began))
+        family.train_step = timed_step
+        if hooked:
+            interrupter._install_hooks()
 
     def batch_after_a_bare_step(step: int):
         if step % 2 == 0:  # the loop asks for its batch before it starts timing the step
@@ -193,7 +213,7 @@ def paired_steps(settings: TrainSettings, warmup: int) -> list[tuple[float, floa
         return after_step(step, metrics)
 
     # On the instances: the loop calls these.
-    trainer.batch, trainer.family.train_step = batch_after_a_bare_step, timed_step
+    trainer.batch, family.train_step = batch_after_a_bare_step, timed_step
     trainer.guard.after_step = bare_step_after_the_check
     for _ in trainer.run():
         if len(starts) > settings.steps - 1:
@@ -279,9 +299,7 @@ class App:
         from PySide6.QtWidgets import QApplication
 
         from genstudio.app.main_window import MainWindow
-        from genstudio.core.memory import one_heap_for_all_threads
 
-        one_heap_for_all_threads()  # as genstudio.app.main does, before any thread starts
         self.qt = QApplication.instance() or QApplication([])
         self.window = MainWindow()
         self.window.resize(1280, 800)
@@ -581,6 +599,8 @@ def startup(args) -> None:
 
 
 def main() -> int:
+    from genstudio.core.memory import one_heap_for_all_threads
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings: proves the suite runs")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated of {', '.join(SECTIONS)}")
@@ -603,6 +623,10 @@ def main() -> int:
     parser.add_argument("--data-images", type=int, default=10_000)
     parser.add_argument("--rss-steps", type=int, default=50)
     args = parser.parse_args()
+    # As genstudio.app.main does, before any thread starts: the window's training and the control
+    # section's loop run on threads, which with arenas of their own had their freed activations
+    # unmapped and faulted in again (a PixelCNN's Pause took up to 290 ms instead of 15 ms).
+    one_heap_for_all_threads()
     if args.quick:
         args.steps, args.warmup, args.repeats, args.batch = 25, 5, 1, 16
         args.sample_every, args.idle_seconds, args.sample_n, args.rss_steps = 20, 1.0, 8, 10

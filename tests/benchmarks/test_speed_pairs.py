@@ -7,7 +7,7 @@ import time
 import pytest
 
 from benchmarks import speed
-from genstudio.core.interrupt import StepInterrupter
+from genstudio.core import training
 from genstudio.core.run import TrainSettings
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # no spin-waiting team around the sleeps
@@ -19,26 +19,25 @@ def test_paired_steps_time_each_side_on_its_own(monkeypatch):
     # step inside the loop's own step timing would make it look slow enough to arm its hooks.
     sleeps = itertools.cycle([0.02, 0.25])
     planned: list[float] = []
-    real_create = speed.create_family
+    hooked: list[bool] = []  # per bare step: were any interrupt hooks left on the modules?
+    real_bare_step = speed.bare_train_step
 
-    def slowed_bare_family(*args, **kwargs):
-        family = real_create(*args, **kwargs)
-        step = family.train_step
+    def slowed_bare_step(family, *args):
+        pause = next(sleeps)
+        planned.append(pause)
+        hooked.append(any(m._forward_pre_hooks for net in family.networks().values() for m in net.modules()))
+        time.sleep(pause)
+        return real_bare_step(family, *args)
 
-        def train_step(*a, **k):
-            pause = next(sleeps)
-            planned.append(pause)
-            time.sleep(pause)
-            return step(*a, **k)
-
-        family.train_step = train_step
-        return family
-
-    monkeypatch.setattr(speed, "create_family", slowed_bare_family)
+    monkeypatch.setattr(speed, "bare_train_step", slowed_bare_step)
     armed: list[bool] = []  # per trainer step: did the loop arm its interrupt hooks?
-    real_step = StepInterrupter.step
-    monkeypatch.setattr(StepInterrupter, "step",
-                        lambda self, generator, arm=True: armed.append(arm) or real_step(self, generator, arm))
+    real_train_step = training.Trainer._train_step
+
+    def loop_step(self, x, labels):
+        armed.append(self._interrupter._armed_thread is not None)
+        return real_train_step(self, x, labels)
+
+    monkeypatch.setattr(training.Trainer, "_train_step", loop_step)
     settings = TrainSettings(family="vae", data="builtin:tins", size=8, batch=4, steps=12, seed=0, device="cpu",
                              family_config={"base_channels": 4, "latent_dim": 2}, log_every=5)
     pairs = speed.paired_steps(settings, warmup=2)
@@ -48,3 +47,35 @@ def test_paired_steps_time_each_side_on_its_own(monkeypatch):
         assert 0 < step < iteration < 0.05, (k, step, iteration)  # a tiny VAE step, no bare sleep in it
     # Only the first step is armed (no step time yet), as in a real run of tiny steps.
     assert armed[0] and not any(armed[1:]), armed
+    assert not any(hooked)  # the bare step trains with no hook of the loop's on
+
+
+def test_the_bare_step_trains_the_loops_own_model_with_its_hooks_off_and_back_on(monkeypatch):
+    # One model for both (no twin whose memory lies elsewhere); the loop, armed for every step
+    # here, finds its hooks where it left them after each bare step.
+    monkeypatch.setattr(training, "SLOW_STEP_SECONDS", 0.0)
+    seen: list[tuple[int, bool]] = []
+    real_bare_step = speed.bare_train_step
+
+    def recording_bare_step(family, *args):
+        seen.append((id(family), any(m._forward_pre_hooks for net in family.networks().values()
+                                     for m in net.modules())))
+        return real_bare_step(family, *args)
+
+    monkeypatch.setattr(speed, "bare_train_step", recording_bare_step)
+    trainers: list[int] = []
+    hooks_at_loop_steps: list[bool] = []
+    real_train_step = training.Trainer._train_step
+
+    def loop_step(self, x, labels):
+        trainers.append(id(self.family))
+        hooks_at_loop_steps.append(bool(self._interrupter._handles))
+        return real_train_step(self, x, labels)
+
+    monkeypatch.setattr(training.Trainer, "_train_step", loop_step)
+    settings = TrainSettings(family="vae", data="builtin:tins", size=8, batch=4, steps=8, seed=0, device="cpu",
+                             family_config={"base_channels": 4, "latent_dim": 2}, log_every=5)
+    speed.paired_steps(settings, warmup=2)
+    assert seen and {family for family, _ in seen} == set(trainers)
+    assert not any(hooked for _, hooked in seen)
+    assert all(hooks_at_loop_steps[1:])  # put back (the first step installs them itself)
