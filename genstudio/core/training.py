@@ -43,7 +43,7 @@ from .distributed import Distributed, has_batchnorm
 from .families import Capability, ImageSpec, SamplingCancelled, create_family, family_class
 from .guard import DivergenceGuard
 from .images import make_grid, save_png, to_uint8
-from .interrupt import SLOW_STEP_SECONDS, StepInterrupted, StepInterrupter
+from .interrupt import CHECK_SPACING_SECONDS, SLOW_STEP_SECONDS, StepInterrupted, StepInterrupter
 from .memory import keep_freed_memory
 from .metrics.evaluate import EvalSettings, evaluate_family
 from .metrics.features import get_extractor
@@ -427,7 +427,8 @@ class Trainer:
         # for its end; not under torchrun, where every process must take the same steps.
         self._interrupter = None
         if self.dist is None:
-            self._interrupter = StepInterrupter(self.family, lambda: control.paused or control.stop_requested)
+            self._interrupter = StepInterrupter(self.family, lambda: control.paused or control.stop_requested,
+                                                CHECK_SPACING_SECONDS)
         try:
             # Freed activations stay in the process for the next step (no page faults), and go
             # back to the system when the run ends (core/memory.py).

@@ -105,6 +105,64 @@ def test_close_leaves_no_hook_behind():
     assert "backward" not in model.__dict__
 
 
+def _hooked(model):
+    return {name: [i for i, m in enumerate(m for m in net.modules() if next(m.parameters(recurse=False), None)
+                                           is not None) if m._forward_pre_hooks]
+            for name, net in model.networks().items()}
+
+
+def test_the_stride_gives_the_asked_mean_gap_between_looks():
+    model = _model("vae")
+    interrupter = StepInterrupter(model, lambda: False, check_spacing=0.01)
+    assert interrupter.stride is None  # measured by the first whole armed step
+    interrupter._space_checks(seconds=0.5, looks=1000)     # 0.5 ms apart
+    assert interrupter.stride == 20
+    interrupter._space_checks(seconds=0.5, looks=20)       # 25 ms apart: every module keeps looking
+    assert interrupter.stride == 1
+    assert StepInterrupter(model, lambda: False).stride == 1  # spacing 0: never thinned
+
+
+def test_after_the_first_armed_step_only_every_kth_module_of_each_network_looks():
+    model = _model("gan")  # two networks: each keeps its first module hooked
+    every = _hooked(model)
+    interrupter = StepInterrupter(model, lambda: False, check_spacing=10.0)  # far apart: thin to the most
+    generator = torch.Generator().manual_seed(1)
+    batches = _batches()
+    with interrupter.step(generator):
+        model.train_step(batches[0], None, generator)
+    first_looks = interrupter.checks
+    weighted = {name: sum(1 for m in net.modules() if next(m.parameters(recurse=False), None) is not None)
+                for name, net in model.networks().items()}
+    assert interrupter.stride > max(weighted.values())
+    with interrupter.step(generator):
+        model.train_step(batches[1], None, generator)
+    assert _hooked(model) == {name: [0] for name in weighted}, (every, _hooked(model))
+    assert 3 <= interrupter.checks - first_looks < first_looks  # fewer looks, still some in the step
+    interrupter.close()
+
+
+@pytest.mark.parametrize("family", ["ebm", "flow"])
+def test_a_thinned_step_still_pauses_part_way_and_is_taken_again_exactly(tmp_path, monkeypatch, family):
+    """Through the trainer with spacing on (tiny steps thin to one hooked module per network):
+    a pause inside step 4 is still answered inside it, and the run ends where a straight one does."""
+    _armed_always(monkeypatch, spaced=True)
+    list(Trainer(_settings(family), str(tmp_path / "straight")).run())
+    trainer = Trainer(_settings(family), str(tmp_path / "paused"))
+    control = _AskInsideStep("pause", at_step=3, look=3)
+    control.trainer = trainer
+    calls = _counting_steps(trainer)
+    strides = []
+    real = trainer.family.train_step
+    trainer.family.train_step = lambda *a: (strides.append(trainer._interrupter.stride), real(*a))[1]
+    for event in trainer.run(control):
+        if isinstance(event, PauseChanged) and event.paused:
+            control.resume()
+    assert strides[0] is None and all(k > 1 for k in strides[1:]), strides  # thinned after step 1
+    assert calls == [0, 1, 2, 3, 3, 4, 5]
+    assert_equal_state(load_checkpoint(tmp_path / "straight" / "checkpoint.safetensors")[0],
+                       load_checkpoint(tmp_path / "paused" / "checkpoint.safetensors")[0])
+
+
 def test_a_fast_step_is_not_armed():
     model = _model("vae")
     interrupter = StepInterrupter(model, lambda: True)  # would interrupt at once if armed
@@ -144,8 +202,10 @@ class _AskInsideStep(TrainingControl):
         return TrainingControl.paused.fget(self)
 
 
-def _armed_always(monkeypatch):
+def _armed_always(monkeypatch, spaced=False):
     monkeypatch.setattr(training, "SLOW_STEP_SECONDS", 0.0)  # tiny steps are fast: arm them anyway
+    if not spaced:  # every module looks, so which look interrupts does not depend on timing
+        monkeypatch.setattr(training, "CHECK_SPACING_SECONDS", 0.0)
 
 
 def _counting_steps(trainer):
