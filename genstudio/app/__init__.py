@@ -12,12 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"genstudio: error: {problem}", file=sys.stderr)
         return 1
-    # Before Qt or torch start a thread: training runs on one of the app's threads, and the
-    # main heap is the one that keeps freed activations for the next step (core/memory.py).
-    from genstudio.core.memory import one_heap_for_all_threads
-
-    one_heap_for_all_threads()
-    # Imported here so `import genstudio.app` stays cheap (the CLI imports it lazily too).
+    prepare_process()
     from PySide6.QtWidgets import QApplication
 
     from .main_window import MainWindow
@@ -34,6 +29,20 @@ def main(argv: list[str] | None = None) -> int:
     # covers a quit that bypassed closeEvent (e.g. the session ending).
     window.shutdown()
     return int(code)
+
+
+def prepare_process() -> None:
+    """What the app's process needs before its first thread and its first window
+    (core/memory.py): every thread on the main heap, which keeps the training thread's freed
+    activations for its next step; and the imported modules' objects out of the garbage
+    collector's full passes, which otherwise stop the window for 160 ms at a time."""
+    from genstudio.core.memory import freeze_imported_objects, one_heap_for_all_threads
+
+    one_heap_for_all_threads()  # before Qt or torch start a thread
+    # Imported here so `import genstudio.app` stays cheap (the CLI imports it lazily too).
+    from . import main_window  # noqa: F401 - Qt, torch and every family: the bulk to freeze
+
+    freeze_imported_objects()
 
 
 def display_problem(environ: dict[str, str] | None = None) -> str:

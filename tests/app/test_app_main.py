@@ -38,6 +38,8 @@ DRIVER = textwrap.dedent("""
             stage["n"] = 2
         elif stage["n"] == 2 and w.training_panel.progress.value() >= 20:
             print("RUN", w.training_panel.run_label.text().split("Run folder: ")[1].splitlines()[0])
+            import gc
+            print("FROZEN", gc.get_freeze_count(), "TRACKED", len(gc.get_objects()))
             w.close()
             stage["n"] = 3
 
@@ -58,6 +60,11 @@ def test_main_trains_and_closes_cleanly_with_exit_code_0(tmp_path, dataset_cache
     run_line = next(line for line in result.stdout.splitlines() if line.startswith("RUN "))
     loaded = load_run(run_line[4:])
     assert loaded.step >= 20
+    # main put what its imports made out of the garbage collector's reach (core/memory.py): a
+    # full pass walks the window's and the run's objects, not torch's and Qt's hundreds of thousands.
+    frozen, tracked = (int(v) for v in next(line for line in result.stdout.splitlines()
+                                            if line.startswith("FROZEN ")).split()[1::2])
+    assert frozen > 100_000 and tracked < frozen / 4, (frozen, tracked)
     assert "Traceback" not in result.stderr
 
 
