@@ -626,8 +626,10 @@ def main() -> int:
     args = parser.parse_args()
     # As genstudio.app.main does, before any thread starts: the window's training and the control
     # section's loop run on threads, which with arenas of their own had their freed activations
-    # unmapped and faulted in again (a PixelCNN's Pause took up to 290 ms instead of 15 ms); and
-    # the imported objects kept out of the garbage collector's full passes (160 ms each).
+    # unmapped and faulted in again (16 Pauses of a PixelCNN at random moments: up to 290 ms, and at
+    # most 14 ms with one heap; after other families' runs in the process, 1 in 20 still takes
+    # 150-200 ms, unexplained); and the imported objects kept out of the garbage collector's full
+    # passes (160 ms each).
     try:
         from genstudio.app import prepare_process
 
