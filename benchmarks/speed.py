@@ -150,8 +150,8 @@ def paired_steps(settings: TrainSettings, warmup: int) -> list[tuple[float, floa
     The trainer runs as the CLI runs it (Trainer.run, metrics logged every settings.log_every
     steps). Beside each of its steps one bare step trains the same model instance, timed on its
     own: it gathers the same batch from the same uint8 images, as bare_loop does, and calls the
-    family's train_step with the loop's interrupt hooks removed (they are put back after it, as
-    the loop left them). The same instance, not a twin: two identical models in one process ran
+    family's train_step with the loop's interrupt hooks removed (the loop's next armed step puts
+    them back: some microseconds of a step over SLOW_STEP_SECONDS). The same instance, not a twin: two identical models in one process ran
     at a steady 96-102% of each other's speed, a different figure in each process (EBM, four
     processes; where their weights and buffers happen to lie), which made this section read
     92-98% for the same loop from run to run; on one instance the spread was 99.7-101.1%. The
@@ -181,19 +181,15 @@ def paired_steps(settings: TrainSettings, warmup: int) -> list[tuple[float, floa
 
     def bare_step(step: int) -> None:
         idx = trainer.batch_indices(step).to(trainer.images.device)
-        interrupter = trainer._interrupter   # the loop's, while Trainer.run runs
-        hooked = bool(interrupter._handles)  # the loop armed its last step and left its hooks on
-        family.train_step = trainer_step     # the family's own, not the timing wrapper below
+        family.train_step = trainer_step  # the family's own, not the timing wrapper below
         sync()
         began = time.perf_counter()
-        with interrupter.step(generator, arm=False):  # hooks off, nothing else done
+        with trainer._interrupter.step(generator, arm=False):  # the loop's hooks off, nothing else done
             bare_train_step(family, trainer.accel, trainer.images[idx],
                             trainer.labels[idx] if trainer.spec.num_classes else None, generator)
         sync()
         bare_runs.append((began, time.perf_counter() - began))
         family.train_step = timed_step
-        if hooked:
-            interrupter._install_hooks()
 
     def batch_after_a_bare_step(step: int):
         if step % 2 == 0:  # the loop asks for its batch before it starts timing the step
@@ -600,8 +596,6 @@ def startup(args) -> None:
 
 
 def main() -> int:
-    from genstudio.core.memory import freeze_imported_objects, one_heap_for_all_threads
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings: proves the suite runs")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated of {', '.join(SECTIONS)}")
@@ -635,6 +629,8 @@ def main() -> int:
 
         prepare_process()
     except ImportError:  # no Qt here (a GPU machine with torch only): the same, less the window's modules
+        from genstudio.core.memory import freeze_imported_objects, one_heap_for_all_threads
+
         one_heap_for_all_threads()
         freeze_imported_objects()
     if args.quick:

@@ -60,6 +60,13 @@ CHECK_SPACING_SECONDS = 0.01
 LOSS_GRAPH_NODES = 24     # autograd nodes next to a loss that get a check of their own
 
 
+def weighted_modules(network: nn.Module) -> list[nn.Module]:
+    """The modules that hold weights of their own, in order: where a step's work is, and so
+    where the hooks go (hooking every activation and container too made a flow step 4% slower,
+    three Python calls per module)."""
+    return [m for m in network.modules() if next(m.parameters(recurse=False), None) is not None]
+
+
 class StepInterrupted(Exception):
     """Raised inside a train step when the loop was asked to pause or stop."""
 
@@ -206,10 +213,7 @@ class StepInterrupter:
         if self._handles:
             return
         for network in self.family.networks().values():
-            # Modules that hold weights are where the work is; hooking every activation and
-            # container too made a flow step 4% slower (three Python calls per module).
-            weighted = [m for m in network.modules() if next(m.parameters(recurse=False), None) is not None]
-            for module in weighted[:: self.stride or 1]:
+            for module in weighted_modules(network)[:: self.stride or 1]:
                 self._handles.append(module.register_forward_pre_hook(self._before_forward))
                 self._handles.append(module.register_forward_hook(self._after_forward))
 

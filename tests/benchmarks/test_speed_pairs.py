@@ -52,7 +52,7 @@ def test_paired_steps_time_each_side_on_its_own(monkeypatch):
 
 def test_the_bare_step_trains_the_loops_own_model_with_its_hooks_off_and_back_on(monkeypatch):
     # One model for both (no twin whose memory lies elsewhere); the loop, armed for every step
-    # here, finds its hooks where it left them after each bare step.
+    # here, still has its hooks on in each of its steps after the bare steps took them off.
     monkeypatch.setattr(training, "SLOW_STEP_SECONDS", 0.0)
     seen: list[tuple[int, bool]] = []
     real_bare_step = speed.bare_train_step
@@ -78,4 +78,4 @@ def test_the_bare_step_trains_the_loops_own_model_with_its_hooks_off_and_back_on
     speed.paired_steps(settings, warmup=2)
     assert seen and {family for family, _ in seen} == set(trainers)
     assert not any(hooked for _, hooked in seen)
-    assert all(hooks_at_loop_steps[1:])  # put back (the first step installs them itself)
+    assert all(hooks_at_loop_steps)  # each armed step of the loop's installs them again

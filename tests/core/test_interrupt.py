@@ -13,7 +13,7 @@ from PIL import Image
 from genstudio.core import training
 from genstudio.core.checkpoint import load_checkpoint
 from genstudio.core.families import ImageSpec, available_families, create_family, family_class
-from genstudio.core.interrupt import StepInterrupted, StepInterrupter
+from genstudio.core.interrupt import StepInterrupted, StepInterrupter, weighted_modules
 from genstudio.core.run import TrainSettings
 from genstudio.core.training import (
     PauseChanged,
@@ -106,8 +106,8 @@ def test_close_leaves_no_hook_behind():
 
 
 def _hooked(model):
-    return {name: [i for i, m in enumerate(m for m in net.modules() if next(m.parameters(recurse=False), None)
-                                           is not None) if m._forward_pre_hooks]
+    """Per network, the indices among its weighted modules of those that carry a hook."""
+    return {name: [i for i, m in enumerate(weighted_modules(net)) if m._forward_pre_hooks]
             for name, net in model.networks().items()}
 
 
@@ -124,19 +124,19 @@ def test_the_stride_gives_the_asked_mean_gap_between_looks():
 
 def test_after_the_first_armed_step_only_every_kth_module_of_each_network_looks():
     model = _model("gan")  # two networks: each keeps its first module hooked
-    every = _hooked(model)
     interrupter = StepInterrupter(model, lambda: False, check_spacing=10.0)  # far apart: thin to the most
     generator = torch.Generator().manual_seed(1)
     batches = _batches()
     with interrupter.step(generator):
         model.train_step(batches[0], None, generator)
+        in_the_first_step = _hooked(model)
     first_looks = interrupter.checks
-    weighted = {name: sum(1 for m in net.modules() if next(m.parameters(recurse=False), None) is not None)
-                for name, net in model.networks().items()}
+    weighted = {name: len(weighted_modules(net)) for name, net in model.networks().items()}
+    assert in_the_first_step == {name: list(range(n)) for name, n in weighted.items()}  # every one
     assert interrupter.stride > max(weighted.values())
     with interrupter.step(generator):
         model.train_step(batches[1], None, generator)
-    assert _hooked(model) == {name: [0] for name in weighted}, (every, _hooked(model))
+    assert _hooked(model) == {name: [0] for name in weighted}, _hooked(model)
     assert 3 <= interrupter.checks - first_looks < first_looks  # fewer looks, still some in the step
     interrupter.close()
 
