@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -92,6 +93,20 @@ _LIVE_THREADS: dict[QThread, _ThreadHandle] = {}
 def running_threads() -> list[QThread]:
     """Threads started by this module that have not finished yet."""
     return [t for t in _LIVE_THREADS if shiboken6.isValid(t) and t.isRunning()]
+
+
+# Python 3.11's ast module counts its recursion depth once per interpreter, not per thread, so two
+# threads parsing at once can make either raise "SystemError: AST constructor recursion depth
+# mismatch" (CPython gh-106905; seen here when a failed job's traceback was formatted while the
+# GUI thread read a config class's source). Formatting a traceback parses (3.11 underlines the
+# failing expression), and so does a form's literal field: whatever of ours parses holds this.
+SOURCE_PARSING = threading.Lock()
+
+
+def format_current_exception() -> str:
+    """traceback.format_exc(), safe beside other threads that parse."""
+    with SOURCE_PARSING:
+        return traceback.format_exc()
 
 
 def describe_error(exc: BaseException) -> str:
@@ -205,8 +220,9 @@ class TrainingWorker(ThreadWorker):
             for event in self._events():
                 getattr(self, self._RELAY[type(event)]).emit(event)
         except Exception as exc:  # noqa: BLE001 - any failure must reach the user, not kill the thread
-            log.exception("training failed")
-            self.failed.emit(describe_error(exc), self._details())
+            details = self._details()
+            log.error("training failed\n%s", details)
+            self.failed.emit(describe_error(exc), details)
         finally:
             self.finish()
 
@@ -218,7 +234,7 @@ class TrainingWorker(ThreadWorker):
         yield from trainer.run(self.control)
 
     def _details(self) -> str:
-        return traceback.format_exc()
+        return format_current_exception()
 
     def _build(self) -> Trainer | None:
         dataset = self.dataset
@@ -278,7 +294,7 @@ class LaunchedTrainingWorker(TrainingWorker):
             yield event
 
     def _details(self) -> str:
-        return traceback.format_exc() + "\nThe processes' last output:\n" + "\n".join(self.launched.tail)
+        return format_current_exception() + "\nThe processes' last output:\n" + "\n".join(self.launched.tail)
 
 
 # -- one-off jobs -----------------------------------------------------------------------------
@@ -335,8 +351,9 @@ class FunctionWorker(ThreadWorker):
             with keep_freed_memory():  # a sampler's activations reused from step to step
                 result = self.fn(self.job)
         except Exception as exc:  # noqa: BLE001 - reported to the GUI instead
-            log.debug("job failed", exc_info=True)
-            self.failed.emit(self.job._id, describe_error(exc), traceback.format_exc())
+            details = format_current_exception()
+            log.debug("job failed\n%s", details)
+            self.failed.emit(self.job._id, describe_error(exc), details)
         else:
             self.succeeded.emit(self.job._id, result)
         finally:

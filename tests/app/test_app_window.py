@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractButton,
@@ -137,3 +140,35 @@ def test_keyboard_shortcuts_start_pause_and_stop(qtbot, window):
         qtbot.keyClick(window, Qt.Key.Key_Period, ctrl)
         assert window.training_panel.state == "stopping"
     assert ended.args == ["stopped"]
+
+
+def test_field_comments_are_read_without_parsing_the_module(monkeypatch):
+    # inspect.getsource(a class) parses its module with `ast` in Python 3.11, which raised
+    # SystemError when a worker formatted a traceback at the same moment (workers.SOURCE_PARSING).
+    import ast
+
+    from genstudio.app.panels import config_form
+    from genstudio.core.families.vae import VAEConfig
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("the form parsed source to find its tooltips")
+
+    monkeypatch.setattr(ast, "parse", no_parsing)
+    comments = config_form._field_comments.__wrapped__(VAEConfig)  # noqa: SLF001 - past the cache
+    assert comments["lr"] == "Adam learning rate"
+    assert set(comments) <= {f.name for f in dataclasses.fields(VAEConfig)}
+    assert len(comments) >= 4
+
+
+def test_a_literal_field_is_parsed_only_while_no_other_thread_parses():
+    from genstudio.app.panels import config_form
+    from genstudio.app.workers import SOURCE_PARSING
+
+    parsed = []
+    with SOURCE_PARSING:
+        reader = threading.Thread(target=lambda: parsed.append(config_form._parse("(1, 2)", (0,))))  # noqa: SLF001
+        reader.start()
+        reader.join(0.3)
+        assert reader.is_alive() and not parsed  # waits for the lock
+    reader.join(5)
+    assert parsed == [(1, 2)]

@@ -108,3 +108,22 @@ def test_cancelling_a_latest_only_runner_drops_both_the_running_and_the_waiting_
     release.set()
     qtbot.waitUntil(lambda: not runner.is_busy(), timeout=10_000)
     assert ran == [0] and delivered == []
+
+
+def test_a_failed_jobs_traceback_is_formatted_only_while_no_other_thread_parses(qtbot):
+    # Python 3.11 underlines the failing expression in a traceback by parsing it with `ast`,
+    # whose recursion counter is shared by all threads (workers.SOURCE_PARSING).
+    runner = TaskRunner()
+    failures = []
+    runner.failed.connect(lambda cause, details: failures.append(details))
+
+    def fail(job):
+        return 1 / 0
+
+    with workers.SOURCE_PARSING:
+        runner.submit(fail)
+        qtbot.wait(500)
+        assert not failures  # the worker waits for the lock before it formats
+    qtbot.waitUntil(lambda: bool(failures), timeout=10_000)
+    assert "ZeroDivisionError" in failures[0] and "1 / 0" in failures[0]
+    qtbot.waitUntil(lambda: not runner.is_busy(), timeout=10_000)

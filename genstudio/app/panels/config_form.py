@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import inspect
+import linecache
 import re
 from typing import Any
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLineEdit, QSpinBox, QWidget
 
+from genstudio.app.workers import SOURCE_PARSING
 from genstudio.core.families.base import field_choices
 
 INT_LIMIT = 1_000_000_000
@@ -129,7 +132,8 @@ def _parse(text: str, default: Any) -> Any:
             return value if value == value and abs(value) != float("inf") else _INVALID
         if isinstance(default, str):
             return text
-        value = ast.literal_eval(text.strip())
+        with SOURCE_PARSING:
+            value = ast.literal_eval(text.strip())
         return value if isinstance(value, type(default)) else _INVALID
     except (ValueError, SyntaxError, TypeError):
         return _INVALID
@@ -152,10 +156,24 @@ def _title(name: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+@functools.cache
 def _field_comments(config_cls: type) -> dict[str, str]:
+    """{field: the comment beside it} from the lines of the class's own block in its module.
+
+    Not inspect.getsource: for a class, Python 3.11 parses the whole module with `ast`, which is
+    not safe beside another thread that parses (see workers.SOURCE_PARSING)."""
     try:
-        source = inspect.getsource(config_cls)
-    except (OSError, TypeError):
+        lines = linecache.getlines(inspect.getsourcefile(config_cls) or "")
+    except TypeError:  # a built-in or a class made at run time
         return {}
-    return {m.group(1): m.group(2).strip() for line in source.splitlines()
-            if (m := _FIELD_COMMENT.match(line))}
+    header = re.compile(rf"class\s+{re.escape(config_cls.__name__)}\b")
+    start = next((i for i, line in enumerate(lines) if header.match(line)), None)
+    if start is None or "." in config_cls.__qualname__:  # only module-level classes
+        return {}
+    comments = {}
+    for line in lines[start + 1:]:
+        if line.strip() and not line[0].isspace():  # the block ends at the next top-level line
+            break
+        if m := _FIELD_COMMENT.match(line):
+            comments[m.group(1)] = m.group(2).strip()
+    return comments
