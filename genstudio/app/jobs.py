@@ -261,8 +261,9 @@ def encode_for_explorer(loaded: LoadedRun, count: int, directions: int, stop: th
         if len(encoded) == encoded.requested:
             try:
                 save_encoded(cache, encoded)
-            except OSError:
-                log.info("could not keep the encoding in %s", cache, exc_info=True)  # e.g. a read-only run
+            except OSError as exc:  # e.g. a read-only run; the message says enough (no traceback,
+                # whose formatting parses source: see workers.SOURCE_PARSING)
+                log.info("could not keep the encoding in %s: %s", cache, exc)
     basis = principal_directions(encoded.latents, directions)
     mapped = latent_map(encoded.latents) if family.latent_dim >= 2 and len(encoded) >= 3 else None
     probes = probe_factors(encoded) if len(encoded) >= 10 and (

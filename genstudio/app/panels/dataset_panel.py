@@ -226,5 +226,5 @@ def _write_recent(folders: list[str]) -> None:
     try:
         _recent_path().parent.mkdir(parents=True, exist_ok=True)
         _recent_path().write_text(json.dumps(folders, indent=1), encoding="utf-8")
-    except OSError:
-        log.warning("could not remember recent folders in %s", _recent_path(), exc_info=True)
+    except OSError as exc:  # the message says enough; a traceback's formatting parses source
+        log.warning("could not remember recent folders in %s: %s", _recent_path(), exc)
