@@ -96,11 +96,9 @@ def _bare_family(settings: TrainSettings, spec, device: torch.device):
 
 
 def bare_loop_keeping_freed_memory(settings: TrainSettings, warmup: int) -> tuple[float, float | None]:
-    """bare_loop with the C heap as a training run of the CLI sets it: one heap for all
-    threads, freed activations kept for reuse."""
-    from genstudio.core.memory import keep_freed_memory, one_heap_for_all_threads
+    """bare_loop with the C heap as a training run sets it: freed activations kept for reuse."""
+    from genstudio.core.memory import keep_freed_memory
 
-    one_heap_for_all_threads()
     with keep_freed_memory():
         return bare_loop(settings, warmup)
 

@@ -25,9 +25,6 @@ class CommandError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from .core.memory import one_heap_for_all_threads
-
-    one_heap_for_all_threads()  # before any thread allocates; lets big activations be reused (core/memory.py)
     if not argv:
         from .app import main as app_main
 

@@ -15,15 +15,14 @@ suit that badly, both ways:
   EBM's step from 0.75 s to 0.43 s, the VAE's from 115 ms to 79 ms; 64 diffusion samples from
   6.3 s to 4.6 s). Peak memory barely grows: what is kept was in use a step earlier.
   Blocks above that ceiling (a diffusion model's activations at 64 px and batch 64 are 128 MiB
-  each) would still get pages of their own, so where every thread allocates from the main heap
-  (`one_heap_for_all_threads`: the app and the CLI) the block also turns glibc's mmap off
+  each) would still get pages of their own, so the block also turns glibc's mmap off
   altogether, and they come from the heap and are reused like the rest. At 64 px, batch 64
   (bare loop, 2 cores): diffusion 2.3 s -> 0.83 s a step (258,000 faults -> 0), VAE 536 ->
-  345 ms; the cost is peak memory, as big blocks leave holes in the heap: diffusion 1.8 ->
-  2.3 GiB, VAE +2%. At 32 px nothing changes, every block there being under 32 MiB. Not where a
-  thread may have an arena of its own: an arena cannot grow past 64 MiB, and some glibc
-  versions then fail the allocation rather than map it. The PixelCNN computes its 200 MB of
-  logits in chunks below 32 MiB anyway, which also keeps its peak low.
+  345 ms; 64 DDIM-10 samples 13 -> 19 images/s. The cost is peak memory, as big blocks leave
+  holes in the heap: diffusion 1.8 -> 2.3 GiB, VAE +2%. At 32 px, where blocks are at most
+  32 MiB, speed and peak memory did not move (diffusion through the CLI). glibc still maps a
+  block that its heap cannot hold (sysmalloc's fallback ignores the mmap count). The PixelCNN
+  computes its 200 MB of logits in chunks below 32 MiB anyway, which also keeps its peak low.
 - Afterwards it keeps too much. Freed memory in the middle of a heap is never returned, so
   an app that had trained a few runs held gigabytes it no longer used: one window training VAE,
   PixelCNN, EBM and flow for 10 steps each stood at 1,441 MiB after the PixelCNN and 549 MiB
@@ -31,7 +30,7 @@ suit that badly, both ways:
   where glibc's own adaptive setting ends up.
 
 Training (Trainer.run), every CLI command and every job of the app's workers run inside
-`keep_freed_memory`; the CLI and the app call `one_heap_for_all_threads` first thing.
+`keep_freed_memory`.
 
 A run on a thread other than the main one (the app's) has a third problem: glibc gives such a
 thread a heap of its own (an arena) built of 64 MiB pieces, and a piece that falls wholly free
@@ -72,7 +71,7 @@ DEFAULT_MMAP_MAX = 65536             # glibc's default number of blocks with pag
 
 _lock = threading.Lock()
 _open_blocks = 0  # keep_freed_memory blocks open in this process (the app's jobs overlap)
-_one_heap = False  # one_heap_for_all_threads succeeded: every thread allocates from the main heap
+_one_heap = False  # one_heap_for_all_threads succeeded (the app's start-up; a test checks it)
 
 
 @functools.cache
@@ -103,8 +102,7 @@ def one_heap_for_all_threads() -> bool:
 
     Call it first thing, before any thread has allocated: a thread keeps the arena it was given
     at its first allocation. Small blocks still come from each thread's own cache, without a
-    lock, so threads hardly wait on each other. It also lets `keep_freed_memory` keep blocks
-    above 32 MiB (module docstring)."""
+    lock, so threads hardly wait on each other."""
     global _one_heap
     libc = _glibc()
     done = libc is not None and libc.mallopt(M_ARENA_MAX, 1) == 1
@@ -136,15 +134,13 @@ def keep_freed_memory() -> Iterator[bool]:
         if libc is not None and _open_blocks == 1:
             libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
             libc.mallopt(M_TRIM_THRESHOLD, NO_TRIMMING)
-            if _one_heap:  # and blocks above the threshold from the heap too
-                libc.mallopt(M_MMAP_MAX, 0)
+            libc.mallopt(M_MMAP_MAX, 0)  # and blocks above the threshold from the heap too
     try:
         yield libc is not None
     finally:
         with _lock:
             _open_blocks -= 1
             if libc is not None and _open_blocks == 0:
-                if _one_heap:
-                    libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+                libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
                 libc.mallopt(M_TRIM_THRESHOLD, SETTLED_TRIM_THRESHOLD)
                 release_freed_memory()  # what the work freed and kept: 0.3-3 ms

@@ -132,26 +132,23 @@ def test_training_on_a_thread_keeps_its_memory_when_all_threads_share_one_heap()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the allocator settings are glibc's")
-def test_blocks_above_the_mmap_ceiling_are_kept_too_when_all_threads_share_one_heap():
+def test_blocks_above_the_mmap_ceiling_are_kept_too():
     # 40 MiB blocks (a diffusion model's activations at 64 px are 128 MiB) are above the highest
-    # mmap threshold glibc accepts (32 MiB), so on their own they get fresh pages every step.
-    arenas = _fault_counts("main", "arenas", block_mib=40, blocks=3)
-    if arenas["training"] < arenas["pages"] // 2:
-        pytest.skip(f"this C library reuses big blocks by itself ({arenas}): nothing to show")
-    shared = _fault_counts("main", "one-heap", block_mib=40, blocks=3)
-    assert shared["training"] < shared["pages"] // 100, shared
+    # mmap threshold glibc accepts (32 MiB): without mmap turned off they get fresh pages every step.
+    figures = _fault_counts("main", "arenas", block_mib=40, blocks=3)
+    if figures["default"] < figures["pages"] // 2:
+        pytest.skip(f"this C library reuses big blocks by itself ({figures}): nothing to show")
+    assert figures["training"] < figures["pages"] // 100, figures
     # and they go back to the system when the work ends
-    assert shared["rss_kept"] - shared["rss_after"] > 100, shared
+    assert figures["rss_kept"] - figures["rss_after"] > 100, figures
 
 
 @pytest.fixture
 def glibc_calls(monkeypatch):
-    """The allocator calls keep_freed_memory makes, recorded instead of made; as in a process
-    that did not put every thread on one heap (the test process may have: the app's tests)."""
+    """The allocator calls keep_freed_memory makes, recorded instead of made."""
     from genstudio.core import memory
 
     calls = []
-    monkeypatch.setattr(memory, "_one_heap", False)
 
     class RecordingGlibc:
         def mallopt(self, parameter, value):
@@ -165,6 +162,12 @@ def glibc_calls(monkeypatch):
     return calls
 
 
+# What keep_freed_memory sets on entry (core/memory.py).
+TUNED = [("mallopt", -3, 32 * 2**20),  # M_MMAP_THRESHOLD: glibc's ceiling
+         ("mallopt", -1, -1),          # M_TRIM_THRESHOLD: no trimming
+         ("mallopt", -4, 0)]           # M_MMAP_MAX: no blocks with pages of their own
+
+
 def test_nested_blocks_tune_once_and_restore_once(glibc_calls):
     from genstudio.core import memory
 
@@ -172,19 +175,9 @@ def test_nested_blocks_tune_once_and_restore_once(glibc_calls):
     with memory.keep_freed_memory():
         with memory.keep_freed_memory():
             pass
-        assert calls == [("mallopt", memory.M_MMAP_THRESHOLD, memory.MMAP_THRESHOLD),
-                         ("mallopt", memory.M_TRIM_THRESHOLD, memory.NO_TRIMMING)]
-    assert calls[2:] == [("mallopt", memory.M_TRIM_THRESHOLD, memory.SETTLED_TRIM_THRESHOLD), ("trim", 0)]
-
-
-def test_with_one_heap_the_block_turns_mmap_off_and_back_on(glibc_calls, monkeypatch):
-    from genstudio.core import memory
-
-    monkeypatch.setattr(memory, "_one_heap", True)
-    with memory.keep_freed_memory():
-        assert glibc_calls[-1] == ("mallopt", memory.M_MMAP_MAX, 0)
-    assert ("mallopt", memory.M_MMAP_MAX, memory.DEFAULT_MMAP_MAX) in glibc_calls[3:]
-    assert glibc_calls[-1] == ("trim", 0)
+        assert calls == TUNED
+    assert calls[3:] == [("mallopt", memory.M_MMAP_MAX, memory.DEFAULT_MMAP_MAX),
+                         ("mallopt", memory.M_TRIM_THRESHOLD, memory.SETTLED_TRIM_THRESHOLD), ("trim", 0)]
 
 
 def test_a_training_run_tunes_the_allocator_and_hands_memory_back_at_its_end(glibc_calls, tmp_path):
@@ -199,8 +192,7 @@ def test_a_training_run_tunes_the_allocator_and_hands_memory_back_at_its_end(gli
     for event in Trainer(settings, str(tmp_path / "run")).run():
         if isinstance(event, StepLogged):
             seen_during_steps.append(list(calls))
-    assert all(c == [("mallopt", memory.M_MMAP_THRESHOLD, memory.MMAP_THRESHOLD),
-                     ("mallopt", memory.M_TRIM_THRESHOLD, memory.NO_TRIMMING)] for c in seen_during_steps)
+    assert seen_during_steps and all(c == TUNED for c in seen_during_steps)
     assert calls[-1] == ("trim", 0) and calls[-2][2] == memory.SETTLED_TRIM_THRESHOLD
 
 
@@ -218,8 +210,6 @@ def test_every_cli_command_runs_inside_keep_freed_memory(glibc_calls, monkeypatc
     monkeypatch.setattr("genstudio.core.run.load_run", load_run)
     assert cli.main(["info", str(tmp_path)]) == 1
     assert blocks_open == [1] and memory._open_blocks == 0  # noqa: SLF001
-    assert glibc_calls[0] == ("mallopt", memory.M_ARENA_MAX, 1)  # one heap, before anything else
-    assert ("mallopt", memory.M_MMAP_MAX, 0) in glibc_calls
     assert glibc_calls[-1] == ("trim", 0)
 
 
