@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -288,6 +289,29 @@ class LatenessProbe:
         return self.lateness
 
 
+def show_dataset(window, source: str, size: int, wait: Callable[[Callable[[], bool], float], None]) -> None:
+    """Pick the source and size in the window's dataset panel, as a person would, and wait
+    for the load: the app trains on what its panel shows, so --data and --size go there."""
+    panel = window.dataset_panel
+    request = panel.request()
+    if (request.source, request.size) == (source, size) and window.preview is not None:
+        return
+    panel.size_spin.blockSignals(True)  # one load below, not one per change
+    panel.size_spin.setValue(size)
+    panel.size_spin.blockSignals(False)
+    index = panel.source_combo.findData(source)
+    if index < 0 and not source.startswith("builtin:"):
+        panel.choose_folder(source)  # adds it to the list and loads it
+    elif index < 0:
+        raise ValueError(f"the app does not offer {source}")
+    else:
+        panel.source_combo.blockSignals(True)
+        panel.source_combo.setCurrentIndex(index)
+        panel.source_combo.blockSignals(False)
+        panel.request_load()
+    wait(lambda: window.preview is not None and window.preview.request == panel.request(), 600)
+
+
 class App:
     """One MainWindow for the whole benchmark (offscreen), driven like a person would."""
 
@@ -314,6 +338,9 @@ class App:
     def dataset(self) -> tuple[str, int]:
         request = self.window.dataset_panel.request()
         return request.source, request.size
+
+    def use_dataset(self, source: str, size: int) -> None:
+        show_dataset(self.window, source, size, self.wait)
 
     def idle_lateness(self, seconds: float) -> list[float]:
         from PySide6.QtCore import QEventLoop, QTimer
@@ -369,7 +396,9 @@ class App:
 
 
 def throughput_and_gui(args, families, home: Path, app: App | None) -> None:
-    source, size = app.dataset() if app else (args.data, args.size)
+    if app:
+        app.use_dataset(args.data, args.size)
+    source, size = args.data, args.size
     rows, gui_rows = [], []
     if app and "gui" in args.only:
         idle = app.idle_lateness(args.idle_seconds)

@@ -172,3 +172,17 @@ def test_a_literal_field_is_parsed_only_while_no_other_thread_parses():
         assert reader.is_alive() and not parsed  # waits for the lock
     reader.join(5)
     assert parsed == [(1, 2)]
+
+
+def test_the_speed_suite_sets_the_apps_dataset_to_what_it_was_asked(window, qtbot):
+    # The app trains on what its dataset panel shows: `benchmarks.speed --size 64` used to
+    # measure the app at the panel's 32 px beside a CLI and a bare loop at 64.
+    from benchmarks.speed import show_dataset
+
+    def wait(condition, timeout):
+        qtbot.waitUntil(condition, timeout=int(timeout * 1000))
+
+    show_dataset(window, "builtin:tins", 12, wait)
+    assert window.preview.request.source == "builtin:tins" and window.preview.dataset.size == 12
+    show_dataset(window, "builtin:shapes", 12, wait)
+    assert window.preview.request.source == "builtin:shapes" and window.preview.dataset.size == 12
