@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.speed                       # defaults: every family, a few minutes each
     .venv/bin/python -m benchmarks.speed --quick               # a smoke run: tiny step counts
     .venv/bin/python -m benchmarks.speed --only throughput,gui --families vae,gan
+    .venv/bin/python -m benchmarks.speed --only throughput --families diffusion --size 64  # app, CLI and bare at 64 px
 
 Sections (all measured in this one run, modes interleaved per family so that drift on a busy
 machine hits them alike):
