@@ -153,11 +153,12 @@ def paired_steps(settings: TrainSettings, warmup: int) -> list[tuple[float, floa
     steps). Beside each of its steps one bare step trains the same model instance, timed on its
     own: it gathers the same batch from the same uint8 images, as bare_loop does, and calls the
     family's train_step with the loop's interrupt hooks removed (the loop's next armed step puts
-    them back: some microseconds of a step over SLOW_STEP_SECONDS). The same instance, not a twin: two identical models in one process ran
-    at a steady 96-102% of each other's speed, a different figure in each process (EBM, four
-    processes; where their weights and buffers happen to lie), which made this section read
-    92-98% for the same loop from run to run; on one instance the spread was 99.7-101.1%. The
-    model trains twice per iteration, which changes its path but not the work of a step.
+    them back: some microseconds of a step over SLOW_STEP_SECONDS). The same instance, not a
+    twin: two identical models in one process ran at a steady 96-102% of each other's speed, a
+    different figure in each process (EBM, four processes; where their weights and buffers
+    happen to lie), which made this section read 92-98% for the same loop from run to run; on
+    one instance the spread was 99.7-101.1%. The model trains twice per iteration, which
+    changes its path but not the work of a step.
 
     The bare step goes before the trainer's step on even steps and after it on odd ones: of two
     steps run back to back the second is 1-3% slower (checked both ways round on a VAE), and
@@ -335,10 +336,6 @@ class App:
                 raise TimeoutError("the app did not get there in time")
             self.qt.processEvents()
             time.sleep(0.002)
-
-    def dataset(self) -> tuple[str, int]:
-        request = self.window.dataset_panel.request()
-        return request.source, request.size
 
     def use_dataset(self, source: str, size: int) -> None:
         show_dataset(self.window, source, size, self.wait)
