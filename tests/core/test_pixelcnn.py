@@ -205,6 +205,82 @@ def test_zero_and_small_temperatures_give_the_argmax_chain(channels):
         assert torch.equal(family.sample(2, seed=seed, options=options), expected)
 
 
+# Kernel 3 and 2 layers reach 2 px: the sampler's row and column windows start inside the image.
+NARROW = {"width": 6, "layers": 2, "kernel": 3, "head_width": 8}
+
+
+@pytest.mark.parametrize("channels, classes, config", [
+    (1, 0, {}), (3, 0, {}), (3, 2, {}), (1, 0, NARROW), (3, 3, NARROW)])
+def test_the_samplers_incremental_logits_equal_a_full_pass(channels, classes, config):
+    """The raster evaluator computes each layer once per pixel from buffers of the rows and
+    columns before it; its logits at every subpixel must be the full network's. The image is
+    complete from the start, so any sight of the current or a later subpixel would show."""
+    from genstudio.core.families.pixelcnn import RasterEvaluator
+
+    family = make(channels, classes=classes, seed=7, **config)
+    levels = (random_images(3, channels, seed=2) * 255).round().long()
+    labels = torch.tensor([0, 1, 1]) % classes if classes else None
+    with torch.no_grad():
+        full = family.network(levels.float() / 255 * 2 - 1, labels)            # (B, C, 256, H, W)
+        evaluator = RasterEvaluator(family.network, levels, labels)
+        for i in range(SIZE):
+            evaluator.start_row(i)
+            for j in range(SIZE):
+                for c in range(channels):
+                    features = evaluator.features_at(i, j)
+                    assert torch.allclose(evaluator.logits(features, c), full[:, c, :, i, j], atol=1e-5, rtol=1e-5), \
+                        f"subpixel ({c}, {i}, {j})"
+                evaluator.finish_pixel(i, j)
+
+
+@pytest.mark.parametrize("config", [{}, NARROW])
+def test_the_fill_around_kept_pixels_draws_from_the_full_passs_logits(config, monkeypatch):
+    """Inpainting's first fill skips what every image keeps: whole rows, whole pixels, single
+    colours; rows kept in full never pass through the horizontal stack. Every draw it does make
+    must use the logits a full pass gives at that subpixel of the finished image (causality
+    makes those the logits of the moment of the draw)."""
+    from genstudio.core.families import pixelcnn
+
+    family = make(3, seed=8, **config)
+    g = torch.Generator().manual_seed(3)
+    keep = torch.rand(2, 3, SIZE, SIZE, generator=g) < 0.5
+    keep[:, :, 1] = True                        # a whole row
+    keep[:, :, 4, 2] = True                     # a whole pixel
+    keep[:, 2, 5, 5], keep[:, :2, 5, 5] = True, False  # the last colour of a pixel only
+    keep[0, 1, 6, 1], keep[1, 1, 6, 1] = True, False  # one image keeps it, the other does not
+    levels = torch.where(keep, (random_images(2, 3, seed=4) * 255).round().long(), 0)
+    drawn_from = []
+    draw = pixelcnn.gumbel_argmax
+    monkeypatch.setattr(pixelcnn, "gumbel_argmax", lambda logits, *a: drawn_from.append(logits) or draw(logits, *a))
+    with torch.no_grad():
+        family._fill_in_raster_order(levels, keep, None, 1.0, torch.Generator().manual_seed(0))
+        full = family.network(levels.float() / 255 * 2 - 1)
+    open_subpixels = [(c, i, j) for i in range(SIZE) for j in range(SIZE) for c in range(3)
+                      if not keep[:, c, i, j].all()]
+    assert len(drawn_from) == len(open_subpixels)
+    for logits, (c, i, j) in zip(drawn_from, open_subpixels, strict=True):
+        assert torch.allclose(logits, full[:, c, :, i, j], atol=1e-5, rtol=1e-5), f"subpixel ({c}, {i}, {j})"
+
+
+@pytest.mark.parametrize("config", [{}, NARROW])
+def test_logits_of_a_band_of_rows_equal_a_full_pass(config):
+    """Metropolis–Hastings recomputes only the rows that see the changed subpixel, from the
+    rows those see: `span` rows above and below. A span one row too short must show."""
+    family = make(3, classes=2, seed=9, **config)
+    network = family.network
+    x, labels = random_images(2, 3, seed=6) * 2 - 1, torch.tensor([1, 0])
+    with torch.no_grad():
+        full = network(x, labels)
+        for first in range(SIZE):
+            stop = min(SIZE, first + network.span + 1)
+            band = network.logits_of_rows(x, labels, first, stop)
+            assert torch.allclose(band, full[..., first:stop, :], atol=1e-5, rtol=1e-5), f"rows {first}–{stop}"
+        if network.span < SIZE - 1:  # the narrow net: the last row from one row fewer above it
+            short = x[:, :, SIZE - network.span:]
+            features = network.horizontal(short, network.vertical_links(short, labels), labels)
+            assert not torch.allclose(network.head(features)[..., -1, :], full[..., -1, :], atol=1e-3)
+
+
 def test_samples_are_reproducible_by_seed_and_differ_between_seeds():
     family = make(3)
     a = family.sample(2, seed=4)
