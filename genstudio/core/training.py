@@ -71,7 +71,7 @@ class TrainingControl:
 
     def hurry(self) -> None:
         """Stop, and after the checkpoint skip the final sample grid and evaluation (closing
-        the app, a second Ctrl+C): a PixelCNN's grid alone can take a minute on a CPU."""
+        the app, a second Ctrl+C): a PixelCNN's grid alone takes seconds on a CPU."""
         self._hurry.set()
         self.stop()
 
