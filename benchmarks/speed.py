@@ -19,8 +19,10 @@ machine hits them alike):
               On CUDA, GPU memory per family at the batch.
   gui         lateness of a 10 ms QTimer on the GUI thread, p50/p99: window idle vs while each
               family trains in the app.
-  paired      the CLI's training loop against the bare step, alternating step by step in one
-              process: the loop's own cost, free of the VM's drift between processes.
+  paired      the CLI's training loop, and the app's (its training thread, window live), against
+              the bare step, alternating step by step in one process: the loop's own cost, free
+              of the VM's drift between processes. In the app the bare steps run with the GUI
+              thread held asleep, as in a process without a window.
   control     pause and stop latency (request → acknowledged by the loop) per family, asked at
               random moments inside steps, with the loop running in a thread as in the app.
   sampling    images/s per family and sampler (DDIM step counts, DDPM), decode latency of one
@@ -37,6 +39,8 @@ loop's clock), the bare loop's from perf_counter over the same steps.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import statistics
@@ -145,20 +149,20 @@ def bare_loop(settings: TrainSettings, warmup: int) -> tuple[float, float | None
     return (settings.steps - warmup) * b / elapsed, memory
 
 
-def paired_steps(settings: TrainSettings, warmup: int) -> list[tuple[float, float, float]]:
-    """(trainer iteration s, bare step s, the trainer's own step s) for each step, with the
-    trainer and a bare step alternating in this process on its main thread.
+class StepPairing:
+    """A trainer instrumented so that one bare step trains beside each of its steps, each timed
+    on its own; pairs() gives (trainer iteration s, bare step s, the trainer's own step s) per
+    step.
 
-    The trainer runs as the CLI runs it (Trainer.run, metrics logged every settings.log_every
-    steps). Beside each of its steps one bare step trains the same model instance, timed on its
-    own: it gathers the same batch from the same uint8 images, as bare_loop does, and calls the
-    family's train_step with the loop's interrupt hooks removed (the loop's next armed step puts
-    them back: some microseconds of a step over SLOW_STEP_SECONDS). The same instance, not a
-    twin: two identical models in one process ran at a steady 96-102% of each other's speed, a
-    different figure in each process (EBM, four processes; where their weights and buffers
-    happen to lie), which made this section read 92-98% for the same loop from run to run; on
-    one instance the spread was 99.7-101.1%. The model trains twice per iteration, which
-    changes its path but not the work of a step.
+    Beside each trainer step one bare step trains the same model instance: it gathers the same
+    batch from the same uint8 images, as bare_loop does, and calls the family's train_step with
+    the loop's interrupt hooks removed (the loop's next armed step puts them back: some
+    microseconds of a step over SLOW_STEP_SECONDS). The same instance, not a twin: two identical
+    models in one process ran at a steady 96-102% of each other's speed, a different figure in
+    each process (EBM, four processes; where their weights and buffers happen to lie), which made
+    this section read 92-98% for the same loop from run to run; on one instance the spread was
+    99.7-101.1%. The model trains twice per iteration, which changes its path but not the work of
+    a step.
 
     The bare step goes before the trainer's step on even steps and after it on odd ones: of two
     steps run back to back the second is 1-3% slower (checked both ways round on a VAE), and
@@ -166,62 +170,81 @@ def paired_steps(settings: TrainSettings, warmup: int) -> list[tuple[float, floa
     takes its batch, or checks the finished step): a bare step inside the loop's timing made a
     155 ms flow step look slower than SLOW_STEP_SECONDS, so the loop armed its interrupt hooks
     for every step, which a real run does not (bare/loop 96% instead of 100%). A trainer
-    iteration is the time from one of its steps' start to the next's, less the bare steps run in
-    between: the step, the batch, the guard, interrupt arming and logging. Steps a few hundred
-    milliseconds apart see the same machine, so the pairs' ratios are steadier than whole runs
-    on a VM whose speed wanders by ±15% from minute to minute."""
-    import dataclasses
+    iteration is the time from one of its steps' start to the next's, less the time the bare
+    steps took in between (with `around_bare`, all of it: the context's own set-up included):
+    the step, the batch, the guard, interrupt arming and logging, and whatever else the process
+    does meanwhile (in the app: its window). Steps a few hundred milliseconds apart see the same
+    machine, so the pairs' ratios are steadier than whole runs on a VM whose speed wanders by
+    ±15% from minute to minute.
 
-    settings = dataclasses.replace(settings, sample_every=0, checkpoint_every=0, eval_images=0, grid_samples=1)
-    trainer = Trainer(settings, tempfile.mkdtemp(prefix="genstudio-paired-") + "/run")
-    generator = torch.Generator(device=trainer.device).manual_seed(settings.seed + 1)  # the bare step's own
-    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
-    starts: list[float] = []                 # when each trainer step began
-    step_seconds: list[float] = []           # how long it took
-    bare_runs: list[tuple[float, float]] = []  # (began, seconds) of the bare step beside step k
-    family = trainer.family
-    trainer_step, trainer_batch, after_step = family.train_step, trainer.batch, trainer.guard.after_step
+    around_bare: a context each bare step runs in, untimed (the app's suite holds its window
+    still in it, so that the bare step runs as in a process without one)."""
 
-    def bare_step(step: int) -> None:
+    def __init__(self, trainer: Trainer, around_bare: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
+        self.trainer, self.around_bare = trainer, around_bare
+        self.generator = torch.Generator(device=trainer.device).manual_seed(trainer.settings.seed + 1)
+        self.sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+        self.starts: list[float] = []                         # when each trainer step began
+        self.step_seconds: list[float] = []                   # how long it took
+        self.bare_runs: list[tuple[float, float, float]] = []  # (began, seconds away from the loop, step s)
+        family = trainer.family
+        self._trainer_step, self._trainer_batch = family.train_step, trainer.batch
+        self._after_step = trainer.guard.after_step
+        # On the instances: the loop calls these.
+        trainer.batch, family.train_step = self._batch_after_a_bare_step, self._timed_step
+        trainer.guard.after_step = self._bare_step_after_the_check
+
+    def _bare_step(self, step: int) -> None:
+        trainer, family = self.trainer, self.trainer.family
         idx = trainer.batch_indices(step).to(trainer.images.device)
-        family.train_step = trainer_step  # the family's own, not the timing wrapper below
-        sync()
-        began = time.perf_counter()
-        with trainer._interrupter.step(generator, arm=False):  # the loop's hooks off, nothing else done
-            bare_train_step(family, trainer.accel, trainer.images[idx],
-                            trainer.labels[idx] if trainer.spec.num_classes else None, generator)
-        sync()
-        bare_runs.append((began, time.perf_counter() - began))
-        family.train_step = timed_step
+        family.train_step = self._trainer_step  # the family's own, not the timing wrapper below
+        away = time.perf_counter()
+        with self.around_bare():
+            self.sync()
+            began = time.perf_counter()
+            with trainer._interrupter.step(self.generator, arm=False):  # the loop's hooks off, nothing else done
+                bare_train_step(family, trainer.accel, trainer.images[idx],
+                                trainer.labels[idx] if trainer.spec.num_classes else None, self.generator)
+            self.sync()
+            seconds = time.perf_counter() - began
+        self.bare_runs.append((away, time.perf_counter() - away, seconds))
+        family.train_step = self._timed_step
 
-    def batch_after_a_bare_step(step: int):
+    def _batch_after_a_bare_step(self, step: int):
         if step % 2 == 0:  # the loop asks for its batch before it starts timing the step
-            bare_step(step)
-        return trainer_batch(step)
+            self._bare_step(step)
+        return self._trainer_batch(step)
 
-    def timed_step(x, labels, train_generator):
-        starts.append(time.perf_counter())
-        metrics = trainer_step(x, labels, train_generator)
-        sync()
-        step_seconds.append(time.perf_counter() - starts[-1])
+    def _timed_step(self, x, labels, train_generator):
+        self.starts.append(time.perf_counter())
+        metrics = self._trainer_step(x, labels, train_generator)
+        self.sync()
+        self.step_seconds.append(time.perf_counter() - self.starts[-1])
         return metrics
 
-    def bare_step_after_the_check(step: int, metrics):
+    def _bare_step_after_the_check(self, step: int, metrics):
         if (step - 1) % 2 == 1:  # `step` counts the step just taken; the loop timed it already
-            bare_step(step - 1)
-        return after_step(step, metrics)
+            self._bare_step(step - 1)
+        return self._after_step(step, metrics)
 
-    # On the instances: the loop calls these.
-    trainer.batch, family.train_step = batch_after_a_bare_step, timed_step
-    trainer.guard.after_step = bare_step_after_the_check
+    def pairs(self, warmup: int) -> list[tuple[float, float, float]]:
+        starts, pairs = self.starts, []
+        for k in range(warmup, len(starts) - 1):
+            away = sum(seconds for began, seconds, _ in self.bare_runs if starts[k] <= began < starts[k + 1])
+            pairs.append((starts[k + 1] - starts[k] - away, self.bare_runs[k][2], self.step_seconds[k]))
+        return pairs
+
+
+def paired_steps(settings: TrainSettings, warmup: int) -> list[tuple[float, float, float]]:
+    """StepPairing's pairs for the trainer as the CLI runs it (Trainer.run, metrics logged every
+    settings.log_every steps), in this process on its main thread."""
+    settings = dataclasses.replace(settings, sample_every=0, checkpoint_every=0, eval_images=0, grid_samples=1)
+    trainer = Trainer(settings, tempfile.mkdtemp(prefix="genstudio-paired-") + "/run")
+    pairing = StepPairing(trainer)
     for _ in trainer.run():
-        if len(starts) > settings.steps - 1:
+        if len(pairing.starts) > settings.steps - 1:
             break
-    pairs = []
-    for k in range(warmup, len(starts) - 1):
-        between = sum(seconds for began, seconds in bare_runs if starts[k] <= began < starts[k + 1])
-        pairs.append((starts[k + 1] - starts[k] - between, bare_runs[k][1], step_seconds[k]))
-    return pairs
+    return pairing.pairs(warmup)
 
 
 def _in_a_process(function: str, settings: TrainSettings, warmup: int):
@@ -314,20 +337,62 @@ def show_dataset(window, source: str, size: int, wait: Callable[[Callable[[], bo
     wait(lambda: window.preview is not None and window.preview.request == panel.request(), 600)
 
 
+def gui_thread_holder() -> Callable[[], contextlib.AbstractContextManager]:
+    """A context for other threads: inside it the GUI thread sleeps on an event (the GIL
+    released, no CPU used) and handles nothing; it catches up after. Made on the GUI thread."""
+    from PySide6.QtCore import QObject, Signal
+
+    class Holder(QObject):
+        hold_requested = Signal()
+
+        def __init__(self):
+            super().__init__()
+            self.held, self.release = threading.Event(), threading.Event()
+            self.hold_requested.connect(self._hold)  # emitted on another thread: queued to this one
+
+        def _hold(self) -> None:
+            self.held.set()
+            self.release.wait(HOLD_LIMIT_SECONDS)
+
+    holder = Holder()
+
+    @contextlib.contextmanager
+    def gui_thread_held():
+        holder.held.clear()
+        holder.release.clear()
+        holder.hold_requested.emit()
+        if not holder.held.wait(HOLD_LIMIT_SECONDS):
+            raise TimeoutError("the GUI thread did not come to be held")
+        try:
+            yield
+        finally:
+            holder.release.set()
+
+    gui_thread_held.holder = holder  # kept alive with the context
+    return gui_thread_held
+
+
+HOLD_LIMIT_SECONDS = 120  # a bare step far longer than any family's at default size
+
+
 class App:
     """One MainWindow for the whole benchmark (offscreen), driven like a person would."""
 
-    def __init__(self):
+    def __init__(self, window=None):
+        """Around `window` (a test's), or a new MainWindow shown at 1280×800."""
         from PySide6.QtWidgets import QApplication
 
         from genstudio.app.main_window import MainWindow
 
         self.qt = QApplication.instance() or QApplication([])
-        self.window = MainWindow()
-        self.window.resize(1280, 800)
-        self.window.show()
+        if window is None:
+            window = MainWindow()
+            window.resize(1280, 800)
+            window.show()
+        self.window = window
         self.wait(lambda: self.window.preview is not None, 300)
         self.probe = LatenessProbe()
+        self.hold_gui_thread = gui_thread_holder()
 
     def wait(self, condition, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -384,6 +449,29 @@ class App:
         # once it waited).
         self.wait(lambda: not window.busy(), 600)
         return run_dir, lateness, gui_share
+
+    def paired_steps(self, settings: TrainSettings, warmup: int, home: Path) -> list[tuple[float, float, float]]:
+        """StepPairing's pairs for a run trained through the window (live plots on), on the
+        app's own training thread. Each bare step runs with the GUI thread held asleep
+        (hold_gui_thread), as in a process without a window; the trainer's steps share the two
+        cores with the window as they always do, including the events it could not handle
+        while held. So bare/loop is what the app costs a step, next to a bare loop."""
+        from genstudio.app import workers
+
+        pairings: list[StepPairing] = []
+        build = workers.Trainer
+
+        def paired_trainer(*args, **kwargs) -> Trainer:
+            trainer = build(*args, **kwargs)
+            pairings.append(StepPairing(trainer, self.hold_gui_thread))
+            return trainer
+
+        workers.Trainer = paired_trainer
+        try:
+            self.train(dataclasses.replace(settings, sample_every=0, checkpoint_every=0), home)
+        finally:
+            workers.Trainer = build
+        return pairings[0].pairs(warmup)
 
     def close(self) -> None:
         self.window.close()
@@ -449,8 +537,9 @@ def throughput_and_gui(args, families, home: Path, app: App | None) -> None:
                ["state", "p50", "p99", "ticks", "GUI thread CPU share"], gui_rows)
 
 
-def loop_overhead(args, families) -> None:
-    """The CLI's loop against the bare step, paired step by step in one process (paired_steps)."""
+def loop_overhead(args, families, home: Path, app: App | None) -> None:
+    """The CLI's loop (in a fresh process) and the app's (its training thread, window live)
+    against the bare step, paired step by step (StepPairing)."""
     rows = []
     rng = np.random.default_rng(0)
 
@@ -460,19 +549,27 @@ def loop_overhead(args, families) -> None:
         low, high = np.percentile(medians, [2.5, 97.5])
         return [f"{np.median(ratios):.1%}", f"{low:.1%}-{high:.1%}"]
 
+    if app:
+        app.use_dataset(args.data, args.size)
     for family in families:
         settings = TrainSettings(family=family, data=args.data, size=args.size, batch=args.batch,
                                  steps=args.warmup + args.paired_steps + 2, seed=0, device=args.device)
-        iteration, bare, step = np.asarray(_in_a_process("paired_steps", settings, args.warmup)).T
-        rows.append([family, f"{np.median(bare) * 1000:.1f}", f"{np.median(iteration) * 1000:.1f}",
-                     f"{np.median(iteration - step) * 1000:.2f}", *median_and_interval(bare / iteration),
-                     *median_and_interval(bare / step), str(len(bare))])
-    print_table(f"the training loop as the CLI runs it, against the bare loop's step (batch gathered from the "
-                f"same uint8 images), alternating step by step in one process ({args.data}, {args.size} px, "
-                f"batch {args.batch}, after {args.warmup} steps; target ≥ 98%). 'outside the step': the loop's "
-                f"own time per step (batch, guard, logging); 'bare/step': the family's step alone, in the loop "
-                f"and bare (interrupt arming and noise)",
-                ["family", "bare ms", "loop ms", "outside the step ms", "bare/loop", "95% interval",
+        runs = [("CLI", _in_a_process("paired_steps", settings, args.warmup))]
+        if app:
+            runs.append(("app", app.paired_steps(settings, args.warmup, home)))
+        for loop, pairs in runs:
+            iteration, bare, step = np.asarray(pairs).T
+            rows.append([family, loop, f"{np.median(bare) * 1000:.1f}", f"{np.median(iteration) * 1000:.1f}",
+                         f"{np.median(iteration - step) * 1000:.2f}", *median_and_interval(bare / iteration),
+                         *median_and_interval(bare / step), str(len(bare))])
+    print_table(f"the training loop as the CLI runs it and as the app runs it (window live; the bare steps run "
+                f"with its GUI thread held asleep), against the bare loop's step (batch gathered from the same "
+                f"uint8 images), alternating step by step in one process ({args.data}, {args.size} px, batch "
+                f"{args.batch}, after {args.warmup} steps; targets: CLI ≥ 98%, app ≥ 95%). 'outside the step': "
+                f"the loop's own time per step (batch, guard, logging, and in the app what the window took "
+                f"between steps); 'bare/step': the family's step alone, in the loop and bare (interrupt arming, "
+                f"in the app the window's share of the cores during the step, and noise)",
+                ["family", "loop", "bare ms", "loop ms", "outside the step ms", "bare/loop", "95% interval",
                  "bare/step", "95% interval", "pairs"], rows)
 
 
@@ -677,7 +774,7 @@ def main() -> int:
     if "startup" in args.only:
         startup(args)
     app = None
-    if args.only & {"throughput", "gui"}:
+    if args.only & {"throughput", "gui", "paired"}:
         try:
             import PySide6  # noqa: F401
         except ImportError:  # e.g. a GPU machine with torch but no Qt: CLI and bare loop only
@@ -688,11 +785,11 @@ def main() -> int:
     try:
         if args.only & {"throughput", "gui"}:
             throughput_and_gui(args, families, home, app)
+        if "paired" in args.only:
+            loop_overhead(args, families, home, app)
     finally:
         if app:
             app.close()
-    if "paired" in args.only:
-        loop_overhead(args, families)
     if "control" in args.only:
         control_latency(args, families, home)
     if "sampling" in args.only:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 
+from app_helpers import TINY_MODEL
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractButton,
@@ -186,3 +188,38 @@ def test_the_speed_suite_sets_the_apps_dataset_to_what_it_was_asked(window, qtbo
     assert window.preview.request.source == "builtin:tins" and window.preview.dataset.size == 12
     show_dataset(window, "builtin:shapes", 12, wait)
     assert window.preview.request.source == "builtin:shapes" and window.preview.dataset.size == 12
+
+
+def test_the_speed_suites_app_pairing_holds_the_window_still_for_each_bare_step(window, qtbot, tmp_path, monkeypatch):
+    # benchmarks.speed's paired section measures the app's loop against bare steps run on the
+    # app's training thread; those must see no window at work, as a process without one would.
+    from PySide6.QtCore import QTimer
+
+    from benchmarks import speed
+    from genstudio.core.run import TrainSettings
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(2)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    bare_spans: list[tuple[float, float]] = []
+    real_bare_step = speed.bare_train_step
+
+    def bare_step_long_enough_to_see_ticks(*args):
+        began = time.perf_counter()
+        time.sleep(0.06)
+        real_bare_step(*args)
+        bare_spans.append((began, time.perf_counter()))
+
+    monkeypatch.setattr(speed, "bare_train_step", bare_step_long_enough_to_see_ticks)
+    app = speed.App(window)
+    settings = TrainSettings(family="vae", data="builtin:shapes", size=16, batch=8, steps=7, seed=0,
+                             device="cpu", family_config=dict(TINY_MODEL), log_every=1)
+    timer.start()
+    pairs = app.paired_steps(settings, warmup=1, home=tmp_path)
+    timer.stop()
+    assert len(pairs) == 5 and len(bare_spans) == 7
+    for iteration, bare, step in pairs:
+        assert bare >= 0.06 and 0 < step < iteration < 0.06  # no bare step inside an iteration
+    assert ticks and not [t for t in ticks for began, ended in bare_spans if began < t < ended]
+    assert [t for t in ticks if t > bare_spans[-1][1]]  # and the window went on after

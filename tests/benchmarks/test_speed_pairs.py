@@ -1,6 +1,7 @@
 """The speed suite's step-by-step pairing: each bare step's time must be its own, and each
 trainer iteration must leave out the bare step run inside it."""
 
+import contextlib
 import itertools
 import time
 
@@ -79,3 +80,25 @@ def test_the_bare_step_trains_the_loops_own_model_with_its_hooks_off_and_back_on
     assert seen and {family for family, _ in seen} == set(trainers)
     assert not any(hooked for _, hooked in seen)
     assert all(hooks_at_loop_steps)  # each armed step of the loop's installs them again
+
+
+def test_the_time_spent_around_a_bare_step_counts_neither_to_it_nor_to_the_loop(tmp_path):
+    # The app's pairing holds the window still around each bare step; waiting for the GUI thread
+    # to be held, and letting it go, is neither the bare step's time nor the loop's.
+    @contextlib.contextmanager
+    def slow_to_enter_and_leave():
+        time.sleep(0.1)
+        yield
+        time.sleep(0.1)
+
+    settings = TrainSettings(family="vae", data="builtin:tins", size=8, batch=4, steps=8, seed=0, device="cpu",
+                             family_config={"base_channels": 4, "latent_dim": 2}, log_every=5,
+                             sample_every=0, checkpoint_every=0, eval_images=0, grid_samples=1)
+    trainer = training.Trainer(settings, str(tmp_path / "run"))
+    pairing = speed.StepPairing(trainer, slow_to_enter_and_leave)
+    for _ in trainer.run():
+        pass
+    pairs = pairing.pairs(warmup=2)
+    assert len(pairs) == 5
+    for iteration, bare, step in pairs:
+        assert bare < 0.05 and 0 < step < iteration < 0.05, (iteration, bare, step)
