@@ -10,7 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genstudio.core.families import ImageSpec, SamplingCancelled, bits_per_dim, create_family
+from genstudio.core.families import (
+    ImageSpec,
+    SamplingCancelled,
+    bits_per_dim,
+    create_family,
+    pixelcnn,
+)
 
 SIZE = 8
 # Kernel 5 and 5 layers reach ≥ 10 px up and sideways: every earlier pixel of an 8×8 image.
@@ -94,8 +100,6 @@ def test_log_prob_is_the_sum_of_log_softmax_at_the_data(channels):
 def test_log_probs_in_head_chunks_equal_one_pass(monkeypatch):
     """The head and its softmax run a few images at a time (blocks the C heap can reuse); the
     chunks must not show in the figures, nor in the gradients."""
-    from genstudio.core.families import pixelcnn
-
     family = make(3, seed=5)
     x = random_images(7, 3, seed=1)
     levels = (x * 255).round().long()
@@ -239,8 +243,6 @@ def test_the_fill_around_kept_pixels_draws_from_the_full_passs_logits(config, mo
     colours; rows kept in full never pass through the horizontal stack. Every draw it does make
     must use the logits a full pass gives at that subpixel of the finished image (causality
     makes those the logits of the moment of the draw)."""
-    from genstudio.core.families import pixelcnn
-
     family = make(3, seed=8, **config)
     g = torch.Generator().manual_seed(3)
     keep = torch.rand(2, 3, SIZE, SIZE, generator=g) < 0.5
@@ -361,6 +363,74 @@ def test_metropolis_hastings_keeps_the_posterior_it_starts_from():
     values = (family.inpaint(x, keep, seed=3, sweeps=2) * 255).round()
     assert ((values == 10) | (values == 240)).all()
     assert (values == 10).float().mean().item() == pytest.approx(0.75, abs=0.04)
+
+
+@pytest.mark.parametrize("config", [{}, NARROW])
+def test_the_rows_that_see_a_row_are_those_its_change_reaches(config):
+    """Metropolis–Hastings recomputes the terms of rows_that_see(i) after a change in row i;
+    they must be exactly the rows whose logits depend on row i (none missed, none to spare
+    within the image)."""
+    family = make(3, seed=12, **config)
+    x = (random_images(1, 3, seed=8) * 2 - 1).requires_grad_(True)
+    logits = family.network(x)
+    for row in (0, 3, SIZE - 1):
+        reached = set()
+        for out_row in range(SIZE):
+            (grad,) = torch.autograd.grad(logits[..., out_row, :].sum(), x, retain_graph=True)
+            if grad[0, :, row].abs().sum() > 0:
+                reached.add(out_row)
+        rows = family.network.rows_that_see(row, SIZE)
+        assert reached == set(range(rows.start, rows.stop)), (row, sorted(reached), rows)
+
+
+def reference_sweep(family, levels, keep, labels, generator):
+    """Metropolis–Hastings as its definition reads: a full network pass of the whole batch for
+    every proposal and for every ratio, the same random numbers drawn in the same order.
+    Returns how many steps moved some images but not all."""
+    net, partial = family.network, 0
+    for i in range(SIZE):
+        for j in range(SIZE):
+            for c in range(levels.shape[1]):
+                unknown = ~keep[:, c, i, j]
+                if not unknown.any():
+                    continue
+                current = net(levels.float() / 255 * 2 - 1, labels)
+                proposal = pixelcnn.gumbel_argmax(current[:, c, :, i, j], 1.0, generator)
+                log_uniform = torch.rand(levels.shape[0], generator=generator).log()
+                moved = unknown & (proposal != levels[:, c, i, j])
+                if not moved.any():
+                    continue
+                partial += int(not moved.all())
+                candidate = levels.clone()
+                candidate[:, c, i, j] = torch.where(moved, proposal, levels[:, c, i, j])
+                later = (raster_order(levels.shape[1]) > raster_order(levels.shape[1])[c, i, j]).float()
+                terms = [pixelcnn.subpixel_terms(net(v.float() / 255 * 2 - 1, labels), v) for v in (candidate, levels)]
+                log_ratio = ((terms[0] - terms[1]) * later).flatten(1).sum(1)
+                levels = torch.where((moved & (log_uniform < log_ratio)).view(-1, 1, 1, 1), candidate, levels)
+    return levels, partial
+
+
+@pytest.mark.parametrize("config", [{}, NARROW])
+def test_metropolis_hastings_sweeps_are_their_definition(config):
+    """The sweep passes only the images whose subpixel would change, and only the rows that
+    see it, through the network; a class-conditional batch, where some images keep a subpixel
+    that others fill, must still come out as the definition's chain, value for value."""
+    family = make(3, classes=3, seed=11, **config)
+    with torch.no_grad():
+        family.network.head_logits.weight.mul_(8)  # peaked: images often re-propose their value
+    g = torch.Generator().manual_seed(5)
+    keep = torch.rand(4, 3, SIZE, SIZE, generator=g) < 0.3
+    levels = (random_images(4, 3, seed=7) * 255).round().long()
+    labels = torch.tensor([0, 1, 2, 1])
+    expected, partial = levels.clone(), 0
+    with torch.no_grad():
+        mine, theirs = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+        for _ in range(2):
+            family._metropolis_hastings_sweep(levels, keep, labels, mine)
+            expected, moved_some = reference_sweep(family, expected, keep, labels, theirs)
+            partial += moved_some
+    assert partial > 20  # the subsets were exercised
+    assert torch.equal(levels, expected)
 
 
 def test_config_refuses_what_the_architecture_cannot_take():

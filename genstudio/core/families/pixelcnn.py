@@ -208,6 +208,10 @@ class GatedPixelCNN(nn.Module):
         and the row of the link's shift. As many rows below a pixel see it."""
         return len(self.layers) * self.layers[0].reach + 1
 
+    def rows_that_see(self, row: int, height: int) -> slice:
+        """The rows whose logits depend on image row `row`: itself and `span` rows below."""
+        return slice(row, min(height, row + self.span + 1))
+
     def logits_of_rows(self, x: Tensor, labels: Tensor | None, first: int, stop: int) -> Tensor:
         """forward(x, labels)[..., first:stop, :], from the rows of x those logits see only:
         rows first − span … stop − 1. The band's own zero padding on top reaches its first
@@ -516,7 +520,6 @@ class PixelCNN(Family):
         logits = self.network(network_input(levels), labels)                       # (B, C, 256, H, W)
         terms = subpixel_terms(logits, levels)                                     # (B, C, H, W)
         colours, size = self.spec.channels, self.spec.size
-        span = self.network.span
         for i, j, c in itertools.product(range(size), range(size), range(colours)):  # raster order
             if row_done is not None and i > 0 and j == 0 and c == 0:
                 row_done(i)
@@ -528,18 +531,23 @@ class PixelCNN(Family):
             moved = unknown & (proposal != levels[:, c, i, j])
             if not moved.any():
                 continue  # re-proposing the current value leaves the state as it is
-            candidate = levels.clone()
-            candidate[:, c, i, j] = torch.where(moved, proposal, levels[:, c, i, j])
-            # Only rows i … i + span see the change: the ratio's other terms are 1.
-            rows = slice(i, min(size, i + span + 1))
-            new_logits = self.network.logits_of_rows(network_input(candidate), labels, rows.start, rows.stop)
+            # Only the images whose subpixel would change go through the network (a trained
+            # model often re-proposes the value there), and of them only rows i … i + span,
+            # the rows that see the change: the ratio's other terms are 1.
+            movers = moved.nonzero().squeeze(1)
+            candidate = levels[movers]
+            candidate[:, c, i, j] = proposal[movers]
+            rows = self.network.rows_that_see(i, size)
+            new_logits = self.network.logits_of_rows(
+                network_input(candidate), None if labels is None else labels[movers], rows.start, rows.stop)
             new_terms = subpixel_terms(new_logits, candidate[:, :, rows])
             later = _after(i, j, c, self.spec.shape, levels.device)[:, rows]
-            log_ratio = ((new_terms - terms[:, :, rows]) * later).flatten(1).sum(1)
-            accept = (moved & (log_uniform < log_ratio)).view(-1, 1, 1, 1)
-            levels.copy_(torch.where(accept, candidate, levels))
-            terms[:, :, rows] = torch.where(accept, new_terms, terms[:, :, rows])
-            logits[..., rows, :] = torch.where(accept.unsqueeze(1), new_logits, logits[..., rows, :])
+            log_ratio = ((new_terms - terms[movers][:, :, rows]) * later).flatten(1).sum(1)
+            accepted = log_uniform[movers] < log_ratio
+            taken = movers[accepted]
+            levels[taken] = candidate[accepted]
+            terms[taken, :, rows] = new_terms[accepted]
+            logits[taken, :, :, rows] = new_logits[accepted]
         if row_done is not None:
             row_done(size)
 
