@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..cpu_threads import one_intra_op_thread
 from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress
 from .layers import to_symmetric
 
@@ -466,6 +467,11 @@ class PixelCNN(Family):
         in place. Subpixels every image keeps are not drawn (their draws would be discarded), and
         a row every image keeps in full is not even passed through the horizontal stack: no
         later row reads it."""
+        with one_intra_op_thread():  # tens of tiny operations per subpixel (core/cpu_threads.py)
+            self._fill_rows(levels, keep, labels, temperature, generator, progress)
+
+    def _fill_rows(self, levels: Tensor, keep: Tensor | None, labels: Tensor | None,
+                   temperature: float, generator: torch.Generator, progress: SampleProgress | None) -> None:
         evaluator = RasterEvaluator(self.network, levels, labels)
         height, colours = self.spec.size, self.spec.channels
         for i in range(height):
