@@ -141,6 +141,27 @@ def test_after_the_first_armed_step_only_every_kth_module_of_each_network_looks(
     interrupter.close()
 
 
+def test_thinning_takes_every_kth_module_in_the_order_the_step_calls_them():
+    """A PixelCNN defines each layer's vertical and horizontal convolutions side by side but
+    runs every vertical one first: every 2nd by definition hooked no horizontal module at all,
+    and a Pause landing in that stack waited for all of it (1.1 s after a resume)."""
+    model = _model("pixelcnn")
+    interrupter = StepInterrupter(model, lambda: False, check_spacing=0.01)
+    generator = torch.Generator().manual_seed(1)
+    with interrupter.step(generator):
+        model.train_step(_batches()[0], None, generator)
+    interrupter.stride = None
+    interrupter._space_checks(seconds=0.05, looks=10)  # 5 ms apart: every 2nd
+    assert interrupter.stride == 2
+    with interrupter.step(generator):
+        model.train_step(_batches()[1], None, generator)
+    names = {module: name for name, module in model.network.named_modules()}
+    hooked = {names[m] for m in weighted_modules(model.network) if m._forward_pre_hooks}
+    assert hooked == {"layers.0.vertical", "layers.1.vertical", "layers.0.horizontal", "layers.1.horizontal",
+                      "head_hidden"}
+    interrupter.close()
+
+
 @pytest.mark.parametrize("family", ["ebm", "flow"])
 def test_a_thinned_step_still_pauses_part_way_and_is_taken_again_exactly(tmp_path, monkeypatch, family):
     """Through the trainer with spacing on (tiny steps thin to one hooked module per network):
@@ -338,3 +359,49 @@ def test_hurry_saves_and_skips_the_final_grid_and_evaluation(tmp_path):
     assert kinds[-3:] == ["Stopping", "CheckpointSaved", "TrainingFinished"]
     assert load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")[1]["step"] == 2
     assert not (tmp_path / "run" / "samples").exists() or not list((tmp_path / "run" / "samples").iterdir())
+
+
+def _heap_in_use_mib() -> float | None:
+    """Bytes glibc's allocator has handed out and not had back, in MiB; None off glibc."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except AttributeError:
+        return None
+    mallinfo2.restype = MallInfo2
+    info = mallinfo2()
+    return (info.uordblks + info.hblkhd) / 2**20
+
+
+@pytest.mark.skipif(_heap_in_use_mib() is None, reason="needs glibc's mallinfo2 to see the heap")
+@pytest.mark.parametrize("family", ["pixelcnn", "vae"])
+def test_a_step_interrupted_in_its_backward_leaves_none_of_its_memory_held(family):
+    """A hook's exception inside backward left autograd holding part of the step's graph (72 MiB
+    of this PixelCNN's, 10 MiB of this VAE's) until the thread's next backward, and the step
+    taken again after the pause then grew the heap into fresh pages."""
+    model = create_family(family, ImageSpec(3, 16), {}, torch.device("cpu"), 7)  # default sizes
+    model.train_mode()
+    x, generator = torch.rand(32, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.Generator()
+    fire_at = [None]
+    interrupter = StepInterrupter(model, lambda: interrupter.checks == fire_at[0])
+    for _ in range(2):  # the second whole step counts the looks; both leave the heap settled
+        before = interrupter.checks
+        with interrupter.step(generator):
+            model.train_step(x, None, generator)
+    looks = interrupter.checks - before
+    settled = _heap_in_use_mib()
+    for share in (0.5, 0.6, 0.7, 0.8, 0.9):  # from the forward's end well into the backward
+        interrupter.checks, fire_at[0] = 0, int(looks * share)
+        with pytest.raises(StepInterrupted), interrupter.step(generator):
+            model.train_step(x, None, generator)
+        fire_at[0] = None
+        held = _heap_in_use_mib() - settled
+        assert held < 4, f"{held:.1f} MiB still held after an interrupt at look {int(looks * share)} of {looks}"
+        with interrupter.step(generator):
+            model.train_step(x, None, generator)
+    interrupter.close()

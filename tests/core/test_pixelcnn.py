@@ -129,7 +129,7 @@ def test_a_head_chunk_stays_under_the_heaps_reuse_limit():
         chunk = head_chunk(colours, size)
         assert chunk * colours * LEVELS * size * size * 4 <= HEAD_CHUNK_BYTES
         assert (chunk + 1) * colours * LEVELS * size * size * 4 > HEAD_CHUNK_BYTES  # no smaller than needed
-    assert head_chunk(3, 32) == 8 and head_chunk(3, 256) == 1  # one image even when it alone is bigger
+    assert head_chunk(3, 32) == 2 and head_chunk(3, 256) == 1  # one image even when it alone is bigger
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -254,9 +254,11 @@ def to_levels(x01: Tensor) -> Tensor:
 
 # Bytes of float32 logits per pass of the head and its softmax when log-probabilities are asked
 # for. Below glibc's 32 MiB mmap threshold (core/memory.py): a bigger block gets fresh pages from
-# the kernel at every step, and 16 images of 32 px RGB (50 MB) made 280,000 page faults per step,
-# 0.45 s of a 1.1 s CPU step.
-HEAD_CHUNK_BYTES = 24 * 2**20
+# the kernel at every step outside keep_freed_memory, and 16 images of 32 px RGB (50 MB) made
+# 280,000 page faults per step, 0.45 s of a 1.1 s CPU step. 8 MiB rather than 24: a step at
+# 32 px RGB, batch 64, took 562-575 ms against 597-627 (2 images a pass against 8; 1 image,
+# 4 MiB, 603-623 ms), and the gap between two looks for Pause is one pass.
+HEAD_CHUNK_BYTES = 8 * 2**20
 
 
 def head_chunk(colours: int, size: int) -> int:
