@@ -180,7 +180,8 @@ class StepPairing:
     around_bare: a context each bare step runs in, untimed (the app's suite holds its window
     still in it, so that the bare step runs as in a process without one)."""
 
-    def __init__(self, trainer: Trainer, around_bare: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
+    def __init__(self, trainer: Trainer,
+                 around_bare: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
         self.trainer, self.around_bare = trainer, around_bare
         self.generator = torch.Generator(device=trainer.device).manual_seed(trainer.settings.seed + 1)
         self.sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)

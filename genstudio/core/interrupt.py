@@ -73,7 +73,7 @@ def weighted_modules(network: nn.Module) -> list[nn.Module]:
 def _let_autograd_drop_the_abandoned_graph() -> None:
     """A backward cut short by a hook's exception leaves autograd's engine holding part of the
     graph on this thread, saved activations included, until the thread's next backward: a
-    PixelCNN still held 230-450 MiB while paused, took its step again on top of it, and the heap
+    PixelCNN still held 225-450 MiB while paused, took its step again on top of it, and the heap
     grew into fresh pages (up to 39,000 page faults; single operations of 200-300 ms, so a Pause
     landing there waited as long). A backward of one number, right away, lets it go."""
     torch.zeros((), requires_grad=True).backward()

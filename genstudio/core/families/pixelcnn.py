@@ -295,11 +295,12 @@ class RasterEvaluator:
     vertical stack, each layer reading the `reach` rows above from its buffer of the rows so
     far, and keeps the links into row i. Then for each pixel j, features_at(i, j) runs every
     layer of the horizontal stack at column j only, each reading the `reach` columns to the left
-    from its buffer of the row, and writes its output at column j into the next layer's buffer. Nothing at column j depends on the
-    pixel's last colour (mask A, then mask B: group g sees colours < g), so features computed
-    for that colour are final for later columns; finish_pixel(i, j) puts the pixel's final
-    values into the first layer's buffer. Every operation is a matrix product on (B, ·) rows:
-    one pixel is too small for convolutions to be worth their set-up.
+    from its buffer of the row, and writes its output at column j into the next layer's buffer.
+    Nothing at column j depends on the pixel's last colour (mask A, then mask B: group g sees
+    colours < g), so features computed for that colour are final for later columns;
+    finish_pixel(i, j) puts the pixel's final values into the first layer's buffer. A pixel's
+    operations are matrix products on (B, ·) rows: one pixel is too small for convolutions to be
+    worth their set-up.
 
     Buffers hold channels last, so that a window of columns flattens without a copy; their
     first `reach` rows and columns stay zero, as the network's own padding."""
