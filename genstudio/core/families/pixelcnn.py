@@ -215,12 +215,13 @@ class GatedPixelCNN(nn.Module):
 
     def logits_of_rows(self, x: Tensor, labels: Tensor | None, first: int, stop: int) -> Tensor:
         """forward(x, labels)[..., first:stop, :], from the rows of x those logits see only:
-        rows first − span … stop − 1. The band's own zero padding on top reaches its first
-        `span` output rows, above `first`, which are not returned."""
+        rows first − span … stop − 1 through the vertical stack, whose zero padding on top of
+        the band reaches only its first `span` rows, above `first`; and rows first … stop − 1
+        through the horizontal stack, which works on each row alone given its links."""
         top = max(0, first - self.span)
         band = x[:, :, top:stop]
-        features = self.horizontal(band, self.vertical_links(band, labels), labels)
-        return self.head(features[:, :, first - top:])
+        links = [link[:, :, first - top:] for link in self.vertical_links(band, labels)]
+        return self.head(self.horizontal(x[:, :, first:stop], links, labels))
 
     def head(self, h: Tensor) -> Tensor:
         """Features (B, width, H, W) → logits (B, C, 256, H, W). SiLU rather than ReLU: no
