@@ -266,22 +266,31 @@ def test_the_fill_around_kept_pixels_draws_from_the_full_passs_logits(config, mo
 
 
 @pytest.mark.parametrize("config", [{}, NARROW])
-def test_logits_of_a_band_of_rows_equal_a_full_pass(config):
-    """Metropolis–Hastings recomputes only the rows that see the changed subpixel, from the
-    rows those see: `span` rows above and below. A span one row too short must show."""
+def test_a_candidates_rows_from_the_cached_vertical_stack_equal_a_full_pass(config):
+    """Metropolis–Hastings passes a candidate that changed one row through the network from
+    that row down only, on the vertical stack's cached rows above it; its logits must be a full
+    pass's of the candidate, and once taken, the cache must be the candidate's."""
+    from genstudio.core.families.pixelcnn import VerticalStackCache
+
     family = make(3, classes=2, seed=9, **config)
     network = family.network
-    x, labels = random_images(2, 3, seed=6) * 2 - 1, torch.tensor([1, 0])
+    x, labels = random_images(3, 3, seed=6) * 2 - 1, torch.tensor([1, 0, 1])
+    images = torch.tensor([0, 2])  # the movers; image 1 keeps its rows
     with torch.no_grad():
-        full = network(x, labels)
-        for first in range(SIZE):
-            stop = min(SIZE, first + network.span + 1)
-            band = network.logits_of_rows(x, labels, first, stop)
-            assert torch.allclose(band, full[..., first:stop, :], atol=1e-5, rtol=1e-5), f"rows {first}–{stop}"
-        if network.span < SIZE - 1:  # the narrow net: the last row from one row fewer above it
-            short = x[:, :, SIZE - network.span:]
-            features = network.horizontal(short, network.vertical_links(short, labels), labels)
-            assert not torch.allclose(network.head(features)[..., -1, :], full[..., -1, :], atol=1e-3)
+        cache = VerticalStackCache(network, x, labels)
+        for first in (0, 1, 3, SIZE - 1):
+            changed = x.clone()
+            changed[images, :, first] = random_images(2, 3, seed=first)[:, :, 0] * 2 - 1
+            rows = network.rows_that_see(first, SIZE)
+            links, inputs, pres = cache.links_from_row(images, changed[images][:, :, rows], first)
+            logits = network.head(network.horizontal(changed[images][:, :, rows], links, labels[images]))
+            full = network(changed, labels)
+            assert torch.allclose(logits, full[images][..., rows, :], atol=1e-5, rtol=1e-5), f"row {first}"
+            cache.take(images, first, inputs, pres)
+            x = changed
+            fresh = VerticalStackCache(network, x, labels)
+            for cached, expected in zip(cache.pres + cache.inputs, fresh.pres + fresh.inputs, strict=True):
+                assert torch.allclose(cached, expected, atol=1e-5, rtol=1e-5), f"cache after row {first}"
 
 
 def test_samples_are_reproducible_by_seed_and_differ_between_seeds():

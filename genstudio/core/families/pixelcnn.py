@@ -213,16 +213,6 @@ class GatedPixelCNN(nn.Module):
         """The rows whose logits depend on image row `row`: itself and `span` rows below."""
         return slice(row, min(height, row + self.span + 1))
 
-    def logits_of_rows(self, x: Tensor, labels: Tensor | None, first: int, stop: int) -> Tensor:
-        """forward(x, labels)[..., first:stop, :], from the rows of x those logits see only:
-        rows first − span … stop − 1 through the vertical stack, whose zero padding on top of
-        the band reaches only its first `span` rows, above `first`; and rows first … stop − 1
-        through the horizontal stack, which works on each row alone given its links."""
-        top = max(0, first - self.span)
-        band = x[:, :, top:stop]
-        links = [link[:, :, first - top:] for link in self.vertical_links(band, labels)]
-        return self.head(self.horizontal(x[:, :, first:stop], links, labels))
-
     def head(self, h: Tensor) -> Tensor:
         """Features (B, width, H, W) → logits (B, C, 256, H, W). SiLU rather than ReLU: no
         unit is ever dead, so no dependence the masks allow can vanish."""
@@ -385,6 +375,53 @@ def _row_vector(bias: Tensor | float) -> Tensor | float:
     return bias if isinstance(bias, float) else bias[:, None, :, 0, 0]
 
 
+class VerticalStackCache:
+    """The vertical stack of a batch of images, every layer's input and pre-activation, for
+    Metropolis–Hastings: a proposal changes one row, and rows above it keep their vertical
+    features, so the candidate's pass starts at that row from the cached rows above it
+    (`links_from_row`); an accepted candidate's rows replace the cached ones (`take`)."""
+
+    def __init__(self, network: GatedPixelCNN, x: Tensor, labels: Tensor | None):
+        self.network, self.labels = network, labels
+        self.inputs: list[Tensor] = []  # per layer (B, in, H, W)
+        self.pres: list[Tensor] = []    # per layer (B, 2w, H, W)
+        v = x
+        for layer in network.layers:
+            self.inputs.append(v)
+            r = layer.reach
+            pre = layer.vertical(F.pad(v, (r, r, r, 0))) + layer._class_bias(layer.vertical_class, labels)
+            self.pres.append(pre)
+            v = gate(pre)
+
+    def links_from_row(self, images: Tensor, x_rows: Tensor, first: int
+                       ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """For `images` (indices into the batch) whose rows first … first + R − 1 are now
+        `x_rows` (network input) and whose rows above are as cached: each layer's links into
+        those rows, and the layer inputs and pre-activations of those rows (for `take`)."""
+        labels = None if self.labels is None else self.labels[images]
+        links, inputs, pres = [], [], []
+        v = x_rows
+        for k, layer in enumerate(self.network.layers):
+            r = layer.reach
+            above = self.inputs[k][images, :, max(0, first - r):first]
+            window = F.pad(torch.cat([above, v], dim=2), (r, r, r - above.shape[2], 0))
+            pre = layer.vertical(window) + layer._class_bias(layer.vertical_class, labels)
+            before = (self.pres[k][images, :, first - 1:first] if first > 0
+                      else torch.zeros_like(pre[:, :, :1]))  # what shift_down puts above row 0
+            links.append(layer.link(torch.cat([before, pre[:, :, :-1]], dim=2)))
+            inputs.append(v)
+            pres.append(pre)
+            v = gate(pre)
+        return links, inputs, pres
+
+    def take(self, images: Tensor, first: int, inputs: list[Tensor], pres: list[Tensor]) -> None:
+        """Rows first … of `images` become those of links_from_row's candidate."""
+        rows = slice(first, first + pres[0].shape[2])
+        for k in range(len(self.pres)):
+            self.inputs[k][images, :, rows] = inputs[k]
+            self.pres[k][images, :, rows] = pres[k]
+
+
 # -- the family ------------------------------------------------------------------------------
 
 
@@ -529,6 +566,7 @@ class PixelCNN(Family):
         p(x_j | x_<j)), the joint ratio with the proposal's own term cancelled."""
         logits = self.network(network_input(levels), labels)                       # (B, C, 256, H, W)
         terms = subpixel_terms(logits, levels)                                     # (B, C, H, W)
+        vertical = VerticalStackCache(self.network, network_input(levels), labels)
         colours, size = self.spec.channels, self.spec.size
         for i, j, c in itertools.product(range(size), range(size), range(colours)):  # raster order
             if row_done is not None and i > 0 and j == 0 and c == 0:
@@ -543,13 +581,16 @@ class PixelCNN(Family):
                 continue  # re-proposing the current value leaves the state as it is
             # Only the images whose subpixel would change go through the network (a trained
             # model often re-proposes the value there), and of them only rows i … i + span,
-            # the rows that see the change: the ratio's other terms are 1.
+            # the rows that see the change (the ratio's other terms are 1), from the vertical
+            # stack's cached rows above.
             movers = moved.nonzero().squeeze(1)
             candidate = levels[movers]
             candidate[:, c, i, j] = proposal[movers]
             rows = self.network.rows_that_see(i, size)
-            new_logits = self.network.logits_of_rows(
-                network_input(candidate), None if labels is None else labels[movers], rows.start, rows.stop)
+            x_rows = network_input(candidate[:, :, rows])
+            links, v_inputs, v_pres = vertical.links_from_row(movers, x_rows, i)
+            new_logits = self.network.head(self.network.horizontal(
+                x_rows, links, None if labels is None else labels[movers]))
             new_terms = subpixel_terms(new_logits, candidate[:, :, rows])
             later = _after(i, j, c, self.spec.shape, levels.device)[:, rows]
             log_ratio = ((new_terms - terms[movers][:, :, rows]) * later).flatten(1).sum(1)
@@ -558,6 +599,7 @@ class PixelCNN(Family):
             levels[taken] = candidate[accepted]
             terms[taken, :, rows] = new_terms[accepted]
             logits[taken, :, :, rows] = new_logits[accepted]
+            vertical.take(taken, i, [v[accepted] for v in v_inputs], [v[accepted] for v in v_pres])
         if row_done is not None:
             row_done(size)
 
