@@ -338,6 +338,9 @@ def show_dataset(window, source: str, size: int, wait: Callable[[Callable[[], bo
     wait(lambda: window.preview is not None and window.preview.request == panel.request(), 600)
 
 
+HOLD_LIMIT_SECONDS = 120  # a bare step far longer than any family's at default size
+
+
 def gui_thread_holder() -> Callable[[], contextlib.AbstractContextManager]:
     """A context for other threads: inside it the GUI thread sleeps on an event (the GIL
     released, no CPU used) and handles nothing; it catches up after. Made on the GUI thread."""
@@ -369,11 +372,7 @@ def gui_thread_holder() -> Callable[[], contextlib.AbstractContextManager]:
         finally:
             holder.release.set()
 
-    gui_thread_held.holder = holder  # kept alive with the context
-    return gui_thread_held
-
-
-HOLD_LIMIT_SECONDS = 120  # a bare step far longer than any family's at default size
+    return gui_thread_held  # its closure keeps the holder alive
 
 
 class App:

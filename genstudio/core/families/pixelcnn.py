@@ -163,8 +163,13 @@ class GatedLayer(nn.Module):
         """v → (next v, the link into the horizontal stack). Output row i sees input rows
         i−reach … i; the link is shifted down, so at row i it has seen rows < i only."""
         r = self.reach
-        pre = self.vertical(F.pad(v, (r, r, r, 0))) + self._class_bias(self.vertical_class, labels)
+        pre = self.vertical_pre(F.pad(v, (r, r, r, 0)), labels)
         return gate(pre), self.link(shift_down(pre))
+
+    def vertical_pre(self, window: Tensor, labels: Tensor | None) -> Tensor:
+        """Gate pre-activations of the vertical stack from rows padded as vertical_step pads
+        them (`reach` rows above, `reach` columns each side): one row fewer per `reach`."""
+        return self.vertical(window) + self._class_bias(self.vertical_class, labels)
 
     def horizontal_step(self, h: Tensor, link: Tensor, labels: Tensor | None) -> Tensor:
         """Output column j sees columns j−reach … j of its row, the current pixel masked."""
@@ -297,7 +302,7 @@ class RasterEvaluator:
     first `reach` rows and columns stay zero, as the network's own padding."""
 
     def __init__(self, network: GatedPixelCNN, levels: Tensor, labels: Tensor | None):
-        self.network, self.levels = network, levels
+        self.network, self.levels, self.labels = network, levels, labels
         batch, colours, height, width = levels.shape
         self.reach = r = network.layers[0].reach
         device = levels.device
@@ -307,7 +312,7 @@ class RasterEvaluator:
 
         self.vertical_buffers, self.horizontal_buffers = [], []
         self.horizontal_weights, self.out_weights, self.out_biases = [], [], []
-        self.vertical_bias, self.horizontal_bias = [], []
+        self.horizontal_bias = []
         for layer in network.layers:
             c_in = layer.vertical.in_channels
             self.vertical_buffers.append(torch.zeros(batch, c_in, r + height, width + 2 * r, device=device))
@@ -315,7 +320,6 @@ class RasterEvaluator:
             self.horizontal_weights.append(masked(layer.horizontal).flatten(1).t())      # ((r+1)·in, 2w)
             self.out_weights.append(masked(layer.out)[:, 0, :].t())                       # (w, w)
             self.out_biases.append(layer.out.bias)
-            self.vertical_bias.append(layer._class_bias(layer.vertical_class, labels))    # (B, 2w, 1, 1) or 0
             self.horizontal_bias.append(layer._class_bias(layer.horizontal_class, labels))
         self.hidden_weight = masked(network.head_hidden)[:, 0, :].t()
         logits_weight = masked(network.head_logits)[:, 0, :].t()                          # (head, C·256)
@@ -335,7 +339,7 @@ class RasterEvaluator:
             self.vertical_buffers[0][:, :, r + t, r:-r] = network_input(self.levels[:, :, t])
             pre_rows = []
             for k, layer in enumerate(network.layers):
-                pre = layer.vertical(self.vertical_buffers[k][:, :, t:t + r + 1]) + self.vertical_bias[k]
+                pre = layer.vertical_pre(self.vertical_buffers[k][:, :, t:t + r + 1], self.labels)
                 pre_rows.append(pre)                                                  # (B, 2w, 1, W)
                 if k + 1 < len(network.layers):
                     self.vertical_buffers[k + 1][:, :, r + t, r:-r] = gate(pre)[:, :, 0]
@@ -389,7 +393,7 @@ class VerticalStackCache:
         for layer in network.layers:
             self.inputs.append(v)
             r = layer.reach
-            pre = layer.vertical(F.pad(v, (r, r, r, 0))) + layer._class_bias(layer.vertical_class, labels)
+            pre = layer.vertical_pre(F.pad(v, (r, r, r, 0)), labels)
             self.pres.append(pre)
             v = gate(pre)
 
@@ -405,7 +409,7 @@ class VerticalStackCache:
             r = layer.reach
             above = self.inputs[k][images, :, max(0, first - r):first]
             window = F.pad(torch.cat([above, v], dim=2), (r, r, r - above.shape[2], 0))
-            pre = layer.vertical(window) + layer._class_bias(layer.vertical_class, labels)
+            pre = layer.vertical_pre(window, labels)
             before = (self.pres[k][images, :, first - 1:first] if first > 0
                       else torch.zeros_like(pre[:, :, :1]))  # what shift_down puts above row 0
             links.append(layer.link(torch.cat([before, pre[:, :, :-1]], dim=2)))
