@@ -3,6 +3,7 @@ lifecycle of every thread it starts (closing waits for training to stop and save
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from functools import partial
 from pathlib import Path
@@ -41,7 +42,7 @@ from .panels import (
     MetricsPlot,
     TrainingPanel,
 )
-from .panels.training_panel import IDLE, LOADING, PAUSED, RUNNING, STOPPING
+from .panels.training_panel import IDLE, LOADING, NO_RUN_OPEN, PAUSED, RUNNING, STOPPING
 from .workers import LaunchedTrainingWorker, TaskRunner, TrainingWorker, start_thread
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("genstudio")
         self.resize(1280, 800)
         self.preview: jobs.DatasetPreview | None = None
-        self.loaded = None  # LoadedRun shown in the gallery
+        self.loaded = None  # LoadedRun shown in the gallery (see _set_loaded)
+        self._opened_history: list = []  # its metrics.jsonl records, for Continue run's curves
         self.training_worker: TrainingWorker | None = None
         self.training_thread: QThread | None = None
         self._control = None
@@ -158,6 +160,7 @@ class MainWindow(QMainWindow):
         train_menu = self.menuBar().addMenu("&Training")
         for text, keys, button in (
             ("&Start", "Ctrl+Return", panel.start_button),
+            ("&Continue the open run", "Ctrl+Shift+Return", panel.continue_button),
             ("&Pause / resume", "Ctrl+P", panel.pause_button),
             ("S&top", "Ctrl+.", panel.stop_button),
             ("Sample &now", None, panel.sample_button),
@@ -178,6 +181,7 @@ class MainWindow(QMainWindow):
         self.dataset_jobs.failed.connect(self._on_dataset_failed)
         panel = self.training_panel
         panel.start_requested.connect(self.start_training)
+        panel.continue_requested.connect(self.continue_training)
         panel.pause_requested.connect(self.toggle_pause)
         panel.stop_requested.connect(self.stop_training)
         panel.sample_requested.connect(lambda: self._control and self._control.request_samples())
@@ -257,18 +261,55 @@ class MainWindow(QMainWindow):
         request = self.dataset_panel.request()
         settings = TrainSettings(family=self.family_picker.current(), data=request.source,
                                  size=request.size, channels=request.channels, **values)
-        run_dir = str(new_run_dir(settings.family, settings.data))
+        if self._start(settings, str(new_run_dir(settings.family, settings.data))):
+            self.metrics_plot.set_first_shown(family_class(settings.family).plotted_metrics)
+
+    def continue_training(self) -> None:
+        """Train the open run further, up to the form's Steps, with the settings it was made
+        with (only the device and the process count may change, as for `train --resume`)."""
+        loaded = self.loaded
+        if self.training_thread is not None or loaded is None or loaded.weights_only:
+            return
+        steps = self.training_panel.steps_spin.value()
+        if steps <= loaded.step:
+            self.training_panel.show_error(f"The open run is at step {loaded.step:,}: set Steps above "
+                                           "that to train it further")
+            return
+        settings = dataclasses.replace(loaded.settings, steps=steps,
+                                       device=self.training_panel.device_combo.currentText())
+        history = [r for r in self._opened_history if int(r.get("step", 0)) <= loaded.step]
+        if not self._start(settings, str(loaded.run.path), resume=True):
+            return
+        # The form shows what trains: the run's family and settings (a new run started after
+        # this one starts from them too); the curves go on from the run's history.
+        self.family_picker.select(settings.family)
+        self.training_panel.set_values(**self._form_values(settings))
+        self.metrics_plot.set_first_shown(loaded.family.plotted_metrics)
+        self.metrics_plot.load_history(history)
+        self._status(f"Continuing {loaded.name} from step {loaded.step:,} to {steps:,}…")
+
+    @staticmethod
+    def _form_values(settings: TrainSettings) -> dict:
+        return {"batch": settings.batch, "seed": settings.seed, "conditional": settings.conditional,
+                "sample_every": settings.sample_every, "checkpoint_every": settings.checkpoint_every,
+                "eval_every": settings.eval_every, "eval_metrics": settings.eval_metrics,
+                "family_config": settings.family_config}
+
+    def _start(self, settings: TrainSettings, run_dir: str, resume: bool = False) -> bool:
+        """Start training `settings` into `run_dir` (a new run, or `resume` the one there) in
+        the app's thread or torchrun's processes; False (with the reason shown) if it cannot."""
         processes = self.training_panel.processes()
         if processes > 1:  # a data-parallel run in torchrun's processes, followed from here
             try:
-                worker: TrainingWorker = LaunchedTrainingWorker(settings, run_dir, processes)
+                worker: TrainingWorker = LaunchedTrainingWorker(settings, run_dir, processes, resume=resume)
             except RunError as exc:
                 self.training_panel.show_error(str(exc))
-                return
+                return False
         else:
             # The preview already holds these images unless the panel changed since it loaded.
-            dataset = self.preview.dataset if self.preview.request == request else None
-            worker = TrainingWorker(settings, run_dir, dataset=dataset)
+            request = jobs.DatasetRequest(settings.data, settings.size, settings.channels)
+            dataset = self.preview.dataset if self.preview and self.preview.request == request else None
+            worker = TrainingWorker(settings, run_dir, dataset=dataset, resume=resume)
         # A run still opening (the pretrained default at launch, say) would land in the
         # training's plot, run label and panels: it is dropped.
         self.run_jobs.cancel()
@@ -280,10 +321,9 @@ class MainWindow(QMainWindow):
         self._set_training_state(LOADING)
         self.training_panel.clear_error()
         self.metrics_plot.clear()
-        self.metrics_plot.set_first_shown(family_class(settings.family).plotted_metrics)
         self.latest_samples.set_image(None)
         self.latest_caption.clear()
-        self.loaded = None
+        self._set_loaded(None)
         self.gallery.show_placeholder("Training has started; its samples will appear here.")
         self.explorer.show_unavailable("Training has started; its latent space opens here when it ends.")
         if processes > 1:  # no loading progress comes from the processes: say what is happening
@@ -291,6 +331,7 @@ class MainWindow(QMainWindow):
             self._status(f"Starting {processes} training processes with torchrun…")
         else:
             self._status("Preparing the data and the model…")
+        return True
 
     def _connect_training(self, worker: TrainingWorker) -> None:
         worker.loading.connect(self.training_panel.show_loading)
@@ -428,9 +469,22 @@ class MainWindow(QMainWindow):
         device = self.training_panel.device_combo.currentText()
         self.run_jobs.submit(partial(jobs.open_run, str(path), device))
 
+    def _set_loaded(self, loaded, history: list | None = None) -> None:
+        """The run the gallery, explorer and inpainting canvas show, and Continue run trains."""
+        self.loaded = loaded
+        self._opened_history = history or []
+        if loaded is None:
+            reason = NO_RUN_OPEN
+        elif loaded.weights_only:
+            reason = (f"{loaded.name} is a pretrained model, shipped without its optimizer state: "
+                      "it cannot train further; start a new run instead")
+        else:
+            reason = ""
+        self.training_panel.set_continuable(reason)
+
     def _on_run_opened(self, opened: jobs.OpenedRun) -> None:
         loaded = opened.loaded
-        self.loaded = loaded
+        self._set_loaded(loaded, opened.metrics)
         self.metrics_plot.set_first_shown(loaded.family.plotted_metrics)
         self.metrics_plot.load_history(opened.metrics)
         self.training_panel.run_label.setText(f"Run folder: {loaded.run.path}")

@@ -203,11 +203,12 @@ class TrainingWorker(ThreadWorker):
     }
 
     def __init__(self, settings: TrainSettings, run_dir: str, *,
-                 dataset: ImageDataset | None = None):
+                 dataset: ImageDataset | None = None, resume: bool = False):
         super().__init__()
         self.settings = settings
         self.run_dir = run_dir
         self.dataset = dataset  # already loaded for the preview: saves decoding it again
+        self.resume = resume  # continue the run in run_dir (its settings, to settings.steps)
         self.control = TrainingControl()
         self._throttle = _Throttle()
 
@@ -249,7 +250,7 @@ class TrainingWorker(ThreadWorker):
                 raise
         if self.control.stop_requested:
             return None
-        return Trainer(self.settings, self.run_dir, dataset=dataset)
+        return Trainer(self.settings, self.run_dir, dataset=dataset, resume=self.resume)
 
     def _progress(self, done: int, total: int) -> None:
         if self._throttle.ready(done, total):
@@ -278,9 +279,9 @@ class LaunchedTrainingWorker(TrainingWorker):
     """A data-parallel run trained by torchrun's processes (core/launch.py), followed through
     the events rank 0 reports: the window sees the same signals as for an in-process run."""
 
-    def __init__(self, settings: TrainSettings, run_dir: str, processes: int):
-        super().__init__(settings, run_dir)
-        self.launched = LaunchedRun(settings, run_dir, processes)  # checks the settings now
+    def __init__(self, settings: TrainSettings, run_dir: str, processes: int, *, resume: bool = False):
+        super().__init__(settings, run_dir, resume=resume)
+        self.launched = LaunchedRun(settings, run_dir, processes, resume=resume)  # checks the settings now
         self.control = LaunchedControl(self.launched)
 
     def _events(self) -> Iterator[TrainEvent]:

@@ -126,7 +126,8 @@ def train_arguments(settings: TrainSettings) -> list[str]:
     return args
 
 
-def torchrun_command(settings: TrainSettings, run_dir: str | os.PathLike, processes: int) -> list[str]:
+def torchrun_command(settings: TrainSettings, run_dir: str | os.PathLike, processes: int,
+                     resume: bool = False) -> list[str]:
     if processes < 1:
         raise LaunchError("the number of processes must be at least 1")
     if settings.batch % processes:
@@ -137,7 +138,7 @@ def torchrun_command(settings: TrainSettings, run_dir: str | os.PathLike, proces
                           "`torchrun … -m genstudio train` from a source install")
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc_per_node={processes}", "-m", "genstudio", "train",
-            *train_arguments(settings), "--out", str(run_dir), "--events"]
+            *train_arguments(settings), "--out", str(run_dir), *(["--resume"] if resume else []), "--events"]
 
 
 # -- the launched run -------------------------------------------------------------------------
@@ -152,8 +153,8 @@ class LaunchedRun:
     TAIL_LINES = 40
 
     def __init__(self, settings: TrainSettings, run_dir: str | os.PathLike, processes: int,
-                 env: dict[str, str] | None = None):
-        self.command = torchrun_command(settings, run_dir, processes)
+                 env: dict[str, str] | None = None, *, resume: bool = False):
+        self.command = torchrun_command(settings, run_dir, processes, resume)
         self.run_dir = Path(run_dir)
         self.processes = processes
         self.tail: collections.deque[str] = collections.deque(maxlen=self.TAIL_LINES)

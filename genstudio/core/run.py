@@ -139,6 +139,7 @@ class LoadedRun:
     class_names: list[str]
     config: dict[str, Any]
     notice: str = ""  # e.g. the newest checkpoint was damaged and the previous one was loaded
+    weights_only: bool = False  # shipped without its optimizer state: it cannot train further
 
     @property
     def name(self) -> str:
@@ -158,7 +159,7 @@ def load_run(path: str | os.PathLike, device: str = "auto") -> LoadedRun:
     family.load_state_dict(move_state(state["family"], family.device), with_optimizers=False)
     family.eval_mode()
     return LoadedRun(run, family, settings, int(meta["step"]), list(meta.get("class_names", [])), config,
-                     notice)
+                     notice, bool(meta.get("weights_only", False)))
 
 
 __all__ = ["CheckpointError", "LoadedRun", "RunDir", "RunError", "TrainSettings", "load_run"]

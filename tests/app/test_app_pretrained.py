@@ -45,6 +45,12 @@ def test_the_window_opens_on_the_pretrained_default_and_can_sample_at_once(qtbot
     assert win.loaded.run.path == pretrained.find(pretrained.DEFAULT).installed_path
     assert win.loaded.step == 3
     assert win.inpaint.loaded is win.loaded and win.explorer.loaded is win.loaded
+    # Shipped without its optimizer state: it cannot be trained further, and says so.
+    panel = win.training_panel
+    assert not panel.continue_button.isEnabled()
+    assert "pretrained model" in panel.continue_button.toolTip()
+    win.continue_training()  # the shortcut's path
+    assert win.training_worker is None
     qtbot.waitUntil(lambda: win.gallery.samples is not None, timeout=30_000)  # drawn unasked
     win.gallery.count_spin.setValue(4)
     win.gallery.regenerate_button.click()

@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 
 from genstudio.app import workers
 from genstudio.core.families.vae import VAE
-from genstudio.core.run import load_run
+from genstudio.core.run import RunDir, load_run
 
 
 def run_dir_of(window) -> Path:
@@ -40,6 +40,39 @@ def test_start_shows_progress_curves_and_samples_then_opens_the_gallery(qtbot, w
     assert window.gallery.tiles.count() == 36
     assert load_run(run_dir_of(window)).step == 40
     assert panel.state == "idle" and panel.start_button.isEnabled()
+
+
+def test_continue_run_trains_the_open_run_further_in_its_own_folder(qtbot, window):
+    with qtbot.waitSignal(window.training_ended, timeout=60_000):
+        start_training(qtbot, window, steps=20)
+    run = run_dir_of(window)
+    qtbot.waitUntil(lambda: window.loaded is not None and window.loaded.run.path == run, timeout=30_000)
+    panel = window.training_panel
+    assert panel.continue_button.isEnabled()
+    runs_before = set(run.parent.iterdir())
+    # Steps not above the run's own: said, and nothing starts.
+    panel.steps_spin.setValue(20)
+    qtbot.mouseClick(panel.continue_button, Qt.MouseButton.LeftButton)
+    assert window.training_worker is None
+    assert "at step 20" in panel.error_label.text()
+    # Another family picked meanwhile: the run trains as it was made, and the form says so.
+    window.family_picker.select("gan")
+    panel.steps_spin.setValue(40)
+    with qtbot.waitSignal(window.training_ended, timeout=60_000) as ended:
+        qtbot.mouseClick(panel.continue_button, Qt.MouseButton.LeftButton)
+        assert window.training_worker is not None and window.training_worker.resume
+        assert window.family_picker.current() == "vae"
+        assert panel.values()["family_config"] == load_run(run).settings.family_config
+        assert not panel.continue_button.isEnabled()
+        qtbot.waitUntil(lambda: len(window.metrics_plot.curve_data("bpd")[0]) >= 2)  # the history first
+    assert ended.args == ["completed"]
+    assert run_dir_of(window) == run
+    assert load_run(run).step == 40
+    assert [r["step"] for r in RunDir(run).read_metrics() if "loss" in r] == [10, 20, 30, 40]
+    assert set(run.parent.iterdir()) == runs_before  # no new run folder
+    assert {10, 20, 30, 40} <= set(window.metrics_plot.curve_data("bpd")[0].tolist())
+    qtbot.waitUntil(lambda: window.loaded is not None and window.loaded.step == 40, timeout=30_000)
+    assert panel.continue_button.isEnabled()
 
 
 def test_pause_holds_the_step_and_resume_continues(qtbot, window):

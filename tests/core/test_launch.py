@@ -63,6 +63,7 @@ def test_the_command_checks_the_split_of_the_batch():
     command = torchrun_command(settings, "RUN", 2)
     assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     assert command[-3:] == ["--out", "RUN", "--events"]
+    assert torchrun_command(settings, "RUN", 2, resume=True)[-4:] == ["--out", "RUN", "--resume", "--events"]
 
 
 def test_every_event_survives_encoding(tmp_path):
@@ -119,6 +120,22 @@ def test_a_launched_run_is_followed_and_stops_like_an_in_process_one(tmp_path):
     assert CheckpointSaved in kinds and SamplesReady in kinds
     samples = next(e for e in seen if isinstance(e, SamplesReady))
     assert samples.grid.ndim == 3 and samples.grid.dtype == np.uint8
+
+
+def test_a_launch_continues_a_run_trained_in_one_process(tmp_path):
+    # The app's Continue run with Processes = 2 on a run it trained in its own thread: torchrun
+    # resumes it from its checkpoint (a change of process count), to the new total of steps.
+    from genstudio.core.training import Trainer
+
+    run_dir = tmp_path / "run"
+    for _event in Trainer(_tiny(steps=4), str(run_dir)).run():
+        pass
+    seen = list(LaunchedRun(_tiny(steps=8), run_dir, 2, resume=True).events())
+    assert seen[0].start_step == 4 and seen[0].total_steps == 8
+    assert seen[-1].reason == "completed" and seen[-1].step == 8
+    _, meta = load_checkpoint(RunDir(run_dir).checkpoint_path)
+    assert meta["step"] == 8
+    assert [r["step"] for r in RunDir(run_dir).read_metrics() if "loss" in r] == [2, 4, 6, 8]
 
 
 def test_a_launch_that_fails_says_why(tmp_path):

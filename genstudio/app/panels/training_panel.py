@@ -33,11 +33,17 @@ WARNING_STYLE = "color: #b26a00;"
 _DEFAULTS = TrainSettings()
 
 
+NO_RUN_OPEN = "Open a run (File → Open run…) to train it further"
+CONTINUE_TIP = ("Train the open run further, up to Steps, with the settings it was made with "
+                "(Ctrl+Shift+Return)")
+
 LIKELIHOOD_ONLY = ("bpd",)
 QUALITY_METRICS = ("bpd", "fid", "precision", "recall")
 
+
 class TrainingPanel(QWidget):
     start_requested = Signal()
+    continue_requested = Signal()  # train the open run further
     pause_requested = Signal()   # toggles pause / resume
     stop_requested = Signal()
     sample_requested = Signal()
@@ -50,6 +56,7 @@ class TrainingPanel(QWidget):
         self._ready, self._not_ready_reason = False, "Loading the dataset…"
         self._conditional_allowed = False
         self._interactive = True  # False while a launched (multi-process) run trains
+        self._cannot_continue = NO_RUN_OPEN  # why the open run cannot train further; "" if it can
         self._error_details = ""
         self._build_settings()
         self._build_controls()
@@ -116,8 +123,10 @@ class TrainingPanel(QWidget):
         self.stop_button = push_button("Stop", "stopButton", "Stop after this step and save (Ctrl+.)")
         self.sample_button = push_button("Sample now", "sampleNowButton", "Draw a sample grid now")
         self.save_button = push_button("Save now", "saveNowButton", "Write a checkpoint now")
+        self.continue_button = push_button("Continue", "continueButton", CONTINUE_TIP)
         self.start_button.setDefault(True)
         self.start_button.clicked.connect(self.start_requested)
+        self.continue_button.clicked.connect(self.continue_requested)
         self.pause_button.clicked.connect(self.pause_requested)
         self.stop_button.clicked.connect(self.stop_requested)
         self.sample_button.clicked.connect(self.sample_requested)
@@ -149,7 +158,9 @@ class TrainingPanel(QWidget):
         grid.addWidget(self.start_button, 0, 0)
         grid.addWidget(self.pause_button, 0, 1)
         grid.addWidget(self.stop_button, 0, 2)
-        grid.addWidget(self.sample_button, 1, 0, 1, 2)
+        # Continue sits under Start: the two ways to begin training, enabled while nothing trains.
+        grid.addWidget(self.continue_button, 1, 0)
+        grid.addWidget(self.sample_button, 1, 1)
         grid.addWidget(self.save_button, 1, 2)
         grid.addWidget(self.progress, 2, 0, 1, 3)
         speed_row = QHBoxLayout()
@@ -181,6 +192,12 @@ class TrainingPanel(QWidget):
     def set_ready(self, ready: bool, reason: str = "") -> None:
         """Whether Start can be pressed (a dataset is loaded and usable)."""
         self._ready, self._not_ready_reason = ready, reason
+        self._update_buttons()
+
+    def set_continuable(self, reason: str) -> None:
+        """Whether Continue run can be pressed: "" if the open run can train further, else why
+        not (no run open, a pretrained model without its optimizer state)."""
+        self._cannot_continue = reason
         self._update_buttons()
 
     def values(self) -> dict[str, Any]:
@@ -237,6 +254,8 @@ class TrainingPanel(QWidget):
         can_start = idle and self._ready and not invalid
         self.start_button.setEnabled(can_start)
         self.start_button.setToolTip(self._start_tooltip(invalid))
+        self.continue_button.setEnabled(idle and not self._cannot_continue)
+        self.continue_button.setToolTip(self._cannot_continue or CONTINUE_TIP)
         controllable = active and self._interactive
         self.pause_button.setEnabled(controllable)
         self.stop_button.setEnabled(self.state in (LOADING, RUNNING, PAUSED))
