@@ -125,11 +125,14 @@ def _train(args: argparse.Namespace) -> int:
     # Under torchrun (WORLD_SIZE > 1) this is one process of a data-parallel run: --batch is
     # the global batch, and only rank 0 writes the run folder and prints.
     distributed = Distributed.from_env(args.device)
+    finished = False
     try:
-        return _train_in_process(args, settings, distributed)
+        code = _train_in_process(args, settings, distributed)
+        finished = True
+        return code
     finally:
         if distributed is not None:
-            distributed.close()
+            distributed.close(finished)
 
 
 def train_settings(args: argparse.Namespace) -> Any:

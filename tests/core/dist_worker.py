@@ -28,6 +28,7 @@ def main() -> int:
     jobs = json.loads(Path(sys.argv[1]).read_text())
     distributed = Distributed.from_env("cpu", timeout_s=120)
     assert distributed is not None and distributed.world_size > 1
+    finished = False
     try:
         for job in jobs:
             settings = TrainSettings.from_json(job["settings"])
@@ -42,8 +43,9 @@ def main() -> int:
                      for key, t in module.state_dict().items()}
             torch.save({"state": state, "generator": trainer.generator.get_state(), "step": trainer.step},
                        dump / f"rank{distributed.rank}.pt")
+        finished = True
     finally:
-        distributed.close()
+        distributed.close(finished)
     return 0
 
 

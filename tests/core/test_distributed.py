@@ -205,3 +205,31 @@ def test_single_process_is_not_distributed(monkeypatch):
     assert Distributed.from_env("cpu") is None
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert Distributed.from_env("cpu") is None
+
+
+_CLOSE_SCRIPT = """
+import json, sys, time
+from genstudio.core.distributed import Distributed
+distributed = Distributed.from_env("cpu", timeout_s=60)
+if distributed.rank == 0:
+    time.sleep(1.5)  # rank 0's end of a run: the final samples, checkpoint and evaluation
+started = time.monotonic()
+distributed.close(finished=True)
+print(json.dumps({"rank": distributed.rank, "waited": time.monotonic() - started}), flush=True)
+"""
+
+
+def test_after_a_finished_run_each_process_waits_for_the_others_before_leaving(tmp_path):
+    # A gloo process that tore the group down and exited while rank 0 was still at its end-of-run
+    # work aborted now and then ("terminate called without an active exception"). Closing after
+    # a finished run therefore meets the others first: rank 1 leaves only once rank 0 does.
+    script = tmp_path / "close.py"
+    script.write_text(_CLOSE_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    waited = {r["rank"]: r["waited"] for r in map(json.loads, (ln for ln in out.stdout.splitlines()
+                                                               if ln.startswith("{")))}
+    assert waited[1] > 1.0 and waited[0] < 1.0, waited
