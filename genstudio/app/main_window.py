@@ -62,7 +62,7 @@ class MainWindow(QMainWindow):
         self.resize(1280, 800)
         self.preview: jobs.DatasetPreview | None = None
         self.loaded = None  # LoadedRun shown in the gallery (see _set_loaded)
-        self._opened_history: list = []  # its metrics.jsonl records, for Continue run's curves
+        self._opened_history: list = []  # its metrics.jsonl records, for the curves of Continue
         self.training_worker: TrainingWorker | None = None
         self.training_thread: QThread | None = None
         self._control = None
@@ -470,7 +470,7 @@ class MainWindow(QMainWindow):
         self.run_jobs.submit(partial(jobs.open_run, str(path), device))
 
     def _set_loaded(self, loaded, history: list | None = None) -> None:
-        """The run the gallery, explorer and inpainting canvas show, and Continue run trains."""
+        """The run the gallery, explorer and inpainting canvas show, and Continue trains further."""
         self.loaded = loaded
         self._opened_history = history or []
         if loaded is None:

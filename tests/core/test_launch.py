@@ -123,7 +123,7 @@ def test_a_launched_run_is_followed_and_stops_like_an_in_process_one(tmp_path):
 
 
 def test_a_launch_continues_a_run_trained_in_one_process(tmp_path):
-    # The app's Continue run with Processes = 2 on a run it trained in its own thread: torchrun
+    # The app's Continue with Processes = 2 on a run it trained in its own thread: torchrun
     # resumes it from its checkpoint (a change of process count), to the new total of steps.
     from genstudio.core.training import Trainer
 

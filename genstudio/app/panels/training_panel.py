@@ -195,7 +195,7 @@ class TrainingPanel(QWidget):
         self._update_buttons()
 
     def set_continuable(self, reason: str) -> None:
-        """Whether Continue run can be pressed: "" if the open run can train further, else why
+        """Whether Continue can be pressed: "" if the open run can train further, else why
         not (no run open, a pretrained model without its optimizer state)."""
         self._cannot_continue = reason
         self._update_buttons()
