@@ -48,7 +48,7 @@ def prepare_process() -> None:
 
     freeze_imported_objects(compiler=False)
     # torch's compiler, which its first optimizer imports, takes a second to import: the window
-    # comes up meanwhile (1.3 s after launch instead of 2.2 s on 2 cores).
+    # comes up meanwhile (1.4-1.8 s after launch instead of 2.5 s on 2 cores).
     freeze_the_compiler_in_the_background()
 
 
