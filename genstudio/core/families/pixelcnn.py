@@ -597,7 +597,7 @@ class PixelCNN(Family):
                 x_rows, links, None if labels is None else labels[movers]))
             new_terms = subpixel_terms(new_logits, candidate[:, :, rows])
             later = _after(i, j, c, self.spec.shape, levels.device)[:, rows]
-            log_ratio = ((new_terms - terms[movers][:, :, rows]) * later).flatten(1).sum(1)
+            log_ratio = ((new_terms - terms[movers, :, rows]) * later).flatten(1).sum(1)
             accepted = log_uniform[movers] < log_ratio
             taken = movers[accepted]
             levels[taken] = candidate[accepted]
