@@ -74,3 +74,22 @@ def test_a_gan_run_shows_both_players_and_d_on_real_and_fake_first(plot):
     for step in (10, 20):
         plot.add_record(step, {"d_loss": 1.3, "g_loss": 0.8, "d_real": 0.5, "d_fake": 0.4, "gp": 0.0})
     assert plot.shown_metrics() == ["d_loss", "g_loss", "d_real", "d_fake"]
+
+
+def test_many_metric_toggles_wrap_onto_lines_inside_the_plots_width(qtbot, plot):
+    # An evaluation with sample metrics adds about a dozen; none may be cut off or scrolled to.
+    names = [f"metric_number_{i}" for i in range(16)]
+    plot.add_record(10, dict.fromkeys(names, 1.0))
+    boxes = [plot._series[name].checkbox for name in names]
+
+    def laid_out() -> bool:
+        return all(box.isVisible() and box.width() >= box.sizeHint().width() for box in boxes)
+
+    qtbot.waitUntil(laid_out, timeout=2_000)
+    right_edges = [box.mapTo(plot, box.rect().topRight()).x() for box in boxes]
+    assert max(right_edges) < plot.width()
+    rows = {box.mapTo(plot, box.rect().topLeft()).y() for box in boxes}
+    assert len(rows) > 1  # wrapped
+    assert plot.plot.height() > plot.height() // 3  # the curves keep most of the room
+    plot.clear()
+    assert plot.metric_row.count() == 1  # only the "Show:" label is left

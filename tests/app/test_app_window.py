@@ -111,6 +111,19 @@ def test_default_size_fits_the_layout(window):
     assert window.minimumSizeHint().height() <= 800
 
 
+def test_the_training_controls_stay_in_view_when_the_window_is_low(qtbot, window):
+    # The settings scroll; Start, the progress bar and what the run said stay below them.
+    window.resize(1000, 560)
+    panel = window.training_panel
+    window.family_picker.select("diffusion")  # a long form
+    qtbot.waitUntil(lambda: panel.height() < 560, timeout=2_000)
+    for widget in (panel.start_button, panel.continue_button, panel.progress):
+        assert widget.isVisible()
+        bottom = widget.mapTo(window, widget.rect().bottomLeft()).y()
+        assert bottom < window.height(), widget.objectName()
+    window.resize(1280, 800)
+
+
 def test_space_toggles_pause_only_when_not_typing(qtbot, window):
     from app_helpers import ENDLESS, start_training
 

@@ -16,16 +16,16 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QCheckBox,
-    QFrame,
     QHBoxLayout,
     QLabel,
-    QScrollArea,
     QSlider,
     QVBoxLayout,
     QWidget,
 )
 
 from genstudio.core.run import BOOKKEEPING_KEYS
+
+from ..layout import FlowLayout
 
 REFRESH_MS = 100                       # at most 10 redraws a second, however fast steps come
 PREFERRED_METRICS = ("bpd", "loss")    # shown first; the rest start hidden
@@ -85,6 +85,7 @@ class MetricsPlot(QWidget):
         self.plot = pg.PlotWidget(background=self.palette().base().color())
         self.plot.setObjectName("metricsPlotWidget")
         self.plot.setAccessibleName("Training curves")
+        self.plot.setMinimumHeight(160)  # however many rows of metric toggles wrap below it
         item = self.plot.getPlotItem()
         item.setClipToView(True)
         item.setDownsampling(auto=True, mode="peak")
@@ -94,17 +95,14 @@ class MetricsPlot(QWidget):
         self.legend = item.addLegend(offset=(-10, 10))
 
     def _build_controls(self) -> None:
-        # One toggle per metric, in a strip that scrolls sideways: evaluations add a dozen
-        # metrics, and a plain row of check boxes would force the window wider than the screen.
-        strip = QWidget()
-        self.metric_row = QHBoxLayout(strip)
-        self.metric_row.setContentsMargins(0, 0, 0, 0)
-        self.metric_row.addStretch(1)
-        self.metric_scroll = QScrollArea(objectName="metricToggles", widgetResizable=True)
-        self.metric_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.metric_scroll.setWidget(strip)
-        self.metric_scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.metric_scroll.setMinimumWidth(120)
+        # One toggle per metric, wrapping onto further lines: evaluations add a dozen metrics,
+        # and a single row would either force the window wider or hide boxes behind a scroll bar.
+        self.metric_toggles = QWidget(objectName="metricToggles")
+        self.metric_row = FlowLayout(self.metric_toggles)
+        self.metric_row.addWidget(QLabel("Show:"))
+        size_policy = self.metric_toggles.sizePolicy()
+        size_policy.setHeightForWidth(True)
+        self.metric_toggles.setSizePolicy(size_policy)
         self.log_check = QCheckBox("log y", objectName="logYCheck", accessibleName="Logarithmic y axis")
         self.log_check.setToolTip("Logarithmic y axis (for positive, decaying curves)")
         self.log_check.toggled.connect(self._set_log)
@@ -117,11 +115,10 @@ class MetricsPlot(QWidget):
         self.smoothing.valueChanged.connect(self._set_smoothing)
         self.smoothing_label = QLabel(f"smoothing {DEFAULT_SMOOTHING:.2f}")
         self.controls = QHBoxLayout()
-        self.controls.addWidget(QLabel("Show:"))
-        self.controls.addWidget(self.metric_scroll, 1)
-        self.controls.addWidget(self.log_check)
-        self.controls.addWidget(self.smoothing_label)
-        self.controls.addWidget(self.smoothing)
+        self.controls.addWidget(self.metric_toggles, 1, Qt.AlignmentFlag.AlignTop)
+        self.controls.addWidget(self.log_check, 0, Qt.AlignmentFlag.AlignTop)
+        self.controls.addWidget(self.smoothing_label, 0, Qt.AlignmentFlag.AlignTop)
+        self.controls.addWidget(self.smoothing, 0, Qt.AlignmentFlag.AlignTop)
 
     # -- data in ------------------------------------------------------------------------------
     def add_record(self, step: int, metrics: dict[str, float]) -> None:
@@ -161,7 +158,7 @@ class MetricsPlot(QWidget):
         smooth = self.plot.plot(pen=pg.mkPen(colour, width=2), name=name, connect="finite")
         checkbox = QCheckBox(name, objectName=f"metric_{name}", accessibleName=f"Show {name}")
         checkbox.toggled.connect(lambda _on, n=name: self._apply_visibility(n))
-        self.metric_row.insertWidget(self.metric_row.count() - 1, checkbox)  # before the stretch
+        self.metric_row.addWidget(checkbox)
         series = self._series[name] = _Series(raw, smooth, checkbox)
         self._apply_visibility(name)
         return series

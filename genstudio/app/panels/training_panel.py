@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from genstudio.core.device import DEVICE_CHOICES
 from genstudio.core.run import TrainSettings
 
-from ..layout import push_button
+from ..layout import push_button, scrolling
 from .config_form import ConfigForm
 
 IDLE, LOADING, RUNNING, PAUSED, STOPPING = "idle", "loading", "running", "paused", "stopping"
@@ -61,11 +61,18 @@ class TrainingPanel(QWidget):
         self._build_settings()
         self._build_controls()
         self._build_status()
+        # The settings scroll; the controls and progress stay in view below them, however
+        # long a family's form is and however low the window.
+        settings = QWidget()
+        settings_layout = QVBoxLayout(settings)
+        settings_layout.setContentsMargins(0, 0, 0, 0)
+        settings_layout.addWidget(self.settings_box)
+        settings_layout.addWidget(self.model_box)
+        settings_layout.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        for group in (self.settings_box, self.model_box, self.controls_box):
-            layout.addWidget(group)
-        layout.addStretch(1)
+        layout.addWidget(scrolling(settings, 0), 1)
+        layout.addWidget(self.controls_box)
         self.set_state(IDLE)
 
     # -- layout -----------------------------------------------------------------------------
