@@ -88,29 +88,34 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--family", required=True, help="vae, gan, flow, diffusion, pixelcnn or ebm")
     p.add_argument("--data", required=True, help="a folder of images or builtin:NAME (tins, shapes)")
     p.add_argument("--out", required=True, help="the run folder to create (or continue with --resume)")
-    p.add_argument("--size", type=int, default=32, help="image side in px (default 32)")
+    # Options without a default here take the run's own value on --resume, TrainSettings'
+    # default on a new run (train_settings).
+    p.add_argument("--size", type=int, help="image side in px (default 32)")
     p.add_argument("--channels", type=int, choices=(1, 3), help="default: grey if every image is grey")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="total optimisation steps of the run (default 3000)")
     length.add_argument("--epochs", type=float, help="passes over the data (sets --steps)")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, help="the global batch (default 64)")
+    p.add_argument("--seed", type=int, help="initial weights, data order and training noise (default 0)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
-    p.add_argument("--conditional", action="store_true", help="condition on class subfolders")
+    p.add_argument("--conditional", action="store_true", default=None, help="condition on class subfolders")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="a family hyper-parameter, e.g. --set latent_dim=16 (repeatable)")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--sample-every", type=int, default=250)
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--eval-every", type=int, default=500,
-                   help="steps between held-out evaluations (0: only when the run ends)")
-    p.add_argument("--eval-metrics", default=",".join(TrainSettings.eval_metrics), metavar="LIST",
+    p.add_argument("--log-every", type=int, help="steps between metric records (default 10)")
+    p.add_argument("--sample-every", type=int, help="steps between sample grids (default 250; 0: at the end)")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500; 0: at the end)")
+    p.add_argument("--eval-every", type=int,
+                   help="steps between held-out evaluations (default 500; 0: only when the run ends)")
+    p.add_argument("--eval-metrics", metavar="LIST",
                    help="what each evaluation measures: bpd and/or fid, kid, precision, recall "
                         f"(default {','.join(TrainSettings.eval_metrics)})")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out to --steps")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out to --steps, with its own model, data, batch and "
+                        "seed; the device, precision, --compile and the *-every and --eval-metrics "
+                        "options may change (unset, they stay the run's)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
                    help="on CUDA: auto = bf16 where supported, else fp16 with loss scaling (CPU: fp32)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the networks (CUDA)")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks (CUDA)")
     p.add_argument("--quiet", action="store_true", help="print only the final line")
     p.add_argument("--events", action="store_true",
                    help="print every training event as a JSON line, for a program following the run "
@@ -136,17 +141,53 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def train_settings(args: argparse.Namespace) -> Any:
-    """The TrainSettings that `genstudio train`'s options describe (core/launch.py writes them)."""
-    from .core.run import TrainSettings
+    """The TrainSettings that `genstudio train`'s options describe (core/launch.py writes them).
 
-    return TrainSettings(
-        family=args.family, data=args.data, size=args.size, channels=args.channels,
-        steps=args.steps or TrainSettings.steps, batch=args.batch, seed=args.seed,
-        device=args.device, conditional=args.conditional, family_config=_parse_options(args.options),
-        log_every=args.log_every, sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
-        eval_every=args.eval_every, eval_metrics=_parse_metrics(args.eval_metrics),
-        precision=args.precision, compile=args.compile,
-    )
+    An option left out takes its default, or with --resume the run's own value; a resumed run
+    refuses options that would change what it trains (core.training.RESUME_MAY_CHANGE)."""
+    import dataclasses
+
+    from .core.run import RunDir, RunError, TrainSettings
+
+    given = {"family": args.family, "data": args.data, "size": args.size, "channels": args.channels,
+             "steps": args.steps, "batch": args.batch, "seed": args.seed, "device": args.device,
+             "conditional": args.conditional, "log_every": args.log_every,
+             "sample_every": args.sample_every, "checkpoint_every": args.checkpoint_every,
+             "eval_every": args.eval_every, "precision": args.precision, "compile": args.compile,
+             "eval_metrics": None if args.eval_metrics is None else _parse_metrics(args.eval_metrics)}
+    given = {name: value for name, value in given.items() if value is not None}
+    options = _parse_options(args.options)
+    base = TrainSettings()
+    if args.resume:
+        try:
+            config = RunDir(args.out).read_config()
+            base = TrainSettings.from_json(config["settings"])
+        except (RunError, OSError, KeyError, TypeError, ValueError):
+            pass  # not a run: the trainer says so
+        else:
+            # Against the model's whole configuration: a --set equal to a default is no change.
+            _refuse_changes_on_resume(base, config.get("family_config") or base.family_config, given, options)
+            return dataclasses.replace(base, **{k: v for k, v in given.items() if k not in ("family", "data")})
+    return dataclasses.replace(base, **given, family_config=options)
+
+
+def _refuse_changes_on_resume(stored: Any, family_config: dict[str, Any], given: dict[str, Any],
+                              options: dict[str, Any]) -> None:
+    from .core.training import RESUME_MAY_CHANGE
+
+    def option(name: str, value: Any) -> str:
+        flag = "--" + name.replace("_", "-")
+        return flag if value is True else f"{flag} {value}"
+
+    # --data is not compared: the same folder may be named another way (a relative path).
+    changed = [f"{option(name, value)} (the run's: {getattr(stored, name)})"
+               for name, value in given.items()
+               if name not in (*RESUME_MAY_CHANGE, "data") and value != getattr(stored, name)]
+    changed += [f"--set {key}={value} (the run's: {family_config.get(key, 'unset')})"
+                for key, value in options.items() if family_config.get(key) != value]
+    if changed:
+        raise CommandError("a resumed run keeps the settings it was made with; drop "
+                           + "; ".join(changed) + ", or train a new run")
 
 
 def _train_in_process(args: argparse.Namespace, settings: Any, distributed: Any) -> int:

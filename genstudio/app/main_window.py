@@ -266,18 +266,19 @@ class MainWindow(QMainWindow):
             self.metrics_plot.set_first_shown(family_class(settings.family).plotted_metrics)
 
     def continue_training(self) -> None:
-        """Train the open run further, up to the form's Steps, with the settings it was made
-        with (only the device and the process count may change, as for `train --resume`)."""
+        """Train the open run further, up to the form's Steps, with its own model, data, batch
+        and seed; the device, process count and how often it samples, saves and evaluates come
+        from the form (what `train --resume` lets change, core.training.RESUME_MAY_CHANGE)."""
         loaded = self.loaded
         if self.training_thread is not None or loaded is None or loaded.weights_only:
             return
-        steps = self.training_panel.steps_spin.value()
+        panel = self.training_panel
+        steps = panel.steps_spin.value()
         if steps <= loaded.step:
-            self.training_panel.show_error(f"The open run is at step {loaded.step:,}: set Steps above "
-                                           "that to train it further")
+            panel.show_error(f"The open run is at step {loaded.step:,}: set Steps above that to train it further")
             return
-        settings = dataclasses.replace(loaded.settings, steps=steps,
-                                       device=self.training_panel.device_combo.currentText())
+        settings = dataclasses.replace(loaded.settings, steps=steps, device=panel.device_combo.currentText(),
+                                       **panel.recording(loaded.settings.eval_metrics))
         history = [r for r in self._opened_history if int(r.get("step", 0)) <= loaded.step]
         if not self._start(settings, str(loaded.run.path), resume=True):
             return

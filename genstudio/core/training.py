@@ -202,6 +202,13 @@ TrainEvent = (RunStarted | StepLogged | SamplesReady | CheckpointSaved | Evaluat
 # -- the trainer ------------------------------------------------------------------------------
 
 
+# What a resumed run takes from the settings it is given: how long and where it trains, and
+# how often it records. The rest (the model, its data, batch, seed, the evaluation's sizes, so
+# that the curves stay comparable) is the run's own, from its config.json.
+RESUME_MAY_CHANGE = ("steps", "device", "precision", "compile", "log_every", "sample_every",
+                     "checkpoint_every", "eval_every", "eval_metrics")
+
+
 class Trainer:
     """Prepares a run (data, model, optional resume) and runs its loop as a generator.
 
@@ -250,6 +257,8 @@ class Trainer:
         self._permutation: tuple[int, torch.Tensor] | None = None  # (epoch, its order of the images)
         if resume:
             self._restore()
+            if self.is_main and settings != TrainSettings.from_json(self.run_dir.read_config()["settings"]):
+                self._write_config()  # the folder says what the run trains with now
         elif self.is_main:
             self.run_dir.create()  # only now: bad data or options leave nothing behind
             self._write_config()
@@ -642,8 +651,7 @@ def _resumed_settings(run_dir: RunDir, requested: TrainSettings) -> TrainSetting
     if not (run_dir.checkpoint_path.is_file() or previous_path(run_dir.checkpoint_path).is_file()):
         raise RunError(f"cannot resume {run_dir.path}: it has no checkpoint")
     stored = TrainSettings.from_json(run_dir.read_config()["settings"])
-    # Only how long to train and where may change on resume; the model and data stay.
-    return dataclasses.replace(stored, steps=requested.steps, device=requested.device)
+    return dataclasses.replace(stored, **{name: getattr(requested, name) for name in RESUME_MAY_CHANGE})
 
 
 def _validate(settings: TrainSettings, distributed: Distributed | None = None) -> None:

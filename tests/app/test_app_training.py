@@ -55,14 +55,16 @@ def test_continue_run_trains_the_open_run_further_in_its_own_folder(qtbot, windo
     qtbot.mouseClick(panel.continue_button, Qt.MouseButton.LeftButton)
     assert window.training_worker is None
     assert "at step 20" in panel.error_label.text()
-    # Another family picked meanwhile: the run trains as it was made, and the form says so.
+    # Another family and batch picked meanwhile: the run trains as it was made, and the form
+    # says so; how often it samples comes from the form (it sampled every 10 steps).
     window.family_picker.select("gan")
-    panel.steps_spin.setValue(40)
+    panel.set_values(steps=40, batch=32, sample_every=5)
     with qtbot.waitSignal(window.training_ended, timeout=60_000) as ended:
         qtbot.mouseClick(panel.continue_button, Qt.MouseButton.LeftButton)
         assert window.training_worker is not None and window.training_worker.resume
         assert window.family_picker.current() == "vae"
         assert panel.values()["family_config"] == load_run(run).settings.family_config
+        assert (panel.values()["batch"], panel.values()["sample_every"]) == (16, 5)
         assert not panel.continue_button.isEnabled()
         qtbot.waitUntil(lambda: len(window.metrics_plot.curve_data("bpd")[0]) >= 2)  # the history first
     assert ended.args == ["completed"]
@@ -70,6 +72,8 @@ def test_continue_run_trains_the_open_run_further_in_its_own_folder(qtbot, windo
     assert load_run(run).step == 40
     assert [r["step"] for r in RunDir(run).read_metrics() if "loss" in r] == [10, 20, 30, 40]
     assert set(run.parent.iterdir()) == runs_before  # no new run folder
+    assert sorted(int(p.stem.split("_")[1]) for p in (run / "samples").glob("step_*.png")) == [10, 20, 25, 30, 35, 40]
+    assert load_run(run).settings.batch == 16
     assert {10, 20, 30, 40} <= set(window.metrics_plot.curve_data("bpd")[0].tolist())
     qtbot.waitUntil(lambda: window.loaded is not None and window.loaded.step == 40, timeout=30_000)
     assert panel.continue_button.isEnabled()

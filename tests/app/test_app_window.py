@@ -124,6 +124,17 @@ def test_the_training_controls_stay_in_view_when_the_window_is_low(qtbot, window
     window.resize(1280, 800)
 
 
+def test_continue_takes_the_forms_schedule_and_keeps_the_runs_own_sample_metrics(window):
+    panel = window.training_panel
+    panel.set_values(sample_every=7, checkpoint_every=0, eval_every=30, eval_metrics=("bpd",))
+    assert panel.recording(("bpd", "fid", "precision", "recall")) == {
+        "sample_every": 7, "checkpoint_every": 0, "eval_every": 30, "eval_metrics": ("bpd",)}
+    assert panel.recording(("bpd",))["eval_metrics"] == ("bpd",)
+    panel.set_values(eval_metrics=("bpd", "fid"))  # ticks the box
+    assert panel.recording(("bpd", "kid"))["eval_metrics"] == ("bpd", "kid")  # the box agrees: the run's
+    assert panel.recording(("bpd",))["eval_metrics"] == ("bpd", "fid", "precision", "recall")
+
+
 def test_space_toggles_pause_only_when_not_typing(qtbot, window):
     from app_helpers import ENDLESS, start_training
 

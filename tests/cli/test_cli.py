@@ -71,6 +71,32 @@ def test_resume_continues_to_the_total_step_count(trained_run, tmp_path):
     assert json.loads((run / "checkpoint.json").read_text())["step"] == 8
 
 
+def test_resume_keeps_the_runs_own_settings_and_takes_a_new_schedule(trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    resume = ["train", "--family", "vae", "--data", "builtin:tins", "--out", run, "--steps", "8", "--resume"]
+    # Options that would change what the run trains are refused, naming the run's own value.
+    for extra, said in ((["--batch", "16"], "--batch 16 (the run's: 8)"),
+                        (["--set", "latent_dim=5"], "--set latent_dim=5 (the run's: 3)"),
+                        (["--conditional"], "--conditional (the run's: False)")):
+        result = genstudio(*resume, *extra, check=False)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+        assert said in result.stderr and "train a new run" in result.stderr
+    assert json.loads((run / "checkpoint.json").read_text())["step"] == 6
+    # Left out, an option is the run's own (batch 8, log every 2, 16 px, its model), not the
+    # default; given, a schedule option changes, and the run's config.json says so from then on.
+    out = genstudio(*resume, "--sample-every", "1", "--set", "latent_dim=3", "--device", "cpu").stdout
+    assert "completed at step 8" in out
+    settings = json.loads((run / "config.json").read_text())["settings"]
+    assert (settings["batch"], settings["log_every"], settings["size"]) == (8, 2, 16)
+    assert (settings["steps"], settings["sample_every"]) == (8, 1)
+    assert sorted(p.name for p in (run / "samples").glob("step_*.png")) == [
+        "step_0000006.png", "step_0000007.png", "step_0000008.png"]
+
+
 @pytest.mark.parametrize("args,message", [
     (["sample", "/no/such/run", "--n", "2", "--seed", "0", "--out", "x"], "no run at"),
     (["train", "--family", "vae", "--data", "/no/such/folder", "--out", "{tmp}/r"], "folder"),

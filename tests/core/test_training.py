@@ -67,6 +67,30 @@ def test_resume_continues_exactly(tmp_path):
     assert steps == [2, 4, 5, 6, 8, 10]  # the first part logged its last step, 5
 
 
+def test_a_resumed_run_takes_a_new_schedule_and_keeps_its_model_batch_and_seed(tmp_path):
+    run = tmp_path / "run"
+    _run(dataclasses.replace(TINY, steps=4, sample_every=0, checkpoint_every=0), run)
+    asked = dataclasses.replace(TINY, steps=8, sample_every=2, log_every=4, batch=4, seed=9,
+                                family_config={"base_channels": 8, "latent_dim": 3})
+    trainer = Trainer(asked, str(run), resume=True)
+    assert (trainer.settings.batch, trainer.settings.seed, trainer.family.config.base_channels) == (8, 3, 4)
+    assert (trainer.settings.steps, trainer.settings.sample_every, trainer.settings.log_every) == (8, 2, 4)
+    list(trainer.run(None))
+    # The first part drew its grid at its end only; the second every 2 steps.
+    grids = sorted(int(p.stem.split("_")[1]) for p in (run / "samples").glob("step_*.png"))
+    assert grids == [4, 6, 8]
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [2, 4, 8]
+    # config.json says what the run trains with now, so a later resume keeps the new schedule.
+    stored = TrainSettings.from_json(json.loads((run / "config.json").read_text())["settings"])
+    assert stored == dataclasses.replace(TINY, steps=8, sample_every=2, log_every=4)
+    # Drawing grids and logging on another schedule leaves the training itself as it was.
+    _run(dataclasses.replace(TINY, steps=8, sample_every=0, checkpoint_every=0), tmp_path / "straight")
+    straight, resumed = _weights(tmp_path / "straight"), _weights(run)
+    for name, tensors in straight["family"]["networks"].items():
+        for key, tensor in tensors.items():
+            assert torch.equal(tensor, resumed["family"]["networks"][name][key]), f"{name}.{key}"
+
+
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
     run = tmp_path / "run"
     _run(dataclasses.replace(TINY, steps=5), run)

@@ -34,7 +34,8 @@ _DEFAULTS = TrainSettings()
 
 
 NO_RUN_OPEN = "Open a run (File → Open run…) to train it further"
-CONTINUE_TIP = ("Train the open run further, up to Steps, with the settings it was made with "
+CONTINUE_TIP = ("Train the open run further, up to Steps, with its own model, data, batch and seed; "
+                "the device and how often it samples, saves and evaluates come from this form "
                 "(Ctrl+Shift+Return)")
 
 LIKELIHOOD_ONLY = ("bpd",)
@@ -219,6 +220,16 @@ class TrainingPanel(QWidget):
             "eval_metrics": QUALITY_METRICS if self.quality_check.isChecked() else LIKELIHOOD_ONLY,
             "family_config": self.config_form.values(),
         }
+
+    def recording(self, run_metrics: tuple[str, ...]) -> dict[str, Any]:
+        """How often a continued run samples, saves and evaluates, and what it measures.
+
+        The box says only whether sample metrics are measured: a run that measures another
+        list of them (`train --eval-metrics bpd,kid`) keeps its own while the box agrees."""
+        wanted = QUALITY_METRICS if self.quality_check.isChecked() else LIKELIHOOD_ONLY
+        agrees = (tuple(run_metrics) != LIKELIHOOD_ONLY) == (wanted != LIKELIHOOD_ONLY)
+        return {"sample_every": self.sample_every_spin.value(), "checkpoint_every": self.save_every_spin.value(),
+                "eval_every": self.eval_every_spin.value(), "eval_metrics": tuple(run_metrics) if agrees else wanted}
 
     def processes(self) -> int:
         """1: train in the app's own thread; more: a torchrun launch (not a TrainSettings field)."""
