@@ -1,5 +1,11 @@
+import os
 import sys
 
 from genstudio.cli import main
 
-sys.exit(main())
+code = main()
+if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one process of a torchrun job
+    from genstudio.core.distributed import end_process
+
+    end_process(code)  # not sys.exit: see end_process
+sys.exit(code)

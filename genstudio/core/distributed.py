@@ -48,11 +48,14 @@ each step, so every process stops after the same step and rank 0 saves.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -66,6 +69,24 @@ log = logging.getLogger(__name__)
 def launched_by_torchrun() -> bool:
     """True when this process is one of several started by torchrun (WORLD_SIZE > 1)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def end_process(code: int) -> NoReturn:
+    """End this process of a torchrun job now, without the interpreter's teardown.
+
+    After the process group is left, gloo's worker thread may still be releasing the last
+    collective's work, whose tensors it hands back to Python under the GIL. If the interpreter
+    is finalising by then, taking the GIL ends that thread inside the work's destructor and
+    the process aborts after its work is done ("terminate called without an active
+    exception"): 1 in about 25 runs of tests/core/test_distributed.py under load. A core dump
+    showed ProcessGroupGloo::runLoop in AsyncWork::~AsyncWork → take_gil → pthread_exit while
+    the main thread ran Py_FinalizeEx (pytorch/pytorch#179291 describes the same race).
+    Everything a run writes is written and closed by then; only buffered output is left."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 @dataclass
@@ -123,7 +144,8 @@ class Distributed:
         first waits for the others: rank 0 alone samples, saves and evaluates at the end, and a
         gloo process that tore the group down and exited meanwhile aborted now and then
         ("terminate called without an active exception": 8 of 29 runs of the 2-process test
-        jobs). After an error the others may never come, so then it does not wait."""
+        jobs; what is left of that race, end_process avoids). After an error the others may
+        never come, so then it does not wait."""
         if not dist.is_initialized():
             return
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from genstudio.core.distributed import Distributed
+from genstudio.core.distributed import Distributed, end_process
 from genstudio.core.run import TrainSettings
 from genstudio.core.training import SamplesReady, Trainer
 
@@ -50,4 +50,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())  # as `python -m genstudio` does under torchrun

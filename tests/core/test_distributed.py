@@ -209,7 +209,7 @@ def test_single_process_is_not_distributed(monkeypatch):
 
 _CLOSE_SCRIPT = """
 import json, sys, time
-from genstudio.core.distributed import Distributed
+from genstudio.core.distributed import Distributed, end_process
 distributed = Distributed.from_env("cpu", timeout_s=60)
 if distributed.rank == 0:
     time.sleep(1.5)  # rank 0's end of a run: the final samples, checkpoint and evaluation
@@ -218,6 +218,7 @@ distributed.close(finished=True)
 waited = time.monotonic() - started
 with open(f"rank{distributed.rank}.json", "w") as fh:  # not stdout: both ranks' lines interleave there
     json.dump(waited, fh)
+end_process(0)
 """
 
 
@@ -234,3 +235,38 @@ def test_after_a_finished_run_each_process_waits_for_the_others_before_leaving(t
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     waited = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert waited[1] > 1.0 and waited[0] < 1.0, waited
+
+
+_TEARDOWN_PROBE = """
+import atexit, runpy, sys
+atexit.register(lambda: print("teardown ran", flush=True))
+sys.argv = ["genstudio", *sys.argv[1:]]
+runpy.run_module("genstudio", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("world_size", ["1", "2"])
+def test_a_torchrun_process_ends_without_the_interpreters_teardown(tmp_path, world_size):
+    # Under torchrun, `python -m genstudio` ends with end_process: gloo's worker thread may still
+    # release the last collective's tensors, and doing that while the interpreter finalises
+    # aborted the process now and then. Its exit code and its output must survive that.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "WORLD_SIZE": world_size}
+    out = subprocess.run([sys.executable, "-c", _TEARDOWN_PROBE, "sample", str(tmp_path / "none"), "--n", "1",
+                          "--seed", "0", "--out", str(tmp_path / "out")],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1  # a user error: the code main() returned
+    assert out.stderr.startswith("genstudio: error: ") and "no run at" in out.stderr
+    assert ("teardown ran" in out.stdout) == (world_size == "1")
+
+
+def test_end_process_flushes_what_was_written_and_exits_with_the_code():
+    code = ("import atexit, sys\n"
+            "from genstudio.core.distributed import end_process\n"
+            "atexit.register(lambda: print('teardown ran'))\n"
+            "print('written', end='')\n"
+            "sys.stderr.write('said')\n"
+            "end_process(3)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert (out.returncode, out.stdout, out.stderr) == (3, "written", "said")
