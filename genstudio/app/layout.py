@@ -73,12 +73,6 @@ class FlowLayout(QLayout):
     def addItem(self, item: QLayoutItem) -> None:
         self._items.append(item)
 
-    def insertWidget(self, index: int, widget: QWidget) -> None:
-        # Through addWidget, so that Qt makes (and later deletes) the item itself.
-        self.addWidget(widget)
-        self._items.insert(index, self._items.pop())
-        self.invalidate()
-
     def count(self) -> int:
         return len(self._items)
 
