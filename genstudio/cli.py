@@ -110,9 +110,10 @@ def _add_train(sub: Any) -> None:
                    help="what each evaluation measures: bpd and/or fid, kid, precision, recall "
                         f"(default {','.join(TrainSettings.eval_metrics)})")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out to --steps, with its own model, data, batch and "
-                        "seed; the device, precision, --compile and the *-every and --eval-metrics "
-                        "options may change (unset, they stay the run's)")
+                   help="continue the run in --out up to --steps (left out: the run's own total), "
+                        "with its own model, data, batch and seed; the device, precision, --compile "
+                        "and the *-every and --eval-metrics options may change (left out, they stay "
+                        "the run's)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
                    help="on CUDA: auto = bf16 where supported, else fp16 with loss scaling (CPU: fp32)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks (CUDA)")
