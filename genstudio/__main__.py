@@ -4,6 +4,7 @@ import sys
 from genstudio.cli import main
 
 code = main()
+# core.distributed.launched_by_torchrun, read here without importing torch for every command.
 if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one process of a torchrun job
     from genstudio.core.distributed import end_process
 

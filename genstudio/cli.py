@@ -150,12 +150,10 @@ def train_settings(args: argparse.Namespace) -> Any:
 
     from .core.run import RunDir, RunError, TrainSettings
 
-    given = {"family": args.family, "data": args.data, "size": args.size, "channels": args.channels,
-             "steps": args.steps, "batch": args.batch, "seed": args.seed, "device": args.device,
-             "conditional": args.conditional, "log_every": args.log_every,
-             "sample_every": args.sample_every, "checkpoint_every": args.checkpoint_every,
-             "eval_every": args.eval_every, "precision": args.precision, "compile": args.compile,
-             "eval_metrics": None if args.eval_metrics is None else _parse_metrics(args.eval_metrics)}
+    # Each option is stored under its field's name; fields without an option are never given.
+    given = {field.name: getattr(args, field.name, None) for field in dataclasses.fields(TrainSettings)
+             if field.name not in ("family_config", "eval_metrics")}
+    given["eval_metrics"] = None if args.eval_metrics is None else _parse_metrics(args.eval_metrics)
     given = {name: value for name, value in given.items() if value is not None}
     options = _parse_options(args.options)
     base = TrainSettings()

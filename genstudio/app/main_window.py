@@ -285,7 +285,7 @@ class MainWindow(QMainWindow):
         # The form shows what trains: the run's family and settings (a new run started after
         # this one starts from them too); the curves go on from the run's history.
         self.family_picker.select(settings.family)
-        self.training_panel.set_values(**self._form_values(settings))
+        panel.set_values(**self._form_values(settings))
         self.metrics_plot.set_first_shown(loaded.family.plotted_metrics)
         self.metrics_plot.load_history(history)
         self._status(f"Continuing {loaded.name} from step {loaded.step:,} to {steps:,}…")

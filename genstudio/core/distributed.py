@@ -78,7 +78,7 @@ def end_process(code: int) -> NoReturn:
     collective's work, whose tensors it hands back to Python under the GIL. If the interpreter
     is finalising by then, taking the GIL ends that thread inside the work's destructor and
     the process aborts after its work is done ("terminate called without an active
-    exception"): 1 in about 25 runs of tests/core/test_distributed.py under load. A core dump
+    exception"): 4 in about 49 two-process jobs beside the test suite's own. A core dump
     showed ProcessGroupGloo::runLoop in AsyncWork::~AsyncWork → take_gil → pthread_exit while
     the main thread ran Py_FinalizeEx (pytorch/pytorch#179291 describes the same race).
     Everything a run writes is written and closed by then; only buffered output is left."""

@@ -225,7 +225,8 @@ class Trainer:
         self.dist = distributed
         self.is_main = distributed is None or distributed.is_main
         if resume:
-            settings = _resumed_settings(self.run_dir, settings)
+            stored = _stored_settings(self.run_dir)
+            settings = dataclasses.replace(stored, **{name: getattr(settings, name) for name in RESUME_MAY_CHANGE})
         else:
             family_class(settings.family)  # unknown/unbuilt family: fail before touching disk
             self.run_dir.check_creatable()
@@ -257,7 +258,7 @@ class Trainer:
         self._permutation: tuple[int, torch.Tensor] | None = None  # (epoch, its order of the images)
         if resume:
             self._restore()
-            if self.is_main and settings != TrainSettings.from_json(self.run_dir.read_config()["settings"]):
+            if self.is_main and settings != stored:
                 self._write_config()  # the folder says what the run trains with now
         elif self.is_main:
             self.run_dir.create()  # only now: bad data or options leave nothing behind
@@ -647,11 +648,11 @@ def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
 
-def _resumed_settings(run_dir: RunDir, requested: TrainSettings) -> TrainSettings:
+def _stored_settings(run_dir: RunDir) -> TrainSettings:
+    """The settings of the run to resume in run_dir."""
     if not (run_dir.checkpoint_path.is_file() or previous_path(run_dir.checkpoint_path).is_file()):
         raise RunError(f"cannot resume {run_dir.path}: it has no checkpoint")
-    stored = TrainSettings.from_json(run_dir.read_config()["settings"])
-    return dataclasses.replace(stored, **{name: getattr(requested, name) for name in RESUME_MAY_CHANGE})
+    return TrainSettings.from_json(run_dir.read_config()["settings"])
 
 
 def _validate(settings: TrainSettings, distributed: Distributed | None = None) -> None:

@@ -214,22 +214,24 @@ class TrainingPanel(QWidget):
             "steps": self.steps_spin.value(), "batch": self.batch_spin.value(),
             "seed": self.seed_spin.value(), "device": self.device_combo.currentText(),
             "conditional": self.conditional_check.isChecked(),
-            "sample_every": self.sample_every_spin.value(),
-            "checkpoint_every": self.save_every_spin.value(),
-            "eval_every": self.eval_every_spin.value(),
-            "eval_metrics": QUALITY_METRICS if self.quality_check.isChecked() else LIKELIHOOD_ONLY,
+            **self._schedule(),
             "family_config": self.config_form.values(),
         }
+
+    def _schedule(self) -> dict[str, Any]:
+        """How often a run samples, saves and evaluates, and what it measures."""
+        return {"sample_every": self.sample_every_spin.value(), "checkpoint_every": self.save_every_spin.value(),
+                "eval_every": self.eval_every_spin.value(),
+                "eval_metrics": QUALITY_METRICS if self.quality_check.isChecked() else LIKELIHOOD_ONLY}
 
     def recording(self, run_metrics: tuple[str, ...]) -> dict[str, Any]:
         """How often a continued run samples, saves and evaluates, and what it measures.
 
         The box says only whether sample metrics are measured: a run that measures another
         list of them (`train --eval-metrics bpd,kid`) keeps its own while the box agrees."""
-        wanted = QUALITY_METRICS if self.quality_check.isChecked() else LIKELIHOOD_ONLY
-        agrees = (tuple(run_metrics) != LIKELIHOOD_ONLY) == (wanted != LIKELIHOOD_ONLY)
-        return {"sample_every": self.sample_every_spin.value(), "checkpoint_every": self.save_every_spin.value(),
-                "eval_every": self.eval_every_spin.value(), "eval_metrics": tuple(run_metrics) if agrees else wanted}
+        schedule = self._schedule()
+        agrees = (tuple(run_metrics) != LIKELIHOOD_ONLY) == (schedule["eval_metrics"] != LIKELIHOOD_ONLY)
+        return {**schedule, "eval_metrics": tuple(run_metrics) if agrees else schedule["eval_metrics"]}
 
     def processes(self) -> int:
         """1: train in the app's own thread; more: a torchrun launch (not a TrainSettings field)."""
