@@ -413,9 +413,9 @@ def _add_inpaint(sub: Any) -> None:
 
 
 def _inpaint(args: argparse.Namespace) -> int:
-    from .core.data import load_image
+    from .core.data import image_file_size, load_image
     from .core.images import make_grid, save_png
-    from .core.inpainting import image_file_size, inpaint_candidates, load_mask
+    from .core.inpainting import inpaint_candidates, load_mask
     from .core.sampling import label_index, provenance
 
     if not args.out.lower().endswith(".png"):

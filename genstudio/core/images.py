@@ -58,7 +58,7 @@ def save_png(path: str | os.PathLike, image: np.ndarray, metadata: dict[str, Any
 
 
 def read_png_metadata(path: str | os.PathLike) -> dict[str, str]:
-    with Image.open(path) as im:
+    with Image.open(path, formats=("PNG",)) as im:
         text = getattr(im, "text", {}) or {}
     prefix = "genstudio:"
     return {k[len(prefix):]: v for k, v in text.items() if k.startswith(prefix)}
@@ -90,7 +90,7 @@ def save_gif(path: str | os.PathLike, frames: np.ndarray, metadata: dict[str, An
 
 
 def read_gif_metadata(path: str | os.PathLike) -> dict[str, str]:
-    with Image.open(path) as im:
+    with Image.open(path, formats=("GIF",)) as im:
         comment = im.info.get("comment", b"")
     text = comment.decode("utf-8", "replace") if isinstance(comment, bytes) else str(comment)
     prefix = "genstudio:"

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .data import DatasetError
+from .data import load_grey_levels
 from .families import Capability, Family, SampleProgress
 from .images import make_grid, save_png, to_pil, to_uint8
 
@@ -30,35 +30,15 @@ def load_mask(path: str | os.PathLike[str], size: int, image_size: tuple[int, in
     """A mask file as bool (size, size), True = fill (white). The mask is cropped and scaled the
     way its image is (centre crop to a square, then resize), with nearest-neighbour so that it
     stays a mask; `image_size` (the image file's width, height) must match the mask's when
-    given, since otherwise the two crops would not line up."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DatasetError(f"{path}: no such mask file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            oriented = ImageOps.exif_transpose(im)
-            grey = (oriented.convert("RGBA").convert("L") if oriented.mode in ("P", "PA", "LA", "RGBA")
-                    else oriented.convert("L"))
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DatasetError(f"{path}: not a readable mask image ({exc})") from None
+    given, since otherwise the two crops would not line up. Grey levels are read at the file's
+    bit depth (core.data.load_grey_levels)."""
+    grey = load_grey_levels(path, "mask")
     if image_size is not None and grey.size != tuple(image_size) and grey.size != (size, size):
         raise InpaintError(f"the mask is {grey.size[0]}×{grey.size[1]} px but the image is "
                            f"{image_size[0]}×{image_size[1]}; make them the same size "
                            f"(or the mask {size}×{size}, the model's)")
     fitted = ImageOps.fit(grey, (size, size), Image.Resampling.NEAREST)
     return np.asarray(fitted) >= MASK_THRESHOLD
-
-
-def image_file_size(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(width, height) of an image file as shown upright (EXIF orientation applied)."""
-    try:
-        with Image.open(path) as im:
-            width, height = im.size
-            orientation = im.getexif().get(0x0112, 1)
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{os.fspath(path)}: {exc}") from None
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def inpaint_candidates(family: Family, image: np.ndarray, fill: np.ndarray, n: int, seed: int,
@@ -154,4 +134,4 @@ def export_inpainting(path: str | os.PathLike[str], image: np.ndarray, fill: np.
 
 
 __all__ = ["HOLE_ALPHA", "HOLE_TINT", "MASK_THRESHOLD", "InpaintError", "before_after", "export_inpainting",
-           "fit_to_model", "image_file_size", "inpaint_candidates", "load_mask", "mask_image", "show_hole"]
+           "fit_to_model", "inpaint_candidates", "load_mask", "mask_image", "show_hole"]

@@ -85,7 +85,7 @@ def decode_event(line: str) -> TrainEvent | None:
     fields = json.loads(line[len(EVENT_PREFIX):])
     cls = _EVENT_TYPES[fields.pop("event")]
     if cls is SamplesReady:
-        with Image.open(fields["path"]) as image:
+        with Image.open(fields["path"], formats=("PNG",)) as image:  # the grid the run wrote
             fields["grid"] = np.asarray(image.convert("RGB"))
     return cls(**fields)
 

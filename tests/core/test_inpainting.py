@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genstudio.core.data import DatasetError, load_image
+from genstudio.core.data import DatasetError, image_file_size, load_image
 from genstudio.core.families import ImageSpec, create_family, family_class
 from genstudio.core.images import read_png_metadata
 from genstudio.core.inpainting import (
     InpaintError,
     export_inpainting,
     fit_to_model,
-    image_file_size,
     inpaint_candidates,
     load_mask,
 )
@@ -62,6 +61,40 @@ def test_transparent_and_palette_masks_read_by_their_grey_level(tmp_path):
     assert load_mask(tmp_path / "a.png", 8)[:, 4:].all() and not load_mask(tmp_path / "a.png", 8)[:, :4].any()
     Image.fromarray(rgba[:, :, :3]).convert("P").save(tmp_path / "p.png")
     assert np.array_equal(load_mask(tmp_path / "p.png", 8), load_mask(tmp_path / "a.png", 8))
+
+
+def test_masks_are_read_at_their_bit_depth(tmp_path):
+    levels = np.zeros((8, 8), np.uint16)
+    levels[:, 4:] = 65535
+    levels[0, 0] = 300  # dark in 16 bits: keep (clipping to 8 bits made it 255, fill)
+    Image.fromarray(levels).save(tmp_path / "deep.png")
+    deep = load_mask(tmp_path / "deep.png", 8)
+    assert not deep[:, :4].any() and deep[:, 4:].all()
+    floats = np.zeros((8, 8), np.float32)
+    floats[:, 4:] = 1.0  # float levels in [0, 1]: 1.0 is white
+    Image.fromarray(floats).save(tmp_path / "float.tif")
+    assert np.array_equal(load_mask(tmp_path / "float.tif", 8), deep)
+
+
+def test_a_mask_in_a_refused_format_never_reaches_its_parser(tmp_path, monkeypatch):
+    """An EPS "mask" would be handed to Ghostscript, which runs the PostScript in it."""
+    from PIL import EpsImagePlugin
+
+    opened = []
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", lambda self: opened.append(self))
+    (tmp_path / "mask.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n"
+                                        b"(marker) print showpage\n")
+    with pytest.raises(DatasetError, match=r"unsupported format \(EPS\)"):
+        load_mask(tmp_path / "mask.png", 8)
+    with pytest.raises(DatasetError, match=r"unsupported format \(EPS\)"):
+        image_file_size(tmp_path / "mask.png")
+    assert opened == []
+
+
+def test_a_mask_bigger_than_the_pixel_cap_is_refused_before_decoding(tmp_path):
+    Image.new("1", (13000, 13000)).save(tmp_path / "huge.png")  # 169 MP, a few kB on disk
+    with pytest.raises(DatasetError, match="decompression bomb .* exceeds the 64 MP cap"):
+        load_mask(tmp_path / "huge.png", 8)
 
 
 def test_image_file_size_follows_exif_orientation(tmp_path):

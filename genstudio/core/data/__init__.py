@@ -14,10 +14,18 @@ import os
 from collections.abc import Callable
 
 import numpy as np
+from PIL import Image
 
 from .builtin import BUILTIN_DATASETS, load_builtin
 from .dataset import DatasetCancelled, DatasetError, ImageDataset, SkippedFile, to_channels
-from .decode import MAX_PIXELS, SkipImage, decode_image, pillow_warnings_as_skips
+from .decode import (
+    MAX_PIXELS,
+    SkipImage,
+    decode_grey_levels,
+    decode_image,
+    image_size_upright,
+    pillow_warnings_as_skips,
+)
 from .folder import load_folder
 from .scan import FolderScan, scan_folder
 from .split import Split, held_out_split
@@ -35,6 +43,8 @@ __all__ = [
     "SkippedFile",
     "Split",
     "held_out_split",
+    "image_file_size",
+    "load_grey_levels",
     "load_image",
     "load_source",
     "scan_folder",
@@ -88,3 +98,29 @@ def load_image(path: str | os.PathLike[str], size: int, channels: int) -> np.nda
     except SkipImage as skip:
         raise DatasetError(f"{path}: {skip.args[0]}") from None
     return to_channels(rgb[None], channels)[0]
+
+
+def load_grey_levels(path: str | os.PathLike[str], what: str = "mask") -> Image.Image:
+    """An image file (a mask) as 8-bit grey at its own size, upright, opened like any image of
+    the program (allow-listed formats, the pixel cap) and scaled by its bit depth; raises
+    DatasetError naming `what` the file was meant to be."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: no such {what} file")
+    try:
+        with pillow_warnings_as_skips():
+            return decode_grey_levels(path)
+    except SkipImage as skip:
+        raise DatasetError(f"{path}: not a readable {what} image ({skip.args[0]})") from None
+
+
+def image_file_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) of an image file as shown upright, from its header; raises DatasetError."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: no such image file")
+    try:
+        with pillow_warnings_as_skips():
+            return image_size_upright(path)
+    except SkipImage as skip:
+        raise DatasetError(f"{path}: {skip.args[0]}") from None

@@ -1,4 +1,5 @@
-"""Decoding one image file into a size×size RGB array, or a short reason why not.
+"""Opening the image files a person gives (data, masks, endpoints, inpainting input) and
+decoding them into a size×size RGB array or a grey mask, or a short reason why not.
 
 Safety: files are opened read-only; Pillow may only pick among the formats in PIL_FORMATS, so
 bytes in another format (EPS, which Pillow hands to Ghostscript; PSD; ...) never reach its
@@ -55,13 +56,23 @@ def pillow_warnings_as_skips() -> Iterator[None]:
         yield
 
 
-def decode_image(path: str, size: int, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """The first frame of `path` as uint8 (size, size, 3) RGB; raises SkipImage."""
+@contextlib.contextmanager
+def open_image(path: str, *, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
+    """The image file at `path`, opened by Pillow among PIL_FORMATS only and refused when its
+    header declares more than `max_pixels`; nothing is decoded yet. Every image the program
+    reads from a person (data, masks, endpoints, inpainting input) goes through here.
+    Raises SkipImage with the reason."""
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed by the with below; open errors differ
     except OSError as exc:
         raise SkipImage(f"unreadable: {exc.strerror or exc}") from None
-    with f, _open_image(f, max_pixels) as im:  # convert inside: close() frees the pixels
+    with f, _open_image(f, max_pixels) as im:
+        yield im
+
+
+def decode_image(path: str, size: int, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The first frame of `path` as uint8 (size, size, 3) RGB; raises SkipImage."""
+    with open_image(path, max_pixels=max_pixels) as im:  # convert inside: close() frees the pixels
         frame = _load_oriented(im, size)
         try:
             rgb = _to_rgb(frame)
@@ -72,6 +83,35 @@ def decode_image(path: str, size: int, *, max_pixels: int = MAX_PIXELS) -> np.nd
         rgb = rgb.reduce(factor)
     fitted = ImageOps.fit(rgb, (size, size), Image.Resampling.LANCZOS)
     return np.asarray(fitted, dtype=np.uint8)
+
+
+def decode_grey_levels(path: str, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The first frame of `path`, upright, as 8-bit grey ("L") at its own size, for masks:
+    16-bit and 32-bit levels are scaled by their depth and float levels in [0, 1] by 255 (a
+    16-bit 300/65535 stays dark; a float 1.0 is white); colour goes to luma, alpha is ignored.
+    Raises SkipImage."""
+    with open_image(path, max_pixels=max_pixels) as im:
+        frame = _load_oriented(im, size=0)
+        if frame.mode in _HIGH_DEPTH_MODES:
+            return Image.fromarray(_scale_to_8bit(np.asarray(frame), frame.mode))
+        try:
+            if frame.mode in ("P", "PA", "LA", "RGBA"):
+                return frame.convert("RGBA").convert("L")
+            return frame.convert("L")
+        except (ValueError, OSError):
+            raise SkipImage(f"unsupported colour mode ({frame.mode})") from None
+
+
+def image_size_upright(path: str, *, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of an image file as shown upright (EXIF orientation applied), read from
+    its header; raises SkipImage."""
+    with open_image(path, max_pixels=max_pixels) as im:
+        width, height = im.size
+        try:
+            orientation = im.getexif().get(0x0112, 1)
+        except Exception:  # noqa: BLE001 - a broken EXIF block: shown as stored
+            orientation = 1
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def _open_image(f, max_pixels: int) -> Image.Image:
@@ -97,8 +137,9 @@ def _open_image(f, max_pixels: int) -> Image.Image:
 
 
 def _load_oriented(im: Image.Image, size: int) -> Image.Image:
-    """Decode the current (first) frame, reduced at decode time for big JPEGs, upright."""
-    if im.format == "JPEG" and min(im.size) > 2 * size:
+    """Decode the current (first) frame, reduced at decode time for big JPEGs to no less than
+    twice `size` (0: full size), upright."""
+    if size and im.format == "JPEG" and min(im.size) > 2 * size:
         im.draft("RGB", (2 * size, 2 * size))  # libjpeg decodes at 1/2, 1/4 or 1/8 scale
     try:
         im.load()
