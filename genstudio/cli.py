@@ -30,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return app_main([])
     args = build_parser().parse_args(argv)
+    if hasattr(args, "check_usage"):
+        args.check_usage(args)  # exits 2 like argparse's own errors
     try:
         if args.command == "app":
             return args.handler(args)
@@ -43,7 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 — every failure becomes one readable line
         if not _is_user_error(exc) or os.environ.get("GENSTUDIO_DEBUG"):
             raise
-        print(f"genstudio: error: {exc}", file=sys.stderr)
+        from .core.data.dataset import printable
+
+        # A file name in the message may hold control characters.
+        print(f"genstudio: error: {printable(str(exc))}", file=sys.stderr)
         return 1
 
 
@@ -85,9 +90,10 @@ def _add_train(sub: Any) -> None:
     from .core.run import TrainSettings
 
     p = sub.add_parser("train", help="train a model into a run folder")
-    p.add_argument("--family", required=True, help="vae, gan, flow, diffusion, pixelcnn or ebm")
-    p.add_argument("--data", required=True, help="a folder of images or builtin:NAME (tins, shapes)")
-    p.add_argument("--out", required=True, help="the run folder to create (or continue with --resume)")
+    p.add_argument("--family", help="vae, gan, flow, diffusion, pixelcnn or ebm (with --resume: the run's)")
+    p.add_argument("--data", help="a folder of images or builtin:NAME (tins, shapes; with --resume: the run's)")
+    p.add_argument("--out", required=True,
+                   help="the run folder to create: a new or empty folder (or a run to continue with --resume)")
     # Options without a default here take the run's own value on --resume, TrainSettings'
     # default on a new run (train_settings).
     p.add_argument("--size", type=int, help="image side in px (default 32)")
@@ -121,7 +127,13 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--events", action="store_true",
                    help="print every training event as a JSON line, for a program following the run "
                         "(the app does, for a run it launched with torchrun)")
-    p.set_defaults(handler=_train)
+
+    def check_usage(args: argparse.Namespace) -> None:
+        missing = [flag for flag in ("--family", "--data") if getattr(args, flag[2:]) is None]
+        if missing and not args.resume:
+            p.error(f"the following arguments are required: {', '.join(missing)}")
+
+    p.set_defaults(handler=_train, check_usage=check_usage)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -148,6 +160,7 @@ def train_settings(args: argparse.Namespace) -> Any:
     refuses options that would change what it trains (core.training.RESUME_MAY_CHANGE)."""
     import dataclasses
 
+    from .core.data import BUILTIN_PREFIX
     from .core.run import RunDir, RunError, TrainSettings
 
     # Each option is stored under its field's name; fields without an option are never given.
@@ -155,17 +168,23 @@ def train_settings(args: argparse.Namespace) -> Any:
              if field.name not in ("family_config", "eval_metrics")}
     given["eval_metrics"] = None if args.eval_metrics is None else _parse_metrics(args.eval_metrics)
     given = {name: value for name, value in given.items() if value is not None}
+    if "data" in given and not given["data"].startswith(BUILTIN_PREFIX):
+        # Stored as an absolute path, so a resume from another folder finds the same images.
+        given["data"] = os.path.abspath(os.path.expanduser(given["data"]))
     options = _parse_options(args.options)
     base = TrainSettings()
     if args.resume:
+        run = RunDir(args.out)
         try:
-            config = RunDir(args.out).read_config()
-            base = TrainSettings.from_json(config["settings"])
-        except (RunError, OSError, KeyError, TypeError, ValueError):
+            config = run.read_config()
+            base = run.read_settings(config)
+        except RunError:
             pass  # not a run: the trainer says so
         else:
             # Against the model's whole configuration: a --set equal to a default is no change.
-            _refuse_changes_on_resume(base, config.get("family_config") or base.family_config, given, options)
+            family_config = config.get("family_config")
+            _refuse_changes_on_resume(base, family_config if isinstance(family_config, dict) else base.family_config,
+                                      given, options)
             return dataclasses.replace(base, **{k: v for k, v in given.items() if k not in ("family", "data")})
     return dataclasses.replace(base, **given, family_config=options)
 
@@ -178,15 +197,26 @@ def _refuse_changes_on_resume(stored: Any, family_config: dict[str, Any], given:
         flag = "--" + name.replace("_", "-")
         return flag if value is True else f"{flag} {value}"
 
-    # --data is not compared: the same folder may be named another way (a relative path).
+    def same(name: str, value: Any) -> bool:
+        if name == "data":  # a folder may be named another way (a relative path, a link)
+            return _same_source(value, stored.data)
+        return value == getattr(stored, name)
+
     changed = [f"{option(name, value)} (the run's: {getattr(stored, name)})"
-               for name, value in given.items()
-               if name not in (*RESUME_MAY_CHANGE, "data") and value != getattr(stored, name)]
+               for name, value in given.items() if name not in RESUME_MAY_CHANGE and not same(name, value)]
     changed += [f"--set {key}={value} (the run's: {family_config.get(key, 'unset')})"
                 for key, value in options.items() if family_config.get(key) != value]
     if changed:
         raise CommandError("a resumed run keeps the settings it was made with; drop "
                            + "; ".join(changed) + ", or train a new run")
+
+
+def _same_source(given: str, stored: str) -> bool:
+    from .core.data import BUILTIN_PREFIX
+
+    if given.startswith(BUILTIN_PREFIX) or stored.startswith(BUILTIN_PREFIX):
+        return given == stored
+    return os.path.realpath(os.path.expanduser(given)) == os.path.realpath(os.path.expanduser(stored))
 
 
 def _train_in_process(args: argparse.Namespace, settings: Any, distributed: Any) -> int:

@@ -1,16 +1,21 @@
-"""Atomic file writes: a temporary file in the same folder, fsync, then os.replace.
+"""Atomic file writes: a temporary file in the same folder, fsync, then os.replace; and
+appends that add a whole line or nothing.
 
 A crash at any moment leaves either the old file or the new one, never a torn one, and no
 temporary file survives a failed write. A process killed outright (SIGKILL, power loss) cannot
-clean up, so writers of files that matter call remove_stale_temps first."""
+clean up, so writers of files that matter call remove_stale_temps first. Temporary files carry
+TEMP_TAG in their names, so that cleaning up only ever deletes files this program made."""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+TEMP_TAG = ".genstudio-"  # temporary files are named .NAME.genstudio-RANDOM.tmp
 
 
 @contextlib.contextmanager
@@ -18,7 +23,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `target`; on success it replaces `target` atomically."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}{TEMP_TAG}", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -34,7 +39,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
 def temp_pattern(target: str | os.PathLike) -> str:
     """The glob matching atomic_path's temporary files for `target`."""
-    return f".{Path(target).name}.*.tmp"
+    return f".{glob.escape(Path(target).name)}{TEMP_TAG}*.tmp"
 
 
 def remove_stale_temps(target: str | os.PathLike) -> None:
@@ -53,6 +58,41 @@ def write_atomic(target: str | os.PathLike, write: Callable[[Path], None]) -> No
 
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:
     write_atomic(target, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def append_line(target: str | os.PathLike, line: str) -> None:
+    """Append `line` and a newline to a text file, whole or not at all: a fragment left at the
+    end by an earlier append that failed (a full disk, a crash) is cut off first, so it cannot
+    swallow this line, and a write that fails part-way is undone."""
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        end = _end_of_last_line(fd)
+        os.ftruncate(fd, end)
+        os.lseek(fd, end, os.SEEK_SET)
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, end)
+            raise
+    finally:
+        os.close(fd)
+
+
+def _end_of_last_line(fd: int, chunk: int = 65536) -> int:
+    """The offset just past the file's last newline (0 when it has none)."""
+    position = os.lseek(fd, 0, os.SEEK_END)
+    while position > 0:
+        start = max(0, position - chunk)
+        block = os.pread(fd, position - start, start)
+        newline = block.rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        position = start
+    return 0
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -29,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,8 +37,8 @@ import torch
 
 from .accel import PRECISION_CHOICES, Acceleration, free_device_memory, is_out_of_memory, plan_for
 from .atomic import write_text_atomic
-from .checkpoint import CheckpointError, load_latest, move_state, previous_path, save_checkpoint
-from .data import ImageDataset, held_out_split, load_source
+from .checkpoint import CheckpointError, load_latest, move_state, save_checkpoint
+from .data import BUILTIN_PREFIX, ImageDataset, held_out_split, load_source
 from .device import select_device
 from .distributed import Distributed, has_batchnorm
 from .families import Capability, ImageSpec, SamplingCancelled, create_family, family_class
@@ -47,7 +48,7 @@ from .interrupt import CHECK_SPACING_SECONDS, SLOW_STEP_SECONDS, StepInterrupted
 from .memory import keep_freed_memory
 from .metrics.evaluate import EvalSettings, evaluate_family
 from .metrics.features import get_extractor
-from .run import RunDir, RunError, TrainSettings
+from .run import RunDir, RunError, RunLock, TrainSettings
 
 # -- control (shared between the loop's thread and whoever drives it) -----------------------
 
@@ -224,12 +225,26 @@ class Trainer:
         self.run_dir = RunDir(run_dir)
         self.dist = distributed
         self.is_main = distributed is None or distributed.is_main
+        self._lock: RunLock | None = None  # held by the writing process until run() ends
+        try:
+            self._prepare(settings, resume, dataset, progress, distributed)
+        except BaseException:
+            self.release()
+            raise
+
+    def _prepare(self, settings: TrainSettings, resume: bool, dataset: ImageDataset | None,
+                 progress: Callable[[int, int], None] | None, distributed: Distributed | None) -> None:
         if resume:
+            self._lock_for("resuming")
             stored = _stored_settings(self.run_dir)
             settings = dataclasses.replace(stored, **{name: getattr(settings, name) for name in RESUME_MAY_CHANGE})
+            _refuse_run_inside_data(self.run_dir, settings.data)
         else:
             family_class(settings.family)  # unknown/unbuilt family: fail before touching disk
+            _refuse_run_inside_data(self.run_dir, settings.data)
             self.run_dir.check_creatable()
+            if self.run_dir.path.is_dir():  # an empty folder or a run that died: another may be making it
+                self._lock_for("training")
         _validate(settings, distributed)
         if distributed is not None and not self.is_main:
             distributed.barrier()  # rank 0 decodes (and caches) the data first
@@ -239,6 +254,8 @@ class Trainer:
             distributed.barrier()
         if len(self.dataset) < 1:
             raise RunError("the dataset is empty")
+        if resume:
+            _refuse_changed_data(self.run_dir, self.dataset)
         self.split = held_out_split(len(self.dataset))
         self.device = select_device(settings.device)
         if distributed is not None:
@@ -261,6 +278,7 @@ class Trainer:
             if self.is_main and settings != stored:
                 self._write_config()  # the folder says what the run trains with now
         elif self.is_main:
+            self._lock_for("training")
             self.run_dir.create()  # only now: bad data or options leave nothing behind
             self._write_config()
         # (N, C, H, W) uint8 on the CPU; batches are converted on the fly. Training sees only
@@ -284,6 +302,17 @@ class Trainer:
             distributed.broadcast_state(self.family)
             distributed.barrier()  # rank 0 has created the run directory
 
+    def _lock_for(self, purpose: str) -> None:
+        """Take the run's lock (RunLock) in the process that writes it, once."""
+        if self.is_main and self._lock is None:
+            self._lock = self.run_dir.lock(purpose)
+
+    def release(self) -> None:
+        """Let other processes write the run (run() does this when it ends)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
     def _image_spec(self, settings: TrainSettings) -> ImageSpec:
         conditional = settings.conditional and self.dataset.num_classes > 1
         if conditional and Capability.CONDITIONAL not in family_class(settings.family).capabilities:
@@ -305,6 +334,7 @@ class Trainer:
                 "skipped": len(self.dataset.skipped),
                 "train_images": len(self.split.train),
                 "held_out_images": len(self.split.test),
+                "fingerprint": self.dataset.fingerprint(),
             },
             "genstudio_version": _version(),
         })
@@ -448,6 +478,7 @@ class Trainer:
             if self._interrupter is not None:
                 self._interrupter.close()
                 self._interrupter = None
+            self.release()
 
     def _loop(self, control: TrainingControl, speed: _Throughput, started: float) -> Iterator[TrainEvent]:
         s = self.settings
@@ -650,9 +681,35 @@ def _due(step: int, every: int) -> bool:
 
 def _stored_settings(run_dir: RunDir) -> TrainSettings:
     """The settings of the run to resume in run_dir."""
-    if not (run_dir.checkpoint_path.is_file() or previous_path(run_dir.checkpoint_path).is_file()):
-        raise RunError(f"cannot resume {run_dir.path}: it has no checkpoint")
-    return TrainSettings.from_json(run_dir.read_config()["settings"])
+    settings = run_dir.read_settings()
+    if not run_dir.has_checkpoint():
+        raise RunError(f"cannot resume {run_dir.path}: it ended before its first checkpoint, so "
+                       "there is nothing to continue; train it again without --resume")
+    return settings
+
+
+def _refuse_run_inside_data(run_dir: RunDir, data: str) -> None:
+    """A run folder in the image folder would become part of the data (its samples/ a class)."""
+    if data.startswith(BUILTIN_PREFIX):
+        return
+    folder = Path(data).expanduser().resolve()
+    if run_dir.path.resolve().is_relative_to(folder):
+        raise RunError(f"the run folder {run_dir.path} is inside the image folder {folder}; "
+                       "put the run somewhere else, or its files would be read as images")
+
+
+def _refuse_changed_data(run_dir: RunDir, dataset: ImageDataset) -> None:
+    """A resumed run must see the images it began with: its held-out split is a function of
+    them, and with other images it would hold out images it had trained on."""
+    stored = run_dir.read_config().get("dataset")
+    if not isinstance(stored, dict):
+        return
+    then, fingerprint = stored.get("images"), stored.get("fingerprint")
+    if then in (None, len(dataset)) and fingerprint in (None, dataset.fingerprint()):
+        return  # (runs made before fingerprints were stored are compared by count)
+    counts = f"{then} images then, {len(dataset)} now" if then != len(dataset) else f"{then} images, not all the same"
+    raise RunError(f"the images of {dataset.source} changed since this run began ({counts}), so its held-out "
+                   "split would hold images it trained on; restore them to continue the run, or train a new one")
 
 
 def _validate(settings: TrainSettings, distributed: Distributed | None = None) -> None:

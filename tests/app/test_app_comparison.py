@@ -176,6 +176,18 @@ def test_a_folder_that_is_not_a_run_is_refused_with_a_message(qtbot, view, tmp_p
     assert view.run_list.count() == 3
 
 
+def test_a_run_with_a_damaged_config_is_skipped_and_the_others_listed(qtbot, app_dirs, runs):
+    Path(runs[0], "config.json").write_text("[1, 2]")
+    widget = ComparisonView()
+    qtbot.addWidget(widget)
+    with qtbot.waitSignal(widget.list_jobs.succeeded, timeout=10_000):
+        widget.show()
+    listed = sorted(widget.run_list.item(row).data(Qt.ItemDataRole.UserRole) for row in range(widget.run_list.count()))
+    assert listed == sorted(runs[1:])
+    assert "Skipped unreadable folders" in widget.message.text() and "is damaged" in widget.message.text()
+    qtbot.waitUntil(lambda: not any(r.is_busy() for r in widget.runners), timeout=10_000)
+
+
 def test_a_run_kept_elsewhere_is_added_and_ticked(qtbot, view, trained, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(trained[0], elsewhere)

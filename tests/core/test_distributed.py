@@ -171,7 +171,7 @@ def test_only_rank_zero_writes_the_run_directory(launched):
     records = [r for r in run.read_metrics() if "loss" in r]
     assert [r["step"] for r in records] == [2, 4]  # one record per logged step, not one per rank
     assert sorted(p.name for p in run.path.iterdir()) == [
-        "checkpoint.json", "checkpoint.safetensors", "config.json", "metrics.jsonl", "samples"]
+        ".lock", "checkpoint.json", "checkpoint.safetensors", "config.json", "metrics.jsonl", "samples"]
     assert len(list(run.samples_dir.iterdir())) == 1
     _, meta = load_checkpoint(run.checkpoint_path)
     assert meta["step"] == 4

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 from genstudio.core.compare import (
     BASELINE_FAMILY,
     ComparisonTable,
+    RunError,
     RunSummary,
     compare_runs,
     list_runs,
@@ -85,7 +86,7 @@ def scan_runs(extra: list[str], added: str | None, job: Job) -> RunListing:
             break
         try:
             summary = summarize_run(path)
-        except (OSError, ValueError) as exc:  # RunError is one; a folder deleted meanwhile another
+        except (RunError, OSError, ValueError) as exc:  # a damaged run, a folder deleted meanwhile
             skipped.append(f"{path}: {exc}")
             continue
         summaries.setdefault(summary.path, summary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,6 +34,12 @@ class SkippedFile:
     path: str  # relative to the source folder, printable even when the name is not UTF-8
     reason: str  # "category" or "category: detail" or "category (detail)"
 
+    def __post_init__(self) -> None:
+        # Safe to print wherever it goes (terminal, list, cache): a name's control characters
+        # could otherwise erase lines, retitle the window or forge a line of the report.
+        object.__setattr__(self, "path", printable(self.path))
+        object.__setattr__(self, "reason", printable(self.reason))
+
     @property
     def category(self) -> str:
         """The reason without its detail, so skips can be counted by kind."""
@@ -50,6 +57,15 @@ class ImageDataset:
     factor_names: list[str] = field(default_factory=list)
     circular_factors: list[str] = field(default_factory=list)  # of factor_names: 0 and 1 coincide
     files: list[str] = field(default_factory=list)  # folders: relative source path per image
+
+    def fingerprint(self) -> str:
+        """A short hash of which images these are, in order (their files and classes, or the
+        built-in's count): a run stores it to notice when its folder has changed."""
+        digest = hashlib.sha256(f"{len(self.images)}\n{self.class_names}\n".encode())
+        for name in self.files:
+            digest.update(name.encode("utf-8", "surrogateescape") + b"\n")
+        digest.update(self.labels.astype("<i8").tobytes())
+        return digest.hexdigest()[:16]
 
     @property
     def size(self) -> int:
@@ -83,8 +99,15 @@ class ImageDataset:
 
 
 def printable(name: str) -> str:
-    """A file name as text a person can read, even when its bytes are not valid UTF-8."""
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
+    """A file name as text a person can read and a terminal shows as it is: bytes that are not
+    valid UTF-8 and control characters (escape sequences, newlines, …) written as escapes."""
+    text = os.fsencode(name).decode("utf-8", "backslashreplace")
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def count_by_category(skipped: list[SkippedFile]) -> str:
