@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +87,17 @@ def previous_path(path: str | os.PathLike) -> Path:
 def check_finite(tensors: dict[str, torch.Tensor]) -> None:
     """CheckpointError naming the first tensor holding NaN or inf: such weights would only
     produce NaN samples, and saving them would overwrite the last good model."""
+    bad = _first_non_finite(tensors)
+    if bad is not None:
+        raise CheckpointError(f"refusing to save a checkpoint with NaN or inf values (in {bad})")
+
+
+def _first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
     for key, tensor in tensors.items():
         floating = tensor.is_floating_point() or tensor.is_complex()
         if floating and not bool(torch.isfinite(tensor).all()):
-            raise CheckpointError(f"refusing to save a checkpoint with NaN or inf values (in {key})")
+            return key
+    return None
 
 
 def save_checkpoint(path: str | os.PathLike, state: Any, meta: dict[str, Any], *,
@@ -106,9 +114,14 @@ def save_checkpoint(path: str | os.PathLike, state: Any, meta: dict[str, Any], *
         "skeleton": json.dumps(skeleton),
     }
     remove_stale_temps(path)  # left by a process killed mid-save, which could not clean up
-    if keep_previous:
-        _keep_as_previous(Path(path))
-    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    try:
+        if keep_previous:
+            _keep_as_previous(Path(path))
+        write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    except (SafetensorError, OSError) as exc:  # a full disk, a folder made read-only
+        kept = "the checkpoint before it is intact" if Path(path).is_file() else "nothing was written"
+        raise CheckpointError(f"could not save the checkpoint of step {meta.get('step', '?')} "
+                              f"({one_line(exc)}); {kept}") from exc
 
 
 def _keep_as_previous(path: Path) -> None:
@@ -137,34 +150,50 @@ def _keep_as_previous(path: Path) -> None:
     write_atomic(prev, link_or_copy)
 
 
-def load_latest(path: str | os.PathLike, device: str | torch.device = "cpu"
-                ) -> tuple[Any, dict[str, Any], str]:
+def load_latest(path: str | os.PathLike, device: str | torch.device = "cpu",
+                apply: Callable[[Any, dict[str, Any]], Any] | None = None) -> tuple[Any, dict[str, Any], str]:
     """(state, meta, notice) from `path`, or from the previous checkpoint when `path` is
-    missing or damaged; notice says so in a sentence ("" when the newest one loaded). When
-    neither loads, one CheckpointError explains the newest one's problem."""
+    missing, damaged or does not fit; notice says so in a sentence ("" when the newest one
+    loaded). With `apply`, the first item is apply(state, meta) instead of the state: it puts
+    the checkpoint to use (builds the model, loads the weights), and a checkpoint whose tensors
+    do not fit (a RuntimeError, ValueError, KeyError, TypeError or IndexError from it) counts as
+    damaged. When neither loads, one CheckpointError explains the newest one's problem."""
     try:
-        state, meta = load_checkpoint(path, device)
-        return state, meta, ""
+        result, meta = _load_and_apply(Path(path), device, apply)
+        return result, meta, ""
     except CheckpointError as newest:
         prev = previous_path(path)
         if not prev.is_file():
             raise
         try:
-            state, meta = load_checkpoint(prev, device)
-        except CheckpointError:
-            raise CheckpointError(f"{newest}; the previous checkpoint {prev.name} is damaged too") from None
+            result, meta = _load_and_apply(prev, device, apply)
+        except CheckpointError as previous:
+            raise CheckpointError(f"{newest}; the previous one cannot be used either ({previous})") from None
         notice = (f"{newest}; loaded the previous checkpoint instead "
                   f"({prev.name}, step {meta.get('step', '?')})")
-        return state, meta, notice
+        return result, meta, notice
+
+
+def _load_and_apply(path: Path, device: str | torch.device,
+                    apply: Callable[[Any, dict[str, Any]], Any] | None) -> tuple[Any, dict[str, Any]]:
+    state, meta = load_checkpoint(path, device)
+    if apply is None:
+        return state, meta
+    try:
+        return apply(state, meta), meta
+    except CheckpointError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be used: {exc}") from None
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit the model it describes ({one_line(exc)})") from exc
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:
-    """Read (state, meta) from a checkpoint written by save_checkpoint."""
+    """Read (state, meta) from a checkpoint written by save_checkpoint. Anything else, including
+    a damaged header and weights holding NaN or inf, is a CheckpointError."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
         tensors = load_file(str(path), device=str(device))
@@ -172,14 +201,30 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({exc})") from exc
     if header.get("format") != "genstudio-checkpoint":
         raise CheckpointError(f"{path} is not a genstudio checkpoint")
-    if int(header.get("version", "0")) > FORMAT_VERSION:
+    try:
+        version = int(header.get("version", "0"))
+    except ValueError:
+        raise CheckpointError(f"checkpoint {path} has a damaged header (version {header['version']!r})") from None
+    if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer genstudio (format {header['version']})")
     try:
         skeleton = json.loads(header["skeleton"])
         meta = json.loads(header["meta"])
-        return unflatten_state(skeleton, tensors), meta
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {path} has a damaged header ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise ValueError("its metadata is not an object")
+        state = unflatten_state(skeleton, tensors)
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"checkpoint {path} has a damaged header ({one_line(exc)})") from None
+    bad = _first_non_finite(tensors)
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} holds NaN or inf values (in {bad})")
+    return state, meta
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (torch's state-dict errors span several)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "…"
 
 
 def move_state(state: Any, device: str | torch.device) -> Any:

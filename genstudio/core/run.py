@@ -29,7 +29,7 @@ from .atomic import TEMP_TAG, append_line, write_text_atomic
 from .checkpoint import CheckpointError, load_latest, move_state, previous_path
 from .data.dataset import printable
 from .device import select_device
-from .families import Family, ImageSpec, create_family
+from .families import Family, ImageSpec, UnknownFamilyError, create_family
 
 
 @dataclass(frozen=True)
@@ -311,6 +311,23 @@ class LoadedRun:
         return self.run.path.name
 
 
+def check_run_meta(meta: dict[str, Any]) -> None:
+    """CheckpointError unless a run checkpoint's metadata has the shape the trainer gives it
+    (it may have been edited by hand)."""
+    expected = {"family": str, "step": int, "spec": dict, "family_config": dict}
+    for key, kind in expected.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointError(f"its metadata's {key} is {json.dumps(value)[:40]}")
+    spec = meta["spec"]
+    whole = all(isinstance(v, int) and not isinstance(v, bool) for v in spec.values())
+    if not whole or not {"channels", "size"} <= set(spec) <= {"channels", "size", "num_classes"}:
+        raise CheckpointError(f"its metadata's spec is {json.dumps(spec)[:60]}")
+    names = meta.get("class_names", [])
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise CheckpointError("its metadata's class_names are not a list of names")
+
+
 def load_run(path: str | os.PathLike, device: str = "auto") -> LoadedRun:
     """Open a run directory and load its latest checkpoint (weights only; no optimizer)."""
     run = RunDir(path)
@@ -318,12 +335,20 @@ def load_run(path: str | os.PathLike, device: str = "auto") -> LoadedRun:
         raise RunError(f"no run at {run.path}")
     config = run.read_config()
     settings = run.read_settings(config)
-    state, meta, notice = load_latest(run.checkpoint_path, device="cpu")
-    spec = ImageSpec(**meta["spec"])
-    family = create_family(meta["family"], spec, meta["family_config"], select_device(device), settings.seed)
-    family.load_state_dict(move_state(state["family"], family.device), with_optimizers=False)
+
+    def build(state: Any, meta: dict[str, Any]) -> Family:
+        check_run_meta(meta)
+        family = create_family(meta["family"], ImageSpec(**meta["spec"]), meta["family_config"],
+                               select_device(device), settings.seed)
+        family.load_state_dict(move_state(state["family"], family.device), with_optimizers=False)
+        return family
+
+    try:
+        family, meta, notice = load_latest(run.checkpoint_path, device="cpu", apply=build)
+    except UnknownFamilyError as exc:
+        raise RunError(f"{run.path}: {exc}") from None
     family.eval_mode()
-    return LoadedRun(run, family, settings, int(meta["step"]), list(meta.get("class_names", [])), config,
+    return LoadedRun(run, family, settings, meta["step"], list(meta.get("class_names", [])), config,
                      notice, bool(meta.get("weights_only", False)))
 
 

@@ -48,7 +48,7 @@ from .interrupt import CHECK_SPACING_SECONDS, SLOW_STEP_SECONDS, StepInterrupted
 from .memory import keep_freed_memory
 from .metrics.evaluate import EvalSettings, evaluate_family
 from .metrics.features import get_extractor
-from .run import RunDir, RunError, RunLock, TrainSettings
+from .run import RunDir, RunError, RunLock, TrainSettings, check_run_meta
 
 # -- control (shared between the loop's thread and whoever drives it) -----------------------
 
@@ -370,22 +370,32 @@ class Trainer:
     def _restore(self) -> None:
         if self.is_main:  # only the writer: another rank would delete rank 0's temp mid-write
             self.run_dir.remove_stale_temps()  # left by a process killed while writing
+
+        def restore(state: Any, meta: dict[str, Any]) -> None:
+            check_run_meta(meta)
+            if meta["family"] != self.settings.family:
+                raise CheckpointError(f"it is a {meta['family']} model, config.json says "
+                                      f"{self.settings.family}")
+            if ImageSpec(**meta["spec"]) != self.spec:
+                raise CheckpointError(f"it was trained for {_describe_spec(meta['spec'])}, "
+                                      f"config.json and the data say {_describe_spec(dataclasses.asdict(self.spec))}")
+            if meta.get("weights_only"):
+                return  # refused below, whichever checkpoint it is
+            self.family.load_state_dict(move_state(state["family"], self.device))
+            self.family.lr_scale = float(state.get("lr_scale", 1.0))
+            self.generator.set_state(state["rng"]["train"])
+            torch.set_rng_state(state["rng"]["torch"])
+
         try:
-            state, meta, notice = load_latest(self.run_dir.checkpoint_path, device="cpu")
+            _, meta, notice = load_latest(self.run_dir.checkpoint_path, device="cpu", apply=restore)
         except CheckpointError as exc:
             raise RunError(f"cannot resume {self.run_dir.path}: {exc}") from None
-        if notice:
-            self._notices.append(notice)
-        if meta["family"] != self.settings.family:
-            raise RunError(f"checkpoint is a {meta['family']} model, config says {self.settings.family}")
         if meta.get("weights_only"):
             raise RunError("this run ships weights only (a pretrained model, without its optimizer "
                            "state), so it cannot be resumed; train a new run instead")
-        self.family.load_state_dict(move_state(state["family"], self.device))
-        self.family.lr_scale = float(state.get("lr_scale", 1.0))
-        self.generator.set_state(state["rng"]["train"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.step = int(meta["step"])
+        if notice:
+            self._notices.append(notice)
+        self.step = meta["step"]
         self._saved_step = self.step
         if self.is_main:
             self.run_dir.truncate_metrics_after(self.step)
@@ -677,6 +687,11 @@ def _raise_if(cancelled: bool) -> None:
 
 def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
+
+
+def _describe_spec(spec: dict[str, Any]) -> str:
+    classes = f", {spec['num_classes']} classes" if spec.get("num_classes") else ""
+    return f"{spec.get('size')}×{spec.get('size')} px with {spec.get('channels')} channel(s){classes}"
 
 
 def _stored_settings(run_dir: RunDir) -> TrainSettings:

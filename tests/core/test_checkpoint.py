@@ -2,9 +2,11 @@
 
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors import SafetensorError
 
 from genstudio.core.checkpoint import (
     CheckpointError,
@@ -66,11 +68,13 @@ def test_save_replaces_atomically_and_leaves_no_temp_files(tmp_path, monkeypatch
 
     import genstudio.core.checkpoint as ckpt
 
-    def crash(*_args, **_kwargs):
-        raise OSError("disk full")
+    def crash(_tensors, filename, **_kwargs):
+        Path(filename).write_bytes(b"half a checkpoint")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
     monkeypatch.setattr(ckpt, "save_file", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match=r"could not save the checkpoint of step 2 \(Error while serializing: "
+                                              r".*No space left on device.*\); the checkpoint before it is intact"):
         save_checkpoint(path, {"x": torch.zeros(3)}, {"step": 2})
     assert path.read_bytes() == before
     # The failed save had already kept the old one as the previous checkpoint; nothing else.

@@ -7,13 +7,18 @@ import dataclasses
 import errno
 import json
 import os
+import re
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from genstudio.core import atomic
 from genstudio.core.atomic import TEMP_TAG, append_line, atomic_path
+from genstudio.core.checkpoint import CheckpointError
 from genstudio.core.compare import summarize_run
 from genstudio.core.data import load_source
 from genstudio.core.run import RunDir, RunError, TrainSettings, load_run
@@ -211,3 +216,75 @@ def test_skipped_file_names_cannot_drive_the_terminal(tmp_path):
     assert sorted(s.path for s in skipped) == ["evil\\x1b]0;owned\\x07.png", "x.png: fine\\x0a  skipped forged.png"]
     assert all(s.path.isprintable() and s.reason.isprintable() for s in skipped)
     assert np.all(load_source(str(data), 8).images.shape[0] == 2)
+
+
+# -- checkpoints edited or damaged -------------------------------------------------------------
+
+
+def _edit_checkpoint(path, *, meta=None, skeleton=None, tensors=None):
+    """Rewrite a checkpoint with its metadata, skeleton or tensors changed by the callables given."""
+    with safe_open(str(path), framework="pt") as handle:
+        header = dict(handle.metadata())
+        table = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
+    if meta is not None:
+        header["meta"] = meta(json.loads(header["meta"]))
+    if skeleton is not None:
+        header["skeleton"] = skeleton
+    if tensors is not None:
+        table = tensors(table)
+    save_file(table, str(path), metadata=header)
+
+
+def _trained_twice(run):
+    _train(run, dataclasses.replace(TINY, steps=2))  # checkpoints at 1 and 2: prev holds step 1
+    return run / "checkpoint.safetensors", run / "checkpoint.prev.safetensors"
+
+
+def _without(key):
+    return lambda meta: json.dumps({k: v for k, v in meta.items() if k != key})
+
+
+def _first_weight(table):
+    return next(key for key in table if key.startswith("family.") and table[key].is_floating_point()
+                and table[key].dim() > 1)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"meta": _without("spec")}, "its metadata's spec is null"),
+    ({"meta": lambda m: json.dumps({**m, "spec": {**m["spec"], "depth": 3}})}, "its metadata's spec is"),
+    ({"meta": lambda m: json.dumps([m])}, "its metadata is not an object"),
+    ({"meta": lambda m: json.dumps({**m, "step": "2"})}, "its metadata's step is \"2\""),
+    ({"skeleton": "[" * 200_000 + "]" * 200_000}, "damaged header"),
+    ({"tensors": lambda t: {**t, _first_weight(t): torch.zeros(3, 3)}}, "does not fit the model it describes"),
+    ({"tensors": lambda t: {**t, _first_weight(t): torch.full_like(t[_first_weight(t)], float("nan"))}},
+     r"holds NaN or inf values \(in family\."),
+])
+def test_an_edited_checkpoint_falls_back_to_the_previous_one_or_is_one_clear_error(tmp_path, edit, message):
+    newest, previous = _trained_twice(tmp_path / "run")
+    _edit_checkpoint(newest, **edit)
+    loaded = load_run(tmp_path / "run", "cpu")
+    assert loaded.step == 1 and "loaded the previous checkpoint" in loaded.notice
+    assert re.search(message, loaded.notice)
+    trainer = Trainer(dataclasses.replace(TINY, steps=3), str(tmp_path / "run"), resume=True)
+    assert trainer.step == 1
+    trainer.release()
+    previous.unlink()
+    with pytest.raises(CheckpointError, match=message):
+        load_run(tmp_path / "run", "cpu")
+    with pytest.raises(RunError, match=f"cannot resume .*{message}"):
+        Trainer(dataclasses.replace(TINY, steps=3), str(tmp_path / "run"), resume=True)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: c["settings"].update(size=16), r"it was trained for 8×8 px with 3 channel\(s\), config.json and the "
+                                              r"data say 16×16 px"),
+    (lambda c: c["settings"]["family_config"].update(latent_dim=5), "does not fit the model it describes"),
+])
+def test_a_config_that_no_longer_matches_its_checkpoint_is_one_clear_error(tmp_path, edit, message):
+    run = tmp_path / "run"
+    _trained_twice(run)
+    config = json.loads((run / "config.json").read_text())
+    edit(config)
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunError, match=message):
+        Trainer(dataclasses.replace(TINY, steps=3), str(run), resume=True)
