@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,54 @@ from . import __version__
 
 class CommandError(Exception):
     """Bad input from the user: printed as one line, exit code 1."""
+
+
+class Terminated(Exception):
+    """SIGTERM arrived while a command (other than a training, which saves first) ran."""
+
+
+# The exit code of a command stopped by a signal, as a shell reports one: 128 + its number.
+# A training stopped so has saved its last whole step first.
+STOPPED_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def _terminated(*_: object) -> None:
+    raise Terminated
+
+
+def _seed(text: str) -> int:
+    """argparse type of every --seed: a whole number from 0 to MAX_SEED."""
+    from .core.families import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number from 0 to {MAX_SEED}, not {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    """argparse type of a count that must be at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _epochs(text: str) -> float:
+    """argparse type of --epochs: a finite number above 0 (e.g. 0.5 or 20)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"--epochs takes a number above 0, such as 0.5 or 20, not {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,11 +86,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.handler(args)
         from .core.memory import keep_freed_memory
 
-        with keep_freed_memory():  # a command's activations reused from step to step (core/memory.py)
-            return args.handler(args)
+        previous = signal.signal(signal.SIGTERM, _terminated)
+        try:
+            with keep_freed_memory():  # a command's activations reused from step to step (core/memory.py)
+                return args.handler(args)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     except KeyboardInterrupt:
         print("genstudio: interrupted", file=sys.stderr)
-        return 130
+        return STOPPED_EXIT[signal.SIGINT]
+    except Terminated:
+        print("genstudio: stopped by SIGTERM", file=sys.stderr)
+        return STOPPED_EXIT[signal.SIGTERM]
     except Exception as exc:  # noqa: BLE001 — every failure becomes one readable line
         if not _is_user_error(exc) or os.environ.get("GENSTUDIO_DEBUG"):
             raise
@@ -87,9 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_train(sub: Any) -> None:
     from .core.device import DEVICE_CHOICES
+    from .core.families import MAX_SEED
     from .core.run import TrainSettings
 
-    p = sub.add_parser("train", help="train a model into a run folder")
+    p = sub.add_parser("train", help="train a model into a run folder",
+                       epilog="Ctrl+C or SIGTERM stops the run after saving its last whole step (a second one "
+                              "also skips the final sample grid and evaluation); the command then exits with "
+                              "130 (Ctrl+C) or 143 (SIGTERM), 0 only for a run that completed.")
     p.add_argument("--family", help="vae, gan, flow, diffusion, pixelcnn or ebm (with --resume: the run's)")
     p.add_argument("--data", help="a folder of images or builtin:NAME (tins, shapes; with --resume: the run's)")
     p.add_argument("--out", required=True,
@@ -99,10 +159,11 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--size", type=int, help="image side in px (default 32)")
     p.add_argument("--channels", type=int, choices=(1, 3), help="default: grey if every image is grey")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="total optimisation steps of the run (default 3000)")
-    length.add_argument("--epochs", type=float, help="passes over the data (sets --steps)")
-    p.add_argument("--batch", type=int, help="the global batch (default 64)")
-    p.add_argument("--seed", type=int, help="initial weights, data order and training noise (default 0)")
+    length.add_argument("--steps", type=_count, help="total optimisation steps of the run (default 3000)")
+    length.add_argument("--epochs", type=_epochs, help="passes over the data (sets --steps)")
+    p.add_argument("--batch", type=_count, help="the global batch (default 64)")
+    p.add_argument("--seed", type=_seed,
+                   help=f"initial weights, data order and training noise, 0 to {MAX_SEED} (default 0)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--conditional", action="store_true", default=None, help="condition on class subfolders")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
@@ -123,7 +184,8 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
                    help="on CUDA: auto = bf16 where supported, else fp16 with loss scaling (CPU: fp32)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks (CUDA)")
-    p.add_argument("--quiet", action="store_true", help="print only the final line")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only the final line (and warnings: skipped files as one summary line)")
     p.add_argument("--events", action="store_true",
                    help="print every training event as a JSON line, for a program following the run "
                         "(the app does, for a run it launched with torchrun)")
@@ -235,20 +297,22 @@ def _train_in_process(args: argparse.Namespace, settings: Any, distributed: Any)
     )
 
     main_process = distributed is None or distributed.is_main
+    progress = None if args.quiet or args.events or not main_process else _ProgressLine("reading images")
     dataset = None
     if args.epochs is not None:
         if args.resume:
             raise CommandError("--epochs cannot be combined with --resume; give the total --steps")
-        dataset = load_source(settings.data, settings.size, settings.channels)
+        dataset = load_source(settings.data, settings.size, settings.channels, progress=progress)
         steps = max(1, math.ceil(args.epochs * len(dataset) / settings.batch))
         settings = dataclasses.replace(settings, steps=steps)
-    trainer = Trainer(settings, args.out, resume=args.resume, dataset=dataset, distributed=distributed)
+    trainer = Trainer(settings, args.out, resume=args.resume, dataset=dataset, distributed=distributed,
+                      progress=progress)
+    if progress is not None:
+        progress.done()
     if trainer.dataset.skipped and main_process:
-        print(f"genstudio: {trainer.dataset.skipped_summary()}", file=sys.stderr)
-        for skipped in trainer.dataset.skipped:
-            print(f"  skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+        _report_skipped(trainer.dataset, listed=0 if args.quiet else SKIPS_LISTED)
     control = TrainingControl()
-    previous = _stop_on_signals(control)
+    previous, received = _stop_on_signals(control)
     try:
         for event in trainer.run(control):
             if not main_process:
@@ -270,7 +334,46 @@ def _train_in_process(args: argparse.Namespace, settings: Any, distributed: Any)
                 print(f"{event.reason} at step {event.step}: {event.run_dir}", flush=True)
     finally:
         _restore_signals(previous)
-    return 0
+    return STOPPED_EXIT[received[0]] if received else 0
+
+
+SKIPS_LISTED = 20  # skipped files named one by one; the rest are counted
+
+
+def _report_skipped(dataset: Any, listed: int) -> None:
+    """The skipped files on stderr: a summary by reason, then the first `listed` by name."""
+    print(f"genstudio: {dataset.skipped_summary()}", file=sys.stderr)
+    for skipped in dataset.skipped[:listed]:
+        print(f"  skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+    if 0 < listed < len(dataset.skipped):
+        print(f"  … and {len(dataset.skipped) - listed:,} more", file=sys.stderr)
+
+
+class _ProgressLine:
+    """Progress of a long load on stderr: a line every few seconds once it has taken a while,
+    so that a big folder's first decoding does not look like a hang."""
+
+    QUIET_SECONDS = 2.0   # loads shorter than this print nothing
+    EVERY_SECONDS = 5.0
+
+    def __init__(self, what: str):
+        self.what = what
+        self.started = time.monotonic()
+        self.last: float | None = None
+        self.total = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        self.total = total
+        if now - self.started < self.QUIET_SECONDS or (self.last is not None and now - self.last < self.EVERY_SECONDS):
+            return
+        self.last = now
+        print(f"genstudio: {self.what}: {done:,} of {total:,}", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.last is not None:
+            print(f"genstudio: {self.what}: {self.total:,} of {self.total:,}, done in "
+                  f"{time.monotonic() - self.started:.0f} s", file=sys.stderr, flush=True)
 
 
 def _load_run(run: str, device: str) -> Any:
@@ -283,14 +386,14 @@ def _load_run(run: str, device: str) -> Any:
     return loaded
 
 
-def _parse_metrics(text: str) -> tuple[str, ...]:
+def _parse_metrics(text: str, option: str = "--eval-metrics") -> tuple[str, ...]:
     from .core.metrics.evaluate import METRICS
 
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     unknown = [name for name in names if name not in METRICS]
     if unknown or not names:
-        raise CommandError(f"--eval-metrics: unknown {', '.join(unknown) or '(empty)'}; "
-                           f"choose from {', '.join(METRICS)}")
+        what = f"unknown metric(s) {', '.join(unknown)}" if unknown else "no metric named"
+        raise CommandError(f"{option}: {what}; choose from {', '.join(METRICS)}")
     return names
 
 
@@ -307,11 +410,14 @@ def _parse_options(options: list[str]) -> dict[str, Any]:
     return values
 
 
-def _stop_on_signals(control: Any) -> dict[int, Any]:
+def _stop_on_signals(control: Any) -> tuple[dict[int, Any], list[int]]:
     """Ctrl+C / SIGTERM abandon the step under way and save, instead of killing mid-write; a
-    second one also skips the final sample grid and evaluation."""
+    second one also skips the final sample grid and evaluation. Returns the handlers replaced
+    and the list the signals received are appended to (the exit code says the first)."""
+    received: list[int] = []
 
-    def handler(*_):
+    def handler(signum: int, _frame: Any) -> None:
+        received.append(signum)
         if control.stop_requested:
             control.hurry()
         else:
@@ -320,7 +426,7 @@ def _stop_on_signals(control: Any) -> dict[int, Any]:
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, handler)
-    return previous
+    return previous, received
 
 
 def _restore_signals(previous: dict[int, Any]) -> None:
@@ -343,14 +449,18 @@ def _clock(seconds: float) -> str:
 
 
 def _add_sample(sub: Any) -> None:
+    from .core.families import MAX_SEED
+    from .core.sampling import MAX_GRID, SAMPLING_BATCH
+
     p = sub.add_parser("sample", help="generate images from a trained run")
     p.add_argument("run", help="a run folder")
-    p.add_argument("--n", type=int, required=True, help="number of images")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--n", type=_count, required=True,
+                   help=f"number of images (made and written {SAMPLING_BATCH} at a time, so any number fits in memory)")
+    p.add_argument("--seed", type=_seed, required=True, help=f"0 to {MAX_SEED}")
     p.add_argument("--out", required=True, help="folder for sample_XXXX.png")
-    p.add_argument("--grid", help="also write all samples as one grid PNG here")
+    p.add_argument("--grid", help=f"also write all samples as one grid PNG here (at most {MAX_GRID} images)")
     p.add_argument("--label", help="class name, for class-conditional runs")
-    p.add_argument("--scale", type=int, default=1, help="integer upscaling of written PNGs (nearest)")
+    p.add_argument("--scale", type=_count, default=1, help="integer upscaling of written PNGs (nearest)")
     p.add_argument("--device", default="cpu", help="cpu (default: reproducible), auto, cuda or mps")
     p.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="a sampling option of the family, e.g. --option sampler=ddim --option steps=50")
@@ -358,22 +468,36 @@ def _add_sample(sub: Any) -> None:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .core.sampling import export_grid, export_images, generate, label_index, provenance
+    import numpy as np
 
-    if args.scale < 1:
-        raise CommandError("--scale must be at least 1")
+    from .core.sampling import (
+        MAX_GRID,
+        export_grid,
+        export_images,
+        generate_in_batches,
+        label_index,
+        provenance,
+    )
+
+    if args.grid and args.n > MAX_GRID:
+        raise CommandError(f"--grid holds at most {MAX_GRID} images; leave it out to write {args.n:,}")
     loaded = _load_run(args.run, args.device)
     label = label_index(loaded, args.label)
     options = _parse_options(args.options)
-    images = generate(loaded, args.n, args.seed, label, options)
     extra = {"label": args.label} if args.label else {}
     if options:
         extra["options"] = json.dumps(options, sort_keys=True)
     meta = provenance(loaded, args.seed, **extra)
-    paths = export_images(images, args.out, meta, scale=args.scale)
+    written, kept = 0, []
+    for start, images in generate_in_batches(loaded, args.n, args.seed, label, options):
+        written += len(export_images(images, args.out, meta, scale=args.scale, first_index=start))
+        if args.grid:
+            kept.append(images)
+        if args.n > len(images):
+            print(f"  {written:,} of {args.n:,} written", file=sys.stderr, flush=True)
     if args.grid:
-        export_grid(images, args.grid, meta)
-    print(f"wrote {len(paths)} images to {args.out}" + (f" and a grid to {args.grid}" if args.grid else ""))
+        export_grid(np.concatenate(kept), args.grid, meta)
+    print(f"wrote {written} images to {args.out}" + (f" and a grid to {args.grid}" if args.grid else ""))
     return 0
 
 
@@ -386,7 +510,7 @@ def _add_interpolate(sub: Any) -> None:
     p.add_argument("--from", dest="start", required=True, metavar="A",
                    help="an image file (encoded by the model), or seed:N for a latent drawn from the prior")
     p.add_argument("--to", dest="end", required=True, metavar="B", help="as --from")
-    p.add_argument("--steps", type=int, default=8, help="frames, both ends included (default 8)")
+    p.add_argument("--steps", type=int, default=8, help="frames, both ends included (default 8, at most 1000)")
     p.add_argument("--out", required=True, help="FILE.png (a strip of the frames) or FILE.gif (animated)")
     p.add_argument("--mode", choices=("spherical", "linear"), default="spherical",
                    help="path through the latent space (default spherical: keeps Gaussian latents typical)")
@@ -405,14 +529,15 @@ def _interpolate(args: argparse.Namespace) -> int:
     suffix = os.path.splitext(args.out)[1].lower()
     if suffix not in (".png", ".gif"):
         raise CommandError(f"--out must end in .png or .gif, not {args.out!r}")
-    if args.steps < 2:
-        raise CommandError("--steps must be at least 2")
+    if not 2 <= args.steps <= 1000:
+        raise CommandError("--steps must be from 2 to 1000")
     if args.scale < 1 or args.frame_ms < 10:
         raise CommandError("--scale must be at least 1 and --frame-ms at least 10")
+    start, end = Endpoint.parse(args.start), Endpoint.parse(args.end)
+    _refuse_overwriting(args.out, *(e.path for e in (start, end) if e.path))
     loaded = _load_run(args.run, args.device)
     label = label_index(loaded, args.label)
-    frames = interpolation_frames(loaded.family, Endpoint.parse(args.start), Endpoint.parse(args.end),
-                                  args.steps, args.mode, label)
+    frames = interpolation_frames(loaded.family, start, end, args.steps, args.mode, label)
     meta = provenance(loaded, None, start=args.start, end=args.end, steps=args.steps, mode=args.mode,
                       **({"label": args.label} if args.label else {}))
     if suffix == ".gif":
@@ -427,6 +552,8 @@ def _interpolate(args: argparse.Namespace) -> int:
 
 
 def _add_inpaint(sub: Any) -> None:
+    from .core.families import MAX_SEED
+
     p = sub.add_parser("inpaint", help="fill the masked part of an image with a trained model")
     p.add_argument("run", help="a run folder whose family can inpaint")
     p.add_argument("--image", required=True, help="the image (cropped and scaled to the model's size)")
@@ -434,8 +561,8 @@ def _add_inpaint(sub: Any) -> None:
                    help="white (255) = fill, black = keep; the image's size or the model's")
     p.add_argument("--out", required=True,
                    help="a PNG: the filled image, or with --n > 1 the candidates side by side")
-    p.add_argument("--n", type=int, default=1, help="candidates, seeds S, S+1, … (default 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=_count, default=1, help="candidates, seeds S, S+1, … (default 1, at most 64)")
+    p.add_argument("--seed", type=_seed, default=0, help=f"0 to {MAX_SEED} (default 0)")
     p.add_argument("--label", help="class name, for class-conditional runs")
     p.add_argument("--scale", type=int, default=1, help="integer upscaling of the written PNG (nearest)")
     p.add_argument("--device", default="cpu", help="cpu (default: reproducible), auto, cuda or mps")
@@ -450,8 +577,9 @@ def _inpaint(args: argparse.Namespace) -> int:
 
     if not args.out.lower().endswith(".png"):
         raise CommandError(f"--out must be a .png file, not {args.out!r}")
-    if args.n < 1 or args.scale < 1:
-        raise CommandError("--n and --scale must be at least 1")
+    if args.n > 64 or args.scale < 1:
+        raise CommandError("--n must be at most 64 and --scale at least 1")
+    _refuse_overwriting(args.out, args.image, args.mask)
     loaded = _load_run(args.run, args.device)
     spec = loaded.family.spec
     label = label_index(loaded, args.label)
@@ -469,21 +597,30 @@ def _inpaint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_overwriting(out: str, *inputs: str) -> None:
+    """An output file must not be one of the command's input files."""
+    for given in inputs:
+        if os.path.realpath(out) == os.path.realpath(given):
+            raise CommandError(f"--out {out} is an input of this command; write the result to another file")
+
+
 # -- eval -------------------------------------------------------------------------------------
 
 
 def _add_eval(sub: Any) -> None:
+    from .core.families import MAX_SEED
+
     p = sub.add_parser("eval", help="measure a run: likelihood, FID/KID, precision/recall, memorisation")
     p.add_argument("run", help="a run folder")
     p.add_argument("--data", required=True, help="reference images: a folder or builtin:NAME "
                    "(its held-out tenth is used, the images the run never saw if it trained on it)")
     p.add_argument("--metrics", default="fid,kid,precision,recall,bpd",
                    help="comma-separated: bpd, fid, kid, precision, recall, density, coverage, memorisation")
-    p.add_argument("--samples", type=int, default=1000, help="generated images (default 1000)")
-    p.add_argument("--reference", type=int, default=1000, help="at most this many reference images")
+    p.add_argument("--samples", type=_count, default=1000, help="generated images (default 1000)")
+    p.add_argument("--reference", type=_count, default=1000, help="at most this many reference images")
     p.add_argument("--extractor", default="auto",
                    help="auto (Inception-v3 if its weights are found, else offline), inception, offline, or a file")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help=f"0 to {MAX_SEED} (default 0)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--no-record", action="store_true", help="do not append the figures to metrics.jsonl")
@@ -497,33 +634,52 @@ def _eval(args: argparse.Namespace) -> int:
     from .core.images import save_png
     from .core.metrics.evaluate import EvalSettings, pairs_strip, run_evaluation
 
-    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    metrics = _parse_metrics(args.metrics, "--metrics")
     if args.pairs and "memorisation" not in metrics:
         raise CommandError("--pairs needs memorisation in --metrics")
     settings = EvalSettings(metrics=metrics, samples=args.samples, reference=args.reference,
                             extractor=args.extractor, seed=args.seed)
     loaded = _load_run(args.run, args.device)
+    if not args.no_record:
+        _check_writable(loaded.run)  # before minutes of work, not after
     spec = loaded.family.spec
-    data = load_source(args.data, spec.size, spec.channels)
+    progress = None if args.json else _ProgressLine("reading images")
+    data = load_source(args.data, spec.size, spec.channels, progress=progress)
+    if progress is not None:
+        progress.done()
     say = None if args.json else (lambda stage: print(f"  {stage}…", file=sys.stderr, flush=True))
     evaluation = run_evaluation(loaded.family, data, settings, stage=say)
     figures = evaluation.figures
     record = {"step": loaded.step, "eval_source": data.source, **figures}
-    if not args.no_record:
-        loaded.run.append_metrics(record)
+    # The figures first: whatever happens to the files after, the work is not lost.
+    if args.json:
+        print(json.dumps(record, indent=2), flush=True)
+    else:
+        print(f"{loaded.family.title} · {loaded.name} · step {loaded.step} · against {data.source} "
+              f"({figures['reference_images']} {figures['reference_split']} images)")
+        for key, value in figures.items():
+            if key not in ("reference_images", "reference_split"):
+                print(f"  {key:<26} {value:.4f}" if isinstance(value, float) else f"  {key:<26} {value}")
+        sys.stdout.flush()
     if args.pairs:
         save_png(args.pairs, pairs_strip(evaluation.closest_pairs),
                  {"run": loaded.name, "step": loaded.step, "rms_distances": " ".join(
                      f"{pair.distance:.4f}" for pair in evaluation.closest_pairs)})
-    if args.json:
-        print(json.dumps(record, indent=2))
-        return 0
-    print(f"{loaded.family.title} · {loaded.name} · step {loaded.step} · against {data.source} "
-          f"({figures['reference_images']} {figures['reference_split']} images)")
-    for key, value in figures.items():
-        if key not in ("reference_images", "reference_split"):
-            print(f"  {key:<26} {value:.4f}" if isinstance(value, float) else f"  {key:<26} {value}")
+    if not args.no_record:
+        try:
+            loaded.run.append_metrics(record)
+        except OSError as exc:
+            raise CommandError(f"the figures above were not recorded in {loaded.run.metrics_path} "
+                               f"({exc.strerror or exc})") from None
     return 0
+
+
+def _check_writable(run: Any) -> None:
+    """CommandError unless the run's metrics.jsonl can be appended to."""
+    target = run.metrics_path if run.metrics_path.exists() else run.path
+    if not os.access(target, os.W_OK):
+        raise CommandError(f"cannot record figures in {run.path} (it is read-only); "
+                           "add --no-record to measure without recording")
 
 
 # -- info -------------------------------------------------------------------------------------

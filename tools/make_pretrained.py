@@ -110,7 +110,8 @@ def make_all(names: list[str], jobs: int, entries: dict[str, dict], minutes: flo
                 started[name] = time.monotonic()
             name, process = _first_finished(running, started, minutes)
             del running[name]
-            if process.returncode != 0:  # the others go on: each run is shipped on its own
+            stopped_here = name not in started  # by the time limit: train exits 143 after saving
+            if process.returncode not in ((0, 143) if stopped_here else (0,)):  # the others go on
                 failed.append(name)
                 print(f"{name}: training failed (exit {process.returncode}); not shipped", flush=True)
                 continue
@@ -128,7 +129,7 @@ def _first_finished(running: dict[str, subprocess.Popen], started: dict[str, flo
             if process.poll() is not None:
                 return name, process
             if minutes is not None and name in started and time.monotonic() - started[name] > 60 * minutes:
-                # Once only: the run saves at the end of its step and exits 0, but a second
+                # Once only: the run saves at the end of its step and exits 143, but a second
                 # SIGTERM after its handler is gone would kill it.
                 del started[name]
                 process.terminate()

@@ -23,7 +23,10 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `target`; on success it replaces `target` atomically."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}{TEMP_TAG}", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}{TEMP_TAG}", suffix=".tmp", dir=target.parent)
+    except OSError as exc:  # name the file being written, not a temporary name nobody knows
+        raise OSError(exc.errno, exc.strerror, str(target)) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:

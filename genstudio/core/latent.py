@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .atomic import write_atomic
 from .data import ImageDataset, load_image
-from .families import Capability, Family
+from .families import MAX_SEED, Capability, Family
 from .images import to_uint8
 
 InterpolationMode = Literal["spherical", "linear"]
@@ -135,9 +135,12 @@ class Endpoint:
         """The CLI's spelling: seed:N, or else an image file's path."""
         if text.startswith("seed:"):
             try:
-                return Endpoint(seed=int(text[len("seed:"):]))
+                seed = int(text[len("seed:"):])
             except ValueError:
-                raise LatentError(f"{text!r}: a seed endpoint is seed:N with N an integer") from None
+                seed = -1
+            if not 0 <= seed <= MAX_SEED:
+                raise LatentError(f"{text!r}: a seed endpoint is seed:N with N a whole number from 0 to {MAX_SEED}")
+            return Endpoint(seed=seed)
         return Endpoint(path=text)
 
     def describe(self) -> str:

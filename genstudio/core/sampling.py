@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +30,48 @@ def label_index(loaded: LoadedRun, label: str | None) -> int | None:
     return loaded.class_names.index(label)
 
 
+SAMPLING_BATCH = 256  # images made at once by generate_in_batches: memory stays flat in n
+MAX_GRID = 4096       # images one grid PNG may hold
+
+
 def generate(loaded: LoadedRun, n: int, seed: int, label: int | None = None,
              options: dict[str, Any] | None = None, progress: SampleProgress | None = None) -> np.ndarray:
-    """n samples as (N, H, W, C) uint8; the same run, n, seed, label and options give the same
-    pixels. `options` are the family's sampling knobs by name (e.g. {"sampler": "ddim"})."""
+    """n samples as (N, H, W, C) uint8 in one pass; the same run, n, seed, label and options
+    give the same pixels. `options` are the family's sampling knobs by name (e.g.
+    {"sampler": "ddim"})."""
     if n < 1:
         raise SamplingError("the number of samples must be at least 1")
     family = loaded.family
-    try:
-        typed = family.sample_options(options)
-    except (TypeError, ValueError) as exc:
-        raise SamplingError(str(exc)) from exc
+    typed = _typed_options(family, options)
     labels = None if label is None else torch.full((n,), label, dtype=torch.long)
     family.eval_mode()
     with torch.no_grad():
         images = family.sample(n, seed=seed, labels=labels, options=typed, progress=progress)
     return to_uint8(images)
+
+
+def generate_in_batches(loaded: LoadedRun, n: int, seed: int, label: int | None = None,
+                        options: dict[str, Any] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """n samples as (index of the first, (B, H, W, C) uint8) batches of at most SAMPLING_BATCH,
+    so that any n fits in memory. The first batch is generate(…, min(n, SAMPLING_BATCH), seed);
+    batch k > 0 is drawn with batch_seed(seed, k), so the same arguments give the same pixels
+    and no two (seed, k) share a batch's noise."""
+    _typed_options(loaded.family, options)  # a bad option fails before any work
+    for k, start in enumerate(range(0, n, SAMPLING_BATCH)):
+        yield start, generate(loaded, min(SAMPLING_BATCH, n - start), batch_seed(seed, k), label, options)
+
+
+def batch_seed(seed: int, k: int) -> int:
+    """The seed of batch k of a long sampling: `seed` itself for the first; above 2**32 (so
+    never a seed a person can type) and distinct for every (seed, k) for the rest."""
+    return seed if k == 0 else 2**32 + seed * 1_000_003 + k
+
+
+def _typed_options(family: Any, options: dict[str, Any] | None) -> Any:
+    try:
+        return family.sample_options(options)
+    except (TypeError, ValueError) as exc:
+        raise SamplingError(str(exc)) from exc
 
 
 def provenance(loaded: LoadedRun, seed: int | None, **extra: object) -> dict[str, object]:
@@ -55,14 +82,16 @@ def provenance(loaded: LoadedRun, seed: int | None, **extra: object) -> dict[str
 
 
 def export_images(images: np.ndarray, out_dir: str | os.PathLike, metadata: dict[str, object],
-                  indices: list[int] | None = None, scale: int = 1) -> list[Path]:
-    """Write the chosen images (default: all) as sample_XXXX.png with metadata; returns paths."""
+                  indices: list[int] | None = None, scale: int = 1, first_index: int = 0) -> list[Path]:
+    """Write the chosen images (default: all) as sample_XXXX.png with metadata, numbered from
+    `first_index` (a later batch of a long sampling); returns paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in indices if indices is not None else range(len(images)):
-        path = out / f"sample_{i:04d}.png"
-        save_png(path, images[i], {**metadata, "index": i}, scale=scale)
+        number = first_index + i
+        path = out / f"sample_{number:04d}.png"
+        save_png(path, images[i], {**metadata, "index": number}, scale=scale)
         paths.append(path)
     return paths
 

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -41,12 +42,20 @@ from .checkpoint import CheckpointError, load_latest, move_state, save_checkpoin
 from .data import BUILTIN_PREFIX, ImageDataset, held_out_split, load_source
 from .device import select_device
 from .distributed import Distributed, has_batchnorm
-from .families import Capability, ImageSpec, SamplingCancelled, create_family, family_class
+from .families import (
+    MAX_SEED,
+    Capability,
+    ImageSpec,
+    SamplingCancelled,
+    config_from_dict,
+    create_family,
+    family_class,
+)
 from .guard import DivergenceGuard
 from .images import make_grid, save_png, to_uint8
 from .interrupt import CHECK_SPACING_SECONDS, SLOW_STEP_SECONDS, StepInterrupted, StepInterrupter
 from .memory import keep_freed_memory
-from .metrics.evaluate import EvalSettings, evaluate_family
+from .metrics.evaluate import EvalSettings, EvaluationCancelled, run_evaluation
 from .metrics.features import get_extractor
 from .run import RunDir, RunError, RunLock, TrainSettings, check_run_meta
 
@@ -235,6 +244,8 @@ class Trainer:
     def _prepare(self, settings: TrainSettings, resume: bool, dataset: ImageDataset | None,
                  progress: Callable[[int, int], None] | None, distributed: Distributed | None) -> None:
         if resume:
+            if self.run_dir.path.is_dir() and not os.access(self.run_dir.path, os.W_OK):
+                raise RunError(f"{self.run_dir.path} is read-only, and a resumed run writes its checkpoints there")
             self._lock_for("resuming")
             stored = _stored_settings(self.run_dir)
             settings = dataclasses.replace(stored, **{name: getattr(settings, name) for name in RESUME_MAY_CHANGE})
@@ -275,7 +286,11 @@ class Trainer:
         self._permutation: tuple[int, torch.Tensor] | None = None  # (epoch, its order of the images)
         if resume:
             self._restore()
-            if self.is_main and settings != stored:
+            if settings.steps <= self.step:
+                raise RunError(f"{self.run_dir.path} is at step {self.step} of {stored.steps}; to train it "
+                               f"further give a total above {self.step} steps (--steps), not {settings.steps}")
+            if self.is_main:  # only now: a refused resume leaves the run as it was
+                self.run_dir.truncate_metrics_after(self.step)
                 self._write_config()  # the folder says what the run trains with now
         elif self.is_main:
             self._lock_for("training")
@@ -397,9 +412,6 @@ class Trainer:
             self._notices.append(notice)
         self.step = meta["step"]
         self._saved_step = self.step
-        if self.is_main:
-            self.run_dir.truncate_metrics_after(self.step)
-            self._write_config()
 
     # -- data order -----------------------------------------------------------------------
     def batch_indices(self, step: int) -> torch.Tensor:
@@ -535,9 +547,7 @@ class Trainer:
             if _due(self.step, s.checkpoint_every) or control.take_save_request():
                 yield self.save()
             if _due(self.step, s.eval_every) and self.step < s.steps:
-                evaluated = self.evaluate(final=False)
-                if evaluated is not None:
-                    yield evaluated
+                yield from self._evaluation(final=False, cancel=lambda: control.stop_requested)
         # Stop abandons the current step (or lets a fast one end) and saves; completion saves too.
         # The checkpoint first: the grid and the evaluation after it may take minutes, and
         # closing the app (control.hurry) skips them.
@@ -545,14 +555,18 @@ class Trainer:
             yield Stopping(self.step)
         if self.is_main:
             yield self.save()
-            grid = self.sample_grid(cancel=lambda: control.hurried)
+            # The end-of-run work answers a stop too: a second one after a Stop (hurry), or the
+            # first after the run completed.
+            stopped_already = control.stop_requested
+
+            def cut_short() -> bool:
+                return control.hurried or (control.stop_requested and not stopped_already)
+
+            grid = self.sample_grid(cancel=cut_short)
             if grid is not None:
                 yield grid
-            if interrupter is not None:
-                interrupter.close()  # no hooks on the evaluation's passes
-            evaluated = None if control.hurried else self.evaluate(final=True)
-            if evaluated is not None:
-                yield evaluated
+            if not cut_short():
+                yield from self._evaluation(final=True, cancel=cut_short)
         reason = "completed" if self.step >= s.steps else "stopped"
         yield TrainingFinished(self.step, reason, str(self.run_dir.path))
 
@@ -606,9 +620,24 @@ class Trainer:
             self.run_dir.append_metrics(record)
         return StepLogged(self.step, self.settings.steps, dict(metrics), ips, eta, elapsed)
 
-    def evaluate(self, final: bool) -> Evaluated | None:
+    def _evaluation(self, final: bool, cancel: Callable[[], bool]) -> Iterator[TrainEvent]:
+        """A due evaluation's event; when `cancel()` comes true meanwhile (checked at every
+        network layer and between batches) it is dropped, recording nothing, with a Notice."""
+        watch = (self._interrupter.watching(cancel) if self._interrupter is not None
+                 else contextlib.nullcontext())
+        try:
+            with watch:
+                evaluated = self.evaluate(final, should_stop=cancel)
+        except (EvaluationCancelled, StepInterrupted):
+            yield Notice(self.step, f"the evaluation at step {self.step} was stopped; nothing was recorded")
+            return
+        if evaluated is not None:
+            yield evaluated
+
+    def evaluate(self, final: bool, should_stop: Callable[[], bool] | None = None) -> Evaluated | None:
         """Measure the model against the held-out split (the same one `genstudio eval` uses)
-        and log the figures as a record; the final evaluation also scores the baseline."""
+        and log the figures as a record; the final evaluation also scores the baseline.
+        `should_stop()` coming true raises EvaluationCancelled."""
         s = self.settings
         if s.eval_images <= 0:
             return None
@@ -622,7 +651,8 @@ class Trainer:
         if needs_features and self._extractor is None:
             # Built once per run: loading Inception means hashing ~90 MB and a TorchScript load.
             self._extractor = get_extractor(s.eval_extractor)
-        figures = evaluate_family(self.family, self.dataset, request, extractor=self._extractor)
+        figures = run_evaluation(self.family, self.dataset, request, self._extractor,
+                                 should_stop=should_stop).figures
         self.run_dir.append_metrics({"step": self.step, **figures})
         return Evaluated(self.step, figures)
 
@@ -738,6 +768,20 @@ def _validate(settings: TrainSettings, distributed: Distributed | None = None) -
         raise RunError("log_every must be at least 1")
     if settings.precision not in PRECISION_CHOICES:
         raise RunError(f"precision must be one of {', '.join(PRECISION_CHOICES)}")
+    if not 0 <= settings.seed <= MAX_SEED:
+        raise RunError(f"the seed must be a whole number from 0 to {MAX_SEED}, not {settings.seed}")
+    for name in ("sample_every", "checkpoint_every", "eval_every", "eval_images", "eval_samples", "grid_samples"):
+        if getattr(settings, name) < 0:
+            raise RunError(f"{name} must not be negative")
+    if settings.eval_images > 0:
+        try:  # now, not when the first evaluation is due after hours of training
+            EvalSettings(metrics=tuple(settings.eval_metrics))
+        except ValueError as exc:
+            raise RunError(f"eval_metrics: {exc}") from None
+    try:  # the family's knobs, before any data is read or folder made
+        config_from_dict(family_class(settings.family).Config, settings.family_config)
+    except (TypeError, ValueError) as exc:
+        raise RunError(f"{settings.family}: {exc}") from None
     if distributed is not None and settings.batch % distributed.world_size:
         raise RunError(f"the batch ({settings.batch}) must be a multiple of the number of "
                        f"processes ({distributed.world_size}): it is the global batch, split between them")

@@ -22,11 +22,13 @@ def test_train_reports_every_skipped_file_with_its_reason(tmp_path):
         f.write(b"%!PS-Adobe-3.0 EPSF-3.0\n")
     os.mkfifo(data / "pipe.png")
     result = genstudio("train", "--family", "vae", "--data", data, "--out", tmp_path / "run",
-                       "--steps", "2", *TINY)
+                       "--steps", "2", *[a for a in TINY if a != "--quiet"])
     assert "completed at step 2" in result.stdout
     lines = result.stderr.splitlines()
-    assert lines[0] == ("genstudio: 4 skipped: 1 not a regular file, 1 not an image, "
-                        "1 unsupported format, 1 zero-byte file")
+    summary = "genstudio: 4 skipped: 1 not a regular file, 1 not an image, 1 unsupported format, 1 zero-byte file"
+    assert lines[0] == summary
+    quiet = genstudio("train", "--family", "vae", "--data", data, "--out", tmp_path / "quiet", "--steps", "1", *TINY)
+    assert quiet.stderr.splitlines() == [summary]  # --quiet: the summary alone
     assert sorted(lines[1:]) == [
         "  skipped caf\\xe9.png: unsupported format (EPS)",
         "  skipped empty.png: zero-byte file",
@@ -75,12 +77,13 @@ def test_a_second_ctrl_c_also_skips_the_final_grid_and_evaluation():
     from genstudio.core.training import TrainingControl
 
     control = TrainingControl()
-    previous = _stop_on_signals(control)
+    previous, received = _stop_on_signals(control)
     try:
         signal.raise_signal(signal.SIGINT)
         assert control.stop_requested and not control.hurried
         signal.raise_signal(signal.SIGTERM)
         assert control.hurried
+        assert received == [signal.SIGINT, signal.SIGTERM]
     finally:
         _restore_signals(previous)
     assert signal.getsignal(signal.SIGINT) is previous[signal.SIGINT]

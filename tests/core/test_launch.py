@@ -153,5 +153,5 @@ def test_unknown_evaluation_metrics_are_refused_before_anything_is_written(tmp_p
     out = tmp_path / "run"
     assert main(["train", "--family", "vae", "--data", "builtin:tins", "--out", str(out),
                  "--eval-metrics", "bpd,sharpness"]) == 1
-    assert "--eval-metrics: unknown sharpness" in capsys.readouterr().err
+    assert "--eval-metrics: unknown metric(s) sharpness" in capsys.readouterr().err
     assert not out.exists()

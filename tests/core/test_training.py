@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import threading
+import time
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from genstudio.core.run import RunError, TrainSettings, load_run
 from genstudio.core.training import (
     CheckpointSaved,
     Evaluated,
+    Notice,
     PauseChanged,
     RunStarted,
     SamplesReady,
@@ -207,3 +209,43 @@ def test_the_feature_extractor_is_built_once_per_run(tmp_path, monkeypatch):
     events = _run(settings, tmp_path / "run")
     assert len([e for e in events if isinstance(e, Evaluated)]) == 5  # steps 2, 4, 6, 8 and the end
     assert built == ["offline"]
+
+
+@pytest.mark.parametrize("when", ["completed", "stopped"])
+def test_a_stop_during_the_end_of_run_evaluation_is_answered_within_a_second(tmp_path, when):
+    """A held-out bound can take minutes (a one-step diffusion run on a big colour folder took
+    over ten); after a run completed, the first stop ends its evaluation, after a Stop the
+    second does. Nothing is recorded for it and the run says so."""
+    settings = dataclasses.replace(TINY, steps=2, eval_images=40, eval_every=0, sample_every=0)
+    trainer = Trainer(settings, str(tmp_path / "run"))
+    started = threading.Event()
+    family = trainer.family
+
+    def endless_bound(x, labels=None, *, quick=False):
+        started.set()
+        while True:  # each pass through the networks is a place to stop
+            family.log_prob(x, labels, samples=1)
+
+    family.likelihood_bounds = endless_bound  # a stand-in for a bound that takes minutes
+    control = TrainingControl()
+    if when == "stopped":
+        control.stop()  # Stop at once: the run saves step 0, then evaluates
+    answered = []
+
+    def stop_when_evaluating():
+        assert started.wait(60)
+        asked = time.perf_counter()
+        control.stop() if when == "completed" else control.hurry()
+        answered.append(asked)
+
+    stopper = threading.Thread(target=stop_when_evaluating)
+    stopper.start()
+    events = list(trainer.run(control))
+    ended = time.perf_counter()
+    stopper.join()
+    assert ended - answered[0] < 1.0
+    assert not [e for e in events if isinstance(e, Evaluated)]
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert any("evaluation at step" in n and "was stopped; nothing was recorded" in n for n in notices)
+    assert isinstance(events[-1], TrainingFinished) and events[-1].reason == when
+    assert not [r for r in trainer.run_dir.read_metrics() if "reference_images" in r]

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from .base import (
+    MAX_SEED,
     Capability,
     CapabilityError,
     Family,
@@ -85,6 +86,6 @@ def create_family(
 
 
 __all__ = [
-    "FAMILIES", "Capability", "CapabilityError", "Family", "FamilyEntry", "ImageSpec", "LogProbKind",
+    "FAMILIES", "MAX_SEED", "Capability", "CapabilityError", "Family", "FamilyEntry", "ImageSpec", "LogProbKind",
     "SampleProgress", "SamplingCancelled", "UnknownFamilyError", "available_families", "bits_per_dim", "create_family", "family_class",
 ]

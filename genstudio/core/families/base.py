@@ -47,6 +47,10 @@ class SamplingCancelled(RuntimeError):
     """Raised by a progress callback to stop a long sampler; the sampler lets it propagate."""
 
 
+# The seeds a person may give (train, sample, interpolate, inpaint, eval; the app's seed boxes
+# hold the same range): whole numbers from 0 to MAX_SEED.
+MAX_SEED = 2**31 - 1
+
 # progress(step, total_steps, images): images are the current state in [0, 1] (N, C, H, W) on
 # the CPU when the sampler has a meaningful one to show (a denoising chain), else None.
 SampleProgress = Callable[[int, int, "Tensor | None"], None]
@@ -118,8 +122,10 @@ def field_choices(config_cls: type) -> dict[str, tuple[Any, ...]]:
 
 
 def config_from_dict(config_cls: type, values: dict[str, Any] | None) -> Any:
-    """Build a frozen config dataclass, refusing unknown keys and values outside a field's
-    Literal choices with a clear message."""
+    """Build a frozen config dataclass from plain values (a --set, JSON), refusing unknown keys,
+    values of another type than the field's (a bool is not a number, 2.5 not a whole number),
+    NaN and infinities, negative whole numbers and values outside a field's Literal choices,
+    each with a message naming the field. The class's own __post_init__ checks its ranges."""
     values = dict(values or {})
     known = {f.name: f for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(values) - set(known))
@@ -128,15 +134,77 @@ def config_from_dict(config_cls: type, values: dict[str, Any] | None) -> Any:
             f"unknown {config_cls.__name__} option(s): {', '.join(unknown)}; "
             f"known: {', '.join(sorted(known))}"
         )
-    for name, allowed in field_choices(config_cls).items():
-        if name in values and values[name] not in allowed:
-            raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, not {values[name]!r}")
+    hints = typing.get_type_hints(config_cls)
     for name, value in list(values.items()):
-        default = known[name].default
-        # JSON round trips turn tuples into lists; keep the declared type.
-        if isinstance(default, tuple) and isinstance(value, list):
-            values[name] = tuple(value)
+        values[name] = _typed(name, value, hints[name])
     return config_cls(**values)
+
+
+def _typed(name: str, value: Any, hint: Any) -> Any:
+    """`value` as the type `hint` names (an int where a float is wanted, a list for a tuple), or
+    a ValueError saying what the field takes."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ValueError(f"{name} must be one of {', '.join(map(str, args))}, not {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name} must be a list like {_example(args)}, not {value!r}")
+        kinds = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if len(kinds) != len(value):
+            raise ValueError(f"{name} must be a list of {len(kinds)} numbers, not {value!r}")
+        return tuple(_typed(name, item, kind) for item, kind in zip(value, kinds, strict=True))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, not {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be a whole number, not {value!r}")
+        if value < 0:
+            raise ValueError(f"{name} must not be negative, not {value}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, not {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, not {value}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be text, not {value!r}")
+        return value
+    return value
+
+
+def _example(args: tuple[Any, ...]) -> str:
+    return "[1, 2]" if args and args[0] is int else "[0.5, 0.999]"
+
+
+def at_least(config: Any, minimum: float, *names: str) -> None:
+    """ValueError naming the first of `names` whose value in `config` is below `minimum`; for
+    a config's __post_init__."""
+    for name in names:
+        value = getattr(config, name)
+        if value < minimum:
+            raise ValueError(f"{name} must be at least {minimum:g}, not {value:g}")
+
+
+def positive(config: Any, *names: str) -> None:
+    """ValueError naming the first of `names` that is not above zero."""
+    for name in names:
+        value = getattr(config, name)
+        if value <= 0:
+            raise ValueError(f"{name} must be above 0, not {value:g}")
+
+
+def within(config: Any, low: float, high: float, *names: str) -> None:
+    """ValueError naming the first of `names` outside [low, high]."""
+    for name in names:
+        value = getattr(config, name)
+        if not low <= value <= high:
+            raise ValueError(f"{name} must be between {low:g} and {high:g}, not {value:g}")
 
 
 class BatchShard:

@@ -26,7 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress
+from .base import (
+    Capability,
+    Family,
+    ImageSpec,
+    LogProbKind,
+    SampleProgress,
+    at_least,
+    within,
+)
 from .layers import to_symmetric, to_unit
 
 # eps_fn(x_t, t) → predicted ε, the same shape as x_t; t is a (B,) long tensor of indices.
@@ -577,6 +585,17 @@ class DiffusionConfig:
     reverse_variance: Literal["posterior", "beta"] = "posterior"  # σ_t² of p(x_{t−1}|x_t): "posterior" β̃_t or "beta" β_t
     bound_terms: int = 0              # log_prob: 0 sums all T terms (the bound); k: unbiased k-term estimate, T/k× faster
 
+    def __post_init__(self) -> None:
+        at_least(self, 2, "timesteps")
+        at_least(self, 1, "base_channels", "blocks_per_level")
+        if not self.channel_mults or min(self.channel_mults) < 1:
+            raise ValueError(f"channel_mults must be a list of whole numbers ≥ 1, not {list(self.channel_mults)}")
+        at_least(self, 0, "lr", "sigma_data", "grad_clip")
+        within(self, 0, 1, "ema_decay")
+        for name in ("dropout", "p_uncond"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 0 and below 1, not {getattr(self, name):g}")
+
 
 @dataclass(frozen=True)
 class DiffusionSampleOptions:
@@ -630,10 +649,6 @@ class Diffusion(Family):
 
     def __init__(self, spec: ImageSpec, config: DiffusionConfig, device: torch.device, seed: int = 0):
         super().__init__(spec, config, device, seed)
-        if config.timesteps < 2:
-            raise ValueError("timesteps must be at least 2")
-        if not 0.0 <= config.p_uncond < 1.0:
-            raise ValueError("p_uncond must be in [0, 1)")
         self.schedule = NoiseSchedule.named(config.schedule, config.timesteps)
         self.schedule.reverse_variance(config.reverse_variance)  # fail now on an unknown kind
         self.unet = UNet(spec, config, self.schedule.alpha_bars).to(self.device)

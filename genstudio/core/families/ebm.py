@@ -52,7 +52,10 @@ from .base import (
     ImageSpec,
     LogProbKind,
     SampleProgress,
+    at_least,
+    positive,
     smooth_fill,
+    within,
 )
 from .layers import level_widths, pyramid_sizes, to_symmetric, to_unit
 
@@ -230,6 +233,12 @@ class EBMConfig:
     lr: float = 1e-3              # Adam learning rate (β1 = 0: the negatives change every step)
     grad_clip: float = 0.1        # max gradient norm of the weights (0: off); EBM training diverges easily
 
+    def __post_init__(self) -> None:
+        at_least(self, 1, "width", "sgld_steps")
+        positive(self, "step_size")
+        at_least(self, 0, "lr", "noise", "sgld_grad_clip", "alpha", "data_noise", "grad_clip")
+        within(self, 0, 1, "reinit_rate")
+
 
 @dataclass(frozen=True)
 class EBMSampleOptions:
@@ -267,12 +276,6 @@ class EBM(Family):
 
     def __init__(self, spec: ImageSpec, config: EBMConfig, device: torch.device, seed: int = 0):
         super().__init__(spec, config, device, seed)
-        if config.width < 1 or config.sgld_steps < 1 or config.buffer_size < 0:
-            raise ValueError("width and sgld_steps must be ≥ 1, buffer_size ≥ 0")
-        if not 0.0 <= config.reinit_rate <= 1.0:
-            raise ValueError("reinit_rate must be in [0, 1]")
-        if config.step_size <= 0 or config.noise < 0:
-            raise ValueError("step_size must be > 0 and noise ≥ 0")
         self.net = EnergyNet(spec, config).to(self.device)
         self.buffer = ReplayBuffer(config.buffer_size, spec.shape).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, betas=(0.0, 0.999))

@@ -61,7 +61,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress, smooth_fill
+from .base import (
+    Capability,
+    Family,
+    ImageSpec,
+    LogProbKind,
+    SampleProgress,
+    at_least,
+    positive,
+    smooth_fill,
+    within,
+)
 
 _LOG_256 = math.log(256.0)
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -85,6 +95,12 @@ class FlowConfig:
     grad_clip: float = 50.0      # max gradient norm of the bits/dim loss (0: off)
     eval_dequant_draws: int = 1  # fixed dequantization noise patterns log_prob averages over
     inpaint_steps: int = 300     # Adam steps on the unknown pixels when inpainting
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "max_levels", "steps_per_level", "hidden_channels", "eval_dequant_draws")
+        positive(self, "logit_alpha")
+        within(self, 0, 0.49, "logit_alpha")
+        at_least(self, 0, "lr", "grad_clip")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .base import Capability, Family, ImageSpec, SampleProgress
+from .base import Capability, Family, ImageSpec, SampleProgress, at_least, within
 from .layers import level_widths, pyramid_sizes, to_symmetric, to_unit
 
 LOSSES = ("non-saturating", "least-squares", "wgan-gp")
@@ -57,6 +57,13 @@ class GANConfig:
     inversion_steps: int = 200     # Adam steps on z per start when encoding or inpainting
     inversion_restarts: int = 4    # seeded random starts per image; the best fit is kept
     inversion_lr: float = 0.1      # Adam learning rate on z, cosine-decayed to 0 over the steps
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "latent_dim", "base_channels", "inversion_restarts")
+        at_least(self, 0, "lr_generator", "lr_discriminator", "inversion_lr", "gp_weight")
+        within(self, 0, 1, "ema_decay")
+        if len(self.adam_betas) not in (0, 2) or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ValueError(f"adam_betas must be [] or two numbers in [0, 1), not {list(self.adam_betas)}")
 
 
 # -- losses (pure functions of discriminator scores, so they can be checked by hand) --------
@@ -243,7 +250,6 @@ class GAN(Family):
 
     def __init__(self, spec: ImageSpec, config: GANConfig, device: torch.device, seed: int = 0):
         super().__init__(spec, config, device, seed)
-        _validate(config)
         self.generator = Generator(spec, config).to(self.device)
         self.discriminator = Discriminator(spec, config).to(self.device)
         self.generator_ema = ExponentialMovingAverage(self.generator, config.ema_decay,
@@ -441,20 +447,6 @@ class GAN(Family):
                 with torch.no_grad():
                     keep_better(z, errors(z))
         return best_z.cpu(), best_error.cpu()
-
-
-def _validate(config: GANConfig) -> None:
-    """Refuse settings that cannot train, with the reason (a GAN fails slowly otherwise)."""
-    if config.loss not in LOSSES:
-        raise ValueError(f"unknown GAN loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
-    if config.n_critic < 0:
-        raise ValueError("n_critic must be >= 0 (0: the loss's usual number)")
-    if len(config.adam_betas) not in (0, 2) or not all(0 <= b < 1 for b in config.adam_betas):
-        raise ValueError("adam_betas must be () or two numbers in [0, 1)")
-    if not 0.0 <= config.ema_decay <= 1.0:
-        raise ValueError("ema_decay must be in [0, 1]")
-    if config.latent_dim < 1 or config.base_channels < 1:
-        raise ValueError("latent_dim and base_channels must be positive")
 
 
 FAMILY = GAN

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..cpu_threads import one_intra_op_thread
-from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress
+from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress, at_least
 from .layers import to_symmetric
 
 LEVELS = 256  # values of an 8-bit subpixel
@@ -69,6 +69,12 @@ class PixelCNNConfig:
     lr: float = 3e-3             # Adam learning rate (3e-3 learnt clearly faster than 1e-3 in short CPU runs)
     grad_clip: float = 1.0       # max gradient norm of the per-dimension loss (0: off)
     inpaint_sweeps: int = 2      # Metropolis–Hastings sweeps after the first fill (0: none), each a pass per unknown subpixel
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "width", "layers", "head_width")
+        if self.kernel < 3 or self.kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd and at least 3, not {self.kernel}")
+        at_least(self, 0, "lr", "grad_clip")
 
 
 @dataclass(frozen=True)
@@ -451,8 +457,6 @@ class PixelCNN(Family):
 
     def __init__(self, spec: ImageSpec, config: PixelCNNConfig, device: torch.device, seed: int = 0):
         super().__init__(spec, config, device, seed)
-        if config.kernel < 3 or config.kernel % 2 == 0:
-            raise ValueError(f"kernel must be odd and at least 3, not {config.kernel}")
         if config.layers < 1 or min(config.width, config.head_width) < spec.channels:
             raise ValueError(f"need at least one layer and width, head_width ≥ {spec.channels} "
                              "(one channel group per colour)")

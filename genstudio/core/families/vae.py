@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress
+from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress, at_least
 from .layers import (
     DownBlock,
     UpBlock,
@@ -41,6 +41,10 @@ class VAEConfig:
     per_pixel_scale: bool = False  # decoder predicts each pixel's scale (better bits/dim) vs one per channel
     grad_clip: float = 5.0      # max gradient norm of the per-dimension loss (0: off); stops rare spikes derailing training
     inpaint_steps: int = 200    # Adam steps on z when inpainting (a MAP fit to the known pixels)
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "latent_dim", "base_channels", "iw_samples")
+        at_least(self, 0, "lr", "beta", "grad_clip")
 
 
 class Encoder(nn.Module):

@@ -42,6 +42,8 @@ class EvalSettings:
     quick_likelihood: bool = False  # the family's cheap likelihood figure (live plots in training)
 
     def __post_init__(self) -> None:
+        if isinstance(self.metrics, str) or not self.metrics:
+            raise ValueError(f"metrics must be a list of names from {', '.join(METRICS)}, not {self.metrics!r}")
         unknown = sorted(set(self.metrics) - set(METRICS))
         if unknown:
             raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
