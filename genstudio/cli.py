@@ -488,13 +488,13 @@ def _sample(args: argparse.Namespace) -> int:
     if options:
         extra["options"] = json.dumps(options, sort_keys=True)
     meta = provenance(loaded, args.seed, **extra)
-    written, kept = 0, []
+    written, kept, progress = 0, [], _ProgressLine("writing samples")
     for start, images in generate_in_batches(loaded, args.n, args.seed, label, options):
         written += len(export_images(images, args.out, meta, scale=args.scale, first_index=start))
         if args.grid:
             kept.append(images)
-        if args.n > len(images):
-            print(f"  {written:,} of {args.n:,} written", file=sys.stderr, flush=True)
+        progress(written, args.n)
+    progress.done()
     if args.grid:
         export_grid(np.concatenate(kept), args.grid, meta)
     print(f"wrote {written} images to {args.out}" + (f" and a grid to {args.grid}" if args.grid else ""))

@@ -565,7 +565,9 @@ class Trainer:
             grid = self.sample_grid(cancel=cut_short)
             if grid is not None:
                 yield grid
-            if not cut_short():
+            if cut_short():
+                yield Notice(self.step, "stopped: the final sample grid and evaluation were skipped")
+            else:
                 yield from self._evaluation(final=True, cancel=cut_short)
         reason = "completed" if self.step >= s.steps else "stopped"
         yield TrainingFinished(self.step, reason, str(self.run_dir.path))

@@ -356,7 +356,8 @@ def test_hurry_saves_and_skips_the_final_grid_and_evaluation(tmp_path):
         if isinstance(event, StepLogged) and event.step == 2:
             control.hurry()
     kinds = [type(e).__name__ for e in events if not isinstance(e, StepLogged)]
-    assert kinds[-3:] == ["Stopping", "CheckpointSaved", "TrainingFinished"]
+    assert kinds[-4:] == ["Stopping", "CheckpointSaved", "Notice", "TrainingFinished"]
+    assert events[-2].message == "stopped: the final sample grid and evaluation were skipped"
     assert load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")[1]["step"] == 2
     assert not (tmp_path / "run" / "samples").exists() or not list((tmp_path / "run" / "samples").iterdir())
 
