@@ -41,23 +41,21 @@ def _seed(text: str) -> int:
     """argparse type of every --seed: a whole number from 0 to MAX_SEED."""
     from .core.families import MAX_SEED
 
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"a seed is a whole number from 0 to {MAX_SEED}, not {text!r}")
-    return value
+    return _whole_number(text, 0, MAX_SEED, f"a seed is a whole number from 0 to {MAX_SEED}, not {text!r}")
 
 
 def _count(text: str) -> int:
     """argparse type of a count that must be at least 1."""
+    return _whole_number(text, 1, math.inf, f"expected a whole number of at least 1, not {text!r}")
+
+
+def _whole_number(text: str, low: int, high: float, message: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+        value = low - 1
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(message)
     return value
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import operator
 import os
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -31,6 +32,7 @@ from .scan import FolderScan, scan_folder
 from .split import Split, held_out_split
 
 MIN_SIZE, MAX_SIZE = 8, 256
+T = TypeVar("T")
 BUILTIN_PREFIX = "builtin:"
 
 __all__ = [
@@ -89,14 +91,8 @@ def load_image(path: str | os.PathLike[str], size: int, channels: int) -> np.nda
     """One image file as uint8 (size, size, channels), prepared exactly as a folder's images
     are (first frame, upright, alpha over white, centre-cropped, resized); raises DatasetError
     with the reason when the file cannot be used."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DatasetError(f"{path}: no such image file")
-    try:
-        with pillow_warnings_as_skips():
-            rgb = decode_image(path, _checked_size(size))
-    except SkipImage as skip:
-        raise DatasetError(f"{path}: {skip.args[0]}") from None
+    size = _checked_size(size)
+    rgb = _read_file(path, "image", lambda p: decode_image(p, size))
     return to_channels(rgb[None], channels)[0]
 
 
@@ -104,23 +100,21 @@ def load_grey_levels(path: str | os.PathLike[str], what: str = "mask") -> Image.
     """An image file (a mask) as 8-bit grey at its own size, upright, opened like any image of
     the program (allow-listed formats, the pixel cap) and scaled by its bit depth; raises
     DatasetError naming `what` the file was meant to be."""
+    return _read_file(path, what, decode_grey_levels, f"not a readable {what} image ({{}})")
+
+
+def image_file_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) of an image file as shown upright, from its header; raises DatasetError."""
+    return _read_file(path, "image", image_size_upright)
+
+
+def _read_file(path: str | os.PathLike[str], what: str, read: Callable[[str], T], reason: str = "{}") -> T:
+    """read(path) for one file a person named, its SkipImage a DatasetError naming the file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: no such {what} file")
     try:
         with pillow_warnings_as_skips():
-            return decode_grey_levels(path)
+            return read(path)
     except SkipImage as skip:
-        raise DatasetError(f"{path}: not a readable {what} image ({skip.args[0]})") from None
-
-
-def image_file_size(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(width, height) of an image file as shown upright, from its header; raises DatasetError."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DatasetError(f"{path}: no such image file")
-    try:
-        with pillow_warnings_as_skips():
-            return image_size_upright(path)
-    except SkipImage as skip:
-        raise DatasetError(f"{path}: {skip.args[0]}") from None
+        raise DatasetError(f"{path}: {reason.format(skip.args[0])}") from None
