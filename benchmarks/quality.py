@@ -41,8 +41,8 @@ from genstudio.core.metrics.evaluate import (
     sample_quality,
 )
 from genstudio.core.metrics.features import InceptionExtractor, RandomConvExtractor
-from genstudio.core.run import TrainSettings, load_run
-from genstudio.core.training import RunStarted, StepLogged, Trainer, TrainingControl
+from genstudio.core.run import UNLIMITED_STEPS, TrainSettings, load_run
+from genstudio.core.training import StepLogged, Trainer, TrainingFinished
 
 IDX_DATASETS = ("mnist", "fashion-mnist")
 QUALITY = ("fid", "kid", "precision", "recall")
@@ -100,21 +100,18 @@ def _source_and_reference(data: str, size: int, work: Path) -> tuple[str, np.nda
 
 def train_for(family: str, source: str, size: int, batch: int, options: dict[str, Any],
               budget_s: float, run_dir: Path, conditional: bool = False) -> dict[str, Any]:
-    settings = TrainSettings(family=family, data=source, size=size, steps=10**8, batch=batch,
+    """Train with the run's own time limit (TrainSettings.minutes, `train --minutes`): the
+    budget covers the training loop, not loading the data, and ends the run as Stop does."""
+    settings = TrainSettings(family=family, data=source, size=size, steps=UNLIMITED_STEPS, batch=batch,
                              family_config=options, conditional=conditional, sample_every=0, checkpoint_every=0,
-                             eval_images=0, log_every=10)
-    control = TrainingControl()
-    started = None
-    step, images_per_sec = 0, 0.0
+                             eval_images=0, log_every=10, minutes=budget_s / 60)
+    step, images_per_sec, wall = 0, 0.0, 0.0
     print(f"training {family} on {source} for {budget_s / 60:.1f} min → {run_dir}", file=sys.stderr)
-    for event in Trainer(settings, run_dir).run(control):
-        if isinstance(event, RunStarted):
-            started = time.perf_counter()  # the budget covers the loop, not loading the data
-        elif isinstance(event, StepLogged):
-            step, images_per_sec = event.step, event.images_per_sec
-            if started is not None and time.perf_counter() - started >= budget_s:
-                control.stop()
-    wall = time.perf_counter() - (started or time.perf_counter())
+    for event in Trainer(settings, run_dir).run():
+        if isinstance(event, StepLogged):
+            step, images_per_sec, wall = event.step, event.images_per_sec, event.elapsed_seconds
+        elif isinstance(event, TrainingFinished):
+            step = event.step
     images = step * batch
     dataset_size = len(load_source(source, size, None))
     return {"steps": step, "train_seconds": round(wall, 1), "images_per_sec": round(images_per_sec, 1),

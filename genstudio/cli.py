@@ -59,6 +59,17 @@ def _whole_number(text: str, low: int, high: float, message: str) -> int:
     return value
 
 
+def _minutes(text: str) -> float:
+    """argparse type of --minutes: a finite number above 0 (e.g. 0.5 or 10)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"--minutes takes a number above 0, such as 0.5 or 10, not {text!r}")
+    return value
+
+
 def _epochs(text: str) -> float:
     """argparse type of --epochs: a finite number above 0 (e.g. 0.5 or 20)."""
     try:
@@ -159,6 +170,10 @@ def _add_train(sub: Any) -> None:
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=_count, help="total optimisation steps of the run (default 3000)")
     length.add_argument("--epochs", type=_epochs, help="passes over the data (sets --steps)")
+    p.add_argument("--minutes", type=_minutes,
+                   help="time limit of this training session in minutes (pauses left out): the run then stops "
+                        "as Ctrl+C stops it, saving its last whole step and drawing its final samples; "
+                        "without --steps or --epochs the time alone ends it")
     p.add_argument("--batch", type=_count, help="the global batch (default 64)")
     p.add_argument("--seed", type=_seed,
                    help=f"initial weights, data order and training noise, 0 to {MAX_SEED} (default 0)")
@@ -221,7 +236,7 @@ def train_settings(args: argparse.Namespace) -> Any:
     import dataclasses
 
     from .core.data import BUILTIN_PREFIX
-    from .core.run import RunDir, RunError, TrainSettings
+    from .core.run import UNLIMITED_STEPS, RunDir, RunError, TrainSettings
 
     # Each option is stored under its field's name; fields without an option are never given.
     given = {field.name: getattr(args, field.name, None) for field in dataclasses.fields(TrainSettings)
@@ -233,6 +248,8 @@ def train_settings(args: argparse.Namespace) -> Any:
         given["data"] = os.path.abspath(os.path.expanduser(given["data"]))
     options = _parse_options(args.options)
     base = TrainSettings()
+    if "minutes" in given and "steps" not in given and args.epochs is None:
+        base = dataclasses.replace(base, steps=UNLIMITED_STEPS)  # the time alone ends a new run
     if args.resume:
         run = RunDir(args.out)
         try:
@@ -326,7 +343,7 @@ def _train_in_process(args: argparse.Namespace, settings: Any, distributed: Any)
             elif isinstance(event, Notice):
                 print(f"genstudio: warning: {event.message}", file=sys.stderr, flush=True)
             elif isinstance(event, Stopping):
-                print(f"stopped at step {event.step}: drawing the last samples and saving",
+                print(f"{event.why} at step {event.step}: saving and drawing the last samples",
                       file=sys.stderr, flush=True)
             elif isinstance(event, TrainingFinished):
                 print(f"{event.reason} at step {event.step}: {event.run_dir}", flush=True)
@@ -433,9 +450,12 @@ def _restore_signals(previous: dict[int, Any]) -> None:
 
 
 def _format_step(event: Any) -> str:
+    from .core.run import UNLIMITED_STEPS
+
     shown = "  ".join(f"{k} {v:.4g}" for k, v in event.metrics.items())
     eta = _clock(event.eta_seconds) if event.eta_seconds is not None else "–"
-    return f"step {event.step}/{event.total_steps}  {shown}  {event.images_per_sec:.0f} img/s  ETA {eta}"
+    step = f"step {event.step}" if event.total_steps == UNLIMITED_STEPS else f"step {event.step}/{event.total_steps}"
+    return f"{step}  {shown}  {event.images_per_sec:.0f} img/s  ETA {eta}"
 
 
 def _clock(seconds: float) -> str:
@@ -691,6 +711,7 @@ def _add_info(sub: Any) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from .core.run import UNLIMITED_STEPS
 
     loaded = _load_run(args.run, "cpu")
     metrics = loaded.run.read_metrics()
@@ -715,7 +736,10 @@ def _info(args: argparse.Namespace) -> int:
     data = info["data"]
     print(f"run        {info['run']}")
     print(f"family     {family.title} ({family.name}), {info['parameters']:,} parameters")
-    print(f"step       {info['step']} of {info['total_steps']}")
+    if loaded.settings.steps == UNLIMITED_STEPS:
+        print(f"step       {info['step']} (limited by time: {loaded.settings.minutes:g} minutes a session)")
+    else:
+        print(f"step       {info['step']} of {info['total_steps']}")
     print(f"data       {data.get('source', '?')}: {data.get('images', '?')} images, "
           f"{data.get('skipped', 0)} skipped")
     classes = ", ".join(loaded.class_names) if loaded.class_names else "unconditional"

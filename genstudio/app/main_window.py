@@ -293,6 +293,7 @@ class MainWindow(QMainWindow):
     @staticmethod
     def _form_values(settings: TrainSettings) -> dict:
         return {"batch": settings.batch, "seed": settings.seed, "conditional": settings.conditional,
+                "minutes": settings.minutes,
                 "sample_every": settings.sample_every, "checkpoint_every": settings.checkpoint_every,
                 "eval_every": settings.eval_every, "eval_metrics": settings.eval_metrics,
                 "family_config": settings.family_config}
@@ -385,11 +386,12 @@ class MainWindow(QMainWindow):
     def _on_run_started(self, event) -> None:
         if self.training_panel.state == LOADING:
             self._set_training_state(PAUSED if self._control.paused else RUNNING)
-        self.training_panel.show_started(event.run_dir, event.start_step, event.total_steps, event.device)
+        self.training_panel.show_started(event.run_dir, event.start_step, event.total_steps, event.device,
+                                         event.minutes)
         self._status(f"Training {event.num_parameters:,} parameters on {event.device}: {event.dataset}")
 
     def _on_step_logged(self, event) -> None:
-        self.training_panel.show_progress(event.step, event.total_steps)
+        self.training_panel.show_progress(event.step, event.total_steps, event.done)
         self.training_panel.show_speed(event.images_per_sec, event.eta_seconds)
         self.metrics_plot.add_record(event.step, event.metrics)
 
@@ -423,7 +425,7 @@ class MainWindow(QMainWindow):
 
     def _on_training_finished(self, event) -> None:
         self._finished_run, self._end_reason = event.run_dir, event.reason
-        self.training_panel.show_progress(event.step, max(event.step, self.training_panel.progress.maximum()))
+        self.training_panel.show_finished(event.step)
         self._status(f"Training {event.reason} at step {event.step:,}; run saved in {event.run_dir}")
 
     def _on_training_cancelled(self) -> None:

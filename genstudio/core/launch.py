@@ -121,6 +121,8 @@ def train_arguments(settings: TrainSettings) -> list[str]:
         args.append("--conditional")
     if s.compile:
         args.append("--compile")
+    if s.minutes:
+        args += ["--minutes", repr(s.minutes)]
     for key, value in sorted(s.family_config.items()):
         args += ["--set", f"{key}={json.dumps(value)}"]
     return args

@@ -57,6 +57,7 @@ class TrainSettings:
     eval_extractor: str = "offline"  # features for FID/KID/precision/recall during training (fast on CPU)
     precision: str = "auto"        # on CUDA: auto (bf16 where supported, else fp16), fp32, bf16, fp16; CPU: fp32
     compile: bool = False          # torch.compile the trained networks (CUDA; slow first steps)
+    minutes: float = 0.0           # time limit of each training session, pauses left out (0: none); then it stops as Stop does
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -92,6 +93,8 @@ def _has_type(value: Any, hint: Any) -> bool:
         return isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is str:
         return isinstance(value, str)
     if origin is dict:
@@ -102,7 +105,7 @@ def _has_type(value: Any, hint: Any) -> bool:
 
 
 def _type_name(hint: Any) -> str:
-    names = {int: "a whole number", bool: "true or false", str: "a string", type(None): "null"}
+    names = {int: "a whole number", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
     args = typing.get_args(hint)
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(arg) for arg in args)
@@ -116,6 +119,10 @@ def _type_name(hint: Any) -> str:
 def _kind(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(
         type(value), f"a {type(value).__name__}")
+
+
+# The step count of a run limited by its time alone (`train --minutes M` without --steps).
+UNLIMITED_STEPS = 10**9
 
 
 # Keys of a metrics.jsonl record that are bookkeeping, not metrics to plot or compare.
@@ -352,4 +359,4 @@ def load_run(path: str | os.PathLike, device: str = "auto") -> LoadedRun:
                      notice, bool(meta.get("weights_only", False)))
 
 
-__all__ = ["CheckpointError", "LoadedRun", "RunDir", "RunError", "TrainSettings", "load_run"]
+__all__ = ["UNLIMITED_STEPS", "CheckpointError", "LoadedRun", "RunDir", "RunError", "TrainSettings", "load_run"]

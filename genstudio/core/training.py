@@ -139,6 +139,7 @@ class RunStarted:
     skipped_report: str    # "" when nothing was skipped
     device: str
     num_parameters: int
+    minutes: float = 0.0   # the session's time limit (0: none)
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,9 @@ class StepLogged:
     total_steps: int
     metrics: dict[str, float]
     images_per_sec: float
-    eta_seconds: float | None
+    eta_seconds: float | None      # to the end of the run: its steps or its time limit, whichever comes first
     elapsed_seconds: float
+    done: float = 0.0              # share of the run done, 0..1: of its steps, or of its time limit if further
 
 
 @dataclass(frozen=True)
@@ -193,15 +195,17 @@ class BatchLowered:
 
 @dataclass(frozen=True)
 class Stopping:
-    """Training left its loop on a stop request; `step` is the last whole step (a step that was
-    under way is abandoned and undone). The final samples, checkpoint and evaluation follow."""
+    """Training left its loop on a stop request or at its time limit; `step` is the last whole
+    step (a step that was under way is abandoned and undone). The final samples, checkpoint and
+    evaluation follow."""
     step: int
+    why: str = "stopped"  # or e.g. "the 10-minute time limit is reached"
 
 
 @dataclass(frozen=True)
 class TrainingFinished:
     step: int
-    reason: str            # "completed" or "stopped"
+    reason: str            # "completed", "stopped" or TIME_LIMIT_REACHED
     run_dir: str
 
 
@@ -215,8 +219,9 @@ TrainEvent = (RunStarted | StepLogged | SamplesReady | CheckpointSaved | Evaluat
 # What a resumed run takes from the settings it is given: how long and where it trains, and
 # how often it records. The rest (the model, its data, batch, seed, the evaluation's sizes, so
 # that the curves stay comparable) is the run's own, from its config.json.
-RESUME_MAY_CHANGE = ("steps", "device", "precision", "compile", "log_every", "sample_every",
+RESUME_MAY_CHANGE = ("steps", "minutes", "device", "precision", "compile", "log_every", "sample_every",
                      "checkpoint_every", "eval_every", "eval_metrics")
+TIME_LIMIT_REACHED = "time limit reached"  # TrainingFinished.reason of a run its time limit ended
 
 
 class Trainer:
@@ -283,6 +288,7 @@ class Trainer:
         self._notices: list[str] = []  # reported as Notice events once the run starts
         self._saved_step: int | None = None  # step of the newest checkpoint written or loaded
         self._interrupter: StepInterrupter | None = None  # while run() runs, single process
+        self._clock = _TrainingClock(0)  # run() starts the session's own
         self._permutation: tuple[int, torch.Tensor] | None = None  # (epoch, its order of the images)
         if resume:
             self._restore()
@@ -449,8 +455,8 @@ class Trainer:
         return metrics
 
     def _stop_requested(self, control: TrainingControl) -> bool:
-        # Under torchrun every process must stop after the same step.
-        flag = control.stop_requested
+        # Under torchrun every process must stop after the same step (rank 0's clock decides).
+        flag = control.stop_requested or (self._clock.up() and self.is_main)
         return self.dist.any(flag) if self.dist is not None else flag
 
     def _lower_batch(self, exc: BaseException) -> BatchLowered:
@@ -478,19 +484,23 @@ class Trainer:
         control = control or TrainingControl()
         s = self.settings
         yield RunStarted(str(self.run_dir.path), self.step, s.steps, self.dataset.describe(),
-                         self.dataset.skipped_summary(), str(self.device), self.family.num_parameters())
+                         self.dataset.skipped_summary(), str(self.device), self.family.num_parameters(),
+                         s.minutes)
         for message in self._notices:
             yield Notice(self.step, message)
         self._notices.clear()
         speed = _Throughput(s.batch)
         started = time.perf_counter()
+        self._clock = _TrainingClock(s.minutes)
         self.family.train_mode()
-        # Pause and Stop abandon a slow step part-way (its changes undone) instead of waiting
-        # for its end; not under torchrun, where every process must take the same steps.
+        # Pause, Stop and the time limit abandon a slow step part-way (its changes undone)
+        # instead of waiting for its end; not under torchrun, where every process must take the
+        # same steps.
         self._interrupter = None
         if self.dist is None:
-            self._interrupter = StepInterrupter(self.family, lambda: control.paused or control.stop_requested,
-                                                CHECK_SPACING_SECONDS)
+            self._interrupter = StepInterrupter(
+                self.family, lambda: control.paused or control.stop_requested or self._clock.up(),
+                CHECK_SPACING_SECONDS)
         try:
             # Freed activations stay in the process for the next step (no page faults), and go
             # back to the system when the run ends (core/memory.py).
@@ -551,8 +561,9 @@ class Trainer:
         # Stop abandons the current step (or lets a fast one end) and saves; completion saves too.
         # The checkpoint first: the grid and the evaluation after it may take minutes, and
         # closing the app (control.hurry) skips them.
+        timed_out = self.step < s.steps and not control.stop_requested  # the time limit ended it
         if self.step < s.steps:
-            yield Stopping(self.step)
+            yield Stopping(self.step, f"the {s.minutes:g}-minute time limit is reached" if timed_out else "stopped")
         if self.is_main:
             yield self.save()
             # The end-of-run work answers a stop too: a second one after a Stop (hurry), or the
@@ -569,14 +580,16 @@ class Trainer:
                 yield Notice(self.step, "stopped: the final sample grid and evaluation were skipped")
             else:
                 yield from self._evaluation(final=True, cancel=cut_short)
-        reason = "completed" if self.step >= s.steps else "stopped"
+        reason = "completed" if self.step >= s.steps else TIME_LIMIT_REACHED if timed_out else "stopped"
         yield TrainingFinished(self.step, reason, str(self.run_dir.path))
 
     def _pause(self, control: TrainingControl, speed: _Throughput) -> Iterator[TrainEvent]:
         """Wait while paused (a stop wakes it), with the events that say so."""
         yield PauseChanged(self.step, True)
         speed.pause()
+        self._clock.pause()
         control.wait_while_paused()
+        self._clock.resume()
         speed.resume()
         if not control.stop_requested:
             yield PauseChanged(self.step, False)
@@ -586,11 +599,11 @@ class Trainer:
         a CPU): after a pause it is drawn again from the start, after a stop it is dropped (the
         final grid follows the checkpoint)."""
         while True:
-            grid = self.sample_grid(cancel=lambda: control.paused or control.stop_requested)
+            grid = self.sample_grid(cancel=lambda: control.paused or control.stop_requested or self._clock.up())
             if grid is not None:
                 yield grid
                 return
-            if control.stop_requested or not control.paused:
+            if control.stop_requested or self._clock.up() or not control.paused:
                 return
             yield from self._pause(control, speed)
             if control.stop_requested:
@@ -617,10 +630,14 @@ class Trainer:
         ips = speed.images_per_sec()
         remaining = self.settings.steps - self.step
         eta = remaining * self.settings.batch / ips if ips > 0 else None
+        done = self.step / self.settings.steps
+        if self._clock.limit is not None:
+            eta = self._clock.left() if eta is None else min(eta, self._clock.left())
+            done = max(done, self._clock.spent() / self._clock.limit)
         record = {"step": self.step, **metrics, "images_per_sec": ips, "time": round(elapsed, 3)}
         if self.is_main:
             self.run_dir.append_metrics(record)
-        return StepLogged(self.step, self.settings.steps, dict(metrics), ips, eta, elapsed)
+        return StepLogged(self.step, self.settings.steps, dict(metrics), ips, eta, elapsed, min(1.0, done))
 
     def _evaluation(self, final: bool, cancel: Callable[[], bool]) -> Iterator[TrainEvent]:
         """A due evaluation's event; when `cancel()` comes true meanwhile (checked at every
@@ -682,6 +699,35 @@ class Trainer:
         save_png(path, grid, {"family": self.settings.family, "run": self.run_dir.path.name,
                               "step": self.step, "seed": self.settings.seed})
         return SamplesReady(self.step, grid, str(path))
+
+
+class _TrainingClock:
+    """The time a training session has trained, pauses left out, against its limit in minutes
+    (settings.minutes; 0: none). Mid-run grids and evaluations count: they are part of training."""
+
+    def __init__(self, minutes: float):
+        self.limit = minutes * 60.0 if minutes > 0 else None
+        self._started = time.perf_counter()
+        self._paused_at: float | None = None
+        self._paused = 0.0
+
+    def pause(self) -> None:
+        self._paused_at = time.perf_counter()
+
+    def resume(self) -> None:
+        if self._paused_at is not None:
+            self._paused += time.perf_counter() - self._paused_at
+            self._paused_at = None
+
+    def spent(self) -> float:
+        now = self._paused_at if self._paused_at is not None else time.perf_counter()
+        return now - self._started - self._paused
+
+    def left(self) -> float:
+        return max(0.0, (self.limit or 0.0) - self.spent())
+
+    def up(self) -> bool:
+        return self.limit is not None and self.spent() >= self.limit
 
 
 class _Throughput:
@@ -770,6 +816,8 @@ def _validate(settings: TrainSettings, distributed: Distributed | None = None) -
         raise RunError("log_every must be at least 1")
     if settings.precision not in PRECISION_CHOICES:
         raise RunError(f"precision must be one of {', '.join(PRECISION_CHOICES)}")
+    if not (math.isfinite(settings.minutes) and settings.minutes >= 0):
+        raise RunError(f"the time limit must be a number of minutes ≥ 0 (0: none), not {settings.minutes}")
     if not 0 <= settings.seed <= MAX_SEED:
         raise RunError(f"the seed must be a whole number from 0 to {MAX_SEED}, not {settings.seed}")
     for name in ("sample_every", "checkpoint_every", "eval_every", "eval_images", "eval_samples", "grid_samples"):

@@ -231,3 +231,19 @@ def test_a_run_still_opening_when_training_starts_is_dropped(qtbot, window, trai
     assert str(trained_run) not in window.training_panel.run_label.text()
     window.stop_training()
     wait_idle(qtbot, window)
+
+
+def test_a_time_limit_on_the_train_tab_ends_the_run_and_shows_time_as_progress(qtbot, window):
+    panel = window.training_panel
+    seen = []
+    window.training_panel.progress.valueChanged.connect(lambda value: seen.append(panel.progress.text()))
+    with qtbot.waitSignal(window.training_ended, timeout=60_000) as ended:
+        start_training(qtbot, window, steps=1_000_000, minutes=0.03, sample_every=0)
+    assert ended.args == ["time limit reached"]
+    assert any(text.startswith("step ") and text.endswith("%") for text in seen)  # step N · P%
+    assert panel.progress.value() == panel.progress.maximum()
+    run = run_dir_of(window)
+    settings = RunDir(run).read_settings()
+    assert settings.minutes == 0.03 and settings.steps == 1_000_000
+    assert 0 < load_run(run, "cpu").step < 1_000_000
+    wait_idle(qtbot, window)  # the finished run opens in the gallery

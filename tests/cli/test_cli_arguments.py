@@ -259,3 +259,22 @@ def test_a_training_stopped_by_a_signal_exits_with_its_code_after_saving(capsys,
     from genstudio.core.run import load_run
 
     assert load_run(run, "cpu").step > 0  # saved
+
+
+def test_train_minutes_trains_for_that_long_and_ends_as_a_stop_does(capsys, tmp_path):
+    run = tmp_path / "run"
+    code, out, err = run_main(capsys, "train", "--family", "vae", "--data", "builtin:tins", "--out", run,
+                              "--minutes", "0.02", *[a for a in TINY if a != "--quiet"], "--log-every", "5")
+    assert code == 0
+    assert "the 0.02-minute time limit is reached at step " in err and "saving and drawing the last samples" in err
+    assert "time limit reached at step " in out.splitlines()[-1]
+    assert "step 5  " in out  # no "of 1000000000": the time alone ends it
+    from genstudio.core.run import load_run
+
+    loaded = load_run(run, "cpu")
+    assert loaded.settings.minutes == 0.02 and loaded.step > 0
+    assert run_main(capsys, "info", run)[1].splitlines()[2].endswith("(limited by time: 0.02 minutes a session)")
+    for bad in ("0", "-1", "inf", "soon"):
+        assert "--minutes takes a number above 0" in usage_error(capsys, "train", "--family", "vae", "--data",
+                                                                  "builtin:tins", "--out", tmp_path / "x",
+                                                                  "--minutes", bad)

@@ -44,7 +44,7 @@ def test_train_arguments_reproduce_every_setting():
         family="diffusion", data="/some where/imgs", size=24, channels=1, steps=777, batch=48, seed=5,
         device="cpu", conditional=True, family_config={"base_channels": 8, "schedule": "cosine", "p": 0.5},
         log_every=3, sample_every=0, checkpoint_every=40, eval_every=9,
-        eval_metrics=("bpd", "fid"), precision="bf16", compile=True)
+        eval_metrics=("bpd", "fid"), precision="bf16", compile=True, minutes=2.5)
     assert _parsed(train_arguments(settings)) == settings
     assert _parsed(train_arguments(TrainSettings())) == TrainSettings()
 

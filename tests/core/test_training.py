@@ -249,3 +249,59 @@ def test_a_stop_during_the_end_of_run_evaluation_is_answered_within_a_second(tmp
     assert any("evaluation at step" in n and "was stopped; nothing was recorded" in n for n in notices)
     assert isinstance(events[-1], TrainingFinished) and events[-1].reason == when
     assert not [r for r in trainer.run_dir.read_metrics() if "reference_images" in r]
+
+
+def test_a_time_limit_ends_the_run_as_stop_does(tmp_path):
+    """`minutes`: the session trains that long (pauses left out), then saves its last whole step
+    and draws its final samples; the ETA counts down to the limit."""
+    from genstudio.core.run import UNLIMITED_STEPS
+    from genstudio.core.training import TIME_LIMIT_REACHED, Stopping
+
+    settings = dataclasses.replace(TINY, steps=UNLIMITED_STEPS, minutes=1.5 / 60, sample_every=0,
+                                   checkpoint_every=0, log_every=1)
+    control = TrainingControl()
+    events, times, paused = [], [], []
+    for event in Trainer(settings, str(tmp_path / "run")).run(control):
+        events.append(event)
+        times.append(time.perf_counter())
+        if isinstance(event, StepLogged) and event.step == 3:
+            control.pause()
+            threading.Timer(1.0, control.resume).start()  # a second that does not count
+            paused.append(time.perf_counter())
+    kinds = [type(e).__name__ for e in events if not isinstance(e, (StepLogged, PauseChanged))]
+    assert kinds[-4:] == ["Stopping", "CheckpointSaved", "SamplesReady", "TrainingFinished"]
+    stopping = next(e for e in events if isinstance(e, Stopping))
+    assert stopping.why == "the 0.025-minute time limit is reached"
+    finished = events[-1]
+    assert finished.reason == TIME_LIMIT_REACHED and finished.step == stopping.step > 3
+    assert load_run(tmp_path / "run", "cpu").step == finished.step
+    started = times[0]
+    stopped = times[events.index(stopping)]
+    assert 2.5 <= stopped - started < 2.5 + 1.0  # 1.5 s of training and the 1 s pause
+    logged = [e for e in events if isinstance(e, StepLogged)]
+    assert all(e.eta_seconds is not None and e.eta_seconds <= 1.5 for e in logged)
+    assert logged[-1].eta_seconds < logged[0].eta_seconds and 0 < logged[-1].done <= 1
+    assert logged[-1].done > 0.5
+
+
+def test_the_time_limit_cuts_a_slow_step_short(tmp_path):
+    """A step that would run past the limit is abandoned and undone, as Stop abandons it."""
+    settings = dataclasses.replace(TINY, steps=100, minutes=1.0 / 60, sample_every=0, checkpoint_every=0,
+                                   eval_images=0)
+    trainer = Trainer(settings, str(tmp_path / "run"))
+    family = trainer.family
+    real_step = family.train_step
+
+    def slow_step(x, labels, generator):  # 0.6 s of network passes, a look before each
+        until = time.perf_counter() + 0.6
+        while time.perf_counter() < until:
+            family.encoder(x, None)
+        return real_step(x, labels, generator)
+
+    family.train_step = slow_step
+    started = time.perf_counter()
+    events = list(trainer.run())
+    stopping = next(e for e in events if type(e).__name__ == "Stopping")
+    assert stopping.step == 1  # the second step was under way at 1 s and is dropped
+    assert time.perf_counter() - started < 1.0 + 0.5 + 1.0  # the limit, a look, the save and grid
+    assert load_run(tmp_path / "run", "cpu").step == 1

@@ -9,6 +9,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -35,8 +36,8 @@ _DEFAULTS = TrainSettings()
 
 NO_RUN_OPEN = "Open a run (File → Open run…) to train it further"
 CONTINUE_TIP = ("Train the open run further, up to Steps, with its own model, data, batch and seed; "
-                "the device and how often it samples, saves and evaluates come from this form "
-                "(Ctrl+Shift+Return)")
+                "the device, the time limit and how often it samples, saves and evaluates come from "
+                "this form (Ctrl+Shift+Return)")
 
 LIKELIHOOD_ONLY = ("bpd",)
 QUALITY_METRICS = ("bpd", "fid", "precision", "recall")
@@ -58,6 +59,7 @@ class TrainingPanel(QWidget):
         self._conditional_allowed = False
         self._interactive = True  # False while a launched (multi-process) run trains
         self._cannot_continue = NO_RUN_OPEN  # why the open run cannot train further; "" if it can
+        self._time_limited = False  # the run shown has a time limit: its bar shows time
         self._error_details = ""
         self._build_settings()
         self._build_controls()
@@ -79,6 +81,15 @@ class TrainingPanel(QWidget):
     # -- layout -----------------------------------------------------------------------------
     def _build_settings(self) -> None:
         self.steps_spin = _spin("stepsSpin", "Steps", 1, 10_000_000, _DEFAULTS.steps, step=100)
+        self.minutes_spin = QDoubleSpinBox(objectName="minutesSpin", accessibleName="Time limit in minutes")
+        self.minutes_spin.setRange(0, 100_000)
+        self.minutes_spin.setDecimals(2)
+        self.minutes_spin.setSuffix(" min")
+        self.minutes_spin.setSpecialValueText("none")
+        self.minutes_spin.setValue(_DEFAULTS.minutes)
+        self.minutes_spin.setToolTip("Stop after this much training time (pauses left out), as Stop does: the "
+                                     "last whole step is saved and the final samples drawn. The run ends at "
+                                     "Steps or at this time, whichever comes first")
         self.batch_spin = _spin("batchSpin", "Batch size", 1, 4096, _DEFAULTS.batch)
         self.seed_spin = _spin("trainSeedSpin", "Training seed", 0, 2**31 - 1, _DEFAULTS.seed)
         self.device_combo = QComboBox(objectName="deviceCombo", accessibleName="Device")
@@ -111,7 +122,8 @@ class TrainingPanel(QWidget):
                                       "feature extractor (fast on a CPU)")
         self.settings_box = QGroupBox("Run")
         form = QFormLayout(self.settings_box)
-        for label, widget in (("Steps", self.steps_spin), ("Batch", self.batch_spin),
+        for label, widget in (("Steps", self.steps_spin), ("Time limit", self.minutes_spin),
+                              ("Batch", self.batch_spin),
                               ("Seed", self.seed_spin), ("Device", self.device_combo),
                               ("Processes", self.processes_spin),
                               ("Sample every", self.sample_every_spin),
@@ -219,8 +231,10 @@ class TrainingPanel(QWidget):
         }
 
     def _schedule(self) -> dict[str, Any]:
-        """How often a run samples, saves and evaluates, and what it measures."""
-        return {"sample_every": self.sample_every_spin.value(), "checkpoint_every": self.save_every_spin.value(),
+        """How long a run trains this time, how often it samples, saves and evaluates, and what it
+        measures."""
+        return {"minutes": self.minutes_spin.value(),
+                "sample_every": self.sample_every_spin.value(), "checkpoint_every": self.save_every_spin.value(),
                 "eval_every": self.eval_every_spin.value(),
                 "eval_metrics": QUALITY_METRICS if self.quality_check.isChecked() else LIKELIHOOD_ONLY}
 
@@ -245,6 +259,8 @@ class TrainingPanel(QWidget):
         for name, value in values.items():
             if name in spins:
                 spins[name].setValue(int(value))
+            elif name == "minutes":
+                self.minutes_spin.setValue(float(value))
             elif name == "device":
                 self.device_combo.setCurrentText(value)
             elif name == "conditional":
@@ -293,9 +309,24 @@ class TrainingPanel(QWidget):
         return "Start training (Ctrl+Return)"
 
     # -- progress -----------------------------------------------------------------------------
-    def show_progress(self, step: int, total: int) -> None:
+    def show_progress(self, step: int, total: int, done: float | None = None) -> None:
+        """The run's progress: by steps, or for a run with a time limit by `done` (the share of
+        the run done, of its steps or its time, whichever is further)."""
+        if self._time_limited and done is not None:
+            self.progress.setFormat(f"step {step:,} · %p%")
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(round(1000 * done))
+            return
         self.progress.setRange(0, total)
         self.progress.setValue(step)
+
+    def show_finished(self, step: int) -> None:
+        """The bar when the run has ended: at its last step (full for a run with a time limit)."""
+        if self._time_limited:
+            self.progress.setFormat(f"step {step:,}")
+            self.progress.setValue(self.progress.maximum())
+        else:
+            self.show_progress(step, max(step, self.progress.maximum()))
 
     def show_loading(self, done: int, total: int) -> None:
         self.progress.setFormat("loading data %v / %m")
@@ -306,9 +337,10 @@ class TrainingPanel(QWidget):
         self.progress.setFormat(f"starting {processes} processes…")
         self.progress.setRange(0, 0)  # busy: the processes report nothing until the run starts
 
-    def show_started(self, run_dir: str, step: int, total: int, device: str) -> None:
+    def show_started(self, run_dir: str, step: int, total: int, device: str, minutes: float = 0.0) -> None:
+        self._time_limited = minutes > 0
         self.progress.setFormat("step %v / %m")
-        self.show_progress(step, total)
+        self.show_progress(step, total, 0.0)
         self.run_label.setText(f"Run folder: {run_dir}\nDevice: {device}")
         self.likelihood_label.clear()
         self.notice_label.clear()
