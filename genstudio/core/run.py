@@ -4,6 +4,7 @@
     RUN/checkpoint.safetensors     weights, optimizer, RNG, step (+ readable checkpoint.json)
     RUN/metrics.jsonl              one JSON object per logged step
     RUN/samples/                   sample grids written during training
+    RUN/explorer/                  the Explore tab's encodings of the training images
     RUN/.lock                      locked by the process training the run (RunLock)
 
 A run folder holds only these (and the temporary files of atomic writes, named by
@@ -135,7 +136,7 @@ class RunError(RuntimeError):
 
 # What genstudio writes in a run folder, by name; anything else there is the user's.
 _RUN_FILES = frozenset({"config.json", "checkpoint.safetensors", "checkpoint.prev.safetensors",
-                        "checkpoint.json", "metrics.jsonl", "samples", ".lock"})
+                        "checkpoint.json", "metrics.jsonl", "samples", "explorer", ".lock"})
 
 
 class RunDir:
