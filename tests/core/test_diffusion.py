@@ -460,6 +460,26 @@ def test_a_tiny_model_learns_and_resumes_exactly():
     assert torch.equal(family.ema.updates, copy.ema.updates)
 
 
+def test_min_snr_weighting_is_min_snr_gamma_over_snr_of_each_drawn_timestep():
+    """The weighted loss is the mean over images of min(SNR_t, γ)/SNR_t times each image's ε
+    error: computed here by hand from the same draws, on the same (untrained) network."""
+    family = randomise_zero_layers(tiny(size=8, min_snr_gamma=5.0, timesteps=50))
+    x = torch.rand(6, 1, 8, 8)
+    state = torch.Generator().manual_seed(3).get_state()
+    g = torch.Generator()
+    g.set_state(state)
+    t = torch.randint(0, 50, (6,), generator=g)
+    noise = torch.randn((6, 1, 8, 8), generator=g)
+    with torch.no_grad():
+        errors = (family.unet(family.schedule.q_sample(x * 2 - 1, t, noise), t, None) - noise).pow(2).mean((1, 2, 3))
+    alpha_bar = family.schedule.alpha_bars[t]
+    snr = alpha_bar / (1 - alpha_bar)
+    expected = (errors * torch.minimum(snr, torch.tensor(5.0)) / snr).mean()
+    assert (snr > 5).any() and (snr < 5).any()  # both regimes drawn
+    g.set_state(state)
+    assert family.train_step(x, None, g)["loss"] == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="schedule"):
         tiny(schedule="quadratic")

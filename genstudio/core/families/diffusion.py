@@ -642,9 +642,11 @@ class DiffusionConfig:
     p_uncond: float = 0.1             # label dropout for classifier-free guidance (conditional models)
     reverse_variance: Literal["posterior", "beta"] = "posterior"  # σ_t² of p(x_{t−1}|x_t): "posterior" β̃_t or "beta" β_t
     bound_terms: int = 0              # log_prob: 0 sums all T terms (the bound); k: unbiased k-term estimate, T/k× faster
+    min_snr_gamma: float = 0.0        # loss weight min(SNR_t, γ)/SNR_t per timestep (Hang et al. 2023: 5); 0: uniform, Ho et al.'s L_simple
 
     def __post_init__(self) -> None:
         at_least(self, 2, "timesteps")
+        at_least(self, 0, "min_snr_gamma")
         at_least(self, 1, "base_channels", "blocks_per_level")
         if not self.channel_mults or min(self.channel_mults) < 1:
             raise ValueError(f"channel_mults must be a list of whole numbers ≥ 1, not {list(self.channel_mults)}")
@@ -726,7 +728,9 @@ class Diffusion(Family):
 
     # -- training ---------------------------------------------------------------------------
     def train_step(self, x: Tensor, labels: Tensor | None, generator: torch.Generator) -> dict[str, float]:
-        """L_simple = E‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t)‖² with t uniform (Ho et al. Alg. 1)."""
+        """L_simple = E‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t)‖² with t uniform (Ho et al. Alg. 1),
+        each timestep's term weighted by min(SNR_t, γ)/SNR_t when min_snr_gamma = γ > 0 (Hang
+        et al. 2023: the noisy timesteps, where the x_0 error is large, are not outweighed)."""
         x0 = to_symmetric(x.to(self.device))
         batch = x0.shape[0]
         shard = self.batch_shard  # rows of the global batch's draws (all of them when single)
@@ -735,7 +739,12 @@ class Diffusion(Family):
         noise = shard.draw(batch, lambda n: torch.randn((n, *x0.shape[1:]), generator=generator,
                                                         device=generator.device)).to(x0.device, x0.dtype)
         y = self._training_labels(labels, batch, generator)
-        loss = F.mse_loss(self.unet(self.schedule.q_sample(x0, t, noise), t, y), noise)
+        predicted = self.unet(self.schedule.q_sample(x0, t, noise), t, y)
+        if self.config.min_snr_gamma > 0:
+            per_image = (predicted - noise).pow(2).flatten(1).mean(1)
+            loss = (per_image * self._min_snr_weights(t)).mean()
+        else:
+            loss = F.mse_loss(predicted, noise)
         # The EMA's update count is the step count, so warm-up resumes exactly from a checkpoint.
         step = int(self.ema.updates)
         for group in self.optimizer.param_groups:
@@ -747,6 +756,13 @@ class Diffusion(Family):
         self.optimizer_step(self.optimizer)
         self.ema.update(self.unet)
         return {"loss": loss.item(), "grad_norm": float(grad_norm)}
+
+    def _min_snr_weights(self, t: Tensor) -> Tensor:
+        """Min-SNR-γ's weight of each drawn timestep's ε error, min(SNR_t, γ)/SNR_t with
+        SNR_t = ᾱ_t/(1 − ᾱ_t): 1 where the noise dominates, below 1 on the nearly clean steps."""
+        alpha_bar = self.schedule.alpha_bars.to(t.device)[t]
+        snr = alpha_bar / (1 - alpha_bar)
+        return snr.clamp(max=self.config.min_snr_gamma) / snr
 
     def _training_labels(self, labels: Tensor | None, batch: int, generator: torch.Generator) -> Tensor | None:
         """Labels with a p_uncond fraction replaced by the null class, so one network learns
