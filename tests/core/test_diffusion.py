@@ -196,6 +196,21 @@ def test_dpm_solver_pp_is_second_order_and_far_closer_than_ddim_at_the_same_eval
     assert errors[20][1] / errors[50][1] < 3.5
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_the_stochastic_dpm_solver_pp_reproduces_the_data_distribution(schedule):
+    s = NoiseSchedule.named(schedule, 1000)
+    n = 20_000
+    x = dpm_solver_pp_sample(s, gaussian_optimal_eps(s, MEAN, STD**2), _standard_normal(n), 200, stochastic=True,
+                             generator=torch.Generator().manual_seed(1), clip=False)
+    assert x.mean().item() == pytest.approx(MEAN, abs=4 * STD / math.sqrt(n))
+    assert x.var().item() == pytest.approx(STD**2, rel=0.03)
+    again = dpm_solver_pp_sample(s, gaussian_optimal_eps(s, MEAN, STD**2), _standard_normal(n), 200, stochastic=True,
+                                 generator=torch.Generator().manual_seed(1), clip=False)
+    assert torch.equal(x, again)
+    with pytest.raises(ValueError, match="needs a generator"):
+        dpm_solver_pp_sample(s, gaussian_optimal_eps(s, MEAN, STD**2), _standard_normal(4), 5, stochastic=True)
+
+
 def test_log_snr_timesteps_are_distinct_descending_and_end_at_the_data():
     for total in (20, 1000):
         for name in ("cosine", "linear"):
@@ -404,7 +419,8 @@ def test_training_drops_labels_to_the_null_class_at_the_set_rate():
 def test_samplers_report_every_step_and_can_be_cancelled():
     family = tiny(timesteps=30)
     family.eval_mode()
-    for options, total in (({"sampler": "ddpm"}, 30), ({"steps": 7}, 7), ({"sampler": "dpm++2m", "steps": 6}, 6)):
+    for options, total in (({"sampler": "ddpm"}, 30), ({"steps": 7}, 7), ({"sampler": "dpm++2m", "steps": 6}, 6),
+                             ({"sampler": "dpm++2m-sde", "steps": 5}, 5)):
         seen = []
         family.sample(2, seed=0, options=family.sample_options(options),
                       progress=lambda s, t, imgs: seen.append((s, t, imgs)))  # noqa: B023

@@ -234,6 +234,7 @@ def ddim_sample(schedule: NoiseSchedule, eps_fn: EpsFn, x_T: Tensor, steps: int,
 
 
 def dpm_solver_pp_sample(schedule: NoiseSchedule, eps_fn: EpsFn, x_T: Tensor, steps: int, *,
+                         stochastic: bool = False, generator: torch.Generator | None = None,
                          clip: bool = True, callback: StepCallback | None = None) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", Algorithm 2): the probability-flow
     ODE that DDIM also solves, by a second-order multistep method in the half-log-SNR
@@ -241,7 +242,15 @@ def dpm_solver_pp_sample(schedule: NoiseSchedule, eps_fn: EpsFn, x_T: Tensor, st
     is one step, on timesteps evenly spaced in λ (log_snr_timesteps: on DDIM's, even in t, the
     step ratios near t = 0 reach 5 and the extrapolation overshoots); the first step is first
     order (a DDIM step), and so is the last, to the data (σ = 0), where it returns the last x_0
-    prediction ("lower order final"). Deterministic."""
+    prediction ("lower order final"). Deterministic.
+
+    stochastic: the SDE variant of the same solver (SDE-DPM-Solver++(2M), η = 1), which
+    forgets part of x at each step and draws fresh noise from `generator` in its place, so a
+    model's errors are not carried along the whole path: a step of h in λ is
+    x' = (σ'/σ) e^{−h} x + α' (1 − e^{−2h}) D + σ' √(1 − e^{−2h}) z."""
+    if stochastic and generator is None:
+        raise ValueError("the stochastic DPM-Solver++ needs a generator")
+    eta = 1.0 if stochastic else 0.0
     timesteps = log_snr_timesteps(schedule, steps)
     x, previous_x0, previous_h = x_T, None, None
     for i, t in enumerate(timesteps):
@@ -254,15 +263,14 @@ def dpm_solver_pp_sample(schedule: NoiseSchedule, eps_fn: EpsFn, x_T: Tensor, st
         else:
             t_next = _full(timesteps[i + 1], x)
             alpha_bar, alpha_bar_next = schedule.at(schedule.alpha_bars, tt, x), schedule.at(schedule.alpha_bars, t_next, x)
-            lam, lam_next = _half_log_snr(alpha_bar), _half_log_snr(alpha_bar_next)
-            h = lam_next - lam
-            if previous_x0 is None:
-                direction = x0
-            else:
-                r = previous_h / h
-                direction = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous_x0
+            h = _half_log_snr(alpha_bar_next) - _half_log_snr(alpha_bar)
+            # The multistep estimate of x_0 over the step: x_0 extrapolated from the last two.
+            direction = x0 if previous_x0 is None else x0 + (x0 - previous_x0) * (h / (2 * previous_h))
             sigma_ratio = ((1 - alpha_bar_next) / (1 - alpha_bar)).sqrt()
-            x = sigma_ratio * x - alpha_bar_next.sqrt() * torch.expm1(-h) * direction
+            x = (sigma_ratio * torch.exp(-eta * h) * x
+                 - alpha_bar_next.sqrt() * torch.expm1(-(1 + eta) * h) * direction)
+            if stochastic:
+                x = x + (1 - alpha_bar_next).sqrt() * (-torch.expm1(-2 * h)).sqrt() * _randn_like(x, generator)
             previous_x0, previous_h = x0, h
         if callback is not None:
             callback(i + 1, len(timesteps), x0)
@@ -659,15 +667,15 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class DiffusionSampleOptions:
-    sampler: Literal["ddim", "dpm++2m", "ddpm"] = "ddim"  # "ddim" (Song et al.), "dpm++2m" (Lu et al., 2nd order: fewer steps) or "ddpm" (ancestral, all T steps)
+    sampler: Literal["ddim", "dpm++2m", "dpm++2m-sde", "ddpm"] = "ddim"  # "ddim" (Song et al.), "dpm++2m" (Lu et al., 2nd order: fewer steps), its stochastic "dpm++2m-sde", or "ddpm" (ancestral, all T steps)
     steps: int = 50           # network evaluations of DDIM or DPM-Solver++ (at most T); DDPM always takes T
     eta: float = 0.0          # DDIM noise: 0 deterministic, 1 ancestral on the sub-sequence
     guidance: float = 2.0     # classifier-free guidance: 1 plain conditional, 0 unconditional (conditional models only)
     clip: bool = True         # clip each x_0 prediction to the pixel range (cleaner samples)
 
     def __post_init__(self) -> None:
-        if self.sampler not in ("ddim", "dpm++2m", "ddpm"):
-            raise ValueError(f"sampler must be ddim, dpm++2m or ddpm, not {self.sampler!r}")
+        if self.sampler not in ("ddim", "dpm++2m", "dpm++2m-sde", "ddpm"):
+            raise ValueError(f"sampler must be ddim, dpm++2m, dpm++2m-sde or ddpm, not {self.sampler!r}")
         if self.steps < 1 or self.eta < 0 or self.guidance < 0:
             raise ValueError("steps must be ≥ 1, eta ≥ 0 and guidance ≥ 0")
 
@@ -812,8 +820,9 @@ class Diffusion(Family):
         if options.sampler == "ddpm":
             x = ddpm_sample(self.schedule, eps_fn, x_T, generator, variance=self.config.reverse_variance,
                             clip=options.clip, callback=callback)
-        elif options.sampler == "dpm++2m":
-            x = dpm_solver_pp_sample(self.schedule, eps_fn, x_T, options.steps, clip=options.clip, callback=callback)
+        elif options.sampler in ("dpm++2m", "dpm++2m-sde"):
+            x = dpm_solver_pp_sample(self.schedule, eps_fn, x_T, options.steps, stochastic=options.sampler.endswith("sde"),
+                                     generator=generator, clip=options.clip, callback=callback)
         else:
             x = ddim_sample(self.schedule, eps_fn, x_T, options.steps, eta=options.eta,
                             generator=generator, clip=options.clip, callback=callback)
