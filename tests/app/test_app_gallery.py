@@ -167,7 +167,7 @@ def test_sampling_options_come_from_the_family_and_reach_the_sampler(qtbot, diff
     qtbot.waitUntil(lambda: (tmp_path / "grid.png").exists(), timeout=10_000)
     assert '"steps": 6' in read_png_metadata(tmp_path / "grid.png")["options"]
     sampler = gallery.options_form.editors["sampler"]  # a Literal field: a drop-down of its choices
-    assert isinstance(sampler, QComboBox) and [sampler.itemText(i) for i in range(sampler.count())] == ["ddim", "ddpm"]
+    assert isinstance(sampler, QComboBox) and [sampler.itemText(i) for i in range(sampler.count())] == ["ddim", "dpm++2m", "dpm++2m-sde", "ddpm"]
     with pytest.raises(ValueError, match="not one of the choices"):
         gallery.options_form.set_values({"sampler": "euler"})
 

@@ -631,6 +631,9 @@ class ExponentialMovingAverage(nn.Module):
 
 # Terms of the stratified bound estimate used for live plots during training (quick=True).
 QUICK_BOUND_TERMS = 50
+# DDIM steps of encode and decode unless options say otherwise: a latent round trip needs more
+# than a sample does.
+LATENT_STEPS = 50
 
 
 @dataclass(frozen=True)
@@ -667,8 +670,8 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class DiffusionSampleOptions:
-    sampler: Literal["ddim", "dpm++2m", "dpm++2m-sde", "ddpm"] = "ddim"  # "ddim" (Song et al.), "dpm++2m" (Lu et al., 2nd order: fewer steps), its stochastic "dpm++2m-sde", or "ddpm" (ancestral, all T steps)
-    steps: int = 50           # network evaluations of DDIM or DPM-Solver++ (at most T); DDPM always takes T
+    sampler: Literal["ddim", "dpm++2m", "dpm++2m-sde", "ddpm"] = "dpm++2m-sde"  # "ddim" (Song et al.), "dpm++2m" (Lu et al., 2nd order: fewer steps), its stochastic "dpm++2m-sde", or "ddpm" (ancestral, all T steps)
+    steps: int = 25           # network evaluations of DDIM or DPM-Solver++ (at most T); DDPM always takes T
     eta: float = 0.0          # DDIM noise: 0 deterministic, 1 ancestral on the sub-sequence
     guidance: float = 2.0     # classifier-free guidance: 1 plain conditional, 0 unconditional (conditional models only)
     clip: bool = True         # clip each x_0 prediction to the pixel range (cleaner samples)
@@ -809,7 +812,8 @@ class Diffusion(Family):
     @torch.no_grad()
     def sample(self, n: int, seed: int, labels: Tensor | None = None, *, options: Any = None,
                progress: SampleProgress | None = None) -> Tensor:
-        """x_T ~ N(0, I) from `seed` on the CPU, then DDIM (default), DPM-Solver++(2M) or DDPM down to x_0.
+        """x_T ~ N(0, I) from `seed` on the CPU, then the stochastic DPM-Solver++(2M) (default), its
+        ODE form, DDIM or DDPM down to x_0.
         progress gets the current x_0 prediction after every step."""
         options = options or self.SampleOptions()
         labels = self._check_labels(labels, n)
@@ -830,9 +834,10 @@ class Diffusion(Family):
 
     @torch.no_grad()
     def encode(self, x: Tensor, labels: Tensor | None = None, *, options: Any = None) -> Tensor:
-        """x_T of the deterministic DDIM ODE (η = 0) run from x, flattened to (N, C·H·W).
-        Conditional models follow the guided ε (options.guidance), as `decode` does."""
-        options = options or self.SampleOptions()
+        """x_T of the deterministic DDIM ODE (η = 0) run from x, flattened to (N, C·H·W), in
+        options.steps steps (default LATENT_STEPS). Conditional models follow the guided ε
+        (options.guidance), as `decode` does."""
+        options = options or self.SampleOptions(steps=LATENT_STEPS)
         labels = self._check_labels(labels, x.shape[0])
         x_T = ddim_invert(self.schedule, self.eps_fn(labels, options.guidance),
                           to_symmetric(x.to(self.device)), options.steps)
@@ -840,10 +845,11 @@ class Diffusion(Family):
 
     @torch.no_grad()
     def decode(self, z: Tensor, labels: Tensor | None = None, *, options: Any = None) -> Tensor:
-        """The DDIM ODE (η = 0, unclipped, so it inverts `encode`) from x_T = z.view(C, H, W)."""
+        """The DDIM ODE (η = 0, unclipped, so it inverts `encode`) from x_T = z.view(C, H, W), in
+        options.steps steps (default LATENT_STEPS)."""
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"latents must be (N, {self.latent_dim}), not {tuple(z.shape)}")
-        options = options or self.SampleOptions()
+        options = options or self.SampleOptions(steps=LATENT_STEPS)
         labels = self._check_labels(labels, z.shape[0])
         x_T = z.to(self.device, torch.float32).view(-1, *self.spec.shape)
         x = ddim_sample(self.schedule, self.eps_fn(labels, options.guidance), x_T, options.steps,
