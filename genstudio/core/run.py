@@ -30,7 +30,7 @@ from .atomic import TEMP_TAG, append_line, write_text_atomic
 from .checkpoint import CheckpointError, load_latest, move_state, previous_path
 from .data.dataset import printable
 from .device import select_device
-from .families import Family, ImageSpec, UnknownFamilyError, create_family
+from .families import Family, ImageSpec, UnknownFamilyError, create_family, stored_family_config
 
 
 @dataclass(frozen=True)
@@ -223,6 +223,13 @@ class RunDir:
         except (TypeError, ValueError) as exc:
             raise RunError(f"{self.config_path} is damaged: {exc}") from None
 
+    def read_model_config(self, settings: TrainSettings) -> dict[str, Any]:
+        """Every knob of the run's model as it was built (config.json's family_config), not only
+        those given in `settings`: a default changed since must not change what a resume builds."""
+        built = self.read_config().get("family_config")
+        knobs = {**built, **settings.family_config} if isinstance(built, dict) else settings.family_config
+        return stored_family_config(settings.family, knobs)
+
     def remove_stale_temps(self) -> None:
         """Delete temporary files that a process killed mid-write left (see core/atomic.py):
         only files named as genstudio names them. Call with the run locked: then none of them
@@ -346,7 +353,8 @@ def load_run(path: str | os.PathLike, device: str = "auto") -> LoadedRun:
 
     def build(state: Any, meta: dict[str, Any]) -> Family:
         check_run_meta(meta)
-        family = create_family(meta["family"], ImageSpec(**meta["spec"]), meta["family_config"],
+        family = create_family(meta["family"], ImageSpec(**meta["spec"]),
+                               stored_family_config(meta["family"], meta["family_config"]),
                                select_device(device), settings.seed)
         family.load_state_dict(move_state(state["family"], family.device), with_optimizers=False)
         return family

@@ -278,7 +278,8 @@ class Trainer:
             self.device = distributed.train_device(self.device)
         self.spec = self._image_spec(settings)
         self.settings = settings
-        self.family = create_family(settings.family, self.spec, settings.family_config,
+        knobs = self.run_dir.read_model_config(settings) if resume else settings.family_config
+        self.family = create_family(settings.family, self.spec, knobs,
                                     self.device, settings.seed)
         if distributed is not None:
             distributed.attach(self.family)

@@ -1,6 +1,8 @@
 """The VAE's mathematics: likelihood normalisation, KL closed form, a hand-computed ELBO, the
 importance-weighted bound, and that a tiny model actually learns."""
 
+import dataclasses
+import json
 import math
 
 import numpy as np
@@ -9,7 +11,7 @@ import torch
 
 from genstudio.core.families import ImageSpec, bits_per_dim, create_family
 from genstudio.core.families.layers import discretized_logistic_log_prob, pyramid_sizes
-from genstudio.core.families.vae import VAE
+from genstudio.core.families.vae import PRIOR_LR_FACTOR, VAE
 
 ALL_PIXEL_VALUES = torch.arange(256, dtype=torch.float64) / 255.0 * 2 - 1  # k → [−1, 1]
 
@@ -60,8 +62,8 @@ def test_kl_closed_form_matches_monte_carlo():
 
 def _constant_vae(mu, logvar, decoder_mean, scale):
     """A VAE whose encoder outputs fixed (μ, log σ²) and whose decoder outputs a constant mean:
-    all weights zero, the answers put in the biases."""
-    vae = create_family("vae", ImageSpec(1, 8), {"latent_dim": 2, "base_channels": 4})
+    all weights zero, the answers put in the biases. Its prior is N(0, I), whose KL has a closed form."""
+    vae = create_family("vae", ImageSpec(1, 8), {"latent_dim": 2, "base_channels": 4, "prior_components": 0})
     with torch.no_grad():
         for module in (vae.encoder, vae.decoder):
             for p in module.parameters():
@@ -200,3 +202,125 @@ def test_inpainting_fits_the_known_pixels_by_a_map_search_in_the_latent():
         after = vae.inpaint_objective(end_z[-1], x, known, None)
     assert (after < before).all() and (before - after).sum() > 1.0, (before, after)
     assert not torch.equal(vae.inpaint(x, keep, seed=1), vae.inpaint(x, keep, seed=2))
+
+
+# -- the learned mixture prior (prior_components > 0) -------------------------------------------
+
+
+def _mixture_vae(components=3, latent_dim=2):
+    return create_family("vae", ImageSpec(1, 8), {"latent_dim": latent_dim, "base_channels": 4,
+                                                  "prior_components": components})
+
+
+def test_the_mixture_prior_density_is_the_mixture_by_hand():
+    prior = _mixture_vae().prior
+    with torch.no_grad():
+        prior.means.copy_(torch.tensor([[0.0, 1.0], [2.0, -1.0], [-3.0, 0.5]]))
+        prior.log_vars.copy_(torch.tensor([[0.0, -1.0], [0.5, 0.2], [-2.0, 0.0]]))
+        prior.logits.copy_(torch.tensor([0.3, -1.0, 1.2]))
+    z = torch.tensor([[0.1, 0.2], [1.5, -2.0], [-3.0, 0.4]])
+    weights = torch.softmax(prior.logits.detach(), 0)
+    expected = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(weights),
+        torch.distributions.Independent(torch.distributions.Normal(prior.means.detach(),
+                                                                   torch.exp(0.5 * prior.log_vars.detach())), 1),
+    ).log_prob(z)
+    assert torch.allclose(prior.log_prob(z).detach(), expected, atol=1e-5)
+
+
+def test_one_standard_component_gives_the_standard_normal_elbo_in_expectation():
+    """With K = 1, mean 0 and variance 1 the mixture is N(0, I): the one-sample KL estimate
+    log q(z|x) − log p(z) averages to the closed form."""
+    vae = _mixture_vae(components=1, latent_dim=3)
+    with torch.no_grad():
+        vae.prior.means.zero_()
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0)).expand(20_000, 1, 8, 8)
+    eps = torch.randn(20_000, 3, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        terms = vae.elbo_terms(x, None, eps)
+        mu, logvar = vae.encoder(x[:1], None)
+    closed = VAE.kl_to_standard_normal(mu, logvar).item()
+    assert terms["kl"].mean().item() == pytest.approx(closed, abs=4 * terms["kl"].std().item() / 20_000**0.5)
+
+
+def test_mixture_prior_samples_have_the_mixture_moments_and_temperature_zero_gives_the_means():
+    vae = _mixture_vae()
+    prior = vae.prior
+    with torch.no_grad():
+        prior.means.copy_(torch.tensor([[0.0, 4.0], [3.0, -1.0], [-3.0, 0.5]]))
+        prior.log_vars.copy_(torch.tensor([[0.0, -1.0], [0.5, 0.2], [-2.0, 0.0]]))
+        prior.logits.copy_(torch.tensor([0.3, -1.0, 1.2]))
+    z = prior.sample(200_000, torch.Generator().manual_seed(0))
+    w = torch.softmax(prior.logits.detach(), 0)[:, None]
+    m, v = prior.means.detach(), prior.log_vars.detach().exp()
+    mean = (w * m).sum(0)
+    variance = (w * (v + m**2)).sum(0) - mean**2
+    assert torch.allclose(z.mean(0), mean, atol=0.03)
+    assert torch.allclose(z.var(0), variance, rtol=0.02)
+    cold = prior.sample(50, torch.Generator().manual_seed(1), temperature=0.0)
+    assert all(any(torch.equal(row, c) for c in m) for row in cold)
+
+
+def test_the_mixture_prior_is_trained_and_checkpointed_and_sampling_uses_it():
+    vae = _mixture_vae(components=4)
+    assert "prior" in vae.networks()
+    before = {k: p.detach().clone() for k, p in vae.prior.named_parameters()}
+    x = (torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 255).round() / 255
+    for step in range(5):
+        vae.train_step(x, None, torch.Generator().manual_seed(step))
+    assert all(not torch.equal(before[k], p) for k, p in vae.prior.named_parameters())
+    # The prior learns at PRIOR_LR_FACTOR times the networks' rate: its own optimizer group.
+    rates = sorted(group["lr"] for group in vae.optimizer.param_groups)
+    assert rates[1] == pytest.approx(rates[0] * PRIOR_LR_FACTOR)
+    with torch.no_grad():
+        vae.prior.means.add_(5.0)  # move the prior: samples must follow it
+    expected = vae.decode(vae.prior.sample(3, torch.Generator().manual_seed(9)))
+    assert torch.equal(vae.sample(3, seed=9), expected)
+
+
+def test_the_importance_weighted_bound_uses_the_mixture_prior():
+    """log_prob(samples=1) is the ELBO under the model's own prior: the training bpd agrees."""
+    vae = _mixture_vae(components=5)
+    with torch.no_grad():
+        vae.prior.means.normal_(generator=torch.Generator().manual_seed(3))
+    vae.optimizer.param_groups[0]["lr"] = vae.optimizer.param_groups[1]["lr"] = 0.0
+    x = (torch.rand(512, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 255).round() / 255
+    logged = vae.train_step(x, None, torch.Generator().manual_seed(1))["bpd"]
+    from_log_prob = bits_per_dim(vae.log_prob(x, samples=1).mean().item(), 64)
+    assert logged == pytest.approx(from_log_prob, rel=2e-3)
+
+
+def test_vae_sample_temperature_scales_the_latent():
+    vae = create_family("vae", ImageSpec(1, 8), {"base_channels": 4, "latent_dim": 3, "prior_components": 0})
+    options = vae.sample_options({"temperature": 0.5})
+    eps = torch.randn((2, 3), generator=torch.Generator().manual_seed(4))
+    assert torch.equal(vae.sample(2, seed=4, options=options), vae.decode(eps * 0.5))
+    with pytest.raises(ValueError, match="temperature"):
+        vae.sample_options({"temperature": -1})
+
+
+def test_a_run_saved_before_the_mixture_prior_existed_loads_and_resumes_with_its_normal_prior(tmp_path):
+    """Its config.json and checkpoint lack prior_components; the new default (a mixture) would
+    build a model its weights do not fit, so the knob's EARLIER_VALUES (0) apply."""
+    from genstudio.core.checkpoint import load_checkpoint, save_checkpoint
+    from genstudio.core.run import RunDir, TrainSettings, load_run
+    from genstudio.core.training import Trainer
+
+    settings = TrainSettings(family="vae", data="builtin:tins", size=8, steps=2, batch=2, device="cpu",
+                             family_config={"base_channels": 4, "latent_dim": 2, "prior_components": 0},
+                             sample_every=0, checkpoint_every=1, grid_samples=1, eval_images=0)
+    run = RunDir(tmp_path / "run")
+    list(Trainer(settings, str(run.path)).run())
+    config = json.loads(run.config_path.read_text())
+    for stored in (config["family_config"], config["settings"]["family_config"]):
+        del stored["prior_components"]
+    run.config_path.write_text(json.dumps(config))
+    state, meta = load_checkpoint(run.checkpoint_path)
+    del meta["family_config"]["prior_components"]
+    save_checkpoint(run.checkpoint_path, state, meta)
+
+    assert load_run(run.path, device="cpu").family.prior is None
+    list(Trainer(dataclasses.replace(settings, steps=3, family_config={}), str(run.path), resume=True).run())
+    resumed = load_run(run.path, device="cpu")
+    assert resumed.step == 3 and resumed.family.prior is None
+    assert VAE.Config().prior_components > 0  # what a new run gets

@@ -23,6 +23,7 @@ from .base import (
     SamplingCancelled,
     bits_per_dim,
     config_from_dict,
+    stored_config_values,
 )
 
 
@@ -66,6 +67,15 @@ def family_class(name: str) -> type[Family]:
     return cls
 
 
+def stored_family_config(name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's knob values, completed with the family's EARLIER_VALUES for knobs added
+    since it was saved (an unknown family's are returned as they are)."""
+    try:
+        return stored_config_values(family_class(name).Config, values)
+    except UnknownFamilyError:
+        return values
+
+
 def available_families() -> list[str]:
     return [name for name, entry in FAMILIES.items() if entry.available]
 
@@ -88,4 +98,5 @@ def create_family(
 __all__ = [
     "FAMILIES", "MAX_SEED", "Capability", "CapabilityError", "Family", "FamilyEntry", "ImageSpec", "LogProbKind",
     "SampleProgress", "SamplingCancelled", "UnknownFamilyError", "available_families", "bits_per_dim", "create_family", "family_class",
+    "stored_config_values", "stored_family_config",
 ]
