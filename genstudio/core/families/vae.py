@@ -166,8 +166,7 @@ class VAE(Family):
                               for p in net.parameters()]}]
         if self.prior is not None:
             # The mixture's means must travel several units to where the encodings are; at the
-            # networks' rate they lag far behind (an EM fit to the encodings scored 8 nats/image
-            # more log p(z) than the prior learned alongside them).
+            # networks' rate they lag far behind them (docs/families/vae.md has the figures).
             groups.append({"params": list(self.prior.parameters()), "lr": config.lr * PRIOR_LR_FACTOR})
         self.optimizer = torch.optim.Adam(groups, lr=config.lr)
 
