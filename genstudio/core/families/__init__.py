@@ -23,7 +23,6 @@ from .base import (
     SamplingCancelled,
     bits_per_dim,
     config_from_dict,
-    stored_config_values,
 )
 
 
@@ -68,12 +67,15 @@ def family_class(name: str) -> type[Family]:
 
 
 def stored_family_config(name: str, values: dict[str, Any]) -> dict[str, Any]:
-    """A saved run's knob values, completed with the family's EARLIER_VALUES for knobs added
-    since it was saved (an unknown family's are returned as they are)."""
+    """A saved run's knob values, completed for knobs added since it was saved: a Config's
+    EARLIER_VALUES name the value that rebuilds the model such a run was trained as (a new
+    default may build another, which its weights would not fit). An unknown family's values are
+    returned as they are."""
     try:
-        return stored_config_values(family_class(name).Config, values)
+        earlier = getattr(family_class(name).Config, "EARLIER_VALUES", {})
     except UnknownFamilyError:
         return values
+    return {**earlier, **values}
 
 
 def available_families() -> list[str]:
@@ -98,5 +100,5 @@ def create_family(
 __all__ = [
     "FAMILIES", "MAX_SEED", "Capability", "CapabilityError", "Family", "FamilyEntry", "ImageSpec", "LogProbKind",
     "SampleProgress", "SamplingCancelled", "UnknownFamilyError", "available_families", "bits_per_dim", "create_family", "family_class",
-    "stored_config_values", "stored_family_config",
+    "stored_family_config",
 ]

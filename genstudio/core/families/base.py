@@ -140,13 +140,6 @@ def config_from_dict(config_cls: type, values: dict[str, Any] | None) -> Any:
     return config_cls(**values)
 
 
-def stored_config_values(config_cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """The knob values a run saved, completed for knobs added since: a Config's EARLIER_VALUES
-    name the value that reproduces the model such a run was trained as (its new default may
-    build another model, which the run's weights would not fit)."""
-    return {**getattr(config_cls, "EARLIER_VALUES", {}), **values}
-
-
 def _typed(name: str, value: Any, hint: Any) -> Any:
     """`value` as the type `hint` names (an int where a float is wanted, a list for a tuple), or
     a ValueError saying what the field takes."""
