@@ -2,6 +2,7 @@
 training step's bookkeeping (n_critic, EMA, spectral norm), latent inversion and inpainting,
 and that a tiny class-conditional GAN draws the class it is asked for."""
 
+import copy
 import math
 
 import pytest
@@ -11,9 +12,12 @@ import torch.nn.functional as F
 from genstudio.core.checkpoint import load_checkpoint, save_checkpoint
 from genstudio.core.families import ImageSpec, create_family
 from genstudio.core.families.gan import (
+    EMA_STATISTICS_EVERY,
+    EMA_STATISTICS_EVERY_STEP_UNTIL,
     GAN,
     ExponentialMovingAverage,
     discriminator_loss,
+    ema_statistics_due,
     generator_loss,
     gradient_penalty,
 )
@@ -169,6 +173,33 @@ def test_ema_is_the_hand_computed_average_with_its_warmup_schedule():
     assert int(ema.updates) == 12
 
 
+def test_the_ema_generators_batchnorm_statistics_are_its_own_weights():
+    """With decay 1 the average keeps the initial weights; its running statistics must then be
+    those of the initial generator run on the latents of the steps that refresh them (every
+    step at first, then every EMA_STATISTICS_EVERY-th), not the live G's."""
+    gan = tiny_gan(ema_decay=1.0, ema_warmup=False)
+    initial = copy.deepcopy(gan.generator).train()
+    x = torch.rand(2, 1, 16, 16)
+    steps = EMA_STATISTICS_EVERY_STEP_UNTIL + 2 * EMA_STATISTICS_EVERY + 1
+    refreshed = [step for step in range(steps) if ema_statistics_due(step)]
+    assert refreshed[-3:] == [steps - 1 - 2 * EMA_STATISTICS_EVERY, steps - 1 - EMA_STATISTICS_EVERY, steps - 1]
+    assert len(refreshed) == EMA_STATISTICS_EVERY_STEP_UNTIL + 3
+    for step in range(steps):
+        noise = torch.Generator().manual_seed(step)
+        z = torch.randn(2, gan.latent_dim, generator=torch.Generator().set_state(noise.get_state()))
+        gan.train_step(x, None, noise)  # draws the same z first
+        if step in refreshed:
+            with torch.no_grad():
+                initial(z, None)
+    averaged, live = gan.generator_ema.average.state_dict(), gan.generator.state_dict()
+    expected = initial.state_dict()
+    stats = [key for key in expected if key.endswith(("running_mean", "running_var"))]
+    assert stats
+    for key in stats:
+        torch.testing.assert_close(averaged[key], expected[key])
+        assert not torch.allclose(averaged[key], live[key])
+
+
 def test_ema_decay_zero_is_the_live_generator_and_one_keeps_the_initial_weights():
     x = torch.rand(4, 1, 16, 16)
     follows = tiny_gan(ema_decay=0.0)
@@ -263,15 +294,13 @@ def test_networks_are_sized_from_the_image(size, channels):
 
 @pytest.fixture(scope="module")
 def varied_gan():
-    """A tiny untrained GAN whose images vary with z: its BatchNorm running statistics are
-    calibrated on the live generator and copied to the EMA generator (decay 0), so every layer
-    is normalised as in training rather than a near-constant function of z."""
+    """A tiny untrained GAN whose images vary with z: the EMA generator's BatchNorm running
+    statistics are calibrated on batches of latents, so every layer is normalised as in
+    training rather than a near-constant function of z."""
     gan = tiny_gan(base_channels=8, seed=2, ema_decay=0.0, inversion_steps=100, inversion_restarts=4)
     noise = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for _ in range(30):
-            gan.generator(torch.randn(64, gan.latent_dim, generator=noise), None)
-    gan.generator_ema.update(gan.generator)
+    for _ in range(30):
+        gan.generator_ema.refresh_statistics(torch.randn(64, gan.latent_dim, generator=noise), None)
     gan.eval_mode()
     return gan
 

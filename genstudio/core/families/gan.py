@@ -200,9 +200,14 @@ class ExponentialMovingAverage(nn.Module):
 
     With warmup the decay at update t (from 0) is β_t = min(decay, (1 + t)/(10 + t)), so until
     it reaches `decay` the average spans about the last ninth of training (1/(1 − β_t) ≈ t/9),
-    and early samples are not dominated by the random initial weights. Buffers (the
-    BatchNorm running statistics) are copied, not averaged. The update count is a buffer, so it
-    is checkpointed with the weights and a resumed run continues the same schedule."""
+    and early samples are not dominated by the random initial weights. The update count is a
+    buffer, so it is checkpointed with the weights and a resumed run continues the same schedule.
+
+    BatchNorm running statistics are not weights to average, nor the live network's to copy:
+    those belong to other weights, and made the averaged generator's samples worse.
+    refresh_statistics runs the average on a batch of inputs in train mode, so its statistics
+    are its own weights' (BigGAN's "standing statistics", Brock et al. 2019 §3.1, kept up
+    during training rather than computed afterwards)."""
 
     def __init__(self, live: nn.Module, decay: float, warmup: bool):
         super().__init__()
@@ -221,16 +226,31 @@ class ExponentialMovingAverage(nn.Module):
         beta = self.decay_at(int(self.updates))
         for average, current in zip(self.average.parameters(), live.parameters(), strict=True):
             average.lerp_(current, 1.0 - beta)  # exact at β = 0 and β = 1
-        averaged_buffers = dict(self.average.named_buffers())
-        for name, current in live.named_buffers():
-            averaged_buffers[name].copy_(current)
         self.updates += 1
+
+    @torch.no_grad()
+    def refresh_statistics(self, *inputs: Any) -> None:
+        """One forward pass in train mode: the BatchNorm running statistics take a step
+        (their momentum) towards the batch statistics of the averaged weights."""
+        self.average.train()
+        self.average(*inputs)
+        self.average.eval()
 
     def forward(self, *args: Any) -> Tensor:
         return self.average(*args)
 
 
 # -- the family -------------------------------------------------------------------------------
+
+# Steps between refreshes of the averaged generator's BatchNorm statistics once its weights move
+# slowly; a forward pass at every step costs a good share of the step (docs/families/gan.md).
+EMA_STATISTICS_EVERY = 8
+# Every step before this: early on the average moves fast and its statistics start at BN's defaults.
+EMA_STATISTICS_EVERY_STEP_UNTIL = 64
+
+
+def ema_statistics_due(update: int) -> bool:
+    return update < EMA_STATISTICS_EVERY_STEP_UNTIL or update % EMA_STATISTICS_EVERY == 0
 
 
 class GAN(Family):
@@ -307,8 +327,9 @@ class GAN(Family):
         logs: dict[str, list[float]] = {}
         for step in range(self.critic_steps):
             # Only the last fake batch trains G, so only it needs a graph through G.
+            z = self._draw_z(real.shape[0], generator)
             with torch.set_grad_enabled(step == self.critic_steps - 1):
-                fake = self.generator(self._draw_z(real.shape[0], generator), labels)
+                fake = self.generator(z, labels)
             for key, value in self._discriminator_step(real, fake.detach(), labels, generator).items():
                 logs.setdefault(key, []).append(value)
         with _frozen(self.discriminator):  # G's loss needs ∂/∂x through D, not D's weight grads
@@ -316,6 +337,8 @@ class GAN(Family):
         self.optimizer_g.zero_grad(set_to_none=True)
         self.backward(g_loss, self.optimizer_g)
         self.optimizer_step(self.optimizer_g)
+        if ema_statistics_due(int(self.generator_ema.updates)):
+            self.generator_ema.refresh_statistics(z, labels)
         self.generator_ema.update(self.generator)
         means = {key: sum(values) / len(values) for key, values in logs.items()}
         return {"d_loss": means.pop("d_loss"), "g_loss": g_loss.item(), **means}
