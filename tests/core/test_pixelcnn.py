@@ -21,6 +21,8 @@ from genstudio.core.families import (
 SIZE = 8
 # Kernel 5 and 5 layers reach ≥ 10 px up and sideways: every earlier pixel of an 8×8 image.
 COVERING = {"width": 12, "layers": 5, "kernel": 5, "head_width": 12}
+# The PixelCNN++ output in place of the softmax: the same network up to the last layer.
+MIXTURE = {"output": "logistic-mixture", "mixture_components": 3}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -55,12 +57,12 @@ def set_output_distribution(family, log_probs_per_colour):
 # -- causality ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-def test_each_logit_depends_on_every_earlier_subpixel_and_on_nothing_else(channels):
+@pytest.mark.parametrize("channels, config", [(1, {}), (3, {}), (3, MIXTURE)])
+def test_each_logit_depends_on_every_earlier_subpixel_and_on_nothing_else(channels, config):
     """The full Jacobian d logits(c, i, j) / d input(c′, i′, j′) on an 8×8 image, every position
     (edges and corners included): exactly zero at and after (c, i, j) in the raster order,
     non-zero everywhere before it, so there is no blind spot."""
-    family = make(channels, seed=1)
+    family = make(channels, seed=1, **config)
     x = (random_images(1, channels) * 2 - 1).requires_grad_(True)
     logits = family.network(x)                                    # (1, C, 256, H, W)
     projection = torch.randn(256, generator=torch.Generator().manual_seed(0))
@@ -87,9 +89,11 @@ def test_class_embedding_enters_without_breaking_causality():
 # -- the likelihood -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-def test_log_prob_is_the_sum_of_log_softmax_at_the_data(channels):
-    family = make(channels, classes=3, seed=3)
+@pytest.mark.parametrize("channels, config", [(1, {}), (3, {}), (3, MIXTURE)])
+def test_log_prob_is_the_sum_of_log_softmax_at_the_data(channels, config):
+    """For the mixture, the full pass's 256 log-probabilities against the training path,
+    which scores the taken value alone."""
+    family = make(channels, classes=3, seed=3, **config)
     x, labels = random_images(4, channels), torch.tensor([0, 1, 2, 1])
     logits = family.network(x * 2 - 1, labels).double()           # (B, C, 256, H, W)
     values = (x * 255).round().long()
@@ -131,6 +135,82 @@ def test_a_head_chunk_stays_under_the_heaps_reuse_limit():
         assert (chunk + 1) * colours * LEVELS * size * size * 4 > HEAD_CHUNK_BYTES  # no smaller than needed
     assert head_chunk(3, 32) == 2
     assert head_chunk(3, 64) == 1 and head_chunk(3, 256) == 1  # one image even when it alone is bigger
+
+
+# -- the discretized logistic mixture (output = logistic-mixture) ---------------------------
+
+
+def mixture_parameters(shape, components, seed, log_scale_range=(-9.0, 2.0)):
+    """Random mixture parameters (..., 3K), scales from far narrower than a bin to wide."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(*shape, components, generator=g) * 2
+    means = torch.rand(*shape, components, generator=g) * 2.4 - 1.2
+    low, high = log_scale_range
+    log_scales = torch.rand(*shape, components, generator=g) * (high - low) + low
+    return torch.cat([logits, means, log_scales], dim=-1).double()
+
+
+def test_a_mixtures_256_probabilities_sum_to_one_and_score_each_value_as_the_training_path_does():
+    parameters = mixture_parameters((500,), 4, seed=0)
+    everything = pixelcnn.mixture_value_log_probs(parameters, 4)                # (500, 256)
+    # A bin with under 1e-5 of a logistic's mass is scored by the density at its centre (no
+    # float32 cancellation), so the total may miss 1 by that approximation's few 1e-6.
+    torch.testing.assert_close(everything.logsumexp(dim=-1), torch.zeros(500, dtype=torch.float64),
+                               atol=2e-5, rtol=0)
+    values = torch.randint(0, 256, (500,), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(pixelcnn.mixture_log_prob_at(parameters, 4, values),
+                               everything.gather(1, values[:, None]).squeeze(1))
+
+
+def test_one_logistic_by_hand():
+    """K = 1: P(k) = σ((x_k + 1/255 − μ)/s) − σ((x_k − 1/255 − μ)/s), x_k = 2k/255 − 1; the
+    end bins take the tails. (The values x_k are float32, as the network's input is.)"""
+    mean, scale = 0.1, 0.2
+    parameters = torch.tensor([[0.0, mean, math.log(scale)]], dtype=torch.float64)
+    log_probs = pixelcnn.mixture_value_log_probs(parameters, 1)[0]
+
+    def cdf(edge):
+        return 1 / (1 + math.exp(-(edge - mean) / scale))
+
+    for k in (1, 100, 140, 254):
+        x = 2 * k / 255 - 1
+        assert log_probs[k].item() == pytest.approx(math.log(cdf(x + 1 / 255) - cdf(x - 1 / 255)), rel=1e-6)
+    assert log_probs[0].item() == pytest.approx(math.log(cdf(-1 + 1 / 255)), rel=1e-6)
+    assert log_probs[255].item() == pytest.approx(math.log(1 - cdf(1 - 1 / 255)), rel=1e-6)
+
+
+def test_a_mixture_at_its_narrowest_puts_the_logistics_bin_mass_on_the_mean_and_argmax_samples_it():
+    """Every component at the scale floor e^MIN_LOG_SCALE, centred on a value: the mean's bin
+    holds σ(h/s) − σ(−h/s) (h = 1/255, half a bin), an end bin σ(h/s), and the likeliest value,
+    which temperature 0 draws, is the mean's."""
+    family = make(3, **MIXTURE)
+    wanted = [0, 77, 255]
+    with torch.no_grad():
+        family.network.head_logits.weight.zero_()
+        bias = family.network.head_logits.bias.view(3, 3, 3)                    # (C, parts, K)
+        bias.zero_()
+        bias[:, 1] = torch.tensor([2 * v / 255 - 1 for v in wanted])[:, None]   # every component's mean
+        bias[:, 2] = -20.0                                                      # below the floor
+        log_probs = family.network(torch.zeros(1, 3, SIZE, SIZE))[0, :, :, 0, 0]  # (C, 256)
+    ratio = (1 / 255) / math.exp(pixelcnn.MIN_LOG_SCALE)
+    inner = 1 / (1 + math.exp(-ratio)) - 1 / (1 + math.exp(ratio))
+    end = 1 / (1 + math.exp(-ratio))
+    for c, (value, mass) in enumerate(zip(wanted, (end, inner, end), strict=True)):
+        assert log_probs[c, value].exp().item() == pytest.approx(mass, rel=1e-4)
+    images = family.sample(2, seed=0, options=family.sample_options({"temperature": 0.0}))
+    for c, value in enumerate(wanted):
+        assert (images[:, c] == value / 255).all()
+
+
+def test_a_mixture_pixelcnn_learns_a_two_valued_image():
+    family = make(1, seed=4, lr=1e-2, **MIXTURE)
+    family.train_mode()
+    x = random_images(8, 1)
+    x[:, :, :, :4] = 0.0
+    before = family.train_step(x, None, torch.Generator())["bpd"]
+    for _ in range(30):
+        last = family.train_step(x, None, torch.Generator())
+    assert last["bpd"] < before - 1.0
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -215,7 +295,7 @@ NARROW = {"width": 6, "layers": 2, "kernel": 3, "head_width": 8}
 
 
 @pytest.mark.parametrize("channels, classes, config", [
-    (1, 0, {}), (3, 0, {}), (3, 2, {}), (1, 0, NARROW), (3, 3, NARROW)])
+    (1, 0, {}), (3, 0, {}), (3, 2, {}), (1, 0, NARROW), (3, 3, NARROW), (3, 2, MIXTURE)])
 def test_the_samplers_incremental_logits_equal_a_full_pass(channels, classes, config):
     """The raster evaluator computes each layer once per pixel from buffers of the rows and
     columns before it; its logits at every subpixel must be the full network's. The image is
@@ -238,7 +318,7 @@ def test_the_samplers_incremental_logits_equal_a_full_pass(channels, classes, co
                 evaluator.finish_pixel(i, j)
 
 
-@pytest.mark.parametrize("config", [{}, NARROW])
+@pytest.mark.parametrize("config", [{}, NARROW, MIXTURE])
 def test_the_fill_around_kept_pixels_draws_from_the_full_passs_logits(config, monkeypatch):
     """Inpainting's first fill skips what every image keeps: whole rows, whole pixels, single
     colours; rows kept in full never pass through the horizontal stack. Every draw it does make
@@ -265,7 +345,7 @@ def test_the_fill_around_kept_pixels_draws_from_the_full_passs_logits(config, mo
         assert torch.allclose(logits, full[:, c, :, i, j], atol=1e-5, rtol=1e-5), f"subpixel ({c}, {i}, {j})"
 
 
-@pytest.mark.parametrize("config", [{}, NARROW])
+@pytest.mark.parametrize("config", [{}, NARROW, MIXTURE])
 def test_a_candidates_rows_from_the_cached_vertical_stack_equal_a_full_pass(config):
     """Metropolis–Hastings passes a candidate that changed one row through the network from
     that row down only, on the vertical stack's cached rows above it; its logits must be a full
