@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="mnist, fashion-mnist (from ../shared/datasets) or any genstudio source")
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock training budget")
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=TrainSettings().batch,
+                        help="images per step (default: the product's own default, %(default)s)")
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--conditional", action="store_true", help="condition on the class subfolders")
     parser.add_argument("--samples", type=int, default=1000)
