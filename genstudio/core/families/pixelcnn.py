@@ -258,7 +258,7 @@ class GatedPixelCNN(nn.Module):
 
     def head_terms(self, h: Tensor, levels: Tensor) -> Tensor:
         """log p(x_i | x_<i) of the values `levels` (B, C, H, W) from features h. The mixture
-        scores the value taken alone, without the other 255 (the cheap half of its speed)."""
+        scores the value taken alone, without computing the other 255."""
         parameters = self.head_parameters(h)
         if not self.mixture:
             return subpixel_terms(parameters, levels)
