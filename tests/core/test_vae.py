@@ -11,19 +11,21 @@ import torch
 
 from genstudio.core.families import ImageSpec, bits_per_dim, create_family
 from genstudio.core.families.layers import discretized_logistic_log_prob, pyramid_sizes
-from genstudio.core.families.vae import PRIOR_LR_FACTOR, VAE
+from genstudio.core.families.vae import HEAD_LR_FACTOR, PRIOR_LR_FACTOR, VAE
 
 ALL_PIXEL_VALUES = torch.arange(256, dtype=torch.float64) / 255.0 * 2 - 1  # k → [−1, 1]
 
 
-@pytest.mark.parametrize("mean,log_scale", [(0.0, -3.0), (0.7, -5.0), (-1.3, 0.5), (0.2, -6.0)])
+@pytest.mark.parametrize("mean,log_scale", [(0.0, -3.0), (0.7, -5.0), (-1.3, 0.5), (0.2, -6.0), (0.2, -8.0)])
 def test_discretized_logistic_is_a_distribution_over_256_values(mean, log_scale):
     logp = discretized_logistic_log_prob(
         ALL_PIXEL_VALUES, torch.tensor(mean, dtype=torch.float64), torch.tensor(log_scale, dtype=torch.float64)
     )
-    # Bins whose mass underflows (< 1e-5) use density × width, so the sum is exact to ~1e-5 at
-    # the sharpest scale the VAE allows (log-scale floor −6).
-    assert torch.exp(logp).sum().item() == pytest.approx(1.0, abs=1e-5)
+    # Bins whose mass underflows (< 1e-5) use density × width at the bin centre, which undercounts
+    # the logistic's convex tails and never overcounts: at the sharpest scale the VAE allows by
+    # default (log-scale floor −8) the sum falls short of 1 by under 2e-5, a deficient distribution.
+    total = torch.exp(logp).sum().item()
+    assert 1.0 - 2e-5 < total < 1.0 + 1e-9
 
 
 def test_discretized_logistic_matches_the_logistic_cdf_by_hand():
@@ -96,6 +98,49 @@ def test_elbo_equals_a_value_computed_by_hand():
     # log_prob with one importance sample is the ELBO; here the decoder ignores z, so the
     # importance weights are exact and every bound equals recon − KL + E[log p/q] terms.
     assert vae.log_prob(x01, samples=1).item() == pytest.approx(recon - kl, abs=0.05 + 0.02 * abs(recon - kl))
+
+
+def test_the_likelihood_head_learns_from_the_likelihood_alone_and_the_means_from_the_shared_scale():
+    """With likelihood_head, the encoder, decoder and shared scale get exactly the gradients of
+    the same model without the head (the σ-VAE objective), while the head gets those of the
+    ELBO under its own per-pixel locations and scales, which is the bound the model reports."""
+    spec = ImageSpec(1, 8)
+    knobs = {"latent_dim": 2, "base_channels": 4, "prior_components": 0, "grad_clip": 0.0, "lr": 0.0}
+    with_head = create_family("vae", spec, {**knobs, "likelihood_head": True}, seed=3)
+    without = create_family("vae", spec, {**knobs, "likelihood_head": False}, seed=3)
+    with torch.no_grad():
+        for p in with_head.likelihood_head.parameters():  # away from its zero start, so it matters
+            p.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(4))
+    x = (torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 255).round() / 255
+    for vae in (with_head, without):
+        vae.train_step(x, None, torch.Generator().manual_seed(1))  # lr 0: leaves the gradients
+    for name in ("encoder", "decoder", "likelihood"):
+        for (key, a), b in zip(with_head.networks()[name].named_parameters(),
+                               without.networks()[name].parameters(), strict=True):
+            assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-8), f"{name}.{key}"
+
+    eps = torch.randn(8, 2, generator=torch.Generator().manual_seed(1))  # what train_step drew
+    head = list(with_head.likelihood_head.parameters())
+    elbo = with_head.elbo_terms(x, None, eps)["elbo"]
+    expected = torch.autograd.grad(-elbo.mean() / spec.dims, head)
+    for got, want in zip((p.grad for p in head), expected, strict=True):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-8)
+    # the reported bound is scored under the head's distribution, which stays near the mean shown
+    out = with_head.decoder_distribution(with_head.encoder(x, None)[0], None)
+    assert not torch.allclose(out.log_scale, out.fit_scale) and not torch.allclose(out.location, out.mean)
+    assert (out.location - out.mean).abs().max() <= 4 * 2 / 255 + 1e-6
+
+
+def test_the_likelihood_head_learns_at_its_own_rate():
+    vae = create_family("vae", ImageSpec(1, 8), {"base_channels": 4, "latent_dim": 2, "lr": 1e-3})
+    head = set(vae.likelihood_head.parameters())
+    (group,) = [g for g in vae.optimizer.param_groups if head & set(g["params"])]
+    assert set(group["params"]) == head and group["lr"] == pytest.approx(1e-3 * HEAD_LR_FACTOR)
+
+
+def test_a_per_pixel_scale_is_asked_for_one_way_at_a_time():
+    with pytest.raises(ValueError, match="choose one"):
+        create_family("vae", ImageSpec(1, 8), {"per_pixel_scale": True, "likelihood_head": True})
 
 
 def test_importance_weighted_bound_is_tighter_than_the_elbo():
@@ -283,7 +328,8 @@ def test_the_importance_weighted_bound_uses_the_mixture_prior():
     vae = _mixture_vae(components=5)
     with torch.no_grad():
         vae.prior.means.normal_(generator=torch.Generator().manual_seed(3))
-    vae.optimizer.param_groups[0]["lr"] = vae.optimizer.param_groups[1]["lr"] = 0.0
+    for group in vae.optimizer.param_groups:
+        group["lr"] = 0.0
     x = (torch.rand(512, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 255).round() / 255
     logged = vae.train_step(x, None, torch.Generator().manual_seed(1))["bpd"]
     from_log_prob = bits_per_dim(vae.log_prob(x, samples=1).mean().item(), 64)
@@ -300,27 +346,30 @@ def test_vae_sample_temperature_scales_the_latent():
 
 
 def test_a_run_saved_before_the_mixture_prior_existed_loads_and_resumes_with_its_normal_prior(tmp_path):
-    """Its config.json and checkpoint lack prior_components; the new default (a mixture) would
-    build a model its weights do not fit, so the knob's EARLIER_VALUES (0) apply."""
+    """Its config.json and checkpoint lack prior_components and likelihood_head; the new defaults (a
+    mixture, a head) would build a model its weights do not fit, so the knobs' EARLIER_VALUES
+    (0, false) apply."""
     from genstudio.core.checkpoint import load_checkpoint, save_checkpoint
     from genstudio.core.run import RunDir, TrainSettings, load_run
     from genstudio.core.training import Trainer
 
     settings = TrainSettings(family="vae", data="builtin:tins", size=8, steps=2, batch=2, device="cpu",
-                             family_config={"base_channels": 4, "latent_dim": 2, "prior_components": 0},
+                             family_config={"base_channels": 4, "latent_dim": 2, "prior_components": 0,
+                                            "likelihood_head": False},
                              sample_every=0, checkpoint_every=1, grid_samples=1, eval_images=0)
     run = RunDir(tmp_path / "run")
     list(Trainer(settings, str(run.path)).run())
     config = json.loads(run.config_path.read_text())
     for stored in (config["family_config"], config["settings"]["family_config"]):
-        del stored["prior_components"]
+        del stored["prior_components"], stored["likelihood_head"]
     run.config_path.write_text(json.dumps(config))
     state, meta = load_checkpoint(run.checkpoint_path)
-    del meta["family_config"]["prior_components"]
+    del meta["family_config"]["prior_components"], meta["family_config"]["likelihood_head"]
     save_checkpoint(run.checkpoint_path, state, meta)
 
-    assert load_run(run.path, device="cpu").family.prior is None
+    loaded = load_run(run.path, device="cpu").family
+    assert loaded.prior is None and loaded.likelihood_head is None
     list(Trainer(dataclasses.replace(settings, steps=3, family_config={}), str(run.path), resume=True).run())
     resumed = load_run(run.path, device="cpu")
-    assert resumed.step == 3 and resumed.family.prior is None
-    assert VAE.Config().prior_components > 0  # what a new run gets
+    assert resumed.step == 3 and resumed.family.prior is None and resumed.family.likelihood_head is None
+    assert VAE.Config().prior_components > 0 and VAE.Config().likelihood_head  # what a new run gets
