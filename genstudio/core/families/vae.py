@@ -204,9 +204,8 @@ class VAE(Family):
         self.likelihood = nn.ParameterDict(
             {"log_scale": nn.Parameter(torch.full((spec.channels,), math.log(0.1), device=self.device))}
         )
-        self.likelihood_head = (
-            LikelihoodHead(level_widths(len(pyramid_sizes(spec.size)) - 1, config.base_channels)[0],
-                           spec.channels).to(self.device) if config.likelihood_head else None)
+        self.likelihood_head = (LikelihoodHead(self.decoder.out.in_channels, spec.channels).to(self.device)
+                                if config.likelihood_head else None)
         self.prior = (MixturePrior(config.prior_components, config.latent_dim).to(self.device)
                       if config.prior_components else None)
         groups = [{"params": [p for name, net in self.networks().items() if name not in ("prior", "likelihood_head")
