@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="images per step (default: the product's own default, %(default)s)")
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--conditional", action="store_true", help="condition on the class subfolders")
-    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--samples", type=int, default=1000,
+                        help="generated images for FID/KID/precision/recall (0: skip them; a PixelCNN "
+                             "samples one subpixel per network pass)")
     parser.add_argument("--extractor", default="auto", help="auto (shared Inception if present), offline, or a file")
     parser.add_argument("--work", default="/tmp/genstudio-bench", help="folder for data and runs")
     parser.add_argument("--evaluate", metavar="RUN", help="skip training; evaluate this run")
@@ -126,16 +128,18 @@ def evaluate(run_dir: Path, source: str, reference: np.ndarray, extractor, sampl
     family = loaded.family
     spec = family.spec
     dataset = load_source(source, spec.size, spec.channels)
-    t0 = time.perf_counter()
-    fake = generate_uint8(family, samples, seed=0)
-    sample_seconds = time.perf_counter() - t0
-    save_png(run_dir / "benchmark-samples.png", make_grid(fake[:100], 10), {"run": loaded.name})
-    print(f"features with {extractor.name}…", file=sys.stderr)
-    real_features = extractor.extract(reference)
-    figures = sample_quality(real_features, extractor.extract(fake), set(QUALITY), seed=0)
-    _ref, _labels, train, _split = reference_split(dataset, 1000)
-    baseline = PixelCategorical.fit(train).sample(samples, seed=0)
-    baseline_figures = sample_quality(real_features, extractor.extract(baseline), set(QUALITY), seed=0)
+    figures, baseline_figures, sample_seconds = {}, {}, 0.0
+    if samples > 0:
+        t0 = time.perf_counter()
+        fake = generate_uint8(family, samples, seed=0)
+        sample_seconds = time.perf_counter() - t0
+        save_png(run_dir / "benchmark-samples.png", make_grid(fake[:100], 10), {"run": loaded.name})
+        print(f"features with {extractor.name}…", file=sys.stderr)
+        real_features = extractor.extract(reference)
+        figures = sample_quality(real_features, extractor.extract(fake), set(QUALITY), seed=0)
+        _ref, _labels, train, _split = reference_split(dataset, 1000)
+        baseline = PixelCategorical.fit(train).sample(samples, seed=0)
+        baseline_figures = sample_quality(real_features, extractor.extract(baseline), set(QUALITY), seed=0)
     likelihood = (evaluate_family(family, dataset, EvalSettings(metrics=("bpd",), reference=bpd_images))
                   if bpd_images >= 2 else {"baseline_bpd": None})
     return {"run": str(run_dir), "step": loaded.step, "extractor": extractor.name, "samples": samples,
@@ -164,10 +168,13 @@ def _print_table(r: dict[str, Any]) -> None:
     print("| model | FID | KID×10³ | precision | recall | held-out bits/dim |")
     print("|---|---|---|---|---|---|")
     bpd = f"{r['eval_bpd']:.3f} ({r['bpd_kind']})" if r.get("eval_bpd") is not None else "–"
+    baseline_bpd = f"{r['baseline_bpd']:.3f} (exact)" if r["baseline_bpd"] is not None else "–"
+    if not r["samples"]:
+        print(f"| {r['family']} | – | – | – | – | {bpd} |\n| per-pixel baseline | – | – | – | – | {baseline_bpd} |")
+        return
     print(f"| {r['family']} | {r['fid']:.1f} | {r['kid'] * 1e3:.1f} | {r['precision']:.2f} | {r['recall']:.2f} | {bpd} |")
     print(f"| per-pixel baseline | {r['baseline_fid']:.1f} | {r['baseline_kid'] * 1e3:.1f} | "
-          f"{r['baseline_precision']:.2f} | {r['baseline_recall']:.2f} | "
-          + (f"{r['baseline_bpd']:.3f} (exact) |" if r["baseline_bpd"] is not None else "– |"))
+          f"{r['baseline_precision']:.2f} | {r['baseline_recall']:.2f} | {baseline_bpd} |")
 
 
 def _slug(data: str) -> str:
