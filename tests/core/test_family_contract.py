@@ -7,7 +7,10 @@ inpainting that keeps the known pixels exactly."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,3 +200,11 @@ def test_inpainting_reports_progress_to_the_end_and_can_be_cancelled(name):
     with pytest.raises(SamplingCancelled):
         family.inpaint(x, keep, seed=5, progress=cancel_on_second)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_knob_is_in_the_knob_table_of_its_docs_page(name):
+    page = Path(__file__).resolve().parents[2] / "docs" / "families" / f"{name}.md"
+    knobs_section = page.read_text(encoding="utf-8").split("## Knobs", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `(\w+)` \|", knobs_section, re.MULTILINE))
+    assert {f.name for f in dataclasses.fields(family_class(name).Config)} <= listed
