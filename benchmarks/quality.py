@@ -12,7 +12,9 @@ evaluation during the budget), stopped when the wall-clock budget is spent. Then
 - features from ../shared/models/inception-v3-fid.pt when present (else the offline extractor,
   and the table says so): FID, KID×10³, precision/recall (k=3);
 - held-out bits/dim from the family's tightest likelihood figure, and the per-pixel baseline's;
-- the same sample-quality figures for per-pixel independent samples (the floor row).
+- the same sample-quality figures for per-pixel independent samples (the baseline row), and for
+  as many training images as samples (the real-vs-real floor: what a model that reproduced its
+  training images would score at this count).
 Prints a table and writes result.json and a sample grid beside the run.
 """
 
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                             args.minutes * 60, run_dir, args.conditional)
     extractor = _extractor(args.extractor)
     result = evaluate(run_dir, source, reference, extractor, args.samples, args.bpd_images)
-    result.update(trained, reference=reference_name, family=args.family, data=args.data)
+    result.update(trained, reference=reference_name, data=args.data)
     (run_dir / "benchmark-result.json").write_text(json.dumps(result, indent=2))
     _print_table(result)
     return 0
@@ -128,7 +130,7 @@ def evaluate(run_dir: Path, source: str, reference: np.ndarray, extractor, sampl
     family = loaded.family
     spec = family.spec
     dataset = load_source(source, spec.size, spec.channels)
-    figures, baseline_figures, sample_seconds = {}, {}, 0.0
+    figures, baseline_figures, floor_figures, sample_seconds = {}, {}, {}, 0.0
     if samples > 0:
         t0 = time.perf_counter()
         fake = generate_uint8(family, samples, seed=0)
@@ -140,13 +142,17 @@ def evaluate(run_dir: Path, source: str, reference: np.ndarray, extractor, sampl
         _ref, _labels, train, _split = reference_split(dataset, 1000)
         baseline = PixelCategorical.fit(train).sample(samples, seed=0)
         baseline_figures = sample_quality(real_features, extractor.extract(baseline), set(QUALITY), seed=0)
+        seen = train[np.random.default_rng(0).choice(len(train), min(samples, len(train)), replace=False)]
+        floor_figures = sample_quality(real_features, extractor.extract(seen), set(QUALITY), seed=0)
+        floor_figures["images"] = len(seen)
     likelihood = (evaluate_family(family, dataset, EvalSettings(metrics=("bpd",), reference=bpd_images))
                   if bpd_images >= 2 else {"baseline_bpd": None})
-    return {"run": str(run_dir), "step": loaded.step, "extractor": extractor.name, "samples": samples,
+    return {"run": str(run_dir), "family": family.name, "step": loaded.step, "extractor": extractor.name, "samples": samples,
             "sample_seconds": round(sample_seconds, 2), **figures,
             "eval_bpd": likelihood.get("eval_bpd"), "bpd_kind": likelihood.get("bpd_kind"),
             "baseline_bpd": likelihood["baseline_bpd"],
-            **{f"baseline_{k}": v for k, v in baseline_figures.items()}}
+            **{f"baseline_{k}": v for k, v in baseline_figures.items()},
+            **{f"floor_{k}": v for k, v in floor_figures.items()}}
 
 
 def _extractor(choice: str):
@@ -175,6 +181,8 @@ def _print_table(r: dict[str, Any]) -> None:
     print(f"| {r['family']} | {r['fid']:.1f} | {r['kid'] * 1e3:.1f} | {r['precision']:.2f} | {r['recall']:.2f} | {bpd} |")
     print(f"| per-pixel baseline | {r['baseline_fid']:.1f} | {r['baseline_kid'] * 1e3:.1f} | "
           f"{r['baseline_precision']:.2f} | {r['baseline_recall']:.2f} | {baseline_bpd} |")
+    print(f"| real vs real: {r['floor_images']} training images | {r['floor_fid']:.1f} | {r['floor_kid'] * 1e3:.1f} | "
+          f"{r['floor_precision']:.2f} | {r['floor_recall']:.2f} | – |")
 
 
 def _slug(data: str) -> str:
