@@ -27,7 +27,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from genstudio.core.families import ImageSpec, create_family  # noqa: E402
+from genstudio.core.families import ImageSpec, create_family, suggested_knobs  # noqa: E402
 from genstudio.core.latent import decode_latents, prior_latents  # noqa: E402
 from genstudio.core.run import LoadedRun, RunDir, TrainSettings  # noqa: E402
 
@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|")
     for size in [int(s) for s in args.sizes.split(",")]:
         for name in args.families.split(","):
-            family = create_family(name, ImageSpec(channels=3, size=size), {}, "cpu", seed=0)
+            spec = ImageSpec(channels=3, size=size)  # the widths a new run at this size gets
+            family = create_family(name, spec, suggested_knobs(name, spec, "cpu", {}), "cpu", seed=0)
             family.eval_mode()
             d50, d95 = percentiles(decode_times(family, args.seconds))
             shown, moves = slider_times(family, args.seconds)

@@ -58,7 +58,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.common import images_per_sec_from_metrics, print_table, run_with_peak_rss  # noqa: E402
-from genstudio.core.families import Capability, create_family, family_class  # noqa: E402
+from genstudio.core.families import Capability, create_family, family_class, suggested_knobs  # noqa: E402
 from genstudio.core.run import TrainSettings  # noqa: E402
 from genstudio.core.training import PauseChanged, StepLogged, Stopping, Trainer, TrainingControl  # noqa: E402
 
@@ -95,7 +95,8 @@ def _bare_family(settings: TrainSettings, spec, device: torch.device):
     seeded as the trainer's."""
     from genstudio.core.accel import Acceleration, plan_for
 
-    family = create_family(settings.family, spec, settings.family_config, device, settings.seed)
+    knobs = {**suggested_knobs(settings.family, spec, device, settings.family_config), **settings.family_config}
+    family = create_family(settings.family, spec, knobs, device, settings.seed)
     family.train_mode()
     accel = Acceleration(plan_for(device, family, settings.precision), family)
     return family, accel, torch.Generator(device=device).manual_seed(settings.seed + 1)
@@ -641,7 +642,7 @@ def sampling(args, families) -> None:
     device = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     for family in families:
         cls = family_class(family)
-        model = create_family(family, spec, {}, device, 0)
+        model = create_family(family, spec, suggested_knobs(family, spec, device, {}), device, 0)
         model.eval_mode()
         options: list[tuple[str, dict]] = [("default", {})]
         if family == "diffusion":

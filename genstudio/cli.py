@@ -326,6 +326,8 @@ def _train_in_process(args: argparse.Namespace, settings: Any, distributed: Any)
         progress.done()
     if trainer.dataset.skipped and main_process:
         _report_skipped(trainer.dataset, listed=0 if args.quiet else SKIPS_LISTED)
+    if trainer.suggested and main_process and not args.quiet:
+        _report_suggested(trainer.suggested, trainer.family)
     control = TrainingControl()
     previous, received = _stop_on_signals(control)
     try:
@@ -362,6 +364,18 @@ def _report_skipped(dataset: Any, listed: int) -> None:
         print(f"  skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
     if 0 < listed < len(dataset.skipped):
         print(f"  … and {len(dataset.skipped) - listed:,} more", file=sys.stderr)
+
+
+def _report_suggested(suggested: dict[str, Any], family: Any) -> None:
+    """The knobs a new run took from its family's suggested_config, on stderr, and how to keep
+    the defaults instead."""
+    from .core.families.base import suggestion_reason
+
+    defaults = type(family.config)()
+    changed = ", ".join(f"{name} {value}" for name, value in suggested.items())
+    keep = " ".join(f"--set {name}={getattr(defaults, name)}" for name in suggested)
+    print(f"genstudio: {changed}, suggested {suggestion_reason(family.spec)}; {keep} keeps the default",
+          file=sys.stderr)
 
 
 class _ProgressLine:

@@ -50,6 +50,7 @@ from .families import (
     config_from_dict,
     create_family,
     family_class,
+    suggested_knobs,
 )
 from .guard import DivergenceGuard
 from .images import make_grid, save_png, to_uint8
@@ -278,7 +279,14 @@ class Trainer:
             self.device = distributed.train_device(self.device)
         self.spec = self._image_spec(settings)
         self.settings = settings
-        knobs = self.run_dir.read_model_config(settings) if resume else settings.family_config
+        # A new run starts from the knob values suggested for its image size and device, where
+        # the person set none; `suggested` keeps them to be told. A resumed run keeps its own.
+        self.suggested: dict[str, Any] = {}
+        if resume:
+            knobs = self.run_dir.read_model_config(settings)
+        else:
+            self.suggested = suggested_knobs(settings.family, self.spec, self.device, settings.family_config)
+            knobs = {**self.suggested, **settings.family_config}
         self.family = create_family(settings.family, self.spec, knobs,
                                     self.device, settings.seed)
         if distributed is not None:

@@ -37,6 +37,22 @@ def test_train_writes_a_run(trained_run):
     assert records[-1]["reference_images"] == 256 and records[-1]["elbo_bpd"] > 0
 
 
+def test_train_says_which_knobs_it_took_from_the_suggestion_for_the_image_size(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(12):
+        Image.new("RGB", (64, 64), (20 * i, 100, 200 - 10 * i)).save(folder / f"{i}.png")
+    args = ["train", "--family", "vae", "--data", folder, "--steps", "1", "--batch", "2",
+            "--size", "64", "--set", "latent_dim=3", "--sample-every", "0", "--device", "cpu"]
+    result = genstudio(*args, "--out", tmp_path / "suggested")
+    assert ("genstudio: base_channels 16, suggested for 64 px images on a CPU (the defaults suit up to 32 px); "
+            "--set base_channels=32 keeps the default") in result.stderr
+    config = json.loads((tmp_path / "suggested" / "config.json").read_text())
+    assert config["family_config"]["base_channels"] == 16
+    chosen = genstudio(*args, "--set", "base_channels=8", "--out", tmp_path / "chosen")
+    assert "suggested" not in chosen.stderr
+
+
 def test_same_run_and_seed_give_byte_identical_pngs(trained_run, tmp_path):
     genstudio("sample", trained_run, "--n", "5", "--seed", "11", "--out", tmp_path / "a", "--grid", tmp_path / "a.png")
     genstudio("sample", trained_run, "--n", "5", "--seed", "11", "--out", tmp_path / "b", "--grid", tmp_path / "b.png")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.widths import step_flops_per_image
 from genstudio.core.checkpoint import load_checkpoint, save_checkpoint
 from genstudio.core.families import (
     Capability,
@@ -200,6 +201,29 @@ def test_inpainting_reports_progress_to_the_end_and_can_be_cancelled(name):
     with pytest.raises(SamplingCancelled):
         family.inpaint(x, keep, seed=5, progress=cancel_on_second)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILIES if family_class(n).width_knobs])
+def test_suggested_widths_keep_a_64_px_image_about_as_cheap_as_the_defaults_at_32_px(name):
+    cls = family_class(name)
+    suggested = cls.suggested_config(ImageSpec(channels=3, size=64), torch.device("cpu"))
+    assert suggested and set(suggested) == set(cls.width_knobs)
+    assert all(value < getattr(cls.Config(), knob) for knob, value in suggested.items())
+    at_32 = step_flops_per_image(name, ImageSpec(channels=3, size=32), {})
+    at_64 = ImageSpec(channels=3, size=64)
+    assert step_flops_per_image(name, at_64, {}) > 3.5 * at_32  # what the suggestion saves
+    assert step_flops_per_image(name, at_64, suggested) < 2 * at_32
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_defaults_stand_where_they_are_tuned_and_on_a_gpu(name):
+    cls = family_class(name)
+    for size in (16, 28, 32):
+        assert cls.suggested_config(ImageSpec(channels=3, size=size), torch.device("cpu")) == {}
+    for device in ("cuda", "mps"):
+        assert cls.suggested_config(ImageSpec(channels=3, size=128), torch.device(device)) == {}
+    narrowest = cls.suggested_config(ImageSpec(channels=1, size=256), torch.device("cpu"))
+    assert all(value == 8 for value in narrowest.values())  # never below 8 channels
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -57,6 +57,25 @@ def test_a_run_writes_its_directory(tmp_path):
     assert not [p for p in run.rglob("*.tmp")]
 
 
+def test_a_new_run_starts_from_the_widths_suggested_for_its_images_unless_it_sets_them(tmp_path):
+    larger = dataclasses.replace(TINY, size=40, steps=1, batch=2, family_config={"latent_dim": 3},
+                                 sample_every=0, checkpoint_every=0)
+    trainer = Trainer(larger, str(tmp_path / "run"))
+    assert trainer.suggested == {"base_channels": 24}  # 32 × 32/40, to a multiple of 8
+    assert trainer.family.config.base_channels == 24 and trainer.family.config.latent_dim == 3
+    list(trainer.run())
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["family_config"]["base_channels"] == 24
+    resumed = Trainer(dataclasses.replace(larger, steps=2), str(tmp_path / "run"), resume=True)
+    assert resumed.suggested == {} and resumed.family.config.base_channels == 24
+
+    chosen = Trainer(dataclasses.replace(larger, family_config={"latent_dim": 3, "base_channels": 4}),
+                     str(tmp_path / "chosen"))
+    assert chosen.suggested == {} and chosen.family.config.base_channels == 4
+    at_home = Trainer(dataclasses.replace(larger, size=32), str(tmp_path / "at-32"))
+    assert at_home.suggested == {} and at_home.family.config.base_channels == 32
+
+
 def test_resume_continues_exactly(tmp_path):
     _run(TINY, tmp_path / "straight")
     _run(dataclasses.replace(TINY, steps=5), tmp_path / "split")

@@ -82,6 +82,14 @@ def available_families() -> list[str]:
     return [name for name, entry in FAMILIES.items() if entry.available]
 
 
+def suggested_knobs(name: str, spec: ImageSpec, device: torch.device | str,
+                    given: dict[str, Any]) -> dict[str, Any]:
+    """What a new run of family `name` takes from Family.suggested_config for its images and
+    device: the suggested knobs the person did not set in `given`."""
+    suggestion = family_class(name).suggested_config(spec, torch.device(device))
+    return {knob: value for knob, value in suggestion.items() if knob not in given}
+
+
 def create_family(
     name: str,
     spec: ImageSpec,
@@ -100,5 +108,5 @@ def create_family(
 __all__ = [
     "FAMILIES", "MAX_SEED", "Capability", "CapabilityError", "Family", "FamilyEntry", "ImageSpec", "LogProbKind",
     "SampleProgress", "SamplingCancelled", "UnknownFamilyError", "available_families", "bits_per_dim", "create_family", "family_class",
-    "stored_family_config",
+    "stored_family_config", "suggested_knobs",
 ]

@@ -235,6 +235,16 @@ class BatchShard:
 
 SINGLE_PROCESS = BatchShard()
 
+# Every family's default widths are chosen for images of at most this side on a CPU (the
+# benchmarks' 28 and 32 px); larger images on a CPU get narrower networks (Family.suggested_config).
+DEFAULTS_SUIT_SIZE = 32
+NARROWEST = 8  # a suggested width never goes below this many channels
+
+
+def suggestion_reason(spec: ImageSpec) -> str:
+    """Why suggested_config changed a knob, to follow "suggested" in the form and the log."""
+    return f"for {spec.size} px images on a CPU (the defaults suit up to {DEFAULTS_SUIT_SIZE} px)"
+
 
 class Family(ABC):
     """Base class of a model family. Subclasses set the class attributes and implement the
@@ -262,6 +272,23 @@ class Family(ABC):
     TINY: ClassVar[dict[str, Any]] = {}
     # Whether training may autocast to bf16/fp16 on a GPU (genstudio.core.accel).
     mixed_precision: ClassVar[bool] = True
+    # The Config's width knobs (channels), which suggested_config narrows for large images.
+    width_knobs: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def suggested_config(cls, spec: ImageSpec, device: torch.device) -> dict[str, Any]:
+        """Knob values that suit images like `spec` on `device` better than the Config's defaults
+        (which suit up to DEFAULTS_SUIT_SIZE px on a CPU): {name: value} for the knobs it changes.
+        A new run starts from them; a knob the person sets wins.
+
+        On a CPU a convolution costs about width² × pixels per image, so a side s above
+        DEFAULTS_SUIT_SIZE scales each width knob by DEFAULTS_SUIT_SIZE / s (to a multiple of 8),
+        so an image costs about what it costs at the size the defaults suit instead of several
+        times more. On a GPU (or MPS) the defaults stay at every size."""
+        if torch.device(device).type != "cpu" or spec.size <= DEFAULTS_SUIT_SIZE:
+            return {}
+        defaults, scale = cls.Config(), DEFAULTS_SUIT_SIZE / spec.size
+        return {name: max(NARROWEST, 8 * round(getattr(defaults, name) * scale / 8)) for name in cls.width_knobs}
 
     def __init__(self, spec: ImageSpec, config: Any, device: torch.device, seed: int = 0):
         self.spec = spec

@@ -717,6 +717,7 @@ class Diffusion(Family):
     Config = DiffusionConfig
     SampleOptions = DiffusionSampleOptions
     TINY: ClassVar[dict[str, Any]] = {"base_channels": 8, "channel_mults": (1, 2), "timesteps": 20}
+    width_knobs: ClassVar[tuple[str, ...]] = ("base_channels",)
 
     def __init__(self, spec: ImageSpec, config: DiffusionConfig, device: torch.device, seed: int = 0):
         super().__init__(spec, config, device, seed)

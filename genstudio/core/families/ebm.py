@@ -273,6 +273,7 @@ class EBM(Family):
     SampleOptions = EBMSampleOptions
     plotted_metrics = ("e_pos", "e_neg", "loss")
     TINY: ClassVar[dict[str, Any]] = {"width": 4, "sgld_steps": 5, "buffer_size": 64}
+    width_knobs: ClassVar[tuple[str, ...]] = ("width",)
 
     def __init__(self, spec: ImageSpec, config: EBMConfig, device: torch.device, seed: int = 0):
         super().__init__(spec, config, device, seed)

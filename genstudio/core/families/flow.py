@@ -425,6 +425,7 @@ class Flow(Family):
     mixed_precision = False  # log-determinants and the logit transform need float32
     TINY: ClassVar[dict[str, Any]] = {"max_levels": 2, "steps_per_level": 2, "hidden_channels": 8,
                                       "inpaint_steps": 20}
+    width_knobs: ClassVar[tuple[str, ...]] = ("hidden_channels",)
 
     def __init__(self, spec: ImageSpec, config: FlowConfig, device: torch.device, seed: int = 0):
         super().__init__(spec, config, device, seed)

@@ -520,6 +520,8 @@ class PixelCNN(Family):
     SampleOptions = PixelCNNSampleOptions
     plotted_metrics = ("bpd",)
     TINY: ClassVar[dict[str, Any]] = {"width": 6, "layers": 2, "kernel": 3, "head_width": 6, "inpaint_sweeps": 1}
+    # No width_knobs: at 64 px on a CPU no narrower PixelCNN learnt more in the same minutes
+    # (docs/families/pixelcnn.md), so it keeps its defaults at every size.
 
     def __init__(self, spec: ImageSpec, config: PixelCNNConfig, device: torch.device, seed: int = 0):
         super().__init__(spec, config, device, seed)

@@ -195,6 +195,7 @@ class VAE(Family):
     Config = VAEConfig
     SampleOptions = VAESampleOptions
     TINY: ClassVar[dict[str, Any]] = {"base_channels": 4, "latent_dim": 4, "iw_samples": 4, "inpaint_steps": 10}
+    width_knobs: ClassVar[tuple[str, ...]] = ("base_channels",)
 
     def __init__(self, spec: ImageSpec, config: VAEConfig, device: torch.device, seed: int = 0):
         super().__init__(spec, config, device, seed)
