@@ -23,7 +23,9 @@ from PySide6.QtWidgets import (
 )
 
 from genstudio.core import pretrained
-from genstudio.core.families import family_class
+from genstudio.core.device import select_device
+from genstudio.core.families import ImageSpec, family_class
+from genstudio.core.families.base import suggestion_reason
 from genstudio.core.metrics.evaluate import describe_evaluation
 from genstudio.core.paths import new_run_dir
 from genstudio.core.run import BOOKKEEPING_KEYS, RunError, TrainSettings
@@ -187,6 +189,7 @@ class MainWindow(QMainWindow):
         panel.stop_requested.connect(self.stop_training)
         panel.sample_requested.connect(lambda: self._control and self._control.request_samples())
         panel.save_requested.connect(lambda: self._control and self._control.request_save())
+        panel.device_combo.currentTextChanged.connect(self._suggest_config)
         self.run_jobs.succeeded.connect(self._on_run_opened)
         self.run_jobs.failed.connect(self._on_run_failed)
         self.gallery.generate_requested.connect(self._generate)
@@ -222,6 +225,7 @@ class MainWindow(QMainWindow):
         cls = family_class(name)
         self.training_panel.set_family(cls.title, cls.Config)
         self._update_conditional()
+        self._suggest_config()
 
     def _load_dataset(self, request: jobs.DatasetRequest) -> None:
         self.preview = None
@@ -234,6 +238,7 @@ class MainWindow(QMainWindow):
         self.dataset_panel.show_preview(preview)
         self.training_panel.set_ready(True)
         self._update_conditional()
+        self._suggest_config()
         self._status(f"Dataset: {preview.dataset.describe()}")
 
     def _on_dataset_failed(self, cause: str, details: str) -> None:
@@ -241,6 +246,21 @@ class MainWindow(QMainWindow):
         self.dataset_panel.show_error(cause)
         self.training_panel.set_ready(False, cause)
         self._status(f"Dataset not usable: {cause}")
+
+    def _suggest_config(self) -> None:
+        """The Model form follows the job: knobs the person has not changed take the values the
+        family suggests for the loaded images on the chosen device."""
+        if self.preview is None:
+            return
+        dataset = self.preview.dataset
+        spec = ImageSpec(dataset.channels, dataset.size)
+        choice = self.training_panel.device_combo.currentText()
+        try:
+            device = select_device(choice)
+        except ValueError:  # a device this machine lacks: Start will say so
+            return
+        suggestion = family_class(self.family_picker.current()).suggested_config(spec, device)
+        self.training_panel.config_form.suggest(suggestion, suggestion_reason(spec))
 
     def _update_conditional(self) -> None:
         capabilities = family_class(self.family_picker.current()).capabilities
@@ -285,7 +305,7 @@ class MainWindow(QMainWindow):
         # The form shows what trains: the run's family and settings (a new run started after
         # this one starts from them too); the curves go on from the run's history.
         self.family_picker.select(settings.family)
-        panel.set_values(**self._form_values(settings))
+        panel.set_values(**self._form_values(settings), family_config=dataclasses.asdict(loaded.family.config))
         self.metrics_plot.set_first_shown(loaded.family.plotted_metrics)
         self.metrics_plot.load_history(history)
         self._status(f"Continuing {loaded.name} from step {loaded.step:,} to {steps:,}…")
@@ -295,8 +315,7 @@ class MainWindow(QMainWindow):
         return {"batch": settings.batch, "seed": settings.seed, "conditional": settings.conditional,
                 "minutes": settings.minutes,
                 "sample_every": settings.sample_every, "checkpoint_every": settings.checkpoint_every,
-                "eval_every": settings.eval_every, "eval_metrics": settings.eval_metrics,
-                "family_config": settings.family_config}
+                "eval_every": settings.eval_every, "eval_metrics": settings.eval_metrics}
 
     def _start(self, settings: TrainSettings, run_dir: str, resume: bool = False) -> bool:
         """Start training `settings` into `run_dir` (a new run, or `resume` the one there) in

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,7 @@ def test_continue_run_trains_the_open_run_further_in_its_own_folder(qtbot, windo
         qtbot.mouseClick(panel.continue_button, Qt.MouseButton.LeftButton)
         assert window.training_worker is not None and window.training_worker.resume
         assert window.family_picker.current() == "vae"
-        assert panel.values()["family_config"] == load_run(run).settings.family_config
+        assert panel.values()["family_config"] == dataclasses.asdict(load_run(run).family.config)
         assert (panel.values()["batch"], panel.values()["sample_every"]) == (16, 5)
         assert not panel.continue_button.isEnabled()
         qtbot.waitUntil(lambda: len(window.metrics_plot.curve_data("bpd")[0]) >= 2)  # the history first

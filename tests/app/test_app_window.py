@@ -6,7 +6,7 @@ import dataclasses
 import threading
 import time
 
-from app_helpers import TINY_MODEL
+from app_helpers import SIZE, TINY_MODEL, wait_for_dataset
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractButton,
@@ -60,6 +60,31 @@ def test_family_knobs_come_from_the_config_dataclass(window):
     lr.setText("3e-4")
     assert window.training_panel.start_button.isEnabled()
     assert window.training_panel.values()["family_config"]["lr"] == 3e-4
+
+
+def test_the_model_form_follows_the_image_size_and_keeps_what_the_person_changed(qtbot, window):
+    form = window.training_panel.config_form
+    width, latent = form.editors["base_channels"], form.editors["latent_dim"]
+    assert width.value() == 32 and "suggested" not in width.toolTip()  # 16 px: the defaults
+    latent.setValue(7)
+    window.dataset_panel.size_spin.setValue(64)
+    wait_for_dataset(qtbot, window, lambda p: p.request.size == 64)
+    assert width.value() == 16 and latent.value() == 7
+    assert "Suggested for 64 px images on a CPU (the defaults suit up to 32 px): 16; default 32" in width.toolTip()
+    assert window.training_panel.values()["family_config"]["base_channels"] == 16
+
+    width.setValue(24)  # the person's choice outlives the next suggestion
+    window.dataset_panel.size_spin.setValue(48)
+    wait_for_dataset(qtbot, window, lambda p: p.request.size == 48)
+    assert width.value() == 24
+    window.family_picker.select("gan")  # a new form: the GAN's width for 48 px
+    assert form.editors["base_channels"].value() == 24 and "48 px" in form.editors["base_channels"].toolTip()
+    window.family_picker.select("flow")
+    assert form.editors["hidden_channels"].value() == 40  # 64 × 32/48, to a multiple of 8
+    window.dataset_panel.size_spin.setValue(SIZE)
+    wait_for_dataset(qtbot, window, lambda p: p.request.size == SIZE)
+    hidden = form.editors["hidden_channels"]
+    assert hidden.value() == 64 and "suggested" not in hidden.toolTip().lower()
 
 
 def test_a_knob_with_fixed_choices_is_a_drop_down(window):

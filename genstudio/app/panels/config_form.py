@@ -3,7 +3,10 @@
 int → QSpinBox, float → a line edit that accepts 1e-3 and turns red when it does not parse,
 bool → QCheckBox, a field typed Literal[...] → a drop-down of its choices, anything else → a
 line edit parsed as a Python literal. The comment beside
-each field in the source (STYLE #7: "a reason on each field") becomes the tooltip."""
+each field in the source (STYLE #7: "a reason on each field") becomes the tooltip.
+
+The form starts at the Config's defaults; `suggest` moves the knobs the person has not changed
+to values that suit the job (Family.suggested_config), and says so in their tooltips."""
 
 from __future__ import annotations
 
@@ -35,15 +38,20 @@ class ConfigForm(QWidget):
         self.layout_.setContentsMargins(0, 0, 0, 0)
         self.editors: dict[str, QWidget] = {}
         self._defaults: dict[str, Any] = {}
+        self._comments: dict[str, str] = {}
+        # What the form itself last put in each knob (its default or a suggestion): a knob still
+        # holding it is one the person has not changed, which the next suggestion may move.
+        self._offered: dict[str, Any] = {}
 
     def set_config_class(self, config_cls: type | None) -> None:
         while self.layout_.rowCount():
             self.layout_.removeRow(0)
         self.editors.clear()
         self._defaults.clear()
+        self._offered.clear()
         if config_cls is None:
             return
-        comments = _field_comments(config_cls)
+        self._comments = comments = _field_comments(config_cls)
         choices = field_choices(config_cls)
         for f in dataclasses.fields(config_cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
@@ -54,6 +62,19 @@ class ConfigForm(QWidget):
             self.layout_.addRow(_title(f.name), editor)
             self.editors[f.name] = editor
             self._defaults[f.name] = default
+        self._offered = dict(self._defaults)
+
+    def suggest(self, values: dict[str, Any], reason: str) -> None:
+        """Offer `values` ({knob: value}, the rest at their defaults) for the knobs the person
+        has not changed; a changed knob keeps its value. Each suggested knob's tooltip gives the
+        suggestion, `reason` (what follows "suggested") and the default."""
+        for name, editor in self.editors.items():
+            offer = values.get(name, self._defaults[name])
+            if self._value(name) == self._offered[name]:
+                self.set_values({name: offer})
+            self._offered[name] = offer
+            note = f"\nSuggested {reason}: {_format(offer)}; default {_format(self._defaults[name])}"
+            editor.setToolTip(self._comments.get(name, "") + (note if name in values else ""))
 
     def _editor_for(self, name: str, default: Any, choices: tuple[Any, ...] | None) -> QWidget:
         if choices:
@@ -108,18 +129,21 @@ class ConfigForm(QWidget):
         """The edited config; raises ValueError naming a field that does not parse."""
         out = {}
         for name, editor in self.editors.items():
-            if isinstance(editor, QCheckBox):
-                out[name] = editor.isChecked()
-            elif isinstance(editor, QSpinBox):
-                out[name] = editor.value()
-            elif isinstance(editor, QComboBox):
-                out[name] = editor.currentData()
-            else:
-                value = _parse(editor.text(), self._defaults[name])
-                if value is _INVALID:
-                    raise ValueError(f"{_title(name)}: {editor.text()!r} is not a valid value")
-                out[name] = value
+            out[name] = value = self._value(name)
+            if value is _INVALID:
+                raise ValueError(f"{_title(name)}: {editor.text()!r} is not a valid value")
         return out
+
+    def _value(self, name: str) -> Any:
+        """The knob's value as its editor shows it, or _INVALID for text that does not parse."""
+        editor = self.editors[name]
+        if isinstance(editor, QCheckBox):
+            return editor.isChecked()
+        if isinstance(editor, QSpinBox):
+            return editor.value()
+        if isinstance(editor, QComboBox):
+            return editor.currentData()
+        return _parse(editor.text(), self._defaults[name])
 
 
 _INVALID = object()
