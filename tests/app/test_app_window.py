@@ -77,7 +77,7 @@ def test_the_model_form_follows_the_image_size_and_keeps_what_the_person_changed
     window.dataset_panel.size_spin.setValue(48)
     wait_for_dataset(qtbot, window, lambda p: p.request.size == 48)
     assert width.value() == 24
-    window.family_picker.select("gan")  # a new form: the GAN's width for 48 px
+    window.family_picker.select("diffusion")  # a new form: the diffusion model's width for 48 px
     assert form.editors["base_channels"].value() == 24 and "48 px" in form.editors["base_channels"].toolTip()
     window.family_picker.select("flow")
     assert form.editors["hidden_channels"].value() == 40  # 64 × 32/48, to a multiple of 8
