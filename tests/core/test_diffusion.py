@@ -9,10 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from genstudio.core.families import ImageSpec, SamplingCancelled, create_family
+from genstudio.core.families import (
+    ImageSpec,
+    SamplingCancelled,
+    create_family,
+    stored_family_config,
+)
 from genstudio.core.families.diffusion import (
     Diffusion,
     NoiseSchedule,
+    PixelDecoder,
     ddim_invert,
     ddim_sample,
     ddim_timesteps,
@@ -307,6 +313,70 @@ def test_with_a_perfect_predictor_every_kl_term_vanishes():
     assert torch.allclose(bound["prior"], expected_prior.expand(8), rtol=1e-6)
 
 
+def test_a_learned_decoder_replaces_the_decoder_term_alone():
+    """decoder_log_prob takes the place of the fixed Gaussian in L_0 and nowhere else: one that
+    is certain of every right answer (log p = 0) zeroes the decoder term, the rest is unchanged."""
+    s = NoiseSchedule.cosine(200)
+    x0, _, data_mean, data_var = _discretized_gaussian_data(20, 4, MEAN, STD)
+    eps_fn = gaussian_optimal_eps(s, data_mean, data_var)
+    fixed = variational_bound(s, eps_fn, x0, torch.Generator().manual_seed(3), terms=20)
+    certain = variational_bound(s, eps_fn, x0, torch.Generator().manual_seed(3), terms=20,
+                                decoder_log_prob=lambda x0, x1: torch.zeros_like(x0))
+    assert (fixed["decoder"] > 0).all() and (certain["decoder"] == 0).all()
+    for term in ("prior", "diffusion"):
+        assert torch.equal(fixed[term], certain[term])
+
+
+def test_the_learned_decoder_is_a_distribution_over_the_256_values_and_starts_at_the_noise_level():
+    """Untrained, it is a logistic at x_1/√ᾱ_1 as wide as the last step's noise; any weights
+    give each subpixel probabilities over its 256 values that sum to one."""
+    s = NoiseSchedule.cosine(1000)
+    decoder = PixelDecoder(3, s.alpha_bars[0].item())
+    x1 = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    location, log_scale = decoder(x1)
+    assert torch.allclose(location, x1 / decoder.signal)
+    assert torch.allclose(log_scale.exp(), torch.full_like(x1, math.sqrt(3) / math.pi * decoder.noise))
+    with torch.no_grad():
+        for p in decoder.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    grid = PIXEL_VALUES.float().view(256, 1, 1, 1).expand(256, 3, 6, 6)
+    total = torch.stack([decoder.log_prob(grid[k].expand(2, 3, 6, 6), x1) for k in range(256)]).exp().sum(0)
+    assert torch.allclose(total, torch.ones_like(total), atol=1e-4)
+
+
+def test_the_learned_decoder_takes_the_noise_out_of_flat_images():
+    """On flat images (one random level each) at the cosine schedule's first noise level, 0.8 of
+    a pixel level, the fixed decoder pays ~1.8 bits per subpixel around the noisy value (0.74
+    even around the true one); the learned one, trained on L_0 alone, finds the level from the
+    neighbours and pays less than the fixed one's best case."""
+    torch.manual_seed(0)
+    s = NoiseSchedule.cosine(1000)
+    alpha_bar = s.alpha_bars[0].item()
+    decoder = PixelDecoder(1, alpha_bar)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+
+    def flat_batch(n):
+        levels = torch.randint(0, 256, (n, 1, 1, 1), generator=g)
+        x0 = PIXEL_VALUES.float()[levels].expand(n, 1, 8, 8)
+        return x0, math.sqrt(alpha_bar) * x0 + math.sqrt(1 - alpha_bar) * torch.randn(x0.shape, generator=g)
+
+    for _ in range(300):
+        x0, x1 = flat_batch(32)
+        loss = -decoder.log_prob(x0, x1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    x0, x1 = flat_batch(200)
+    with torch.no_grad():
+        learned_bits = -decoder.log_prob(x0, x1).mean().item() / math.log(2)
+    std = s.posterior_variance[1].sqrt().item()
+    fixed_bits = -discretized_gaussian_log_prob(x0.double(), x1.double() / math.sqrt(alpha_bar),
+                                                torch.full_like(x0, std).double()).mean().item() / math.log(2)
+    assert fixed_bits > 1.5
+    assert learned_bits < 0.4
+
+
 def test_the_stratified_estimate_is_unbiased_for_the_full_sum():
     s = NoiseSchedule.cosine(200)
     x0, _, data_mean, data_var = _discretized_gaussian_data(50, 4, MEAN, STD)
@@ -474,6 +544,32 @@ def test_a_tiny_model_learns_and_resumes_exactly():
     g_copy.set_state(g.get_state())
     assert family.train_step(stripes, None, g) == copy.train_step(stripes, None, g_copy)
     assert torch.equal(family.ema.updates, copy.ema.updates)
+
+
+def test_the_learned_decoder_trains_on_its_own_term_and_leaves_the_unet_as_it_was():
+    """The decoder's loss shares no parameter with the UNet's, so the UNet's gradients, its
+    loss and the generator's draws are those of a model with the fixed decoder; the decoder
+    gets a gradient of its own, and the bound uses it."""
+    learned, fixed = tiny(decoder="learned", lr=0.0), tiny(decoder="fixed", lr=0.0)
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    g_learned, g_fixed = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    metrics, metrics_fixed = learned.train_step(x, None, g_learned), fixed.train_step(x, None, g_fixed)
+    assert metrics["loss"] == metrics_fixed["loss"] and "decoder_bpd" not in metrics_fixed
+    assert metrics["decoder_bpd"] > 0
+    for mine, theirs in zip(learned.unet.parameters(), fixed.unet.parameters(), strict=True):
+        assert torch.equal(mine.grad, theirs.grad)
+    assert any(p.grad.abs().sum() > 0 for p in fixed.unet.parameters())
+    assert torch.equal(g_learned.get_state(), g_fixed.get_state())
+    assert any(p.grad.abs().sum() > 0 for p in learned.decoder.parameters())
+    assert not torch.equal(learned.log_prob(x, seed=0), fixed.log_prob(x, seed=0))
+
+
+def test_a_run_saved_before_the_learned_decoder_existed_keeps_the_fixed_one():
+    """Its stored knobs lack `decoder`; the new default would add weights it does not have."""
+    assert stored_family_config("diffusion", {"base_channels": 8})["decoder"] == "fixed"
+    assert stored_family_config("diffusion", {"decoder": "learned"})["decoder"] == "learned"
+    assert tiny(decoder="fixed").decoder is None and "decoder" not in tiny(decoder="fixed").networks()
+    assert Diffusion.Config().decoder == "learned"  # what a new run gets
 
 
 def test_min_snr_weighting_is_min_snr_gamma_over_snr_of_each_drawn_timestep():

@@ -35,7 +35,7 @@ from .base import (
     at_least,
     within,
 )
-from .layers import to_symmetric, to_unit
+from .layers import MIN_LOG_SCALE, discretized_logistic_log_prob, to_symmetric, to_unit
 
 # eps_fn(x_t, t) → predicted ε, the same shape as x_t; t is a (B,) long tensor of indices.
 EpsFn = Callable[[Tensor, Tensor], Tensor]
@@ -404,12 +404,16 @@ def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tenso
 
 def variational_bound(schedule: NoiseSchedule, eps_fn: EpsFn, x0: Tensor, generator: torch.Generator,
                       *, variance: str = "posterior", clip: bool = True, terms: int = 0,
-                      batch_limit: int = 256) -> dict[str, Tensor]:
+                      batch_limit: int = 256,
+                      decoder_log_prob: Callable[[Tensor, Tensor], Tensor] | None = None) -> dict[str, Tensor]:
     """The negative VLB of Ho et al. 2020 eq. 5, per image, in nats (float64):
 
         L_T = KL(q(x_T | x_0) ‖ N(0, I))                                   "prior"
         Σ_{t≥2} L_{t−1} = Σ KL(q(x_{t−1} | x_t, x_0) ‖ p(x_{t−1} | x_t))    "diffusion"
-        L_0 = −log p(x_0 | x_1), a discretized Gaussian over the 256 bins  "decoder"
+        L_0 = −log p(x_0 | x_1) over the 256 bins                          "decoder"
+
+    p(x_0 | x_1) is Ho et al.'s discretized Gaussian around the model's mean with the fixed
+    variance, or decoder_log_prob(x_0, x_1), the elementwise log-probability of a learned one.
 
     Each term uses one draw x_t ~ q(x_t | x_0) from `generator`. terms = 0 sums all T terms
     exactly; terms = k evaluates the decoder exactly plus one timestep drawn in each of k
@@ -443,6 +447,8 @@ def variational_bound(schedule: NoiseSchedule, eps_fn: EpsFn, x0: Tensor, genera
         nll = -discretized_gaussian_log_prob(x0_rep.double(), model_mean, model_var.sqrt().expand_as(model_mean))
         is_decoder = (t == 0).to(model_mean.device).view(-1, *([1] * (x0.dim() - 1)))
         term = torch.where(is_decoder, nll, kl).flatten(1).sum(1).view(len(chunk), batch)
+        if decoder_log_prob is not None and start == 0:  # the first row block is t = 0 (see _bound_timesteps)
+            term[0] = -decoder_log_prob(x0_rep[:batch], xt[:batch]).double().flatten(1).sum(1)
         weight = weights[start:start + per_chunk].to(term.device, term.dtype).view(-1, 1)
         first = (chunk == 0).to(term.device).view(-1, 1)
         decoder += (term * weight * first).sum(0)
@@ -452,7 +458,8 @@ def variational_bound(schedule: NoiseSchedule, eps_fn: EpsFn, x0: Tensor, genera
 
 
 def _bound_timesteps(T: int, terms: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Timesteps to evaluate and the weight of each (see `variational_bound`)."""
+    """Timesteps to evaluate, the first always 0 (the decoder), and the weight of each (see
+    `variational_bound`)."""
     if terms <= 0 or terms >= T - 1:
         return torch.arange(T), torch.ones(T, dtype=torch.float64)
     edges = torch.linspace(1, T, terms + 1).round().long()  # strata of 1..T−1
@@ -461,6 +468,51 @@ def _bound_timesteps(T: int, terms: int, generator: torch.Generator) -> tuple[Te
     picked = edges[:-1] + offsets
     return torch.cat([torch.zeros(1, dtype=torch.long), picked]), torch.cat(
         [torch.ones(1, dtype=torch.float64), sizes.double()])
+
+
+# -- the learned decoder p(x_0 | x_1) ------------------------------------------------------------
+
+# Hidden channels of the learned decoder: it runs at full resolution, so it stays small beside
+# the UNet.
+DECODER_WIDTH = 16
+# Its learning rate relative to the UNet's: it learns one noise level, and on the built-in
+# shapes and tins it learnt faster at 8× than at 2× (docs/families/diffusion.md).
+DECODER_LR_FACTOR = 8.0
+# It trains on every DECODER_STRIDE-th image of a batch (rows 0, 4, …): a few images hold
+# thousands of subpixels to learn from, and a pass over every image slowed a CPU step markedly.
+DECODER_STRIDE = 4
+# A logistic's scale per unit of standard deviation (√3/π), for the decoder's starting scale.
+LOGISTIC_SCALE_PER_STD = math.sqrt(3) / math.pi
+
+
+class PixelDecoder(nn.Module):
+    """The chain's last step p(x_0 | x_1), learned: a discretized logistic over the 256 values
+    of each subpixel, located at x_1/√ᾱ_1 moved by a small network and with a scale it sets per
+    subpixel. The fixed decoder, a Gaussian as wide as the last step's noise (0.6 of a pixel
+    level with the cosine schedule), pays at least 0.74 bits per subpixel however flat the
+    image; the UNet, which would have to take that noise out, sees t = 1 on one draw in T. The
+    network sees x_1 and its high-pass residual (x_1 less its 3×3 mean) in units of the noise:
+    on a flat region the residual is the noise itself, which it can then take out."""
+
+    def __init__(self, channels: int, alpha_bar_1: float):
+        super().__init__()
+        self.signal, self.noise = math.sqrt(alpha_bar_1), math.sqrt(1.0 - alpha_bar_1)
+        self.net = nn.Sequential(
+            nn.Conv2d(2 * channels, DECODER_WIDTH, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(DECODER_WIDTH, DECODER_WIDTH, 3, padding=1), nn.SiLU(),
+            _zero(nn.Conv2d(DECODER_WIDTH, 2 * channels, 3, padding=1)))
+
+    def forward(self, x1: Tensor) -> tuple[Tensor, Tensor]:
+        """The logistic's location and log-scale per subpixel. Untrained: x_1/√ᾱ_1, and the
+        scale of a logistic with the noise's standard deviation."""
+        blur = F.avg_pool2d(F.pad(x1, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        shift, log_scale = self.net(torch.cat([x1, (x1 - blur) / self.noise], dim=1)).chunk(2, dim=1)
+        return (x1 / self.signal - self.noise * shift,
+                (math.log(LOGISTIC_SCALE_PER_STD * self.noise) + log_scale).clamp_min(MIN_LOG_SCALE))
+
+    def log_prob(self, x0: Tensor, x1: Tensor) -> Tensor:
+        """log p(x_0 | x_1) per subpixel, in nats; x_0 on the grid 2k/255 − 1."""
+        return discretized_logistic_log_prob(x0, *self(x1))
 
 
 # -- the ε-network ------------------------------------------------------------------------------
@@ -654,6 +706,10 @@ class DiffusionConfig:
     reverse_variance: Literal["posterior", "beta"] = "posterior"  # σ_t² of p(x_{t−1}|x_t): "posterior" β̃_t or "beta" β_t
     bound_terms: int = 0              # log_prob: 0 sums all T terms (the bound); k: unbiased k-term estimate, T/k× faster
     min_snr_gamma: float = 0.0        # loss weight min(SNR_t, γ)/SNR_t per timestep (Hang et al. 2023: 5); 0: uniform, Ho et al.'s L_simple
+    decoder: Literal["learned", "fixed"] = "learned"  # p(x_0 | x_1) of the bound: a small network trained on L_0 alone, or Ho et al.'s fixed Gaussian
+
+    # Runs saved before the learned decoder existed have the fixed one.
+    EARLIER_VALUES: ClassVar[dict[str, Any]] = {"decoder": "fixed"}
 
     def __post_init__(self) -> None:
         at_least(self, 2, "timesteps")
@@ -662,6 +718,8 @@ class DiffusionConfig:
         if not self.channel_mults or min(self.channel_mults) < 1:
             raise ValueError(f"channel_mults must be a list of whole numbers ≥ 1, not {list(self.channel_mults)}")
         at_least(self, 0, "lr", "sigma_data", "grad_clip")
+        if self.decoder not in ("learned", "fixed"):
+            raise ValueError(f"decoder must be learned or fixed, not {self.decoder!r}")
         within(self, 0, 1, "ema_decay")
         for name in ("dropout", "p_uncond"):
             if not 0 <= getattr(self, name) < 1:
@@ -725,11 +783,19 @@ class Diffusion(Family):
         self.schedule.reverse_variance(config.reverse_variance)  # fail now on an unknown kind
         self.unet = UNet(spec, config, self.schedule.alpha_bars).to(self.device)
         self.ema = ExponentialMovingAverage(self.unet, config.ema_decay).to(self.device)
-        self.optimizer = torch.optim.Adam(self.unet.parameters(), lr=config.lr)
+        groups = [{"params": list(self.unet.parameters())}]
+        self.lr_factors = [1.0]  # per parameter group, times config.lr
+        self.decoder = None
+        if config.decoder == "learned":
+            self.decoder = PixelDecoder(spec.channels, self.schedule.alpha_bars[0].item()).to(self.device)
+            groups.append({"params": list(self.decoder.parameters())})
+            self.lr_factors.append(DECODER_LR_FACTOR)
+        self.optimizer = torch.optim.Adam(groups, lr=config.lr)
         self.null_label = spec.num_classes  # the extra embedding row: "no label"
 
     def networks(self) -> dict[str, nn.Module]:
-        return {"unet": self.unet, "ema": self.ema}
+        nets: dict[str, nn.Module] = {"unet": self.unet, "ema": self.ema}
+        return nets if self.decoder is None else {**nets, "decoder": self.decoder}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"adam": self.optimizer}
@@ -742,7 +808,10 @@ class Diffusion(Family):
     def train_step(self, x: Tensor, labels: Tensor | None, generator: torch.Generator) -> dict[str, float]:
         """L_simple = E‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t)‖² with t uniform (Ho et al. Alg. 1),
         each timestep's term weighted by min(SNR_t, γ)/SNR_t when min_snr_gamma = γ > 0 (Hang
-        et al. 2023: the noisy timesteps, where the x_0 error is large, are not outweighed)."""
+        et al. 2023: the noisy timesteps, where the x_0 error is large, are not outweighed).
+        The learned decoder trains on L_0 = −log p(x_0 | x_1) alone, on every DECODER_STRIDE-th
+        image, x_1 made from the same noise draw; the two losses share no parameters, so the
+        UNet learns as without it."""
         x0 = to_symmetric(x.to(self.device))
         batch = x0.shape[0]
         shard = self.batch_shard  # rows of the global batch's draws (all of them when single)
@@ -757,17 +826,29 @@ class Diffusion(Family):
             loss = (per_image * self._min_snr_weights(t)).mean()
         else:
             loss = F.mse_loss(predicted, noise)
+        metrics: dict[str, float] = {}
+        objective = loss
+        if self.decoder is not None:
+            # Strided rows: under torchrun each process's rows are the global batch's when its
+            # share is a multiple of the stride, as for every other figure here.
+            x0_d, noise_d = x0[::DECODER_STRIDE], noise[::DECODER_STRIDE]
+            x1 = self.schedule.q_sample(x0_d, torch.zeros(len(x0_d), dtype=torch.long, device=x0.device), noise_d)
+            decoder_nll = -self.decoder.log_prob(x0_d, x1).mean()
+            objective = loss + decoder_nll
+            metrics["decoder_bpd"] = decoder_nll.item() / math.log(2)
         # The EMA's update count is the step count, so warm-up resumes exactly from a checkpoint.
         step = int(self.ema.updates)
-        for group in self.optimizer.param_groups:
-            group["lr"] = (self.config.lr * self.lr_scale
+        for group, factor in zip(self.optimizer.param_groups, self.lr_factors, strict=True):
+            group["lr"] = (self.config.lr * factor * self.lr_scale
                            * min(1.0, (step + 1) / max(1, self.config.warmup_steps)))
         self.optimizer.zero_grad(set_to_none=True)
-        self.backward(loss, self.optimizer)
+        self.backward(objective, self.optimizer)
         grad_norm = nn.utils.clip_grad_norm_(self.unet.parameters(), self.config.grad_clip)
+        if self.decoder is not None:
+            nn.utils.clip_grad_norm_(self.decoder.parameters(), self.config.grad_clip)
         self.optimizer_step(self.optimizer)
         self.ema.update(self.unet)
-        return {"loss": loss.item(), "grad_norm": float(grad_norm)}
+        return {"loss": loss.item(), "grad_norm": float(grad_norm), **metrics}
 
     def _min_snr_weights(self, t: Tensor) -> Tensor:
         """Min-SNR-γ's weight of each drawn timestep's ε error, min(SNR_t, γ)/SNR_t with
@@ -869,7 +950,8 @@ class Diffusion(Family):
         bound = variational_bound(
             self.schedule, self.eps_fn(labels, 1.0), to_symmetric(x.to(self.device)),
             torch.Generator().manual_seed(seed), variance=self.config.reverse_variance,
-            terms=terms, batch_limit=max(1, 2**16 // self.spec.size**2))
+            terms=terms, batch_limit=max(1, 2**16 // self.spec.size**2),
+            decoder_log_prob=None if self.decoder is None else self.decoder.log_prob)
         return (-bound["total"]).float().cpu()
 
     def likelihood_bounds(self, x: Tensor, labels: Tensor | None = None, *,

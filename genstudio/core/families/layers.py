@@ -61,6 +61,9 @@ class UpBlock(nn.Module):
 # model equals the log-density of the uniformly dequantized data on [0, 256)^D.
 
 _HALF_BIN = 1.0 / 255.0
+# The narrowest logistic, on the [−1, 1] scale: e^−7 is about an eighth of a bin, so 97% of its
+# mass is in one bin; the floor keeps the log-scale's gradient alive (Salimans et al. 2017).
+MIN_LOG_SCALE = -7.0
 
 
 def discretized_logistic_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:

@@ -59,7 +59,7 @@ from torch import Tensor, nn
 
 from ..cpu_threads import one_intra_op_thread
 from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress, at_least
-from .layers import discretized_logistic_log_prob, to_symmetric
+from .layers import MIN_LOG_SCALE, discretized_logistic_log_prob, to_symmetric
 
 LEVELS = 256  # values of an 8-bit subpixel
 
@@ -311,11 +311,6 @@ def subpixel_terms(logits: Tensor, levels: Tensor) -> Tensor:
     the levels moved to dim 1: the same figures, bit for bit on the CPU, but the view made
     torch copy the 50 M logits of a 64-image batch first (2× slower forward, 1.5× backward)."""
     return F.log_softmax(logits, dim=2).gather(2, levels.unsqueeze(2)).squeeze(2)
-
-
-# The narrowest logistic, on the [−1, 1] scale: e^−7 is about an eighth of a bin, so 97% of its
-# mass is in one bin; the floor keeps the log-scale's gradient alive (Salimans et al. 2017).
-MIN_LOG_SCALE = -7.0
 
 
 def mixture_parts(parameters: Tensor, components: int) -> tuple[Tensor, Tensor, Tensor]:
