@@ -18,6 +18,7 @@ from genstudio.core import guard
 from genstudio.core.accel import use_fused_adam
 from genstudio.core.checkpoint import load_checkpoint
 from genstudio.core.families import family_class
+from genstudio.core.families.diffusion import DECODER_LR_FACTOR
 from genstudio.core.run import RunError, TrainSettings, load_run
 from genstudio.core.training import BatchLowered, Notice, Trainer, TrainingFinished
 
@@ -117,18 +118,18 @@ def test_repeated_non_finite_losses_roll_back_and_lower_the_learning_rate(tmp_pa
 
 def test_warmup_families_apply_the_lowered_learning_rate_every_step(tmp_path):
     """Diffusion and flow set their learning rate each step from the config; the scale must
-    survive that."""
-    for name in ("diffusion", "flow"):
+    survive that, in every parameter group (diffusion's learned decoder has its own rate)."""
+    for name, factors in (("diffusion", [1.0, DECODER_LR_FACTOR]), ("flow", [1.0])):
         config = {**family_class(name).TINY, "warmup_steps": 1, "lr": 1e-3}
         settings = dataclasses.replace(TINY, family=name, family_config=config, steps=2,
                                        checkpoint_every=0)
         trainer = Trainer(settings, str(tmp_path / name))
         list(trainer.run())
-        assert _lrs(trainer) == [1e-3], name
+        assert _lrs(trainer) == pytest.approx([1e-3 * f for f in factors]), name
         trainer.family.lr_scale = 0.25
         x, labels = trainer.batch(0)
         trainer.family.train_step(x, labels, trainer.generator)
-        assert _lrs(trainer) == [1e-3 * 0.25], name
+        assert _lrs(trainer) == pytest.approx([1e-3 * 0.25 * f for f in factors]), name
 
 
 def test_a_run_that_never_stops_diverging_ends_with_a_clear_error(tmp_path):
