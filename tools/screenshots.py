@@ -136,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     explorer = window.explorer
     window.tabs.setCurrentWidget(explorer)
     if explorer.loaded is not None:  # a family with a latent
-        # Encoding starts on its own once the run is open; the interpolation needs its images.
+        # Encoding starts on its own once the run is open unless it would take long (GAN
+        # inversion), when it waits for Encode; the interpolation needs its images.
+        wait_until(lambda: explorer.encoded is not None or explorer.estimate is not None, 300, "the encoder's timing")
+        if explorer.estimate is not None:
+            explorer.encode_button.click()
         wait_until(lambda: explorer.encoded is not None, 1800, "the encoded training images")
         explorer.endpoint_a.kind.setCurrentText("Dataset image")
         explorer.endpoint_b.kind.setCurrentText("Dataset image")

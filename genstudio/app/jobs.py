@@ -34,6 +34,7 @@ from genstudio.core.latent import (
     PrincipalDirections,
     decode_latents,
     encode_dataset,
+    encode_seconds_per_image,
     endpoint_latent,
     interpolation_frames,
     latent_map,
@@ -238,11 +239,29 @@ class EncodedData:
     seconds: float | None         # None: read from the run folder, encoded before
 
 
+@dataclass(frozen=True)
+class EncodingEstimate:
+    """What encoding would take, returned instead of starting an encoding too long to begin
+    unasked (GAN inversion: minutes)."""
+
+    loaded: LoadedRun
+    dataset: ImageDataset
+    count: int
+    seconds: float
+
+
+# A batch takes at most about this long, so Stop (or opening another run) ends an encoding
+# within it: GAN inversion spends seconds per image, and it checks for Stop between batches.
+ENCODE_BATCH_SECONDS = 1.0
+
+
 def encode_for_explorer(loaded: LoadedRun, count: int, directions: int, stop: threading.Event,
-                        dataset: ImageDataset | None, job: Job) -> EncodedData:
+                        dataset: ImageDataset | None, job: Job,
+                        ask_above_seconds: float | None = None) -> EncodedData | EncodingEstimate:
     """Encode `count` of the run's training images (`dataset`: already loaded; None: load
     them). `stop` ends the encoding early and keeps what is done (job.cancelled() drops the
-    result instead)."""
+    result instead). When encoding would take longer than `ask_above_seconds`, nothing is
+    encoded and the estimate is returned."""
     family = loaded.family
     spec = family.spec
     if dataset is None:
@@ -253,9 +272,15 @@ def encode_for_explorer(loaded: LoadedRun, count: int, directions: int, stop: th
     encoded = load_encoded(cache, dataset, family.latent_dim, count)
     seconds = None
     if encoded is None:
-        job.say(f"encoding {min(count, len(dataset)):,} images")
+        count = min(count, len(dataset))
+        job.say("timing the encoder")
+        per_image = encode_seconds_per_image(family, dataset)
+        if ask_above_seconds is not None and per_image * count > ask_above_seconds:
+            return EncodingEstimate(loaded, dataset, count, per_image * count)
+        job.say(f"encoding {count:,} images")
         started = time.perf_counter()
-        encoded = encode_dataset(family, dataset, count, batch=50, progress=job.progress,
+        batch = max(1, min(50, int(ENCODE_BATCH_SECONDS / per_image)))
+        encoded = encode_dataset(family, dataset, count, batch=batch, progress=job.progress,
                                  should_stop=lambda: stop.is_set() or job.cancelled())
         seconds = time.perf_counter() - started
         if len(encoded) == encoded.requested:

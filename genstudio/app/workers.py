@@ -306,17 +306,17 @@ class Job:
 
     def __init__(self, runner: TaskRunner, job_id: int, worker: FunctionWorker):
         self._runner = runner
-        self._id = job_id
+        self.id = job_id
         self._worker = worker
         self._throttle = _Throttle()
         self._last_preview = 0.0  # monotonic time of the last preview sent
 
     def cancelled(self) -> bool:
-        return self._runner._is_stale(self._id)
+        return self._runner._is_stale(self.id)
 
     def progress(self, done: int, total: int) -> None:
         if self._throttle.ready(done, total):
-            self._worker.progress.emit(self._id, done, total)
+            self._worker.progress.emit(self.id, done, total)
 
     def preview(self, item: object) -> None:
         """An intermediate result to show (e.g. the current state of a denoising chain); sent
@@ -324,11 +324,11 @@ class Job:
         now = time.monotonic()
         if now - self._last_preview >= PREVIEW_INTERVAL:
             self._last_preview = now
-            self._worker.preview.emit(self._id, item)
+            self._worker.preview.emit(self.id, item)
 
     def say(self, text: str) -> None:
         """What the job is doing now, e.g. "features of the samples" (a stage, not a count)."""
-        self._worker.message.emit(self._id, text)
+        self._worker.message.emit(self.id, text)
 
 
 class FunctionWorker(ThreadWorker):
@@ -354,9 +354,9 @@ class FunctionWorker(ThreadWorker):
         except Exception as exc:  # noqa: BLE001 - reported to the GUI instead
             details = format_current_exception()
             log.debug("job failed\n%s", details)
-            self.failed.emit(self.job._id, describe_error(exc), details)
+            self.failed.emit(self.job.id, describe_error(exc), details)
         else:
-            self.succeeded.emit(self.job._id, result)
+            self.succeeded.emit(self.job.id, result)
         finally:
             # The job holds this worker: break the cycle so that the worker dies by reference
             # count on the GUI thread, not in a garbage-collector pass on whatever thread.
@@ -405,7 +405,14 @@ class TaskRunner(QObject):
         self._latest += 1
 
     def is_busy(self) -> bool:
+        """Whether any job's thread is still running, a stale one included."""
         return bool(self._threads)
+
+    def is_working(self) -> bool:
+        """Whether the newest job is still running, i.e. a result is still to come; cancelled
+        jobs may be finishing beside it."""
+        return any(worker.job is not None and worker.job.id == self._latest  # None: its result is sent
+                   for worker in self._threads.values())
 
     def wait(self, ms: int = 10_000) -> bool:
         """Block until every job's thread has ended (for shutdown only)."""

@@ -19,6 +19,7 @@ Qt-free; the app and the CLI call it.
 from __future__ import annotations
 
 import os
+import time
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -321,23 +322,36 @@ def encode_dataset(
         raise LatentError(f"the dataset's images are {dataset.size} px × {dataset.channels} channels, "
                           f"the model's {family.spec.size} px × {family.spec.channels}")
     chosen = choose_images(len(dataset), count, seed)
-    conditional = family.spec.num_classes > 0
     parts: list[Tensor] = []
     done = 0
     for start in range(0, len(chosen), batch):
         if should_stop is not None and should_stop():
             break
         rows = chosen[start : start + batch]
-        x = torch.from_numpy(dataset.images[rows]).permute(0, 3, 1, 2).float() / 255.0
-        labels = torch.from_numpy(dataset.labels[rows]).long() if conditional else None
-        # No torch.no_grad() here: inversion-based encoders (the GAN's) optimise with gradients.
-        parts.append(family.encode(x, labels).reshape(len(rows), -1).float().cpu())
+        parts.append(_encode_rows(family, dataset, rows))
         done += len(rows)
         if progress is not None:
             progress(done, len(chosen))
     if not parts:
         raise EncodingCancelled
     return _encoded_set(dataset, torch.cat(parts), chosen[:done], len(chosen))
+
+
+def encode_seconds_per_image(family: Family, dataset: ImageDataset, *, probe: int = 4, seed: int = 0) -> float:
+    """Seconds one image takes to encode, timed on the first `probe` images encode_dataset
+    would choose: GAN inversion takes seconds per image where an encoder network takes
+    microseconds, so a caller can ask before starting a long encoding."""
+    rows = choose_images(len(dataset), probe, seed)
+    started = time.perf_counter()
+    _encode_rows(family, dataset, rows)
+    return (time.perf_counter() - started) / len(rows)
+
+
+def _encode_rows(family: Family, dataset: ImageDataset, rows: np.ndarray) -> Tensor:
+    x = torch.from_numpy(dataset.images[rows]).permute(0, 3, 1, 2).float() / 255.0
+    labels = torch.from_numpy(dataset.labels[rows]).long() if family.spec.num_classes else None
+    # No torch.no_grad() here: inversion-based encoders (the GAN's) optimise with gradients.
+    return family.encode(x, labels).reshape(len(rows), -1).float().cpu()
 
 
 def _encoded_set(dataset: ImageDataset, latents: Tensor, indices: np.ndarray, requested: int) -> EncodedSet:
@@ -471,6 +485,6 @@ def encode_images(family: Family, images: Sequence[np.ndarray], label: int | Non
 
 __all__ = [
     "INTERPOLATION_MODES", "EncodedSet", "Endpoint", "EncodingCancelled", "FactorProbe", "LatentError", "LatentMap",
-    "PrincipalDirections", "choose_images", "decode_latents", "encode_dataset", "encode_images", "endpoint_latent", "interpolation_frames", "load_encoded", "interpolate", "latent_map", "lerp",
+    "PrincipalDirections", "choose_images", "decode_latents", "encode_dataset", "encode_images", "encode_seconds_per_image", "endpoint_latent", "interpolation_frames", "load_encoded", "interpolate", "latent_map", "lerp",
     "principal_directions", "prior_latents", "probe_factors", "save_encoded", "slerp",
 ]

@@ -3,6 +3,9 @@ an image, interpolation with PNG/GIF export, and families without a latent."""
 
 from __future__ import annotations
 
+import itertools
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -56,12 +59,88 @@ def test_an_encoding_is_kept_in_the_run_and_reused(qtbot, explorer, trained_run)
     explorer.encode_spin.setValue(150)
     qtbot.mouseClick(explorer.encode_button, Qt.MouseButton.LeftButton)  # same run: its images are reused
     qtbot.waitUntil(lambda: len(explorer.encoded.encoded) == 150, timeout=30_000)
-    assert stages == ["encoding 150 images"]  # not loaded again
+    assert stages == ["timing the encoder", "encoding 150 images"]  # not loaded again
     explorer.encode_spin.setValue(200)
     explorer.set_run(explorer.loaded)  # visible: encodes again, from the kept file this time
     qtbot.waitUntil(lambda: explorer.encoded is not None, timeout=30_000)
     assert "encoded before" in explorer.encode_status.text()
     assert torch.equal(explorer.encoded.encoded.latents, latents)
+
+
+def test_stop_ends_an_encoding_started_after_another_and_keeps_what_is_done(qtbot, explorer, monkeypatch, request):
+    # The second encoding of a run gets a new stop signal; Stop must reach that one. The
+    # encoding waits after its first batch until Stop has been pressed, so the test is not a race.
+    from genstudio.app import jobs
+
+    pressed, real_encode = threading.Event(), jobs.encode_dataset
+    request.addfinalizer(pressed.set)
+
+    def encode_dataset(*args, should_stop, **kwargs):
+        checks = itertools.count()
+
+        def stop_after_first_batch():
+            if next(checks) == 1:
+                pressed.wait(10)
+            return should_stop()
+
+        return real_encode(*args, **kwargs, should_stop=stop_after_first_batch)
+
+    monkeypatch.setattr(jobs, "encode_dataset", encode_dataset)
+    explorer.encode_spin.setValue(300)  # not kept in the run yet
+    with qtbot.waitSignal(explorer.encode_jobs.progress, timeout=30_000):
+        qtbot.mouseClick(explorer.encode_button, Qt.MouseButton.LeftButton)
+    assert explorer.stop_encode_button.isEnabled()
+    qtbot.mouseClick(explorer.stop_encode_button, Qt.MouseButton.LeftButton)
+    pressed.set()
+    qtbot.waitUntil(lambda: "stopped at" in explorer.encode_status.text(), timeout=30_000)
+    assert 0 < len(explorer.encoded.encoded) < 300
+    assert f"stopped at {len(explorer.encoded.encoded)} of 300" in explorer.encode_status.text()
+    assert not explorer.stop_encode_button.isEnabled() and explorer.encode_button.isEnabled()
+
+
+def test_a_long_encoding_waits_for_encode_and_says_how_long(qtbot, window, trained_run):
+    panel = window.explorer
+    panel.encode_unasked_seconds = 0.0  # every encoder counts as slow here
+    panel.encode_spin.setValue(120)
+    window.tabs.setCurrentWidget(panel)
+    window.ask_run_folder = lambda: str(trained_run)
+    window.open_action.trigger()
+    qtbot.waitUntil(lambda: panel.estimate is not None, timeout=30_000)
+    assert panel.encoded is None and not panel.encode_jobs.is_working()
+    assert "Encoding 120 training images" in panel.encode_status.text()
+    assert "would take about" in panel.encode_status.text() and "Press Encode" in panel.encode_status.text()
+    assert panel.encode_button.isEnabled() and not panel.stop_encode_button.isEnabled()
+    qtbot.mouseClick(panel.encode_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.encoded is not None, timeout=30_000)
+    assert len(panel.encoded.encoded) == 120 and panel.estimate is None
+
+
+def test_opening_a_run_is_not_held_up_by_the_last_runs_encoding(qtbot, explorer, monkeypatch, request):
+    # The old encoding is cancelled; until its thread notices, it must not keep the new run's
+    # encoding from starting (the tab stayed grey for the whole of a GAN inversion).
+    from genstudio.app import jobs
+
+    release, real_encode = threading.Event(), jobs.encode_dataset
+    request.addfinalizer(release.set)  # a failed assertion must not leave the thread waiting
+
+    def encode_dataset(*args, should_stop, **kwargs):
+        return real_encode(*args, **kwargs, should_stop=lambda: release.wait(10) and should_stop())
+
+    monkeypatch.setattr(jobs, "encode_dataset", encode_dataset)
+    explorer.encode_spin.setValue(310)
+    explorer.set_run(explorer.loaded)  # loads the images again, then encodes
+    qtbot.waitUntil(lambda: "Encoding 310 images" in explorer.encode_status.text(), timeout=30_000)
+    # Loading reached 100%; the bar must not stay there while nothing is encoded yet.
+    assert explorer.encode_progress.isVisible() and explorer.encode_progress.maximum() == 0
+    monkeypatch.setattr(jobs, "encode_dataset", real_encode)
+    explorer.encode_spin.setValue(200)  # kept in the run: no new encoding needed
+    explorer.set_run(explorer.loaded)
+    qtbot.waitUntil(lambda: explorer.encoded is not None, timeout=30_000)
+    assert explorer.encode_jobs.is_busy()  # the old thread is still waiting, cancelled
+    assert len(explorer.encoded.encoded) == 200 and explorer.encode_button.isEnabled()
+    release.set()
+    qtbot.waitUntil(lambda: not explorer.encode_jobs.is_busy(), timeout=30_000)
+    assert len(explorer.encoded.encoded) == 200  # the cancelled one's result was dropped
 
 
 def test_dragging_a_raw_slider_moves_that_dimension_and_redraws(qtbot, explorer):

@@ -20,6 +20,7 @@ from genstudio.core.latent import (
     decode_latents,
     encode_dataset,
     encode_images,
+    encode_seconds_per_image,
     interpolate,
     latent_map,
     lerp,
@@ -243,6 +244,15 @@ def test_stopping_an_encoding_keeps_what_was_done(shapes16):
     assert len(encoded) == 60 and encoded.requested == 100
     with pytest.raises(EncodingCancelled):
         encode_dataset(vae, shapes16, 100, should_stop=lambda: True)
+
+
+def test_the_encoder_is_timed_so_that_an_inversion_can_be_asked_for_first(shapes16):
+    # An encoder network takes one pass; GAN inversion takes inversion_steps × restarts passes
+    # with gradients, and the timing must show it.
+    spec = ImageSpec(channels=3, size=16)
+    network = encode_seconds_per_image(tiny("vae", spec), shapes16, probe=2)
+    inversion = encode_seconds_per_image(tiny("gan", spec, inversion_steps=50, inversion_restarts=2), shapes16, probe=2)
+    assert 0 < network < inversion / 5
 
 
 def test_an_encoding_is_kept_as_arrays_and_read_back_only_when_it_matches(shapes16, tmp_path):

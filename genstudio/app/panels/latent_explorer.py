@@ -157,6 +157,7 @@ class LatentExplorer(QWidget):
         super().__init__(parent)
         self.loaded: LoadedRun | None = None
         self.encoded: jobs.EncodedData | None = None
+        self.estimate: jobs.EncodingEstimate | None = None  # an encoding waiting for Encode
         self.z: torch.Tensor | None = None        # the current latent (D,)
         self.origin: torch.Tensor | None = None   # where Reset returns
         self.interpolation: jobs.Interpolation | None = None
@@ -164,6 +165,9 @@ class LatentExplorer(QWidget):
         self._stop_encoding = threading.Event()
         self._encode_stage, self._encode_started = "", 0.0
         self._raw = False
+        # An encoding expected to take longer starts only when Encode is pressed; the run's
+        # other jobs are not held up meanwhile.
+        self.encode_unasked_seconds = 20.0
         # Replaceable in tests: file dialogs and the gallery's selection.
         self.ask_open_image: Callable[[], str] = self._ask_open_image
         self.ask_save_path: Callable[[str], str] = self._ask_save_path
@@ -302,7 +306,7 @@ class LatentExplorer(QWidget):
                                          "Encode this many training images: the principal directions, the "
                                          "map and the factor check come from them", self.start_encoding)
         self.stop_encode_button = push_button("Stop", "stopEncodeButton",
-                                              "Stop and use the images encoded so far", self._stop_encoding.set)
+                                              "Stop and use the images encoded so far", self.stop_encoding)
         count_row.addWidget(self.encode_spin, 1)
         count_row.addWidget(self.encode_button)
         count_row.addWidget(self.stop_encode_button)
@@ -401,7 +405,7 @@ class LatentExplorer(QWidget):
     def show_unavailable(self, reason: str) -> None:
         """No run, or a run whose family has no latent: say why and disable everything."""
         self.cancel_work()
-        self.loaded = self.encoded = self.z = self.origin = self.interpolation = None
+        self.loaded = self.encoded = self.estimate = self.z = self.origin = self.interpolation = None
         self.caption.setText(reason)
         self.image_view.set_image(None)
         self.strip_view.set_image(None)
@@ -432,15 +436,15 @@ class LatentExplorer(QWidget):
         self._set_raw(True)
         self._set_latent(prior_latents(family.latent_dim, 1, self.seed_spin.value())[0], origin=True)
         if can_encode and self.isVisible():
-            self.start_encoding()
+            self.start_encoding(asked=False)
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt API
         super().showEvent(event)
         # Encoding costs a few seconds to minutes (GAN inversion optimises each latent), so it
         # starts when someone comes to look, not whenever a run is opened.
-        if (self.loaded is not None and self.encoded is None and not self.encode_jobs.is_busy()
-                and Capability.ENCODE in self.loaded.family.capabilities):
-            self.start_encoding()
+        if (self.loaded is not None and self.encoded is None and self.estimate is None
+                and not self.encode_jobs.is_working() and Capability.ENCODE in self.loaded.family.capabilities):
+            self.start_encoding(asked=False)
 
     def cancel_work(self) -> None:
         """Drop every pending result and stop an encoding (exports still finish writing)."""
@@ -591,18 +595,28 @@ class LatentExplorer(QWidget):
         self.map_view.set_marker(float(x), float(y))
 
     # -- encoding, the map and the probes -----------------------------------------------------
-    def start_encoding(self) -> None:
-        if self.loaded is None or self.encode_jobs.is_busy():
+    def start_encoding(self, asked: bool = True) -> None:
+        """Encode the chosen number of training images; `asked=False` (opening a run) first
+        times the encoder and, if the whole would take long, says how long and waits for Encode."""
+        if self.loaded is None or self.encode_jobs.is_working():
             return
         self._stop_encoding = threading.Event()
         self.encode_progress.setVisible(True)
         self.encode_progress.setRange(0, 0)
-        dataset = self.encoded.dataset if self.encoded is not None else None  # same run: same images
+        known = self.encoded or self.estimate
+        dataset = known.dataset if known is not None else None  # same run: same images
+        self.estimate = None
         self.encode_jobs.submit(partial(jobs.encode_for_explorer, self.loaded, self.encode_spin.value(),
-                                        SLIDERS, self._stop_encoding, dataset))
+                                        SLIDERS, self._stop_encoding, dataset,
+                                        ask_above_seconds=None if asked else self.encode_unasked_seconds))
         self._update_buttons()
 
+    def stop_encoding(self) -> None:
+        """End the running encoding after its current batch, keeping the images encoded so far."""
+        self._stop_encoding.set()
+
     def _on_encode_stage(self, text: str) -> None:
+        self.encode_progress.setRange(0, 0)  # a new stage: busy until it reports progress
         self.encode_status.setText(f"{text[:1].upper()}{text[1:]}…")
         self._encode_stage = text
         self._encode_started = time.perf_counter()
@@ -617,8 +631,11 @@ class LatentExplorer(QWidget):
             self.encode_status.setText(f"Encoding: {done:,} of {total:,} done, about {eta} left. "
                                        "Stop keeps what is done.")
 
-    def _on_encoded(self, data: jobs.EncodedData) -> None:
+    def _on_encoded(self, data: jobs.EncodedData | jobs.EncodingEstimate) -> None:
         self.encode_progress.setVisible(False)
+        if isinstance(data, jobs.EncodingEstimate):
+            self._on_estimate(data)
+            return
         self.encoded = data
         encoded = data.encoded
         stopped = f" (stopped at {len(encoded):,} of {encoded.requested:,})" if len(encoded) < encoded.requested else ""
@@ -640,6 +657,17 @@ class LatentExplorer(QWidget):
         self._update_marker()
         self._update_buttons()
         self.status.emit(f"Encoded {len(encoded):,} training images")
+
+    def _on_estimate(self, estimate: jobs.EncodingEstimate) -> None:
+        self.estimate = estimate
+        minutes = estimate.seconds / 60
+        took = f"about {minutes:.0f} min" if minutes >= 1.5 else f"about {estimate.seconds:.0f} s"
+        family = estimate.loaded.family.title
+        self.encode_status.setText(f"Encoding {estimate.count:,} training images with this {family} would take "
+                                   f"{took} on this machine (timed on a few). Press Encode to start, or "
+                                   "lower the count; Stop keeps what is done.")
+        self.map_view.show_message(f"No map yet: press Encode ({took} for {estimate.count:,} images).")
+        self._update_buttons()
 
     def _on_encode_failed(self, cause: str, _details: str) -> None:
         self.encode_progress.setVisible(False)
@@ -709,7 +737,7 @@ class LatentExplorer(QWidget):
     def _update_buttons(self) -> None:
         have_run = self.loaded is not None
         can_encode = have_run and Capability.ENCODE in self.loaded.family.capabilities
-        encoding = self.encode_jobs.is_busy()
+        encoding = self.encode_jobs.is_working()
         for widget in (self.randomise_button, self.reset_button, self.seed_button, self.seed_spin,
                        self.interpolate_button, self.mode_combo, self.steps_spin):
             widget.setEnabled(have_run)
