@@ -10,8 +10,11 @@ from app_helpers import ENDLESS, start_training, wait_idle
 from PySide6.QtCore import Qt
 
 from genstudio.app import workers
+from genstudio.core.data import load_source
+from genstudio.core.families import available_families, family_class
 from genstudio.core.families.vae import VAE
-from genstudio.core.run import RunDir, load_run
+from genstudio.core.run import RunDir, TrainSettings, load_run
+from genstudio.core.training import Trainer
 
 
 def run_dir_of(window) -> Path:
@@ -78,6 +81,29 @@ def test_continue_run_trains_the_open_run_further_in_its_own_folder(qtbot, windo
     assert {10, 20, 30, 40} <= set(window.metrics_plot.curve_data("bpd")[0].tolist())
     qtbot.waitUntil(lambda: window.loaded is not None and window.loaded.step == 40, timeout=30_000)
     assert panel.continue_button.isEnabled()
+
+
+@pytest.mark.parametrize("family", available_families())
+def test_every_knob_survives_config_json_and_continue(qtbot, window, tmp_path, dataset_cache, family):
+    # A GAN's "Adam betas" (a tuple field) once came back from config.json as [] and disabled Start.
+    run = tmp_path / f"{family}-run"
+    settings = TrainSettings(family=family, data="builtin:shapes", size=8, steps=1, batch=4,
+                             family_config=dict(family_class(family).TINY), sample_every=0,
+                             checkpoint_every=0, eval_images=0)
+    for _event in Trainer(settings, str(run), dataset=load_source("builtin:shapes", 8, cache_dir=dataset_cache)).run():
+        pass
+    window.ask_run_folder = lambda: str(run)
+    window.gallery.count_spin.setValue(1)
+    window.open_action.trigger()
+    qtbot.waitUntil(lambda: window.loaded is not None and window.loaded.run.path == run, timeout=30_000)
+    panel = window.training_panel
+    panel.steps_spin.setValue(2)
+    with qtbot.waitSignal(window.training_ended, timeout=60_000):
+        qtbot.mouseClick(panel.continue_button, Qt.MouseButton.LeftButton)
+    assert panel.config_form.invalid_fields() == []
+    assert panel.values()["family_config"] == dataclasses.asdict(load_run(run).family.config)
+    qtbot.waitUntil(lambda: window.loaded is not None and window.loaded.step == 2, timeout=30_000)
+    assert panel.start_button.isEnabled() and panel.continue_button.isEnabled()
 
 
 def test_pause_holds_the_step_and_resume_continues(qtbot, window):
