@@ -489,7 +489,8 @@ def _add_sample(sub: Any) -> None:
     p.add_argument("--n", type=_count, required=True,
                    help=f"number of images (made and written {SAMPLING_BATCH} at a time, so any number fits in memory)")
     p.add_argument("--seed", type=_seed, required=True, help=f"0 to {MAX_SEED}")
-    p.add_argument("--out", required=True, help="folder for sample_XXXX.png")
+    p.add_argument("--out", required=True, help="folder for RUN-seedSEED-NNNN.png (a name already taken gets -2, -3, …)")
+    p.add_argument("--overwrite", action="store_true", help="replace files of the same names instead")
     p.add_argument("--grid", help=f"also write all samples as one grid PNG here (at most {MAX_GRID} images)")
     p.add_argument("--label", help="class name, for class-conditional runs")
     p.add_argument("--scale", type=_count, default=1, help="integer upscaling of written PNGs (nearest)")
@@ -506,7 +507,9 @@ def _sample(args: argparse.Namespace) -> int:
         MAX_GRID,
         export_grid,
         export_images,
+        export_stem,
         generate_in_batches,
+        kept_beside,
         label_index,
         provenance,
     )
@@ -520,9 +523,12 @@ def _sample(args: argparse.Namespace) -> int:
     if options:
         extra["options"] = json.dumps(options, sort_keys=True)
     meta = provenance(loaded, args.seed, **extra)
-    written, kept, progress = 0, [], _ProgressLine("writing samples")
+    written, beside, kept, progress = 0, 0, [], _ProgressLine("writing samples")
     for start, images in generate_in_batches(loaded, args.n, args.seed, label, options):
-        written += len(export_images(images, args.out, meta, scale=args.scale, first_index=start))
+        paths = export_images(images, args.out, meta, export_stem(loaded, args.seed), scale=args.scale,
+                              first_index=start, overwrite=args.overwrite)
+        written += len(paths)
+        beside += sum(map(kept_beside, paths))
         if args.grid:
             kept.append(images)
         progress(written, args.n)
@@ -530,6 +536,8 @@ def _sample(args: argparse.Namespace) -> int:
     if args.grid:
         export_grid(np.concatenate(kept), args.grid, meta)
     print(f"wrote {written} images to {args.out}" + (f" and a grid to {args.grid}" if args.grid else ""))
+    if beside:
+        print(f"{beside} of them named -2, -3, … beside files already there (--overwrite replaces those)")
     return 0
 
 

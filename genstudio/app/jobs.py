@@ -51,7 +51,7 @@ from genstudio.core.metrics.evaluate import (
 )
 from genstudio.core.metrics.features import InceptionExtractor, download_inception, get_extractor
 from genstudio.core.run import LoadedRun, RunDir, load_run
-from genstudio.core.sampling import export_grid, export_images, generate, provenance
+from genstudio.core.sampling import export_grid, export_images, export_stem, generate, provenance
 
 from .imaging import to_qimage
 from .workers import Job, describe_error
@@ -159,7 +159,7 @@ def export(request: ExportRequest, job: Job) -> list[Path]:
     if request.kind == "grid":
         images = samples.images if request.indices is None else samples.images[request.indices]
         return [export_grid(images, request.target, metadata)]
-    return export_images(samples.images, request.target, metadata, request.indices)
+    return export_images(samples.images, request.target, metadata, export_stem(loaded, samples.seed), request.indices)
 
 
 # -- evaluation -------------------------------------------------------------------------------

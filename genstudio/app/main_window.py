@@ -11,7 +11,6 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QThread, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QKeyEvent
 from PySide6.QtWidgets import (
-    QFileDialog,
     QGroupBox,
     QLabel,
     QMainWindow,
@@ -29,8 +28,9 @@ from genstudio.core.families.base import suggestion_reason
 from genstudio.core.metrics.evaluate import describe_evaluation
 from genstudio.core.paths import new_run_dir
 from genstudio.core.run import BOOKKEEPING_KEYS, RunError, TrainSettings
+from genstudio.core.sampling import kept_beside
 
-from . import jobs
+from . import file_dialogs, jobs
 from .capabilities import panel_enabled
 from .imaging import PixelView, to_qimage
 from .layout import click_if_enabled, group_box, make_action, scrolling
@@ -473,7 +473,7 @@ class MainWindow(QMainWindow):
 
     def ask_run_folder(self) -> str:
         """The Open run dialog; tests replace this method to bypass it."""
-        return QFileDialog.getExistingDirectory(self, "Open a genstudio run folder")
+        return file_dialogs.choose_folder(self, "Open a genstudio run folder", file_dialogs.RUNS)
 
     def _available_pretrained(self) -> list:
         try:
@@ -556,8 +556,10 @@ class MainWindow(QMainWindow):
         self.gallery.export_all()
 
     def _on_exported(self, paths: list) -> None:
-        where = paths[0] if len(paths) == 1 else paths[0].parent
-        self._status(f"Exported {len(paths)} image{'s' * (len(paths) != 1)} to {where}")
+        where = paths[0] if len(paths) == 1 else f"{paths[0].parent} as {paths[0].name}, …"
+        beside = sum(map(kept_beside, paths))
+        note = f"; {beside} named -2, -3, … beside files already there (nothing replaced)" if beside else ""
+        self._status(f"Exported {len(paths)} image{'s' * (len(paths) != 1)} to {where}{note}")
 
     # -- shutdown -------------------------------------------------------------------------
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt API

@@ -9,9 +9,10 @@ TEMP_TAG in their names, so that cleaning up only ever deletes files this progra
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,25 +20,53 @@ TEMP_TAG = ".genstudio-"  # temporary files are named .NAME.genstudio-RANDOM.tmp
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `target`; on success it replaces `target` atomically."""
+def atomic_path(target: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary path next to `target`; on success it becomes `target` atomically.
+    `replace=False`: an existing `target` is kept and FileExistsError raised instead."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}{TEMP_TAG}", suffix=".tmp", dir=target.parent)
+        tmp = _new_temp_file(target)
     except OSError as exc:  # name the file being written, not a temporary name nobody knows
         raise OSError(exc.errno, exc.strerror, str(target)) from None
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        if replace:
+            os.replace(tmp, target)
+        else:
+            _move_unless_taken(tmp, target)
         _fsync_dir(target.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _new_temp_file(target: Path) -> Path:
+    """An empty file of our own beside `target`, with the permissions the user's umask gives a
+    new file (tempfile.mkstemp's are 0600, which the final file would keep)."""
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}{TEMP_TAG}{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(target))
+
+
+def _move_unless_taken(tmp: Path, target: Path) -> None:
+    try:
+        os.link(tmp, target)  # fails if target exists, atomically
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links (FAT): check, then move
+        if target.exists():
+            raise FileExistsError(errno.EEXIST, "file exists", str(target)) from None
+        os.replace(tmp, target)
+        return
+    tmp.unlink()
 
 
 def temp_pattern(target: str | os.PathLike) -> str:
@@ -54,8 +83,8 @@ def remove_stale_temps(target: str | os.PathLike) -> None:
             stale.unlink()
 
 
-def write_atomic(target: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    with atomic_path(target) as tmp:
+def write_atomic(target: str | os.PathLike, write: Callable[[Path], None], replace: bool = True) -> None:
+    with atomic_path(target, replace) as tmp:
         write(tmp)
 
 

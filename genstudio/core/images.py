@@ -44,8 +44,9 @@ def to_pil(image: np.ndarray) -> Image.Image:
 
 
 def save_png(path: str | os.PathLike, image: np.ndarray, metadata: dict[str, Any] | None = None,
-             scale: int = 1) -> None:
+             scale: int = 1, replace: bool = True) -> None:
     """Write one (H, W, C) uint8 image as PNG atomically; metadata goes into tEXt chunks.
+    `replace=False`: an existing file is kept and FileExistsError raised.
 
     No timestamps are written, so the same pixels and metadata give the same bytes."""
     pil = to_pil(image)
@@ -54,7 +55,7 @@ def save_png(path: str | os.PathLike, image: np.ndarray, metadata: dict[str, Any
     info = PngImagePlugin.PngInfo()
     for key, value in (metadata or {}).items():
         info.add_text(f"genstudio:{key}", str(value))
-    write_atomic(path, lambda tmp: pil.save(tmp, format="PNG", pnginfo=info))
+    write_atomic(path, lambda tmp: pil.save(tmp, format="PNG", pnginfo=info), replace)
 
 
 def read_png_metadata(path: str | os.PathLike) -> dict[str, str]:

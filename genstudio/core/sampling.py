@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,17 +83,38 @@ def provenance(loaded: LoadedRun, seed: int | None, **extra: object) -> dict[str
     return {"family": loaded.family.name, "run": loaded.name, "step": loaded.step, **seeded, **extra}
 
 
-def export_images(images: np.ndarray, out_dir: str | os.PathLike, metadata: dict[str, object],
-                  indices: list[int] | None = None, scale: int = 1, first_index: int = 0) -> list[Path]:
-    """Write the chosen images (default: all) as sample_XXXX.png with metadata, numbered from
-    `first_index` (a later batch of a long sampling); returns paths."""
+def export_stem(loaded: LoadedRun, seed: int) -> str:
+    """The start of exported samples' file names: which run and seed made them."""
+    return f"{loaded.name}-seed{seed}"
+
+
+_KEPT_BESIDE = re.compile(r"-\d{4}-\d+\.png$")
+
+
+def kept_beside(path: Path) -> bool:
+    """Whether export_images named this file -2, -3, … because its own name was taken."""
+    return bool(_KEPT_BESIDE.search(path.name))
+
+
+def export_images(images: np.ndarray, out_dir: str | os.PathLike, metadata: dict[str, object], stem: str,
+                  indices: list[int] | None = None, scale: int = 1, first_index: int = 0,
+                  overwrite: bool = False) -> list[Path]:
+    """Write the chosen images (default: all) as STEM-NNNN.png with metadata, numbered from
+    `first_index` (a later batch of a long sampling); returns paths. A file already there is
+    kept unless `overwrite`: the image goes to STEM-NNNN-2.png (-3, …) instead."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in indices if indices is not None else range(len(images)):
         number = first_index + i
-        path = out / f"sample_{number:04d}.png"
-        save_png(path, images[i], {**metadata, "index": number}, scale=scale)
+        name = f"{stem}-{number:04d}"
+        for copy in itertools.count(1):
+            path = out / (f"{name}.png" if copy == 1 else f"{name}-{copy}.png")
+            try:
+                save_png(path, images[i], {**metadata, "index": number}, scale=scale, replace=overwrite)
+                break
+            except FileExistsError:
+                continue
         paths.append(path)
     return paths
 

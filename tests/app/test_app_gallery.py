@@ -89,7 +89,8 @@ def test_export_selected_all_and_grid_write_pngs_with_provenance(qtbot, opened, 
     gallery.ask_folder = lambda: str(tmp_path / "picked")
     paths = wait_exported(qtbot, opened, lambda: qtbot.mouseClick(
         gallery.export_selected_button, Qt.MouseButton.LeftButton))
-    assert sorted(p.name for p in paths) == ["sample_0000.png", "sample_0005.png"]
+    seed = gallery.samples.seed
+    assert sorted(p.name for p in paths) == [f"{trained_run.name}-seed{seed}-{i:04d}.png" for i in (0, 5)]
     meta = read_png_metadata(paths[1])
     assert meta["family"] == "vae" and meta["run"] == trained_run.name
     assert meta["step"] == "30" and meta["seed"] == str(gallery.samples.seed)
@@ -99,6 +100,12 @@ def test_export_selected_all_and_grid_write_pngs_with_provenance(qtbot, opened, 
 
     everything = wait_exported(qtbot, opened, lambda: gallery.export_all(str(tmp_path / "all")))
     assert len(everything) == 36 and all(p.is_file() for p in everything)
+    # Into the same folder again: the first export stays, and the status bar says so.
+    before = {p: p.read_bytes() for p in everything}
+    again = wait_exported(qtbot, opened, lambda: gallery.export_all(str(tmp_path / "all")))
+    assert {p.name for p in again} == {p.name.replace(".png", "-2.png") for p in everything}
+    assert all(p.read_bytes() == data for p, data in before.items())
+    assert "36 named -2, -3, … beside files already there (nothing replaced)" in opened.statusBar().currentMessage()
 
     gallery.tiles.clearSelection()
     gallery.ask_grid_file = lambda: str(tmp_path / "grid.png")

@@ -58,11 +58,23 @@ def test_same_run_and_seed_give_byte_identical_pngs(trained_run, tmp_path):
     genstudio("sample", trained_run, "--n", "5", "--seed", "11", "--out", tmp_path / "b", "--grid", tmp_path / "b.png")
     genstudio("sample", trained_run, "--n", "5", "--seed", "12", "--out", tmp_path / "c")
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == [f"sample_{i:04d}.png" for i in range(5)]
+    assert names == [f"{trained_run.name}-seed11-{i:04d}.png" for i in range(5)]
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
-    assert any((tmp_path / "a" / n).read_bytes() != (tmp_path / "c" / n).read_bytes() for n in names)
+    others = sorted((tmp_path / "c").iterdir())
+    assert [p.name for p in others] == [f"{trained_run.name}-seed12-{i:04d}.png" for i in range(5)]
+    assert any((tmp_path / "a" / n).read_bytes() != p.read_bytes() for n, p in zip(names, others, strict=True))
+    # Again into the same folder: the first files stay, the new ones go beside them, and it says so.
+    before = {n: (tmp_path / "a" / n).read_bytes() for n in names}
+    out = genstudio("sample", trained_run, "--n", "2", "--seed", "12", "--out", tmp_path / "a").stdout
+    assert "0 of them" not in out and "beside" not in out  # seed 12's names were free
+    out = genstudio("sample", trained_run, "--n", "2", "--seed", "11", "--out", tmp_path / "a").stdout
+    assert "2 of them named -2, -3, … beside files already there" in out
+    assert all((tmp_path / "a" / n).read_bytes() == data for n, data in before.items())
+    assert (tmp_path / "a" / names[1].replace(".png", "-2.png")).is_file()
+    genstudio("sample", trained_run, "--n", "1", "--seed", "12", "--out", tmp_path / "a", "--overwrite")
+    assert not (tmp_path / "a" / f"{trained_run.name}-seed12-0000-2.png").exists()
     with Image.open(tmp_path / "a" / names[0]) as im:
         assert im.size == (16, 16)  # the model's resolution
     meta = read_png_metadata(tmp_path / "a" / names[0])

@@ -201,14 +201,14 @@ def test_a_long_sampling_is_made_in_batches_and_reproducible(capsys, tmp_path, r
     assert sizes == [16, 16, 8]  # never more than a batch at once
     assert run_main(capsys, "sample", run, "--n", "40", "--seed", "5", "--out", tmp_path / "b")[0] == 0
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert len(names) == 40 and names[-1] == "sample_0039.png"
+    assert len(names) == 40 and names[-1] == f"{run.name}-seed5-0039.png"
     assert all((tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes() for n in names)
     assert run_main(capsys, "sample", run, "--n", "16", "--seed", "5", "--out", tmp_path / "c")[0] == 0
     assert all((tmp_path / "c" / n).read_bytes() == (tmp_path / "a" / n).read_bytes()
                for n in os.listdir(tmp_path / "c"))  # the first batch is the short call's
     other = run_main(capsys, "sample", run, "--n", "40", "--seed", "6", "--out", tmp_path / "d")
     assert other[0] == 0
-    later = [(tmp_path / d / "sample_0020.png").read_bytes() for d in ("a", "d")]
+    later = [(tmp_path / d / f"{run.name}-seed{seed}-0020.png").read_bytes() for d, seed in (("a", 5), ("d", 6))]
     assert later[0] != later[1]
     assert "--grid holds at most" in one_line(capsys, "sample", run, "--n", "5000", "--seed", "0", "--out",
                                               tmp_path / "e", "--grid", tmp_path / "g.png")

@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import re
+import stat
 
 import numpy as np
 import pytest
@@ -58,6 +59,41 @@ def test_temporary_files_are_named_so_that_only_ours_are_removed(tmp_path):
     _train(run, dataclasses.replace(TINY, steps=3), resume=True)
     assert not stale.exists()
     assert all(path.read_text() == "the user's" for path in mine)
+
+
+def test_a_write_that_must_not_replace_keeps_the_file_there_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "picture.png"
+    target.write_bytes(b"the user's")
+    with pytest.raises(FileExistsError):
+        atomic.write_atomic(target, lambda tmp: tmp.write_bytes(b"ours"), replace=False)
+    assert target.read_bytes() == b"the user's" and os.listdir(tmp_path) == ["picture.png"]
+    atomic.write_atomic(tmp_path / "new.png", lambda tmp: tmp.write_bytes(b"ours"), replace=False)
+    assert (tmp_path / "new.png").read_bytes() == b"ours"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_get_the_users_umask(tmp_path, umask):
+    before = os.umask(umask)
+    try:
+        atomic.write_atomic(tmp_path / "a.png", lambda tmp: tmp.write_bytes(b"x"))
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE((tmp_path / "a.png").stat().st_mode) == 0o666 & ~umask
+
+
+def test_exports_are_named_by_run_seed_and_index_and_never_replace_a_file(tmp_path):
+    from genstudio.core.sampling import export_images, kept_beside
+
+    images = np.arange(3 * 4 * 4 * 3, dtype=np.uint8).reshape(3, 4, 4, 3)
+    first = export_images(images, tmp_path, {"seed": 7}, "myrun-seed7", indices=[0, 2])
+    assert [p.name for p in first] == ["myrun-seed7-0000.png", "myrun-seed7-0002.png"]
+    before = {p: p.read_bytes() for p in first}
+    again = export_images(images[::-1].copy(), tmp_path, {"seed": 7}, "myrun-seed7", indices=[0, 2])
+    assert [p.name for p in again] == ["myrun-seed7-0000-2.png", "myrun-seed7-0002-2.png"]
+    assert all(p.read_bytes() == data for p, data in before.items())  # the first export is untouched
+    assert [kept_beside(p) for p in first + again] == [False, False, True, True]
+    replaced = export_images(images[::-1].copy(), tmp_path, {"seed": 7}, "myrun-seed7", indices=[0], overwrite=True)
+    assert replaced == first[:1] and replaced[0].read_bytes() == again[0].read_bytes()
 
 
 def test_a_new_run_is_refused_in_a_folder_holding_other_files(tmp_path):

@@ -19,7 +19,6 @@ from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPixmap, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
-    QFileDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -44,6 +43,7 @@ from genstudio.core.compare import (
 )
 from genstudio.core.paths import runs_dir
 
+from .. import file_dialogs
 from ..layout import push_button
 from ..workers import Job, TaskRunner
 from .evaluation import EvaluationDialog
@@ -202,7 +202,7 @@ class ComparisonView(QWidget):
 
     def ask_run_folder(self) -> str:
         """The Add run folder dialog; tests replace this method to bypass it."""
-        return QFileDialog.getExistingDirectory(self, "Add a genstudio run folder")
+        return file_dialogs.choose_folder(self, "Add a genstudio run folder", file_dialogs.RUNS)
 
     def add_run(self, path: str | Path) -> None:
         self.show_message(f"Reading {path}…")
@@ -379,8 +379,7 @@ class ComparisonView(QWidget):
 
     def ask_save_file(self, title: str, name: str, filters: str) -> str:
         """The export file dialog; tests replace this method to bypass it."""
-        path, _ = QFileDialog.getSaveFileName(self, title, name, filters)
-        return path
+        return file_dialogs.save_file(self, title, name, filters)
 
     def open_evaluation(self) -> None:
         """Show the evaluation dialog for the ticked runs (it stays open beside the window)."""

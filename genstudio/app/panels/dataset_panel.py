@@ -10,7 +10,6 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -25,6 +24,7 @@ from PySide6.QtWidgets import (
 from genstudio.core.data import BUILTIN_DATASETS, SkippedFile
 from genstudio.core.paths import data_home
 
+from .. import file_dialogs
 from ..imaging import PixelView
 from ..jobs import DatasetPreview, DatasetRequest
 
@@ -122,7 +122,7 @@ class DatasetPanel(QWidget):
 
     def ask_folder(self) -> str:
         """The folder dialog; tests replace this method to bypass it."""
-        return QFileDialog.getExistingDirectory(self, "Choose a folder of images")
+        return file_dialogs.choose_folder(self, "Choose a folder of images")
 
     def _on_folder_clicked(self) -> None:
         path = self.ask_folder()

@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDialog,
-    QFileDialog,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -44,7 +43,7 @@ from genstudio.core.metrics.features import (
 from genstudio.core.metrics.memorisation import NEAR_COPY_RMS
 from genstudio.core.preferences import INCEPTION_WEIGHTS, set_preference
 
-from .. import jobs
+from .. import file_dialogs, jobs
 from ..imaging import scaled_pixmap
 from ..layout import push_button
 from ..workers import TaskRunner
@@ -237,9 +236,8 @@ class EvaluationDialog(QDialog):
 
     def ask_open_file(self) -> str:
         """The file dialog; tests replace this method to bypass it."""
-        path, _ = QFileDialog.getOpenFileName(self, "Inception-v3 weights (TorchScript)", "",
-                                              "TorchScript files (*.pt *.pth *.ts);;All files (*)")
-        return path
+        return file_dialogs.open_file(self, "Inception-v3 weights (TorchScript)",
+                                      "TorchScript files (*.pt *.pth *.ts);;All files (*)")
 
     def use_weights_file(self, path: str) -> None:
         self.weights_jobs.submit(partial(jobs.check_inception_file, str(path)))

@@ -13,7 +13,6 @@ from PySide6.QtGui import QIcon, QPainter, QPen
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
-    QFileDialog,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -30,6 +29,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from genstudio.core.sampling import export_stem
+
+from .. import file_dialogs
 from ..imaging import ImageDialog, PixelView, scaled_pixmap
 from ..jobs import ExportRequest, Samples, SamplingPreview
 from ..layout import push_button
@@ -270,12 +272,12 @@ class Gallery(QWidget):
 
     def ask_folder(self) -> str:
         """The export folder dialog; tests replace this method to bypass it."""
-        return QFileDialog.getExistingDirectory(self, "Export samples to folder")
+        return file_dialogs.choose_folder(self, "Export samples to folder")
 
     def ask_grid_file(self) -> str:
         """The grid file dialog; tests replace this method to bypass it."""
-        path, _ = QFileDialog.getSaveFileName(self, "Export grid", "grid.png", "PNG images (*.png)")
-        return path
+        name = f"{export_stem(self.samples.loaded, self.samples.seed)}-grid.png" if self.samples else "grid.png"
+        return file_dialogs.save_file(self, "Export grid", name, "PNG images (*.png)")
 
     def enlarge(self, row: int) -> ImageDialog | None:
         if self.samples is None or not 0 <= row < len(self.samples.tiles):

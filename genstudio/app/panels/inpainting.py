@@ -21,7 +21,6 @@ from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -43,7 +42,7 @@ from genstudio.core.inpainting import fit_to_model, load_mask
 from genstudio.core.masks import MaskHistory
 from genstudio.core.run import LoadedRun
 
-from .. import jobs
+from .. import file_dialogs, jobs
 from ..imaging import PixelView, to_qimage
 from ..layout import push_button, scrolling
 from ..workers import Job, TaskRunner
@@ -679,15 +678,13 @@ class InpaintPanel(QWidget):
         self.status.emit(message)
 
     def _ask_open_image(self) -> str:
-        path, _ = QFileDialog.getOpenFileName(self, "Open an image", "", IMAGE_FILTER)
-        return path
+        return file_dialogs.open_file(self, "Open an image", IMAGE_FILTER)
 
     def _ask_save_path(self, name: str) -> str:
-        path, _ = QFileDialog.getSaveFileName(self, "Export", name, "PNG image (*.png)")
-        return path
+        return file_dialogs.save_file(self, "Export", name, "PNG image (*.png)")
 
     def _ask_run_folder(self) -> str:
-        return QFileDialog.getExistingDirectory(self, "A run folder to compare")
+        return file_dialogs.choose_folder(self, "A run folder to compare", file_dialogs.RUNS)
 
 
 def _tile_list(name: str) -> QListWidget:

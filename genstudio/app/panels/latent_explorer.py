@@ -20,7 +20,6 @@ from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
-    QFileDialog,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -38,7 +37,7 @@ from genstudio.core.families import Capability
 from genstudio.core.latent import INTERPOLATION_MODES, Endpoint, prior_latents
 from genstudio.core.run import LoadedRun
 
-from .. import jobs
+from .. import file_dialogs, jobs
 from ..imaging import PixelView, to_qimage
 from ..layout import push_button, scrolling
 from ..workers import LatestOnlyRunner, TaskRunner
@@ -757,12 +756,9 @@ class LatentExplorer(QWidget):
         self.status.emit(message)
 
     def _ask_open_image(self) -> str:
-        path, _ = QFileDialog.getOpenFileName(self, "Open an image", "",
-                                              "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff)")
-        return path
+        return file_dialogs.open_file(self, "Open an image", "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff)")
 
     def _ask_save_path(self, suffix: str) -> str:
         kind = "Animated GIF (*.gif)" if suffix == ".gif" else "PNG image (*.png)"
-        path, _ = QFileDialog.getSaveFileName(self, "Export the interpolation", f"interpolation{suffix}", kind)
-        return path
+        return file_dialogs.save_file(self, "Export the interpolation", f"interpolation{suffix}", kind)
 
