@@ -125,6 +125,11 @@ def export_inpainting(path: str | os.PathLike[str], image: np.ndarray, fill: np.
     out.parent.mkdir(parents=True, exist_ok=True)
     mask_path = out.with_name(f"{out.stem}-mask.png")
     strip_path = out.with_name(f"{out.stem}-before-after.png")
+    # Replacing `path` (asked in the save dialog) replaces its companions; a new name must not
+    # replace files that merely look like companions.
+    taken = [p.name for p in (mask_path, strip_path) if p.exists()] if not out.exists() else []
+    if taken:
+        raise InpaintError(f"{' and '.join(taken)} already there; export under another name")
     meta = {**metadata, "filled_pixels": int(fill.sum())}
     save_png(out, result, meta, scale=scale)
     save_png(mask_path, mask_image(fill), {**meta, "mask": "white = fill, black = keep"}, scale=scale)

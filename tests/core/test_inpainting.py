@@ -188,6 +188,14 @@ def test_export_writes_result_mask_and_strip_with_provenance(tmp_path):
     assert (hole_panel[fill][:, 0] > hole_panel[fill][:, 1]).all()  # tinted red
     with pytest.raises(InpaintError, match=r"\.png"):
         export_inpainting(tmp_path / "x.jpg", image, fill, result, {})
+    # Replacing the result (the save dialog asked) replaces its companions; a new name never
+    # replaces a file that only looks like one.
+    assert export_inpainting(paths[0], image, fill, image, {}) == paths
+    (tmp_path / "out" / "other-mask.png").write_bytes(b"the user's")
+    with pytest.raises(InpaintError, match="other-mask.png already there"):
+        export_inpainting(tmp_path / "out" / "other.png", image, fill, result, {})
+    assert (tmp_path / "out" / "other-mask.png").read_bytes() == b"the user's"
+    assert not (tmp_path / "out" / "other.png").exists()
 
 
 def test_the_smooth_fill_is_the_harmonic_interpolation_of_the_known_pixels():
