@@ -93,3 +93,17 @@ def test_many_metric_toggles_wrap_onto_lines_inside_the_plots_width(qtbot, plot)
     assert plot.plot.height() > plot.height() // 3  # the curves keep most of the room
     plot.clear()
     assert plot.metric_row.count() == 1  # only the "Show:" label is left
+
+
+@pytest.mark.parametrize("step, value", [(10, 7.91734011515361), (0, 0.0), (500, -3.5)])
+def test_one_point_gets_readable_axes_around_it(qtbot, plot, step, value):
+    # pyqtgraph padded a one-value range by 1e-14, labelling ticks like 7.91734011515361.
+    plot.add_record(step, {"bpd": value})
+    plot.refresh()
+    (x_low, x_high), (y_low, y_high) = plot.plot.getPlotItem().getViewBox().viewRange()
+    assert x_low < step < x_high and x_high - x_low >= 1
+    assert y_low < value < y_high and y_high - y_low >= 0.5
+    plot.add_record(step + 10, {"bpd": value + 100})  # two values: auto-ranged again
+    plot.refresh()
+    (x_low, x_high), (y_low, y_high) = plot.plot.getPlotItem().getViewBox().viewRange()
+    assert x_low <= step and x_high >= step + 10 and y_low <= value and y_high >= value + 100

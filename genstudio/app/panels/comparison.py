@@ -47,7 +47,7 @@ from .. import file_dialogs
 from ..layout import push_button
 from ..workers import Job, TaskRunner
 from .evaluation import EvaluationDialog
-from .metrics_plot import COLOURS
+from .metrics_plot import COLOURS, fit_view
 
 # The metric plotted first: the one the most ticked runs share, and among those the first here.
 PREFERRED_METRICS = ("bpd", "fid", "eval_bpd", "loss", "g_loss")
@@ -282,10 +282,14 @@ class ComparisonView(QWidget):
     def _draw_curves(self) -> None:
         metric = self.metric_combo.currentText()
         self.plot.getPlotItem().setLabel("left", metric)
+        xs, ys = [], []
         for path, curve in self._curves.items():
             steps, values = self.summaries[path].curves.get(metric, ([], []))
             curve.setSymbol("o" if len(steps) <= SYMBOLS_UP_TO else None)
             curve.setData(np.asarray(steps, dtype=float), np.asarray(values, dtype=float))
+            xs += steps
+            ys += values
+        fit_view(self.plot.getPlotItem().getViewBox(), xs, ys)
 
     def curve_data(self, path: str) -> tuple[np.ndarray, np.ndarray]:
         """The drawn curve of a ticked run (for tests)."""

@@ -65,6 +65,20 @@ class _Series:
             self.add(step, value, alpha)
 
 
+def fit_view(view: pg.ViewBox, xs: list[float], ys: list[float], log_y: bool = False) -> None:
+    """Auto-range, except that an axis whose values are all one number (a first point) gets a
+    span around it: pyqtgraph pads it by a hair and labels ticks like 7.91734011515361."""
+    view.enableAutoRange()
+    view.updateAutoRange()  # now, not at the next paint: clipToView cuts curves to the old view
+    for values, set_range, is_y in ((xs, view.setXRange, False), (ys, view.setYRange, True)):
+        finite = [v for v in values if math.isfinite(v) and not (is_y and log_y and v <= 0)]
+        if not finite or max(finite) - min(finite) > 1e-9 * max(1.0, abs(max(finite))):
+            continue
+        centre = math.log10(finite[0]) if is_y and log_y else finite[0]
+        half = max(abs(centre) * 0.05, 0.5) if is_y and not log_y else 1.0
+        set_range(centre - half, centre + half, padding=0)
+
+
 class MetricsPlot(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -176,13 +190,17 @@ class MetricsPlot(QWidget):
 
     # -- presentation -------------------------------------------------------------------------
     def refresh(self) -> None:
-        for series in self._series.values():
-            if not series.checkbox.isChecked():
-                continue
+        shown = [series for series in self._series.values() if series.checkbox.isChecked()]
+        for series in shown:
             x = np.asarray(series.steps)
             series.raw.setData(x, np.asarray(series.values))
             series.smooth.setData(x, np.asarray(series.smoothed))
             series.raw.setVisible(self._alpha > 0)
+            symbol = "o" if len(x) == 1 else None  # a line through one point draws nothing
+            if series.smooth.opts["symbol"] != symbol:
+                series.smooth.setSymbol(symbol)
+        fit_view(self.plot.getPlotItem().getViewBox(), [v for s in shown for v in s.steps],
+                 [v for s in shown for v in (*s.values, *s.smoothed)], self.log_check.isChecked())
 
     def _apply_visibility(self, name: str) -> None:
         series = self._series[name]
@@ -196,6 +214,7 @@ class MetricsPlot(QWidget):
 
     def _set_log(self, on: bool) -> None:
         self.plot.getPlotItem().setLogMode(y=on)
+        self.refresh()
 
     def _set_smoothing(self, value: int) -> None:
         self._alpha = value / 100
