@@ -365,8 +365,7 @@ class MainWindow(QMainWindow):
         worker.pause_changed.connect(self._on_pause_changed)
         worker.notice.connect(self._on_notice)
         worker.batch_lowered.connect(lambda event: self._status(event.message[:1].upper() + event.message[1:]))
-        worker.stopping.connect(lambda event: self._status(
-            f"Stopped at step {event.step:,}; saving a checkpoint, then drawing the last samples…"))
+        worker.stopping.connect(self._on_stopping)
         worker.training_finished.connect(self._on_training_finished)
         worker.cancelled.connect(self._on_training_cancelled)
         worker.failed.connect(self._on_training_failed)
@@ -413,6 +412,10 @@ class MainWindow(QMainWindow):
         self.training_panel.show_progress(event.step, event.total_steps, event.done)
         self.training_panel.show_speed(event.images_per_sec, event.eta_seconds)
         self.metrics_plot.add_record(event.step, event.metrics)
+
+    def _on_stopping(self, event) -> None:
+        self.training_panel.show_stopped(event.step)
+        self._status(f"Stopped at step {event.step:,}; saving a checkpoint, then drawing the last samples…")
 
     def _on_samples_ready(self, event) -> None:
         image = to_qimage(event.grid)

@@ -209,3 +209,30 @@ def test_the_options_form_shows_each_runs_own_values(qtbot):
     assert gallery.options_form.values() == {"start": "auto", "steps": 200, "step_size": 5.0, "noise": 0.0}
     gallery.set_run("no knobs", [], None)
     assert gallery.options_box.isHidden()
+
+
+def test_guidance_is_offered_only_for_a_class_conditional_model(qtbot):
+    from genstudio.app.panels.gallery import Gallery
+    from genstudio.core.families.diffusion import DiffusionSampleOptions
+
+    gallery = Gallery()
+    qtbot.addWidget(gallery)
+    gallery.regenerate = lambda: None  # no window behind this gallery to sample
+    editors = gallery.options_form.editors
+    gallery.set_run("unconditional", [], DiffusionSampleOptions())
+    assert editors["guidance"].isHidden() and not editors["steps"].isHidden()
+    gallery.set_run("conditional", ["circle", "square"], DiffusionSampleOptions())
+    assert not editors["guidance"].isHidden()  # the same form, its row shown again
+
+
+def test_the_training_form_offers_label_dropout_only_for_a_conditional_run(qtbot, window):
+    panel = window.training_panel
+    window.family_picker.select("diffusion")
+    qtbot.waitUntil(panel.conditional_check.isEnabled, timeout=30_000)  # the shapes have 3 classes
+    p_uncond = panel.config_form.editors["p_uncond"]
+    assert p_uncond.isHidden()
+    panel.conditional_check.setChecked(True)
+    assert not p_uncond.isHidden()
+    window.family_picker.select("vae")
+    window.family_picker.select("diffusion")  # a new form keeps to the box
+    assert not panel.config_form.editors["p_uncond"].isHidden()

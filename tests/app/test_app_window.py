@@ -96,6 +96,23 @@ def test_a_knob_with_fixed_choices_is_a_drop_down(window):
     assert window.training_panel.values()["family_config"]["loss"] == "wgan-gp"
 
 
+def test_a_knob_whose_empty_value_means_automatic_says_so_instead_of_showing_it(window):
+    # The GAN's () and 0 read as values; they mean "the loss's usual".
+    window.family_picker.select("gan")
+    form, panel = window.training_panel.config_form, window.training_panel
+    betas, n_critic = form.editors["adam_betas"], form.editors["n_critic"]
+    assert betas.text() == "" and betas.placeholderText() == "the loss's usual"
+    assert n_critic.value() == 0 and n_critic.text() == "the loss's usual"
+    assert panel.values()["family_config"]["adam_betas"] == () and panel.start_button.isEnabled()
+    betas.setText("(0.0, 0.9)")
+    n_critic.setValue(3)
+    assert (panel.values()["family_config"]["adam_betas"], panel.values()["family_config"]["n_critic"]) == ((0.0, 0.9), 3)
+    form.set_values({"adam_betas": [], "n_critic": 0})  # as config.json gives them back
+    assert betas.text() == "" and form.invalid_fields() == [] and panel.values()["family_config"]["adam_betas"] == ()
+    betas.setText("(0.5,")
+    assert form.invalid_fields() == ["Adam betas"] and not panel.start_button.isEnabled()
+
+
 def test_every_interactive_control_has_an_accessible_name(window):
     kinds = (QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit, QListWidget, QSlider, QCheckBox)
     unnamed = [w for kind in kinds for w in window.findChildren(kind)

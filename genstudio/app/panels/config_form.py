@@ -42,6 +42,8 @@ class ConfigForm(QWidget):
         # What the form itself last put in each knob (its default or a suggestion): a knob still
         # holding it is one the person has not changed, which the next suggestion may move.
         self._offered: dict[str, Any] = {}
+        self._conditional_only: tuple[str, ...] = ()
+        self._automatic: dict[str, str] = {}  # knob → what its empty value means (Config.AUTOMATIC)
 
     def set_config_class(self, config_cls: type | None) -> None:
         while self.layout_.rowCount():
@@ -49,10 +51,12 @@ class ConfigForm(QWidget):
         self.editors.clear()
         self._defaults.clear()
         self._offered.clear()
+        self._conditional_only = ()
         if config_cls is None:
             return
         self._comments = comments = _field_comments(config_cls)
         choices = field_choices(config_cls)
+        self._automatic = dict(getattr(config_cls, "AUTOMATIC", {}))
         for f in dataclasses.fields(config_cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             editor = self._editor_for(f.name, default, choices.get(f.name))
@@ -62,7 +66,16 @@ class ConfigForm(QWidget):
             self.layout_.addRow(_title(f.name), editor)
             self.editors[f.name] = editor
             self._defaults[f.name] = default
+            if f.name in self._automatic:
+                _show_automatic(editor, self._automatic[f.name])
         self._offered = dict(self._defaults)
+        self._conditional_only = tuple(getattr(config_cls, "CONDITIONAL_ONLY", ()))
+
+    def set_conditional(self, conditional: bool) -> None:
+        """Show the knobs that only class-conditional models use (a Config's CONDITIONAL_ONLY)
+        only for one."""
+        for name in self._conditional_only:
+            self.layout_.setRowVisible(self.editors[name], conditional)
 
     def suggest(self, values: dict[str, Any], reason: str) -> None:
         """Offer `values` ({knob: value}, the rest at their defaults) for the knobs the person
@@ -95,11 +108,11 @@ class ConfigForm(QWidget):
             editor.valueChanged.connect(self.changed)
         else:
             editor = QLineEdit(_format(default))
-            editor.textChanged.connect(lambda _text, e=editor, d=default: self._validate(e, d))
+            editor.textChanged.connect(lambda _text, e=editor, n=name: self._validate(e, n))
         return editor
 
-    def _validate(self, editor: QLineEdit, default: Any) -> None:
-        ok = _parse(editor.text(), default) is not _INVALID
+    def _validate(self, editor: QLineEdit, name: str) -> None:
+        ok = name not in self.editors or self._value(name) is not _INVALID  # not yet built: its default
         editor.setStyleSheet("" if ok else INVALID_STYLE)
         editor.setProperty("valid", ok)
         self.changed.emit()
@@ -117,13 +130,12 @@ class ConfigForm(QWidget):
                     raise ValueError(f"{_title(name)}: {value!r} is not one of the choices")
                 editor.setCurrentIndex(index)
             elif isinstance(editor, QLineEdit):
-                editor.setText(_format(value))
+                automatic = name in self._automatic and _is_empty(value)
+                editor.setText("" if automatic else _format(value))
 
     def invalid_fields(self) -> list[str]:
         """Labels of the fields whose text does not parse."""
-        return [_title(name) for name, editor in self.editors.items()
-                if isinstance(editor, QLineEdit)
-                and _parse(editor.text(), self._defaults[name]) is _INVALID]
+        return [_title(name) for name in self.editors if self._value(name) is _INVALID]
 
     def values(self) -> dict[str, Any]:
         """The edited config; raises ValueError naming a field that does not parse."""
@@ -143,6 +155,8 @@ class ConfigForm(QWidget):
             return editor.value()
         if isinstance(editor, QComboBox):
             return editor.currentData()
+        if name in self._automatic and not editor.text().strip():
+            return type(self._defaults[name])()  # the empty value: () or ""
         return _parse(editor.text(), self._defaults[name])
 
 
@@ -161,6 +175,21 @@ def _parse(text: str, default: Any) -> Any:
         return value if isinstance(value, type(default)) else _INVALID
     except (ValueError, SyntaxError, TypeError):
         return _INVALID
+
+
+def _is_empty(value: Any) -> bool:
+    return isinstance(value, (tuple, list, str)) and len(value) == 0
+
+
+def _show_automatic(editor: QWidget, meaning: str) -> None:
+    """Show `meaning` where the knob holds its empty value (0, (), "") instead of that value;
+    called on a new editor, which holds the default."""
+    if isinstance(editor, QSpinBox) and editor.minimum() == 0:
+        editor.setSpecialValueText(meaning)
+    elif isinstance(editor, QLineEdit):
+        editor.setPlaceholderText(meaning)
+        if editor.text() in ("()", "[]"):
+            editor.setText("")
 
 
 def _format(value: Any) -> str:

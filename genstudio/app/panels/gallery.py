@@ -169,6 +169,7 @@ class Gallery(QWidget):
             self.options_form.set_config_class(options_class)
         if sample_options is not None:  # this run's values, even when the form stayed
             self.options_form.set_values(dataclasses.asdict(sample_options))
+        self.options_form.set_conditional(bool(class_names))
         self.options_box.setVisible(sample_options is not None)
         self.regenerate()
 

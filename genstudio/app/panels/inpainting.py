@@ -623,7 +623,8 @@ class InpaintPanel(QWidget):
                 item.setToolTip(f"{entry.name}: {entry.error}")
             self.compare_list.addItem(item)
         failed = [e for e in compared if e.tile is None]
-        self.compare_label.setText(f"{len(compared) - len(failed)} runs, seed {self.seed_spin.value()}"
+        filled = len(compared) - len(failed)
+        self.compare_label.setText(f"{filled} run{'s' * (filled != 1)}, seed {self.seed_spin.value()}"
                                    + (f"; {len(failed)} could not fill (hover for why)" if failed else ""))
         self._update_buttons()
 

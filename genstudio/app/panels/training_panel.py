@@ -135,6 +135,7 @@ class TrainingPanel(QWidget):
         self.model_box = QGroupBox("Model")
         self.config_form = ConfigForm()
         self.config_form.changed.connect(self._update_buttons)
+        self.conditional_check.toggled.connect(self.config_form.set_conditional)
         QVBoxLayout(self.model_box).addWidget(self.config_form)
 
     def _build_controls(self) -> None:
@@ -199,6 +200,7 @@ class TrainingPanel(QWidget):
     def set_family(self, title: str, config_cls: type | None) -> None:
         self.model_box.setTitle(f"Model · {title}")
         self.config_form.set_config_class(config_cls)
+        self.config_form.set_conditional(self.conditional_check.isChecked())
         self._update_buttons()
 
     def set_conditional_allowed(self, allowed: bool, reason: str = "") -> None:
@@ -327,6 +329,17 @@ class TrainingPanel(QWidget):
             self.progress.setValue(self.progress.maximum())
         else:
             self.show_progress(step, max(step, self.progress.maximum()))
+        self.eta_label.clear()
+
+    def show_stopped(self, step: int) -> None:
+        """Stop was pressed and the loop has left at `step` (the step the checkpoint holds, not
+        the last one logged); no speed or ETA belongs to the end-of-run work that follows."""
+        if self._time_limited:
+            self.progress.setFormat(f"step {step:,} · %p%")
+        else:
+            self.show_progress(step, self.progress.maximum())
+        self.speed_label.clear()
+        self.eta_label.clear()
 
     def show_loading(self, done: int, total: int) -> None:
         self.progress.setFormat("loading data %v / %m")

@@ -710,6 +710,7 @@ class DiffusionConfig:
 
     # Runs saved before the learned decoder existed have the fixed one.
     EARLIER_VALUES: ClassVar[dict[str, Any]] = {"decoder": "fixed"}
+    CONDITIONAL_ONLY: ClassVar[tuple[str, ...]] = ("p_uncond",)  # forms hide these for other runs
 
     def __post_init__(self) -> None:
         at_least(self, 2, "timesteps")
@@ -733,6 +734,8 @@ class DiffusionSampleOptions:
     eta: float = 0.0          # DDIM noise: 0 deterministic, 1 ancestral on the sub-sequence
     guidance: float = 2.0     # classifier-free guidance: 1 plain conditional, 0 unconditional (conditional models only)
     clip: bool = True         # clip each x_0 prediction to the pixel range (cleaner samples)
+
+    CONDITIONAL_ONLY: ClassVar[tuple[str, ...]] = ("guidance",)
 
     def __post_init__(self) -> None:
         if self.sampler not in ("ddim", "dpm++2m", "dpm++2m-sde", "ddpm"):

@@ -58,6 +58,9 @@ class GANConfig:
     inversion_restarts: int = 4    # seeded random starts per image; the best fit is kept
     inversion_lr: float = 0.1      # Adam learning rate on z, cosine-decayed to 0 over the steps
 
+    # What the empty value of these knobs means; forms show it instead of () or 0.
+    AUTOMATIC: ClassVar[dict[str, str]] = {"adam_betas": "the loss's usual", "n_critic": "the loss's usual"}
+
     def __post_init__(self) -> None:
         at_least(self, 1, "latent_dim", "base_channels", "inversion_restarts")
         at_least(self, 0, "lr_generator", "lr_discriminator", "inversion_lr", "gp_weight")
