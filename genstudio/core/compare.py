@@ -20,8 +20,8 @@ from typing import Any
 from .paths import runs_dir
 from .run import BOOKKEEPING_KEYS, RunDir, RunError
 
-COLUMNS = ["run", "family", "data", "step", "extractor", "bpd", "bpd_kind", "fid", "kid", "precision",
-           "recall", "density", "coverage"]
+COLUMNS = ["run", "family", "data", "step", "bpd", "bpd_kind", "bpd_images", "extractor", "samples", "fid", "kid",
+           "precision", "recall", "density", "coverage"]
 FEATURE_FIGURES = ("fid", "kid", "precision", "recall", "density", "coverage")
 BASELINE_FAMILY = "baseline (per-pixel)"
 
@@ -35,6 +35,7 @@ class RunSummary:
     step: int
     curves: dict[str, tuple[list[int], list[float]]]
     final: dict[str, Any] = field(default_factory=dict)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)  # oldest first; final is the last
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def summarize_run(path: str | os.PathLike) -> RunSummary:
     last_step = max((int(r.get("step", 0)) for r in records), default=0)
     return RunSummary(str(run.path), run.path.name, config.get("family", "?"),
                       config.get("dataset", {}).get("source", config.get("settings", {}).get("data", "?")),
-                      last_step, curves, dict(evaluations[-1]) if evaluations else {})
+                      last_step, curves, dict(evaluations[-1]) if evaluations else {}, evaluations)
 
 
 def _is_evaluation(record: dict[str, Any]) -> bool:
@@ -91,6 +92,7 @@ def compare_runs(paths: list[str | os.PathLike], extractor: str | None = None) -
                          f"{summary.final.get('extractor')} and are left out (this table: {extractor}).")
         if not summary.final:
             notes.append(f"{summary.name} has no evaluation yet: run `genstudio eval` on it.")
+        notes += _smaller_than_before(summary)
         baseline = _baseline_row(summary, extractor)
         if baseline and summary.data not in baselines:
             baselines[summary.data] = baseline
@@ -101,6 +103,8 @@ def _row(summary: RunSummary, extractor: str | None) -> tuple[dict[str, Any], bo
     final = summary.final
     row: dict[str, Any] = {"run": summary.name, "family": summary.family, "data": summary.data,
                            "step": final.get("step", summary.step)}
+    if any(k.endswith("_bpd") and not k.startswith("baseline") for k in final):
+        row["bpd_images"] = final.get("reference_images")
     if "eval_bpd" in final:
         row["bpd"], row["bpd_kind"] = final["eval_bpd"], final.get("bpd_kind", "")
         estimates = [v for k, v in final.items() if k.endswith("_est_bpd")]
@@ -113,9 +117,26 @@ def _row(summary: RunSummary, extractor: str | None) -> tuple[dict[str, Any], bo
     same_extractor = final.get("extractor") == extractor
     if same_extractor:
         row["extractor"] = extractor
+        row["samples"] = final.get("samples")
         row.update({k: final[k] for k in FEATURE_FIGURES if k in final})
     dropped = bool(final.get("extractor")) and not same_extractor
     return row, dropped
+
+
+def _smaller_than_before(summary: RunSummary) -> list[str]:
+    """Notes for a final evaluation made on fewer images than an earlier one of the same run:
+    its figures are the ones shown, and a reader must see that they are the noisier ones."""
+    final, notes = summary.final, []
+    for count_key, figure, what in (("reference_images", "eval_bpd", "held-out images"),
+                                    ("samples", "fid", "samples")):
+        if figure not in final or count_key not in final:
+            continue
+        before = max((r[count_key] for r in summary.evaluations[:-1] if figure in r and count_key in r), default=0)
+        if before > final[count_key]:
+            name = "bits/dim" if figure == "eval_bpd" else "FID and the other sample figures"
+            notes.append(f"{summary.name}: its {name} are from the last evaluation, on {final[count_key]:,} "
+                         f"{what}; an earlier one used {before:,}.")
+    return notes
 
 
 def _baseline_row(summary: RunSummary, extractor: str | None) -> dict[str, Any] | None:

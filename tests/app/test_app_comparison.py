@@ -254,6 +254,19 @@ def test_evaluating_ticked_runs_records_figures_and_shows_the_closest_pairs(qtbo
     settle(qtbot, view)
 
 
+def test_the_dialog_offers_only_counts_the_ticked_metrics_can_use(qtbot, view, runs):
+    dialog = open_evaluation(qtbot, view, runs[0])
+    boxes = dialog.metric_boxes
+    for name, box in boxes.items():
+        box.setChecked(name in ("fid", "kid"))
+    assert dialog.samples_spin.minimum() == dialog.reference_spin.minimum() == 2
+    boxes["recall"].setChecked(True)
+    assert dialog.samples_spin.minimum() == dialog.reference_spin.minimum() == 4
+    boxes["coverage"].setChecked(True)
+    dialog.reference_spin.setValue(2)
+    assert dialog.reference_spin.value() == 6 and "at least 6" in dialog.reference_spin.toolTip()
+
+
 def test_cancel_stops_an_evaluation_and_records_nothing(qtbot, view, runs):
     dialog = open_evaluation(qtbot, view, runs[2])
     set_small(dialog, samples=20_000, metrics=("fid",))

@@ -102,3 +102,25 @@ def test_an_older_record_of_a_quick_estimate_is_shown_as_an_estimate(runs, tmp_p
     _add_eval(copy, OFFLINE, 80.0, eval_bpd=2.33, vlb_est_bpd=2.33)
     row = compare_runs([copy]).rows[0]
     assert row["bpd"] == 2.33 and row["bpd_kind"] == "bound estimate"
+
+
+def test_each_figure_says_how_many_images_it_is_from_and_a_smaller_evaluation_is_pointed_out(runs, tmp_path):
+    _, (a, *_rest) = runs
+    (tmp_path / "a").mkdir()
+    for f in a.iterdir():
+        if f.is_file():
+            (tmp_path / "a" / f.name).write_bytes(f.read_bytes())
+    run = tmp_path / "a"
+    _add_eval(run, OFFLINE, 12.5, samples=1000, reference_images=256)
+    table = compare_runs([run])
+    row = table.rows[0]
+    assert (row["bpd_images"], row["samples"]) == (256, 1000)
+    assert not any("earlier one" in note for note in table.notes)
+    _add_eval(run, OFFLINE, 90.0, samples=4, reference_images=4, eval_bpd=9.9)  # a quick look after
+    table = compare_runs([run])
+    row = table.rows[0]
+    assert (row["bpd"], row["bpd_images"], row["fid"], row["samples"]) == (9.9, 4, 90.0, 4)
+    assert "a: its bits/dim are from the last evaluation, on 4 held-out images; an earlier one used 256." in table.notes
+    assert any(note.startswith("a: its FID") and "an earlier one used 1,000" in note for note in table.notes)
+    parsed = list(csv.DictReader(io.StringIO(table_to_csv(table))))
+    assert (parsed[0]["bpd_images"], parsed[0]["samples"]) == ("4", "4")

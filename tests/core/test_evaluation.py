@@ -99,10 +99,29 @@ def test_an_unnormalized_density_is_reported_as_mean_energy_never_as_bits_per_di
     assert "bits/dim" not in line and "mean energy" in line
 
 
-def test_a_reference_set_too_small_for_precision_is_refused_with_a_sentence():
-    from genstudio.core.metrics.evaluate import _check_enough_reference
+def test_too_few_images_are_refused_with_a_sentence_naming_the_count_that_is_short():
+    from genstudio.core.metrics.evaluate import EvalSettings, _check_enough_images, minimum_images
 
+    asked = EvalSettings(metrics=("fid", "precision", "recall"), samples=1000, reference=1000)
     with pytest.raises(ValueError, match="precision and recall need at least 4 reference images.*held-out split has 2"):
-        _check_enough_reference({"fid", "precision", "recall"}, 2, "held-out")
-    _check_enough_reference({"fid", "kid", "bpd"}, 2, "held-out")  # no neighbours needed
-    _check_enough_reference({"precision", "recall", "density", "coverage"}, 6, "held-out")
+        _check_enough_images({"fid", "precision", "recall"}, 2, "held-out", asked)
+    too_few = EvalSettings(metrics=("fid", "precision", "recall"), samples=1000, reference=2)
+    with pytest.raises(ValueError, match="need at least 4 reference images .*; 2 were asked for"):
+        _check_enough_images({"fid", "precision", "recall"}, 2, "held-out", too_few)  # not the split's fault
+    few_samples = EvalSettings(metrics=("fid", "recall"), samples=3, reference=1000)
+    with pytest.raises(ValueError, match="fid and recall need at least 4 samples; 3 were asked for"):
+        _check_enough_images({"fid", "recall"}, 600, "held-out", few_samples)
+    _check_enough_images({"fid", "kid", "bpd"}, 2, "held-out", EvalSettings(samples=2, reference=2))
+    _check_enough_images({"precision", "recall", "density", "coverage"}, 6, "held-out", asked)
+    assert minimum_images({"fid", "kid"}) == 2 and minimum_images({"fid", "recall"}) == 4
+    assert minimum_images({"coverage", "precision"}) == 6 and minimum_images(()) == 2
+
+
+def test_the_summary_line_names_kid_and_the_counts_of_every_figure():
+    from genstudio.core.metrics.evaluate import describe_evaluation
+
+    line = describe_evaluation({"elbo_bpd": 4.3, "reference_images": 600, "reference_split": "held-out",
+                                "samples": 1000, "fid": 22.04, "kid": 0.0051, "precision": 0.29, "recall": 0.44,
+                                "extractor": "inception-v3"})
+    assert line.startswith("On 600 held-out images: elbo 4.300 bits/dim")
+    assert "FID 22.0, KID×10³ 5.1, precision 0.29, recall 0.44 (1000 samples against the 600 held-out images" in line

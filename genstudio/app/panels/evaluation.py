@@ -31,7 +31,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from genstudio.core.metrics.evaluate import METRICS, EvalSettings, describe_evaluation
+from genstudio.core.metrics.evaluate import (
+    METRICS,
+    EvalSettings,
+    describe_evaluation,
+    minimum_images,
+)
 from genstudio.core.metrics.features import (
     DEFAULT_WEIGHTS,
     INCEPTION_ENV,
@@ -86,7 +91,7 @@ class EvaluationDialog(QDialog):
         self.metric_boxes = {name: QCheckBox(name, objectName=f"evaluationMetric_{name}") for name in METRICS}
         for name, box in self.metric_boxes.items():
             box.setChecked(name in DEFAULT_METRICS)
-            box.toggled.connect(self._update_buttons)
+            box.toggled.connect(self._follow_metrics)
         self.metric_boxes["bpd"].setToolTip("Bits/dim of held-out images (exact, bound or unnormalised, as the family gives)")
         self.metric_boxes["memorisation"].setToolTip("Each sample's nearest training image; the closest pairs are shown below")
         self.samples_spin = _spin("evaluationSamples", 2, 50_000, 1000, "Generated images compared with the reference")
@@ -131,6 +136,7 @@ class EvaluationDialog(QDialog):
         self.pairs_area = QWidget(objectName="evaluationPairs")
         self.pairs_layout = QVBoxLayout(self.pairs_area)
         self._lay_out()
+        self._follow_metrics()
 
     def _lay_out(self) -> None:
         metrics = QGridLayout()
@@ -292,6 +298,15 @@ class EvaluationDialog(QDialog):
     def pair_count(self) -> int:
         """Pairs on screen, over all runs (for tests)."""
         return sum(len(r.pair_tiles) for r in self.results if r.pair_tiles)
+
+    def _follow_metrics(self, *_args) -> None:
+        """The counts offered are those the ticked metrics can be computed from."""
+        ticked = {name for name, box in self.metric_boxes.items() if box.isChecked()}
+        least = minimum_images(ticked)
+        for spin in (self.samples_spin, self.reference_spin):
+            spin.setMinimum(least)
+            spin.setToolTip(spin.toolTip().split(" (at least")[0] + f" (at least {least} for the ticked metrics)")
+        self._update_buttons()
 
     def _update_buttons(self, *_args) -> None:
         busy = self.busy()

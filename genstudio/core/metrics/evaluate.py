@@ -125,7 +125,7 @@ def run_evaluation(family: Family, data: ImageDataset, settings: EvalSettings,
         raise ValueError(f"the data is {data.size} px with {data.channels} channel(s) but the model "
                          f"makes {family.spec.size} px with {family.spec.channels}")
     reference, reference_labels, train, split = reference_split(data, settings.reference)
-    _check_enough_reference(set(settings.metrics), len(reference), split)
+    _check_enough_images(set(settings.metrics), len(reference), split, settings)
     result: dict[str, Any] = {"reference_images": len(reference), "reference_split": split}
     pairs: list[ClosestPair] = []
     wanted = set(settings.metrics)
@@ -166,16 +166,31 @@ def run_evaluation(family: Family, data: ImageDataset, settings: EvalSettings,
 _NEIGHBOURS = {"precision": 3, "recall": 3, "density": 5, "coverage": 5}
 
 
-def _check_enough_reference(wanted: set[str], count: int, split: str) -> None:
-    """Before any slow work: a reference set too small for a figure gets a sentence, not a
-    k-NN error from deep inside (a small folder's held-out tenth can be 2 images)."""
+def minimum_images(metrics: set[str] | tuple[str, ...]) -> int:
+    """The fewest samples, and reference images, that every one of `metrics` can be computed
+    from: FID needs two (a covariance), a k-nearest-neighbour figure k + 1."""
+    return max([2] + [k + 1 for name, k in _NEIGHBOURS.items() if name in metrics])
+
+
+def _check_enough_images(wanted: set[str], count: int, split: str, settings: EvalSettings) -> None:
+    """Before any slow work: too few images for a figure get a sentence naming the count that
+    is short (the one asked for, or the data's held-out split), not a k-NN error from deep
+    inside (a small folder's held-out tenth can be 2 images)."""
     needed = {name: k + 1 for name, k in _NEIGHBOURS.items() if name in wanted}
     too_few = sorted(name for name, n in needed.items() if count < n)
     if too_few:
         names = " and ".join(too_few)
-        raise ValueError(f"{names} need at least {max(needed[n] for n in too_few)} reference images "
-                         f"(each one's nearest neighbours), but the {split} split has {count}; "
-                         f"use a bigger dataset or leave {names} out of the metrics")
+        least = max(needed[n] for n in too_few)
+        if settings.reference < least:
+            raise ValueError(f"{names} need at least {least} reference images (each one's nearest "
+                             f"neighbours); {settings.reference} were asked for")
+        raise ValueError(f"{names} need at least {least} reference images (each one's nearest neighbours), "
+                         f"but the {split} split has {count}; use a bigger dataset or leave {names} out of "
+                         "the metrics")
+    sample_figures = wanted & FEATURE_METRICS
+    if sample_figures and settings.samples < minimum_images(sample_figures):
+        raise ValueError(f"{' and '.join(sorted(sample_figures))} need at least "
+                         f"{minimum_images(sample_figures)} samples; {settings.samples} were asked for")
 
 
 def _likelihood(family: Family, reference: np.ndarray, labels: np.ndarray, train: np.ndarray,
@@ -247,8 +262,11 @@ def describe_evaluation(figures: dict[str, Any]) -> str:
         line += "no likelihood"
     if "baseline_bpd" in figures:
         line += f" (per-pixel baseline {figures['baseline_bpd']:.3f})"
-    quality = [f"{name} {figures[key]:.{digits}f}" for key, name, digits in
-               (("fid", "FID", 1), ("precision", "precision", 2), ("recall", "recall", 2)) if key in figures]
+    quality = [f"{name} {figures[key] * scale:.{digits}f}" for key, name, scale, digits in
+               (("fid", "FID", 1, 1), ("kid", "KID×10³", 1e3, 1), ("precision", "precision", 1, 2),
+                ("recall", "recall", 1, 2)) if key in figures]
     if quality:
-        line += " · " + ", ".join(quality) + f" ({figures.get('extractor', '?')})"
+        line += (" · " + ", ".join(quality) + f" ({figures.get('samples', '?')} samples against the "
+                 f"{figures.get('reference_images', '?')} {figures.get('reference_split', '')} images; "
+                 f"{figures.get('extractor', '?')})")
     return line
