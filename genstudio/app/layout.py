@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
-from PySide6.QtCore import QPoint, QRect, QSize, Qt
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtCore import QEvent, QObject, QPoint, QRect, QSize, Qt
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractButton,
+    QAbstractSlider,
+    QAbstractSpinBox,
+    QApplication,
+    QComboBox,
     QGroupBox,
     QLayout,
     QLayoutItem,
@@ -35,13 +40,41 @@ def group_box(title: str, widget: QWidget) -> QGroupBox:
 
 
 def scrolling(widget: QWidget, width: int) -> QScrollArea:
+    """`widget` in a vertically scrolling area whose controls leave the wheel to the area
+    unless focused (wheel_scrolls_panel); controls added later call that themselves."""
     area = QScrollArea()
     area.setWidget(widget)
     area.setWidgetResizable(True)
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     area.setMinimumWidth(width)
     area.setFrameShape(QScrollArea.Shape.NoFrame)
+    for kind in (QAbstractSlider, QAbstractSpinBox, QComboBox):
+        for control in widget.findChildren(kind):
+            wheel_scrolls_panel(control)
     return area
+
+
+def wheel_scrolls_panel(control: QWidget) -> None:
+    """Over `control` without focus, the wheel scrolls the panel it sits in instead of changing
+    its value (scrolling past a slider must not move it); click the control to wheel it."""
+    control.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # not WheelFocus: a wheel must not take focus
+    control.installEventFilter(_WHEEL_GUARD)
+
+
+class _WheelToScrollArea(QObject):
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if event.type() != QEvent.Type.Wheel or not isinstance(watched, QWidget) or watched.hasFocus():
+            return False
+        area = watched.parentWidget()
+        while area is not None and not isinstance(area, QScrollArea):
+            area = area.parentWidget()
+        if area is None:
+            return False
+        QApplication.sendEvent(area.verticalScrollBar(), event)
+        return True
+
+
+_WHEEL_GUARD = _WheelToScrollArea()
 
 
 def make_action(parent: QWidget, text: str, keys, slot: Callable[[], object]) -> QAction:
@@ -56,6 +89,17 @@ def make_action(parent: QWidget, text: str, keys, slot: Callable[[], object]) ->
 def click_if_enabled(button: QAbstractButton) -> None:
     if button.isEnabled():
         button.click()
+
+
+def panel_shortcut(panel: QWidget, keys: str, button: QAbstractButton) -> QShortcut:
+    """`keys` press `button` while focus is anywhere in `panel` (and only when the button is
+    enabled, as a click); the button's tooltip names the keys."""
+    shortcut = QShortcut(QKeySequence(keys), panel)
+    shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+    shortcut.activated.connect(partial(click_if_enabled, button))
+    text = QKeySequence(keys).toString(QKeySequence.SequenceFormat.NativeText)
+    button.setToolTip(f"{button.toolTip()} ({text})")
+    return shortcut
 
 
 class FlowLayout(QLayout):

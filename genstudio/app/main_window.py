@@ -174,7 +174,10 @@ class MainWindow(QMainWindow):
 
     def _open_evaluation(self) -> None:
         self.tabs.setCurrentWidget(self.comparison)
-        click_if_enabled(self.comparison.evaluate_button)
+        if self.comparison.evaluate_button.isEnabled():
+            self.comparison.evaluate_button.click()
+        else:
+            self._status("Tick one or more runs in the Compare list, then Evaluate (Ctrl+E)")
 
     def _connect(self) -> None:
         self.family_picker.family_changed.connect(self._on_family_changed)

@@ -208,6 +208,14 @@ def test_ctrl_5_shows_the_compare_tab_with_the_runs(qtbot, window, runs):
     assert window.comparison.run_list.count() == 3
 
 
+def test_ctrl_e_with_nothing_ticked_says_what_to_do(qtbot, window, runs):
+    qtbot.keyClick(window, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    assert window.tabs.currentWidget() is window.comparison
+    assert "Tick one or more runs" in window.statusBar().currentMessage()
+    assert not window.comparison.evaluation.isVisible()
+    qtbot.waitUntil(lambda: not window.comparison.list_jobs.is_busy(), timeout=10_000)
+
+
 # -- evaluating runs from the app -------------------------------------------------------------
 
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 from PySide6.QtCore import QPoint, QPointF, Qt
-from PySide6.QtWidgets import QStyle, QStyleOptionSlider
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtWidgets import QApplication, QScrollArea, QStyle, QStyleOptionSlider
 
 from genstudio.core.images import read_gif_metadata, read_png_metadata
 from genstudio.core.latent import prior_latents
@@ -141,6 +142,42 @@ def test_opening_a_run_is_not_held_up_by_the_last_runs_encoding(qtbot, explorer,
     release.set()
     qtbot.waitUntil(lambda: not explorer.encode_jobs.is_busy(), timeout=30_000)
     assert len(explorer.encoded.encoded) == 200  # the cancelled one's result was dropped
+
+
+def test_keys_encode_and_interpolate_and_the_wheel_scrolls_past_unfocused_sliders(qtbot, explorer):
+    window = explorer.window()
+    window.resize(1100, 560)  # short enough that the controls column scrolls
+    qtbot.waitUntil(lambda: explorer.slider_rows[0].slider.isVisible(), timeout=5_000)
+    window.activateWindow()
+    explorer.randomise_button.setFocus()  # the keys work wherever focus is in the tab
+    qtbot.waitUntil(explorer.randomise_button.hasFocus, timeout=2_000)
+    with qtbot.waitSignal(explorer.interpolate_jobs.succeeded, timeout=30_000):
+        qtbot.keyClick(explorer.randomise_button, Qt.Key.Key_I, Qt.KeyboardModifier.ControlModifier)
+    explorer.encode_spin.setValue(120)
+    qtbot.keyClick(explorer.randomise_button, Qt.Key.Key_E,
+                   Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    qtbot.waitUntil(lambda: len(explorer.encoded.encoded) == 120, timeout=30_000)
+    slider = explorer.slider_rows[0].slider
+    area = slider.parentWidget()
+    while not isinstance(area, QScrollArea):
+        area = area.parentWidget()
+    bar = area.verticalScrollBar()
+    assert bar.maximum() > 0
+    value, scrolled = slider.value(), bar.value()
+    wheel(slider, -120)
+    assert slider.value() == value and bar.value() > scrolled  # the panel moved, not the slider
+    slider.setFocus()
+    qtbot.waitUntil(slider.hasFocus, timeout=2_000)
+    scrolled = bar.value()
+    wheel(slider, -120)
+    assert slider.value() != value and bar.value() == scrolled  # a focused slider takes the wheel
+
+
+def wheel(widget, delta_y: int) -> None:
+    centre = QPointF(widget.width() / 2, widget.height() / 2)
+    event = QWheelEvent(centre, widget.mapToGlobal(centre), QPoint(), QPoint(0, delta_y), Qt.MouseButton.NoButton,
+                        Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(widget, event)
 
 
 def test_dragging_a_raw_slider_moves_that_dimension_and_redraws(qtbot, explorer):

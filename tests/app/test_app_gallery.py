@@ -69,6 +69,27 @@ def test_class_combo_conditions_the_samples(qtbot, opened):
     assert opened.gallery.samples.label == 1
 
 
+def test_enter_in_the_seed_or_count_and_ctrl_r_regenerate(qtbot, opened):
+    gallery = opened.gallery
+    opened.tabs.setCurrentWidget(gallery)
+    gallery.seed_spin.setFocus()
+    gallery.seed_spin.lineEdit().selectAll()
+    qtbot.keyClicks(gallery.seed_spin.lineEdit(), "77")
+    with qtbot.waitSignal(opened.sample_jobs.succeeded, timeout=30_000):
+        qtbot.keyClick(gallery.seed_spin.lineEdit(), Qt.Key.Key_Return)
+    assert gallery.samples.seed == 77
+    gallery.count_spin.setFocus()
+    gallery.count_spin.lineEdit().selectAll()
+    qtbot.keyClicks(gallery.count_spin.lineEdit(), "5")
+    with qtbot.waitSignal(opened.sample_jobs.succeeded, timeout=30_000):
+        qtbot.keyClick(gallery.count_spin.lineEdit(), Qt.Key.Key_Enter)
+    assert gallery.tiles.count() == 5
+    gallery.seed_spin.setValue(78)
+    with qtbot.waitSignal(opened.sample_jobs.succeeded, timeout=30_000):
+        qtbot.keyClick(gallery.tiles, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
+    assert gallery.samples.seed == 78 and "Ctrl+R" in gallery.regenerate_button.toolTip()
+
+
 def test_double_click_enlarges_a_tile(qtbot, opened):
     dialog = opened.gallery.enlarge(3)
     assert dialog.isVisible()

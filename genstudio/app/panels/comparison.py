@@ -128,6 +128,8 @@ class ComparisonView(QWidget):
     # -- layout -----------------------------------------------------------------------------
     def _build(self) -> None:
         self.run_list = QListWidget(objectName="comparisonRuns", accessibleName="Runs to compare")
+        # Keys move through the list and Space ticks: where the keyboard is must show.
+        self.run_list.setStyleSheet("QListWidget:focus { border: 2px solid palette(highlight); }")
         self.run_list.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.run_list.itemChanged.connect(self._on_checks_changed)
         self.refresh_button = push_button("Refresh", "comparisonRefresh",

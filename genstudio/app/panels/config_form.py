@@ -21,6 +21,7 @@ from typing import Any
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLineEdit, QSpinBox, QWidget
 
+from genstudio.app.layout import wheel_scrolls_panel
 from genstudio.app.workers import SOURCE_PARSING
 from genstudio.core.families.base import field_choices
 
@@ -60,6 +61,8 @@ class ConfigForm(QWidget):
         for f in dataclasses.fields(config_cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             editor = self._editor_for(f.name, default, choices.get(f.name))
+            if not isinstance(editor, (QCheckBox, QLineEdit)):
+                wheel_scrolls_panel(editor)
             editor.setToolTip(comments.get(f.name, ""))
             editor.setAccessibleName(_title(f.name))
             editor.setObjectName(f"knob_{f.name}")

@@ -6,6 +6,7 @@ through signals and done by the window in background threads."""
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any
 
 from PySide6.QtCore import QRect, QSize, Qt, Signal
@@ -34,7 +35,7 @@ from genstudio.core.sampling import export_stem
 from .. import file_dialogs
 from ..imaging import ImageDialog, PixelView, scaled_pixmap
 from ..jobs import ExportRequest, Samples, SamplingPreview
-from ..layout import push_button
+from ..layout import click_if_enabled, panel_shortcut, push_button
 from .config_form import ConfigForm
 
 DEFAULT_COUNT = 36
@@ -126,6 +127,9 @@ class Gallery(QWidget):
         top.addWidget(self.class_label)
         top.addWidget(self.class_combo)
         top.addWidget(self.regenerate_button)
+        panel_shortcut(self, "Ctrl+R", self.regenerate_button)
+        for spin in (self.count_spin, self.seed_spin):  # Enter in either draws with what was typed
+            spin.lineEdit().returnPressed.connect(partial(click_if_enabled, self.regenerate_button))
         top.addWidget(self.cancel_button)
         top.addWidget(self.progress_bar)
         top.addStretch(1)

@@ -39,7 +39,7 @@ from genstudio.core.run import LoadedRun
 
 from .. import file_dialogs, jobs
 from ..imaging import PixelView, to_qimage
-from ..layout import push_button, scrolling
+from ..layout import panel_shortcut, push_button, scrolling
 from ..workers import LatestOnlyRunner, TaskRunner
 
 SLIDERS = 8              # sliders shown at a time (principal directions or raw dimensions)
@@ -399,6 +399,8 @@ class LatentExplorer(QWidget):
             shortcut = QShortcut(QKeySequence(keys), self)
             shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
             shortcut.activated.connect(slot)
+        panel_shortcut(self, "Ctrl+Shift+E", self.encode_button)
+        panel_shortcut(self, "Ctrl+I", self.interpolate_button)
 
     # -- runs ---------------------------------------------------------------------------------
     def show_unavailable(self, reason: str) -> None:
