@@ -96,6 +96,7 @@ def panel_shortcut(panel: QWidget, keys: str, button: QAbstractButton) -> QShort
     enabled, as a click); the button's tooltip names the keys."""
     shortcut = QShortcut(QKeySequence(keys), panel)
     shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+    shortcut.setWhatsThis(button.text().rstrip("…"))  # Help → Keyboard shortcuts lists it
     shortcut.activated.connect(partial(click_if_enabled, button))
     text = QKeySequence(keys).toString(QKeySequence.SequenceFormat.NativeText)
     button.setToolTip(f"{button.toolTip()} ({text})")

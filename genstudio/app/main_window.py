@@ -4,16 +4,18 @@ lifecycle of every thread it starts (closing waits for training to stop and save
 from __future__ import annotations
 
 import dataclasses
+import html
 import logging
 from functools import partial
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QThread, QTimer, Signal
-from PySide6.QtGui import QCloseEvent, QKeyEvent
+from PySide6.QtCore import QByteArray, Qt, QThread, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QGroupBox,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QSizePolicy,
     QSplitter,
     QTabWidget,
@@ -21,13 +23,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from genstudio import __version__
 from genstudio.core import pretrained
 from genstudio.core.device import select_device
-from genstudio.core.families import ImageSpec, family_class
+from genstudio.core.families import ImageSpec, available_families, family_class
 from genstudio.core.families.base import suggestion_reason
 from genstudio.core.metrics.evaluate import describe_evaluation
-from genstudio.core.paths import new_run_dir
-from genstudio.core.run import BOOKKEEPING_KEYS, RunError, TrainSettings
+from genstudio.core.paths import new_run_dir, runs_dir
+from genstudio.core.run import BOOKKEEPING_KEYS, RunDir, RunError, TrainSettings
 from genstudio.core.sampling import kept_beside
 
 from . import file_dialogs, jobs
@@ -45,6 +48,7 @@ from .panels import (
     TrainingPanel,
 )
 from .panels.training_panel import IDLE, LOADING, NO_RUN_OPEN, PAUSED, RUNNING, STOPPING
+from .remembered import Remembered, load_remembered, save_remembered
 from .workers import LaunchedTrainingWorker, TaskRunner, TrainingWorker, start_thread
 
 log = logging.getLogger(__name__)
@@ -73,14 +77,24 @@ class MainWindow(QMainWindow):
         self._closing = False
         self.dataset_jobs, self.run_jobs, self.sample_jobs, self.export_jobs = (
             TaskRunner(self) for _ in range(4))
+        self.remembered = load_remembered()
         self._build_panels()
         self._build_menus()
         self._connect()
+        self._restore(self.remembered)
         self._on_family_changed(self.family_picker.current())
-        self.dataset_panel.request_load()  # the default dataset, so Start works at once
-        # A newcomer sees a trained model at once: the gallery, explorer and inpainting canvas
-        # open on the shipped default while the default dataset loads for training.
-        if any(run.name == pretrained.DEFAULT for run in self.pretrained_runs):
+        self.dataset_panel.request_load()  # the dataset chosen, so Start works at once
+        # The run open at the last close; else a newcomer sees a trained model at once: the
+        # gallery, explorer and inpainting canvas open on the shipped default while the
+        # default dataset loads for training.
+        last = Path(self.remembered.open_run) if self.remembered.open_run else None
+        shipped = {run.name for run in self.pretrained_runs}
+        installed = last.name.removeprefix(pretrained.INSTALLED_PREFIX) if last else ""
+        if last is not None and last.parent == runs_dir() and installed in shipped:
+            self.open_pretrained(installed)  # through the manifest: a newer shipped model replaces the copy
+        elif last is not None and RunDir(last).exists():
+            self.open_run(str(last))
+        elif pretrained.DEFAULT in shipped:
             self.open_pretrained(pretrained.DEFAULT)
 
     # -- layout -----------------------------------------------------------------------------
@@ -104,7 +118,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.explorer, "Explore")
         self.tabs.addTab(self.inpaint, "Inpaint")
         self.tabs.addTab(self.comparison, "Compare")
-        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter = QSplitter(Qt.Orientation.Horizontal, objectName="mainSplitter")
         splitter.addWidget(self._left_column())
         splitter.addWidget(self.tabs)
         splitter.setStretchFactor(1, 1)
@@ -126,11 +140,11 @@ class MainWindow(QMainWindow):
         box_layout.addWidget(self.latest_samples, 1)
         box_layout.addWidget(self.latest_caption)
         # Curves on top at full width (they need it); the square sample grid below.
-        right = QSplitter(Qt.Orientation.Vertical)
+        right = QSplitter(Qt.Orientation.Vertical, objectName="curvesSplitter")
         right.addWidget(group_box("Training curves", self.metrics_plot))
         right.addWidget(samples_box)
         right.setSizes([380, 340])
-        page = QSplitter(Qt.Orientation.Horizontal)
+        page = QSplitter(Qt.Orientation.Horizontal, objectName="trainSplitter")
         self.training_panel.setMinimumWidth(TRAINING_PANEL_WIDTH)
         page.addWidget(self.training_panel)
         page.addWidget(right)
@@ -144,6 +158,7 @@ class MainWindow(QMainWindow):
         self.export_action = make_action(self, "&Export samples…", None, self._export_all)
         self.quit_action = make_action(self, "&Quit", "Ctrl+Q", self.close)
         file_menu.addAction(self.open_action)
+        self.recent_menu = file_menu.addMenu("Open &recent run")
         self.pretrained_runs = self._available_pretrained()
         self.pretrained_menu = pretrained_menu = file_menu.addMenu("Open &pretrained model")
         pretrained_menu.setEnabled(bool(self.pretrained_runs))
@@ -161,6 +176,7 @@ class MainWindow(QMainWindow):
         view_menu.addAction(make_action(self, "&Evaluate ticked runs…", "Ctrl+E", self._open_evaluation))
         panel = self.training_panel
         train_menu = self.menuBar().addMenu("&Training")
+        help_menu = self.menuBar().addMenu("&Help")
         for text, keys, button in (
             ("&Start", "Ctrl+Return", panel.start_button),
             ("&Continue the open run", "Ctrl+Shift+Return", panel.continue_button),
@@ -171,6 +187,8 @@ class MainWindow(QMainWindow):
         ):
             # Through the button, so a shortcut obeys the same enabled state as the click.
             train_menu.addAction(make_action(self, text, keys, partial(click_if_enabled, button)))
+        help_menu.addAction(make_action(self, "&Keyboard shortcuts", "F1", self.show_shortcuts))
+        help_menu.addAction(make_action(self, "&About genstudio", None, self.show_about))
 
     def _open_evaluation(self) -> None:
         self.tabs.setCurrentWidget(self.comparison)
@@ -400,6 +418,7 @@ class MainWindow(QMainWindow):
         self.family_picker.setEnabled(idle)
         self.dataset_panel.setEnabled(idle)
         self.open_action.setEnabled(idle)
+        self.recent_menu.setEnabled(idle and not self.recent_menu.isEmpty())
         self.pretrained_menu.setEnabled(idle and bool(self.pretrained_runs))
         if changed:
             self.training_state_changed.emit(state)
@@ -513,6 +532,9 @@ class MainWindow(QMainWindow):
 
     def _on_run_opened(self, opened: jobs.OpenedRun) -> None:
         loaded = opened.loaded
+        self.remembered.open_run = str(loaded.run.path)
+        self.remembered.add_recent_run(str(loaded.run.path))
+        self._fill_recent_menu()
         self._set_loaded(loaded, opened.metrics)
         self.metrics_plot.set_first_shown(loaded.family.plotted_metrics)
         self.metrics_plot.load_history(opened.metrics)
@@ -580,6 +602,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
         if not self.busy():
+            self._remember()
             event.accept()
             return
         # Stop, let the worker save (skipping its final grid and evaluation) and close once
@@ -613,3 +636,82 @@ class MainWindow(QMainWindow):
 
     def _status(self, text: str) -> None:
         self.statusBar().showMessage(text)
+
+    # -- what is remembered between launches ----------------------------------------------
+    def _splitters(self) -> list[QSplitter]:
+        return self.findChildren(QSplitter)
+
+    def _restore(self, remembered: Remembered) -> None:
+        if remembered.geometry:
+            self.restoreGeometry(QByteArray.fromHex(remembered.geometry.encode()))
+        for splitter in self._splitters():
+            if splitter.objectName() in remembered.splitters:
+                splitter.restoreState(QByteArray.fromHex(remembered.splitters[splitter.objectName()].encode()))
+        if remembered.family in available_families():
+            self.family_picker.select(remembered.family)
+        dataset = remembered.dataset
+        if isinstance(dataset.get("source"), str) and isinstance(dataset.get("size"), int):
+            self.dataset_panel.set_request(dataset["source"], dataset["size"], dataset.get("channels"))
+        self.gallery.seed_spin.setValue(remembered.gallery_seed)
+        if remembered.gallery_count:
+            self.gallery.count_spin.setValue(remembered.gallery_count)
+        self.comparison.tick_when_listed(remembered.compare_ticked)
+        self.tabs.setCurrentIndex(min(max(remembered.tab, 0), self.tabs.count() - 1))
+        self._fill_recent_menu()
+
+    def _remember(self) -> None:
+        remembered = self.remembered
+        remembered.geometry = bytes(self.saveGeometry().toHex()).decode()
+        remembered.splitters = {s.objectName(): bytes(s.saveState().toHex()).decode() for s in self._splitters()
+                                if s.objectName()}
+        remembered.tab = self.tabs.currentIndex()
+        remembered.family = self.family_picker.current()
+        request = self.dataset_panel.request()
+        remembered.dataset = {"source": request.source, "size": request.size, "channels": request.channels}
+        remembered.gallery_seed = self.gallery.seed_spin.value()
+        remembered.gallery_count = self.gallery.count_spin.value()
+        remembered.compare_ticked = self.comparison.checked_paths()
+        save_remembered(remembered)
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for path in self.remembered.recent_runs:
+            if RunDir(path).exists():
+                action = make_action(self.recent_menu, Path(path).name, None, partial(self.open_run, path))
+                action.setToolTip(path)
+        self.recent_menu.setEnabled(not self.recent_menu.isEmpty() and self.training_panel.state == IDLE)
+
+    # -- help -----------------------------------------------------------------------------
+    def keyboard_shortcuts(self) -> list[tuple[str, str, str]]:
+        """(where, what, keys) of every shortcut: the menus', then each tab's."""
+        native = QKeySequence.SequenceFormat.NativeText
+        rows = [("Window", action.text().replace("&", "").rstrip("…"), action.shortcut().toString(native))
+                for action in self.actions() if not action.shortcut().isEmpty()]
+        for index in range(self.tabs.count()):
+            for shortcut in self.tabs.widget(index).findChildren(QShortcut):
+                if shortcut.whatsThis():
+                    rows.append((self.tabs.tabText(index), shortcut.whatsThis(), shortcut.key().toString(native)))
+        return rows
+
+    def show_shortcuts(self) -> QMessageBox:
+        rows = "".join(f"<tr><td>{html.escape(where)}</td><td>{html.escape(what)}</td><td><b>{html.escape(keys)}</b></td></tr>"
+                       for where, what, keys in self.keyboard_shortcuts())
+        box = QMessageBox(QMessageBox.Icon.NoIcon, "Keyboard shortcuts",
+                          f"<table cellspacing='6'>{rows}</table>", QMessageBox.StandardButton.Close, self)
+        box.setObjectName("shortcutsDialog")
+        box.open()  # not exec(): the window keeps running
+        return box
+
+    def show_about(self) -> QMessageBox:
+        readme = Path(__file__).resolve().parents[2] / "README.md"
+        tour = (f"<p>The tour of every panel is in <a href='{readme.as_uri()}'>README.md</a>.</p>"
+                if readme.is_file() else "")
+        box = QMessageBox(QMessageBox.Icon.Information, "About genstudio",
+                          f"<p><b>genstudio {__version__}</b>: train generative models of every family on "
+                          f"your own images and see what each learns.</p>{tour}"
+                          "<p>Help → Keyboard shortcuts (F1) lists every key.</p>",
+                          QMessageBox.StandardButton.Close, self)
+        box.setObjectName("aboutDialog")
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.open()
+        return box

@@ -111,6 +111,7 @@ class ComparisonView(QWidget):
         self.summaries: dict[str, RunSummary] = {}   # by path, of every listed run
         self.table: ComparisonTable | None = None     # the table on screen
         self._extra: list[str] = []                   # folders added from outside the runs folder
+        self._to_tick: set[str] = set()               # ticked when the list next shows them
         self._curves: dict[str, pg.PlotDataItem] = {}  # by path, for the ticked runs
         self._colours: dict[str, str] = {}             # by path: a run keeps its colour while ticked
         self.list_jobs = TaskRunner(self)
@@ -210,8 +211,14 @@ class ComparisonView(QWidget):
         self.show_message(f"Reading {path}…")
         self.list_jobs.submit(partial(scan_runs, list(self._extra), str(path)))
 
+    def tick_when_listed(self, paths: list[str]) -> None:
+        """Tick these runs once the list shows them (the last launch's ticks)."""
+        self._to_tick = set(paths)
+        self._extra += [p for p in paths if Path(p).parent != runs_dir() and Path(p).is_dir() and p not in self._extra]
+
     def _on_listed(self, listing: RunListing) -> None:
-        checked = set(self.checked_paths())
+        checked = set(self.checked_paths()) | self._to_tick
+        self._to_tick = set()
         if listing.added:
             self._extra.append(listing.added)
             checked.add(listing.added)

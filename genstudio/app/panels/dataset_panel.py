@@ -116,6 +116,23 @@ class DatasetPanel(QWidget):
         return DatasetRequest(self.source_combo.currentData(), self.size_spin.value(),
                               self.channels_combo.currentData())
 
+    def set_request(self, source: str, size: int, channels: int | None) -> None:
+        """Show this source, size and channel setting without loading it (restoring the last
+        launch; the caller loads once). A folder that no longer exists is left out."""
+        index = self.source_combo.findData(source)
+        if index < 0 and not source.startswith("builtin:") and Path(source).is_dir():
+            index = self._add_folder_item(source)
+        for widget in (self.source_combo, self.size_spin, self.channels_combo):
+            widget.blockSignals(True)
+        if index >= 0:
+            self.source_combo.setCurrentIndex(index)
+        self.size_spin.setValue(size)
+        channel_index = self.channels_combo.findData(channels)
+        if channel_index >= 0:
+            self.channels_combo.setCurrentIndex(channel_index)
+        for widget in (self.source_combo, self.size_spin, self.channels_combo):
+            widget.blockSignals(False)
+
     def request_load(self) -> None:
         self._reload_timer.stop()
         self.load_requested.emit(self.request())

@@ -173,7 +173,7 @@ class InpaintPanel(QWidget):
             self.tool_group.addButton(button)
             self.tool_buttons[tool] = button
             grid.addWidget(button, 0, column_index)
-            self._shortcut(key, partial(self.set_tool, tool))
+            self._shortcut(key, partial(self.set_tool, tool), text)
         self.tool_buttons[BRUSH].setChecked(True)
         self.size_spin = QSpinBox(objectName="brushRadius", accessibleName="Brush radius")
         self.size_spin.setRange(1, 64)
@@ -263,14 +263,17 @@ class InpaintPanel(QWidget):
         layout.addWidget(export)
         layout.addStretch(1)
 
-        for keys, slot in (("[", lambda: self.size_spin.stepBy(-1)), ("]", lambda: self.size_spin.stepBy(1)),
-                           ("I", self.invert), ("Delete", self.clear_mask), ("Ctrl+Z", self.undo),
-                           ("Ctrl+Shift+Z", self.redo), ("Ctrl+Y", self.redo), ("F", self.canvas.fit),
-                           ("O", self.overlay_check.toggle), ("+", partial(self.canvas.zoom_by, ZOOM_STEP)),
-                           ("=", partial(self.canvas.zoom_by, ZOOM_STEP)),
-                           ("-", partial(self.canvas.zoom_by, 1 / ZOOM_STEP)),
-                           ("Ctrl+F", self.start_fill), ("Escape", self.cancel_fill)):
-            self._shortcut(keys, slot)
+        for keys, slot, what in (
+                ("[", lambda: self.size_spin.stepBy(-1), "Smaller brush"),
+                ("]", lambda: self.size_spin.stepBy(1), "Larger brush"),
+                ("I", self.invert, "Invert the mask"), ("Delete", self.clear_mask, "Clear the mask"),
+                ("Ctrl+Z", self.undo, "Undo"), ("Ctrl+Shift+Z", self.redo, "Redo"), ("Ctrl+Y", self.redo, "Redo"),
+                ("F", self.canvas.fit, "Fit the image to the view"), ("O", self.overlay_check.toggle, "Mask overlay"),
+                ("+", partial(self.canvas.zoom_by, ZOOM_STEP), "Zoom in"),
+                ("=", partial(self.canvas.zoom_by, ZOOM_STEP), "Zoom in"),
+                ("-", partial(self.canvas.zoom_by, 1 / ZOOM_STEP), "Zoom out"),
+                ("Ctrl+F", self.start_fill, "Fill"), ("Escape", self.cancel_fill, "Cancel the fill")):
+            self._shortcut(keys, slot, what)
         return column
 
     def _strips(self) -> QWidget:
@@ -291,9 +294,10 @@ class InpaintPanel(QWidget):
         layout.setColumnStretch(3, 1)
         return strips
 
-    def _shortcut(self, keys: str, slot: Callable[[], object]) -> None:
+    def _shortcut(self, keys: str, slot: Callable[[], object], what: str) -> None:
         shortcut = QShortcut(QKeySequence(keys), self)
         shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        shortcut.setWhatsThis(what)  # Help → Keyboard shortcuts lists it
         shortcut.activated.connect(lambda: slot())
 
     def _connect(self) -> None:

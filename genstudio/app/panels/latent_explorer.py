@@ -395,9 +395,10 @@ class LatentExplorer(QWidget):
         self.interpolate_jobs.busy_changed.connect(lambda _b: self._update_buttons())
         self.export_jobs.succeeded.connect(lambda paths: self.status.emit(f"Wrote {paths[0]}"))
         self.export_jobs.failed.connect(lambda cause, _d: self._fail(f"Export failed: {cause}"))
-        for keys, slot in (("R", self.randomise), ("0", self.reset)):
+        for keys, slot, what in (("R", self.randomise, "Next seed"), ("0", self.reset, "Reset the latent")):
             shortcut = QShortcut(QKeySequence(keys), self)
             shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.setWhatsThis(what)  # Help → Keyboard shortcuts lists it
             shortcut.activated.connect(slot)
         panel_shortcut(self, "Ctrl+Shift+E", self.encode_button)
         panel_shortcut(self, "Ctrl+I", self.interpolate_button)
