@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QLineEdit,
     QListWidget,
+    QScrollArea,
     QSlider,
 )
 
@@ -289,3 +290,38 @@ def test_the_speed_suites_app_pairing_holds_the_window_still_for_each_bare_step(
         assert bare >= 0.06 and 0 < step < iteration < 0.06  # no bare step inside an iteration
     assert ticks and not [t for t in ticks for began, ended in bare_spans if began < t < ended]
     assert [t for t in ticks if t > bare_spans[-1][1]]  # and the window went on after
+
+
+def test_every_tab_fits_a_1024_by_700_window_and_no_knob_is_clipped(qtbot, window):
+    window.resize(1024, 700)
+    qtbot.waitUntil(lambda: window.width() == 1024, timeout=5_000)  # not held wider by a tab
+    window.gallery._set_class_names(["circle", "square", "triangle"])  # a conditional model's class box
+    for index in range(window.tabs.count()):
+        window.tabs.setCurrentIndex(index)
+        page = window.tabs.widget(index)
+        assert page.minimumSizeHint().width() <= window.tabs.width(), window.tabs.tabText(index)
+    window.tabs.setCurrentIndex(0)
+    window.family_picker.select("gan")  # the longest knob labels
+    form = window.training_panel.config_form
+    viewport = form.parentWidget()
+    while not isinstance(viewport.parentWidget(), QScrollArea):
+        viewport = viewport.parentWidget()
+
+    def clipped() -> list[str]:
+        return [name for name, editor in form.editors.items()
+                if editor.mapTo(viewport, editor.rect().topRight()).x() > viewport.width() or editor.width() < 40]
+
+    qtbot.waitUntil(lambda: form.isVisible() and not clipped(), timeout=5_000)  # once laid out
+
+
+def test_the_map_legend_sits_in_the_corner_with_the_fewest_points():
+    import numpy as np
+
+    from genstudio.app.panels.latent_map import _emptiest_corner
+
+    rng = np.random.default_rng(0)
+    crowded_top_left = np.column_stack([rng.uniform(0, 0.3, 200), rng.uniform(0.7, 1, 200)])
+    spread = rng.uniform(0, 1, (40, 2))
+    points = np.concatenate([crowded_top_left, spread, [[1.0, 0.0]]])
+    assert _emptiest_corner(points) != (5, 5)  # not the default top-left, which is full
+    assert _emptiest_corner(np.zeros((0, 2))) == (5, 5)

@@ -37,6 +37,9 @@ class ConfigForm(QWidget):
         super().__init__(parent)
         self.layout_ = QFormLayout(self)
         self.layout_.setContentsMargins(0, 0, 0, 0)
+        # A long label ("Learning rate discriminator") puts its field on the next line rather
+        # than clip it in a narrow column.
+        self.layout_.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         self.editors: dict[str, QWidget] = {}
         self._defaults: dict[str, Any] = {}
         self._comments: dict[str, str] = {}

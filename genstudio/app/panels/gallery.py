@@ -35,7 +35,7 @@ from genstudio.core.sampling import export_stem
 from .. import file_dialogs
 from ..imaging import ImageDialog, PixelView, scaled_pixmap
 from ..jobs import ExportRequest, Samples, SamplingPreview
-from ..layout import click_if_enabled, panel_shortcut, push_button
+from ..layout import FlowLayout, click_if_enabled, panel_shortcut, push_button
 from .config_form import ConfigForm
 
 DEFAULT_COUNT = 36
@@ -120,23 +120,20 @@ class Gallery(QWidget):
         return tiles
 
     def _lay_out(self) -> None:
-        top = QHBoxLayout()
-        for label, widget in (("Samples", self.count_spin), ("Seed", self.seed_spin)):
-            top.addWidget(QLabel(label))
-            top.addWidget(widget)
-        top.addWidget(self.class_label)
-        top.addWidget(self.class_combo)
-        top.addWidget(self.regenerate_button)
+        # Groups that wrap onto a second line when the tab is narrow (a conditional model's
+        # class box made one line wider than a 1,024 px screen leaves).
+        top = QWidget(objectName="galleryControls")
+        flow = FlowLayout(top)
+        for group in ((QLabel("Samples"), self.count_spin), (QLabel("Seed"), self.seed_spin),
+                      (self.class_label, self.class_combo),
+                      (self.regenerate_button, self.cancel_button, self.progress_bar),
+                      (self.export_selected_button, self.export_all_button, self.export_grid_button)):
+            flow.addWidget(_row(*group))
         panel_shortcut(self, "Ctrl+R", self.regenerate_button)
         for spin in (self.count_spin, self.seed_spin):  # Enter in either draws with what was typed
             spin.lineEdit().returnPressed.connect(partial(click_if_enabled, self.regenerate_button))
-        top.addWidget(self.cancel_button)
-        top.addWidget(self.progress_bar)
-        top.addStretch(1)
-        for button in (self.export_selected_button, self.export_all_button, self.export_grid_button):
-            top.addWidget(button)
         layout = QVBoxLayout(self)
-        layout.addLayout(top)
+        layout.addWidget(top)
         layout.addWidget(self.options_box)
         layout.addWidget(self.caption)
         layout.addWidget(self.stack, 1)
@@ -311,3 +308,13 @@ class _TileDelegate(QStyledItemDelegate):
 
     def sizeHint(self, option: QStyleOptionViewItem, index) -> QSize:  # noqa: N802 - Qt API
         return option.decorationSize + QSize(TILE_GAP, TILE_GAP)
+
+
+def _row(*widgets: QWidget) -> QWidget:
+    """Widgets side by side that wrap as one."""
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        layout.addWidget(widget)
+    return row

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QRadioButton,
+    QSizePolicy,
     QSlider,
     QSpinBox,
     QSplitter,
@@ -196,6 +197,10 @@ class LatentExplorer(QWidget):
                                  "click or drag in the plane to decode any point. Wheel: zoom; "
                                  "right drag: pan.")
 
+        # Texts wrap in the width they are given: a long line must not widen the window.
+        for label in (self.latency_label, self.hover_label):
+            label.setWordWrap(True)
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         centre = QWidget()
         centre_layout = QVBoxLayout(centre)
         centre_layout.addWidget(self.image_view, 1)
@@ -215,6 +220,7 @@ class LatentExplorer(QWidget):
         top.setStretchFactor(1, 1)
         top.setStretchFactor(2, 1)
         top.setCollapsible(0, False)
+        top.setSizes([CONTROLS_WIDTH, 400, 400])  # the image and the map share what is left
         body = QSplitter(Qt.Orientation.Vertical)
         body.addWidget(top)
         body.addWidget(self._interpolation_box())
@@ -338,12 +344,18 @@ class LatentExplorer(QWidget):
         self.interpolate_button = push_button("Interpolate", "interpolateButton",
                                               "Decode the path from A to B", self.start_interpolation)
         for widget in (self.endpoint_a, self.endpoint_b):
-            row.addWidget(widget, 2)
-        row.addWidget(self.mode_combo)
-        row.addWidget(QLabel("Steps"))
-        row.addWidget(self.steps_spin)
-        row.addWidget(self.interpolate_button)
+            row.addWidget(widget, 1)
         layout.addLayout(row)
+        # The path and the button on a line of their own: on one line with the endpoints the
+        # tab needed 830 px, more than a 1,024 px screen leaves beside the dataset column.
+        path_row = QHBoxLayout()
+        path_row.addWidget(QLabel("Path"))
+        path_row.addWidget(self.mode_combo)
+        path_row.addWidget(QLabel("Steps"))
+        path_row.addWidget(self.steps_spin)
+        path_row.addStretch(1)
+        path_row.addWidget(self.interpolate_button)
+        layout.addLayout(path_row)
         self.strip_view = PixelView("The frames from A to B appear here")
         self.strip_view.setObjectName("interpolationStrip")
         self.strip_view.setMinimumHeight(72)

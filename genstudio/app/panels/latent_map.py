@@ -65,7 +65,9 @@ class LatentMapView(QWidget):
                                          brush=pg.mkBrush("#ffd400"))
         self.marker.setZValue(10)
         self.plot.addItem(self.marker)
-        self.legend = self.plot.addLegend(offset=(5, 5), labelTextSize="8pt")
+        # Translucent, in the corner with the fewest points (set_map), and draggable: it must
+        # not hide the points it names.
+        self.legend = self.plot.addLegend(offset=(5, 5), labelTextSize="8pt", brush=pg.mkBrush(255, 255, 255, 170))
         self._legend_items: list[pg.ScatterPlotItem] = []
         self.message = QLabel(alignment=Qt.AlignmentFlag.AlignCenter, wordWrap=True)
         self.message.setObjectName("latentMapMessage")
@@ -104,6 +106,7 @@ class LatentMapView(QWidget):
         self.plot.setLabel("left", axis_names[1])
         self.marker.setData([], [])
         self.view_box.autoRange(padding=0.05)
+        self.legend.setOffset(_emptiest_corner(self.points))
         self._stack.setCurrentWidget(self.plot)
 
     def set_marker(self, x: float | None, y: float | None) -> None:
@@ -119,3 +122,16 @@ class LatentMapView(QWidget):
         if row != self._hovered:
             self._hovered = row
             self.point_hovered.emit(row)
+
+
+def _emptiest_corner(points: np.ndarray, share: float = 0.35) -> tuple[int, int]:
+    """The legend offset (pyqtgraph: +x from the left, −x from the right, +y from the top) of
+    the plot corner whose outer `share` of each axis holds the fewest points."""
+    if len(points) == 0:
+        return (5, 5)
+    low, high = points.min(axis=0), points.max(axis=0)
+    unit = (points - low) / np.maximum(high - low, 1e-12)  # [0, 1]; y grows upwards
+    left, right = unit[:, 0] < share, unit[:, 0] > 1 - share
+    top, bottom = unit[:, 1] > 1 - share, unit[:, 1] < share
+    corners = {(5, 5): left & top, (-5, 5): right & top, (5, -5): left & bottom, (-5, -5): right & bottom}
+    return min(corners, key=lambda corner: int(corners[corner].sum()))
