@@ -416,7 +416,8 @@ def compare_fills(current: LoadedRun, paths: list[str], device: str, image: np.n
                   seed: int, job: Job) -> list[ComparedFill]:
     """The current run and each run in `paths` fill the same hole with the same seed. A run of
     another size or colour count gets the image and mask resampled to its own (fit_to_model);
-    a run that cannot be opened or cannot inpaint is listed with the reason."""
+    a run that cannot be opened or cannot inpaint is listed with the reason. Each run's result
+    is sent as a job piece when it is ready; progress counts the current run's steps."""
     results: list[ComparedFill] = []
     runs: list[tuple[str, LoadedRun | None, str]] = [(current.name, current, "")]
     for path in paths:
@@ -430,29 +431,32 @@ def compare_fills(current: LoadedRun, paths: list[str], device: str, image: np.n
         if job.cancelled():
             raise SamplingCancelled("comparison cancelled")
         job.say(f"{name} ({index + 1} of {len(runs)})")
-        if loaded is None:
-            results.append(ComparedFill(name, "—", "", None, None, 0.0, error))
-            continue
-        family = loaded.family
-        if Capability.INPAINT not in family.capabilities:
-            results.append(ComparedFill(name, family.title, "", None, None, 0.0, f"{family.title} cannot inpaint"))
-            continue
-        own_image, own_fill = fit_to_model(image, fill, family.spec.size, family.spec.channels)
-
-        def progress(done: int, total: int, _images, index: int = index) -> None:
-            if job.cancelled():
-                raise SamplingCancelled("comparison cancelled")
-            job.progress(index * total + done, len(runs) * total)
-
-        started = time.perf_counter()
-        try:
-            result = inpaint_candidates(family, own_image, own_fill, 1, seed, None, progress=progress)[0]
-        except InpaintError as exc:  # e.g. the hole vanished when resampled to a small model
-            results.append(ComparedFill(name, family.title, family.inpaint_method, None, None, 0.0, str(exc)))
-            continue
-        results.append(ComparedFill(name, family.title, family.inpaint_method, result, to_qimage(result),
-                                    time.perf_counter() - started))
+        results.append(_fill_one(name, loaded, error, image, fill, seed, job))
+        job.piece(results[-1])
     return results
+
+
+def _fill_one(name: str, loaded: LoadedRun | None, error: str, image: np.ndarray, fill: np.ndarray,
+              seed: int, job: Job) -> ComparedFill:
+    if loaded is None:
+        return ComparedFill(name, "—", "", None, None, 0.0, error)
+    family = loaded.family
+    if Capability.INPAINT not in family.capabilities:
+        return ComparedFill(name, family.title, "", None, None, 0.0, f"{family.title} cannot inpaint")
+    own_image, own_fill = fit_to_model(image, fill, family.spec.size, family.spec.channels)
+
+    def progress(done: int, total: int, _images) -> None:
+        if job.cancelled():
+            raise SamplingCancelled("comparison cancelled")
+        job.progress(done, total)
+
+    started = time.perf_counter()
+    try:
+        result = inpaint_candidates(family, own_image, own_fill, 1, seed, None, progress=progress)[0]
+    except InpaintError as exc:  # e.g. the hole vanished when resampled to a small model
+        return ComparedFill(name, family.title, family.inpaint_method, None, None, 0.0, str(exc))
+    return ComparedFill(name, family.title, family.inpaint_method, result, to_qimage(result),
+                        time.perf_counter() - started)
 
 
 def export_fill(fill: Fill, index: int, path: str, scale: int, job: Job) -> list[Path]:

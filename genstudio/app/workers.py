@@ -326,6 +326,11 @@ class Job:
             self._last_preview = now
             self._worker.preview.emit(self.id, item)
 
+    def piece(self, item: object) -> None:
+        """A finished part of the result to show at once (one run's fill of several): sent on
+        the preview signal like a preview, but never dropped for coming too soon."""
+        self._worker.preview.emit(self.id, item)
+
     def say(self, text: str) -> None:
         """What the job is doing now, e.g. "features of the samples" (a stage, not a count)."""
         self._worker.message.emit(self.id, text)

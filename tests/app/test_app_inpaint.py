@@ -205,26 +205,53 @@ def test_export_writes_result_mask_and_before_after_with_provenance(qtbot, inpai
     assert read_png_metadata(tmp_path / "fill-before-after.png")["seed"] == "4"
 
 
-def test_families_side_by_side_on_the_same_hole(qtbot, inpaint, tmp_path, dataset_cache):
+def small_gan_run(tmp_path, dataset_cache):
     from genstudio.core.data import load_source
     from genstudio.core.run import TrainSettings
     from genstudio.core.training import Trainer
 
-    other = tmp_path / "gan-run"  # another family at another size: the hole is resampled for it
+    run = tmp_path / "gan-run"
     settings = TrainSettings(family="gan", data="builtin:shapes", size=8, steps=2, batch=4, sample_every=0,
                              checkpoint_every=0, eval_images=0,
                              family_config={"latent_dim": 8, "base_channels": 4, "inversion_steps": 5})
-    for _event in Trainer(settings, str(other), dataset=load_source("builtin:shapes", 8,
-                                                                     cache_dir=dataset_cache)).run():
+    for _event in Trainer(settings, str(run), dataset=load_source("builtin:shapes", 8,
+                                                                   cache_dir=dataset_cache)).run():
         pass
+    return run
+
+
+def test_a_trip_through_a_smaller_model_leaves_the_image_sharp_and_the_mask_as_painted(qtbot, inpaint, tmp_path,
+                                                                                        dataset_cache):
+    from genstudio.core.run import load_run
+
+    paint_centre(inpaint)
+    image, mask, first = inpaint.image.copy(), inpaint.history.mask.copy(), inpaint.loaded
+    inpaint.set_run(load_run(small_gan_run(tmp_path, dataset_cache)))
+    assert inpaint.image.shape == (8, 8, 3)  # resampled for the 8 px model
+    inpaint.set_run(first)
+    assert np.array_equal(inpaint.image, image) and np.array_equal(inpaint.history.mask, mask)
+    inpaint.history.replace(np.zeros_like(mask))  # an edit at 16 px: the next refit starts from it
+    inpaint.set_run(first)
+    assert not inpaint.history.mask.any()
+
+
+def test_families_side_by_side_on_the_same_hole(qtbot, inpaint, tmp_path, dataset_cache):
+    other = small_gan_run(tmp_path, dataset_cache)  # another family at another size: the hole is resampled
     (tmp_path / "not-a-run").mkdir()
     paint_centre(inpaint)
+    assert not inpaint.compare_button.isEnabled()  # nothing ticked to compare with
+    assert "Tick the runs" in inpaint.compare_button.toolTip()
     inpaint.add_run(str(other))
     inpaint.add_run(str(tmp_path / "not-a-run"))
     inpaint.add_run(str(tmp_path / "unticked"), checked=False)
     assert inpaint.ticked_runs() == [str(other), str(tmp_path / "not-a-run")]
+    assert inpaint.compare_button.isEnabled()
+    shown_before_the_end = []  # each run's fill appears as it is ready, not all at the end
+    inpaint.compare_jobs.preview.connect(lambda _entry: shown_before_the_end.append(
+        (inpaint.compare_list.count(), len(inpaint.compared))))
     with qtbot.waitSignal(inpaint.compare_jobs.succeeded, timeout=60_000):
         qtbot.mouseClick(inpaint.compare_button, Qt.MouseButton.LeftButton)
+    assert shown_before_the_end == [(1, 0), (2, 0), (3, 0)]  # each tile shown before the whole result
     compared = inpaint.compared
     assert [c.title for c in compared] == ["Variational autoencoder", "GAN", "—"]
     assert compared[0].image.shape == (SIZE, SIZE, 3) and compared[1].image.shape == (8, 8, 3)

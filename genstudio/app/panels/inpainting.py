@@ -10,6 +10,7 @@ is kept exactly, whatever the family does.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -62,6 +63,19 @@ def read_mask_file(path: str, size: int, job: Job) -> np.ndarray:
     return load_mask(path, size)
 
 
+
+@dataclass(frozen=True)
+class _Refit:
+    """The image and mask a model change resampled (`from_*`) and what it made of them."""
+
+    from_original: np.ndarray
+    from_image: np.ndarray
+    from_mask: np.ndarray
+    image: np.ndarray
+    mask: np.ndarray
+
+COMPARE_TIP = "This run and every ticked run fill the same hole with the same seed, side by side"
+
 class InpaintPanel(QWidget):
     status = Signal(str)  # a line for the window's status bar
 
@@ -77,6 +91,7 @@ class InpaintPanel(QWidget):
         self.result: jobs.Fill | None = None
         self.compared: list[jobs.ComparedFill] = []
         self._compared_input: tuple[np.ndarray, np.ndarray, int] | None = None
+        self._refit: _Refit | None = None  # the last model change's resampling of the canvas
         self.dataset: ImageDataset | None = None
         self._pending_index: int | None = None     # training image to show once the set is loaded
         # Replaceable in tests: file dialogs, the gallery's selection, the device for other runs.
@@ -236,9 +251,8 @@ class InpaintPanel(QWidget):
         buttons = QHBoxLayout()
         self.add_run_button = push_button("Add run…", "compareAddRun", "Add a run folder to compare",
                                           self.ask_add_run)
-        self.compare_button = push_button("Fill with each", "compareFill",
-                                          "This run and every ticked run fill the same hole with the "
-                                          "same seed, side by side", self.start_compare)
+        self.compare_button = push_button("Fill with each", "compareFill", COMPARE_TIP, self.start_compare)
+        self.run_list.itemChanged.connect(self._update_buttons)  # a tick enables Fill with each
         buttons.addWidget(self.add_run_button)
         buttons.addWidget(self.compare_button)
         box.addWidget(self.run_list)
@@ -318,6 +332,7 @@ class InpaintPanel(QWidget):
         self.fill_jobs.failed.connect(lambda cause, _d: self._fail(f"The fill failed: {cause}"))
         self.compare_jobs.progress.connect(self._on_progress)
         self.compare_jobs.message.connect(lambda text: self.compare_label.setText(f"Filling with {text}…"))
+        self.compare_jobs.preview.connect(self._on_compared_one)
         self.compare_jobs.succeeded.connect(self._on_compared)
         self.compare_jobs.failed.connect(lambda cause, _d: self._fail(f"The comparison failed: {cause}"))
         self.export_jobs.succeeded.connect(
@@ -360,13 +375,20 @@ class InpaintPanel(QWidget):
         self.dataset_spin.setMaximum(2**31 - 1)
         original, image, mask, source = keep
         if image is not None and original is not None and mask is not None:
+            refit = self._refit
+            if refit is not None and image is refit.image and np.array_equal(mask, refit.mask):
+                # Untouched since the last refit: start again from what that refit started
+                # from, so a trip through a smaller model does not leave the image blurred
+                # and the mask grown.
+                original, image, mask = refit.from_original, refit.from_image, refit.from_mask
             size, channels = family.spec.size, family.spec.channels
-            original, _ = fit_to_model(original, mask, size, channels)
-            image, mask = fit_to_model(image, mask, size, channels)
-            self._show_image(image, source, original=original)
-            self.history.replace(mask)
+            fitted_original, _ = fit_to_model(original, mask, size, channels)
+            fitted, fitted_mask = fit_to_model(image, mask, size, channels)
+            self._show_image(fitted, source, original=fitted_original)
+            self.history.replace(fitted_mask)
             self.canvas.refresh_mask()
             self._on_mask_changed()
+            self._refit = _Refit(original, image, mask, self.image, fitted_mask.copy())
         self._update_buttons()
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt API
@@ -614,18 +636,19 @@ class InpaintPanel(QWidget):
         self.compare_jobs.submit(partial(jobs.compare_fills, self.loaded, self.ticked_runs(), self.device(),
                                          self.image, mask, self.seed_spin.value()))
 
+    def _on_compared_one(self, entry: jobs.ComparedFill) -> None:
+        """One run's fill, shown as soon as it is ready."""
+        if entry.tile is not None:
+            item = QListWidgetItem(QIcon(_enlarged(entry.tile)), f"{entry.title}\n{entry.seconds:.1f} s")
+            item.setToolTip(f"{entry.name}\n{entry.method}")
+        else:
+            item = QListWidgetItem(f"{entry.title}\n(no fill)")
+            item.setToolTip(f"{entry.name}: {entry.error}")
+        self.compare_list.addItem(item)
+
     def _on_compared(self, compared: list[jobs.ComparedFill]) -> None:
         self.progress.setVisible(False)
         self.compared = compared
-        self.compare_list.clear()
-        for entry in compared:
-            if entry.tile is not None:
-                item = QListWidgetItem(QIcon(_enlarged(entry.tile)), f"{entry.title}\n{entry.seconds:.1f} s")
-                item.setToolTip(f"{entry.name}\n{entry.method}")
-            else:
-                item = QListWidgetItem(f"{entry.title}\n(no fill)")
-                item.setToolTip(f"{entry.name}: {entry.error}")
-            self.compare_list.addItem(item)
         failed = [e for e in compared if e.tile is None]
         filled = len(compared) - len(failed)
         self.compare_label.setText(f"{filled} run{'s' * (filled != 1)}, seed {self.seed_spin.value()}"
@@ -667,7 +690,8 @@ class InpaintPanel(QWidget):
         self.back_button.setEnabled(bool(self.earlier_images))
         self.revert_button.setEnabled(have_image and self.image is not self.original)
         self.fill_button.setEnabled(can_fill and has_mask and not filling)
-        self.compare_button.setEnabled(can_fill and has_mask and not filling)
+        self.compare_button.setEnabled(can_fill and has_mask and not filling and bool(self.ticked_runs()))
+        self.compare_button.setToolTip(COMPARE_TIP if self.ticked_runs() else "Tick the runs to compare with first")
         self.cancel_button.setEnabled(filling)
         selected = self.result is not None and self.candidate_list.currentRow() >= 0
         self.continue_button.setEnabled(selected)
