@@ -94,11 +94,26 @@ def load_preview(request: DatasetRequest, job: Job) -> DatasetPreview:
 class OpenedRun:
     loaded: LoadedRun
     metrics: list[dict[str, Any]]
+    latest_grid: tuple[int, str, np.ndarray] | None = None  # (step, path, pixels) of its newest sample grid
 
 
 def open_run(path: str, device: str, job: Job) -> OpenedRun:
     loaded = load_run(path, device=device)
-    return OpenedRun(loaded, RunDir(path).read_metrics())
+    return OpenedRun(loaded, RunDir(path).read_metrics(), _latest_grid(loaded.run.path / "samples"))
+
+
+def _latest_grid(folder: Path) -> tuple[int, str, np.ndarray] | None:
+    """The newest samples/step_N.png a run wrote, or None (none yet, or unreadable)."""
+    grids = [(int(p.stem.split("_")[1]), p) for p in folder.glob("step_*.png") if p.stem.split("_")[1].isdigit()]
+    if not grids:
+        return None
+    step, path = max(grids)
+    try:
+        with Image.open(path) as image:
+            return step, str(path), np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        log.info("could not read %s: %s", path, exc)
+        return None
 
 
 def open_pretrained(name: str, device: str, job: Job) -> OpenedRun:

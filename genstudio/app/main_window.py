@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import logging
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -47,8 +48,9 @@ from .panels import (
     MetricsPlot,
     TrainingPanel,
 )
-from .panels.training_panel import IDLE, LOADING, NO_RUN_OPEN, PAUSED, RUNNING, STOPPING
+from .panels.training_panel import NO_RUN_OPEN
 from .remembered import Remembered, load_remembered, save_remembered
+from .run_view import FINISHING, IDLE, LOADING, PAUSED, RUNNING, STOPPING, RunView
 from .workers import LaunchedTrainingWorker, TaskRunner, TrainingWorker, start_thread
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,8 @@ class MainWindow(QMainWindow):
         self.training_worker: TrainingWorker | None = None
         self.training_thread: QThread | None = None
         self._control = None
+        self.run_view = RunView()  # what the Train tab shows: one run's, always (render_run_view)
+        self._after_training: Callable[[], None] | None = None  # asked for while a run finished
         self._finished_run: str | None = None
         self._end_reason = ""
         self._closing = False
@@ -293,7 +297,7 @@ class MainWindow(QMainWindow):
 
     # -- training -----------------------------------------------------------------------------
     def start_training(self) -> None:
-        if self.training_thread is not None or self.preview is None:
+        if self._after_finishing(self.start_training) or self.training_thread is not None or self.preview is None:
             return
         try:
             values = self.training_panel.values()
@@ -311,6 +315,8 @@ class MainWindow(QMainWindow):
         and seed; the device, process count and how often it samples, saves and evaluates come
         from the form (what `train --resume` lets change, core.training.RESUME_MAY_CHANGE)."""
         loaded = self.loaded
+        if self._after_finishing(self.continue_training):
+            return
         if self.training_thread is not None or loaded is None or loaded.weights_only:
             return
         panel = self.training_panel
@@ -321,15 +327,37 @@ class MainWindow(QMainWindow):
         settings = dataclasses.replace(loaded.settings, steps=steps, device=panel.device_combo.currentText(),
                                        **panel.recording(loaded.settings.eval_metrics))
         history = [r for r in self._opened_history if int(r.get("step", 0)) <= loaded.step]
-        if not self._start(settings, str(loaded.run.path), resume=True):
+        # The same run goes on: its view keeps the latest grid and held-out summary.
+        view = dataclasses.replace(self.run_view, step=loaded.step, total_steps=steps, ended=False)
+        if not self._start(settings, str(loaded.run.path), resume=True, view=view):
             return
-        # The form shows what trains: the run's family and settings (a new run started after
-        # this one starts from them too); the curves go on from the run's history.
-        self.family_picker.select(settings.family)
-        panel.set_values(**self._form_values(settings), family_config=dataclasses.asdict(loaded.family.config))
+        # The form shows what trains: the run's family, settings and data (a new run started
+        # after this one starts from them too); the curves go on from the run's history.
+        self._show_run_settings(settings, loaded.family.config)
+        panel.set_values(**self._form_values(settings))
         self.metrics_plot.set_first_shown(loaded.family.plotted_metrics)
         self.metrics_plot.load_history(history)
         self._status(f"Continuing {loaded.name} from step {loaded.step:,} to {steps:,}…")
+
+    def _show_run_settings(self, settings: TrainSettings, family_config) -> None:
+        """The family picker, the model form and the Dataset box show a run's own."""
+        self.family_picker.select(settings.family)
+        self.training_panel.set_values(conditional=settings.conditional,
+                                       family_config=dataclasses.asdict(family_config))
+        request = self.dataset_panel.request()
+        if (request.source, request.size, request.channels) != (settings.data, settings.size, settings.channels):
+            self.dataset_panel.set_request(settings.data, settings.size, settings.channels)
+            self.dataset_panel.request_load()
+
+    def _after_finishing(self, action: Callable[[], None]) -> bool:
+        """While a stopped run draws its final samples and evaluation, a new start, Continue
+        or open skips that work and happens once the run has ended. True if deferred."""
+        if self.run_view.phase != FINISHING or self._control is None:
+            return False
+        self._after_training = action
+        self._control.hurry()
+        self._status("Skipping the final samples and evaluation of the stopped run…")
+        return True
 
     @staticmethod
     def _form_values(settings: TrainSettings) -> dict:
@@ -338,9 +366,11 @@ class MainWindow(QMainWindow):
                 "sample_every": settings.sample_every, "checkpoint_every": settings.checkpoint_every,
                 "eval_every": settings.eval_every, "eval_metrics": settings.eval_metrics}
 
-    def _start(self, settings: TrainSettings, run_dir: str, resume: bool = False) -> bool:
+    def _start(self, settings: TrainSettings, run_dir: str, resume: bool = False,
+               view: RunView | None = None) -> bool:
         """Start training `settings` into `run_dir` (a new run, or `resume` the one there) in
-        the app's thread or torchrun's processes; False (with the reason shown) if it cannot."""
+        the app's thread or torchrun's processes; False (with the reason shown) if it cannot.
+        `view`: what the tab shows of the run until its events arrive (default: a new run's)."""
         processes = self.training_panel.processes()
         if processes > 1:  # a data-parallel run in torchrun's processes, followed from here
             try:
@@ -361,23 +391,24 @@ class MainWindow(QMainWindow):
         self.training_worker, self._control = worker, worker.control
         self._finished_run, self._end_reason = None, ""
         self.training_thread = start_thread(worker, worker.run, self._on_training_ended)
-        self._set_training_state(LOADING)
+        view = view or RunView(family=settings.family, total_steps=settings.steps)
+        view.phase, view.data, view.minutes = LOADING, settings.data, settings.minutes
+        view.launching = processes if processes > 1 else 0  # no loading progress comes from the processes
+        view.images_per_sec = view.eta_seconds = None  # a continued run's earlier speed is not this one's
+        self._show_view(view)
         self.training_panel.clear_error()
         self.metrics_plot.clear()
-        self.latest_samples.set_image(None)
-        self.latest_caption.clear()
         self._set_loaded(None)
         self.gallery.show_placeholder("Training has started; its samples will appear here.")
         self.explorer.show_unavailable("Training has started; its latent space opens here when it ends.")
-        if processes > 1:  # no loading progress comes from the processes: say what is happening
-            self.training_panel.show_launching(processes)
+        if processes > 1:
             self._status(f"Starting {processes} training processes with torchrun…")
         else:
             self._status("Preparing the data and the model…")
         return True
 
     def _connect_training(self, worker: TrainingWorker) -> None:
-        worker.loading.connect(self.training_panel.show_loading)
+        worker.loading.connect(self._on_loading)
         worker.run_started.connect(self._on_run_started)
         worker.step_logged.connect(self._on_step_logged)
         worker.samples_ready.connect(self._on_samples_ready)
@@ -393,83 +424,123 @@ class MainWindow(QMainWindow):
 
     def toggle_pause(self) -> None:
         if (self._control is None or not self._control.interactive
-                or self.training_panel.state not in (RUNNING, PAUSED)):
+                or self.run_view.phase not in (RUNNING, PAUSED)):
             return
         if self._control.paused:
             self._control.resume()
-            self._set_training_state(RUNNING)
+            self._set_phase(RUNNING)
             self._status("Resumed")
         else:
             self._control.pause()
-            self._set_training_state(PAUSED)
+            self._set_phase(PAUSED)
             self._status("Paused — press Resume (or Space) to continue")
 
     def stop_training(self) -> None:
         if self._control is None:
             return
+        if self.run_view.phase == FINISHING:  # the button reads Skip
+            self._control.hurry()
+            self._status("Skipping the final samples and evaluation…")
+            return
         self._control.stop()
-        self._set_training_state(STOPPING)
+        self._set_phase(STOPPING)
         self._status("Stopping…")
 
-    def _set_training_state(self, state: str) -> None:
-        changed = state != self.training_panel.state
-        self.training_panel.set_state(state)
-        idle = state == IDLE
-        self.family_picker.setEnabled(idle)
-        self.dataset_panel.setEnabled(idle)
-        self.open_action.setEnabled(idle)
-        self.recent_menu.setEnabled(idle and not self.recent_menu.isEmpty())
-        self.pretrained_menu.setEnabled(idle and bool(self.pretrained_runs))
+    # -- the run on the Train tab ---------------------------------------------------------
+    def _show_view(self, view: RunView) -> None:
+        """Another run takes the Train tab: nothing of the last one stays."""
+        self.run_view = view
+        self.render_run_view()
+
+    def _set_phase(self, phase: str) -> None:
+        self.run_view.phase = phase
+        self.render_run_view()
+
+    def render_run_view(self) -> None:
+        view = self.run_view
+        changed = view.phase != self.training_panel.state
+        self.training_panel.render(view)
+        if view.latest_grid is None:
+            self.latest_samples.set_image(None)
+            self.latest_caption.clear()
+        else:
+            self.latest_samples.set_image(to_qimage(view.latest_grid))
+            self.latest_caption.setText(f"step {view.latest_grid_step:,} · {Path(view.latest_grid_path).name}")
+            self.latest_caption.setToolTip(view.latest_grid_path)
+        free = view.phase in (IDLE, FINISHING)  # finishing: what is asked for skips the rest first
+        self.family_picker.setEnabled(free)
+        self.dataset_panel.setEnabled(free)
+        self.open_action.setEnabled(free)
+        self.recent_menu.setEnabled(free and not self.recent_menu.isEmpty())
+        self.pretrained_menu.setEnabled(free and bool(self.pretrained_runs))
         if changed:
-            self.training_state_changed.emit(state)
+            self.training_state_changed.emit(view.phase)
+
+    def _on_loading(self, done: int, total: int) -> None:
+        self.run_view.loading = (done, total)
+        self.render_run_view()
 
     def _on_run_started(self, event) -> None:
-        if self.training_panel.state == LOADING:
-            self._set_training_state(PAUSED if self._control.paused else RUNNING)
-        self.training_panel.show_started(event.run_dir, event.start_step, event.total_steps, event.device,
-                                         event.minutes)
+        view = self.run_view
+        if view.phase == LOADING:
+            view.phase = PAUSED if self._control.paused else RUNNING
+        view.run_dir, view.device, view.step, view.total_steps = event.run_dir, event.device, event.start_step, event.total_steps
+        view.minutes, view.done, view.loading, view.launching = event.minutes, 0.0, None, 0
+        self.render_run_view()
         self._status(f"Training {event.num_parameters:,} parameters on {event.device}: {event.dataset}")
 
     def _on_step_logged(self, event) -> None:
-        self.training_panel.show_progress(event.step, event.total_steps, event.done)
-        self.training_panel.show_speed(event.images_per_sec, event.eta_seconds)
+        view = self.run_view
+        view.step, view.total_steps, view.done = event.step, event.total_steps, event.done
+        view.images_per_sec, view.eta_seconds = event.images_per_sec, event.eta_seconds
+        self.render_run_view()
         self.metrics_plot.add_record(event.step, event.metrics)
 
     def _on_stopping(self, event) -> None:
-        self.training_panel.show_stopped(event.step)
+        self.run_view.stopped_at(event.step)
+        self.render_run_view()
         self._status(f"Stopped at step {event.step:,}; saving a checkpoint, then drawing the last samples…")
 
     def _on_samples_ready(self, event) -> None:
-        image = to_qimage(event.grid)
-        self.latest_samples.set_image(image)
-        self.latest_caption.setText(f"step {event.step:,} · {Path(event.path).name}")
-        self.latest_caption.setToolTip(event.path)
-        self.gallery.show_training_grid(image, event.step)
+        view = self.run_view
+        view.latest_grid, view.latest_grid_step, view.latest_grid_path = event.grid, event.step, event.path
+        if view.phase == FINISHING:
+            view.finishing = "measuring the held-out images"
+        self.render_run_view()
+        self.gallery.show_training_grid(to_qimage(event.grid), event.step)
 
     def _on_checkpoint_saved(self, event) -> None:
+        view = self.run_view
         text = f"Saved checkpoint at step {event.step:,}: {event.path}"
-        if self.training_panel.state == STOPPING:  # the final grid can take a while (a PixelCNN's)
-            text += " — drawing the last samples (closing the window skips them)…"
+        # The last save of a run: the final grid and evaluation follow (minutes for a PixelCNN).
+        if view.phase == STOPPING or (view.phase == RUNNING and event.step >= view.total_steps):
+            view.phase, view.step, view.finishing = FINISHING, event.step, "drawing the final samples"
+            view.eta_seconds = None
+            text += " — drawing the last samples and measuring; Skip (or closing the window) skips them…"
+            self.render_run_view()
         self._status(text)
 
     def _on_evaluated(self, event) -> None:
-        self.training_panel.show_likelihood(describe_evaluation(event.figures))
+        self.run_view.likelihood = describe_evaluation(event.figures)
+        self.render_run_view()
         numeric = {k: v for k, v in event.figures.items()
                    if isinstance(v, float) and k not in BOOKKEEPING_KEYS}
         self.metrics_plot.add_record(event.step, numeric)
 
     def _on_pause_changed(self, _event) -> None:
         # The control, not the event, is the truth: a queued event may trail a later click.
-        if self.training_panel.state in (RUNNING, PAUSED):
-            self._set_training_state(PAUSED if self._control.paused else RUNNING)
+        if self.run_view.phase in (RUNNING, PAUSED):
+            self._set_phase(PAUSED if self._control.paused else RUNNING)
 
     def _on_notice(self, event) -> None:
-        self.training_panel.show_notice(event.message)
+        self.run_view.notices.append(event.message)
+        self.render_run_view()
         self._status(event.message)
 
     def _on_training_finished(self, event) -> None:
         self._finished_run, self._end_reason = event.run_dir, event.reason
-        self.training_panel.show_finished(event.step)
+        self.run_view.finished(event.step)
+        self.render_run_view()
         self._status(f"Training {event.reason} at step {event.step:,}; run saved in {event.run_dir}")
 
     def _on_training_cancelled(self) -> None:
@@ -484,9 +555,13 @@ class MainWindow(QMainWindow):
 
     def _on_training_ended(self, _thread: QThread) -> None:
         self.training_worker = self.training_thread = self._control = None
-        self._set_training_state(IDLE)
+        self.run_view.loading, self.run_view.launching, self.run_view.finishing = None, 0, ""
+        self._set_phase(IDLE)
         self.training_ended.emit(self._end_reason or "failed")
-        if self._finished_run and not self._closing:
+        action, self._after_training = self._after_training, None
+        if action is not None and not self._closing:
+            action()  # asked for while the run finished: it replaces opening the finished run
+        elif self._finished_run and not self._closing:
             self.open_run(self._finished_run)
         self._maybe_finish_closing()
 
@@ -508,11 +583,15 @@ class MainWindow(QMainWindow):
             return []
 
     def open_pretrained(self, name: str) -> None:
+        if self._after_finishing(partial(self.open_pretrained, name)):
+            return
         self._status(f"Opening the pretrained {name} model…")
         device = self.training_panel.device_combo.currentText()
         self.run_jobs.submit(partial(jobs.open_pretrained, name, device))
 
     def open_run(self, path: str) -> None:
+        if self._after_finishing(partial(self.open_run, path)):
+            return
         self._status(f"Opening run {path}…")
         device = self.training_panel.device_combo.currentText()
         self.run_jobs.submit(partial(jobs.open_run, str(path), device))
@@ -538,12 +617,19 @@ class MainWindow(QMainWindow):
         self._set_loaded(loaded, opened.metrics)
         self.metrics_plot.set_first_shown(loaded.family.plotted_metrics)
         self.metrics_plot.load_history(opened.metrics)
-        self.training_panel.run_label.setText(f"Run folder: {loaded.run.path}")
-        if loaded.notice:  # the newest checkpoint was damaged; the previous one was opened
-            self.training_panel.show_notice(loaded.notice)
+        settings = loaded.settings
         evaluations = [r for r in opened.metrics if "reference_images" in r]
-        if evaluations:
-            self.training_panel.show_likelihood(describe_evaluation(evaluations[-1]))
+        grid_step, grid_path, grid = opened.latest_grid or (0, "", None)
+        same_run = self.run_view.run_dir == str(loaded.run.path)  # e.g. reopened as its training ends
+        self._show_view(RunView(
+            images_per_sec=self.run_view.images_per_sec if same_run else None,
+            run_dir=str(loaded.run.path), family=loaded.family.name, data=settings.data, step=loaded.step,
+            total_steps=settings.steps, minutes=settings.minutes, ended=True,
+            likelihood=describe_evaluation(evaluations[-1]) if evaluations else "",
+            # the newest checkpoint was damaged; the previous one was opened
+            notices=[loaded.notice] if loaded.notice else [],
+            latest_grid=grid, latest_grid_step=grid_step, latest_grid_path=grid_path))
+        self._show_run_settings(settings, loaded.family.config)
         title = f"{loaded.family.title} · {loaded.name} · step {loaded.step:,}"
         if panel_enabled("gallery", loaded.family.capabilities):
             self.gallery.set_run(title, loaded.class_names if loaded.family.spec.num_classes else [],
@@ -611,7 +697,8 @@ class MainWindow(QMainWindow):
         self._closing = True
         if self._control is not None:
             self._control.hurry()
-            self._set_training_state(STOPPING)
+            if self.run_view.phase in (LOADING, RUNNING, PAUSED):
+                self._set_phase(STOPPING)
         for runner in (self.dataset_jobs, self.run_jobs, self.sample_jobs, *self.comparison.runners):
             runner.cancel()
         self.explorer.cancel_work()

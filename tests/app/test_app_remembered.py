@@ -10,13 +10,17 @@ from genstudio.app.main_window import MainWindow
 from genstudio.app.remembered import load_remembered, remembered_path
 
 
-def test_a_relaunch_restores_what_was_chosen_and_the_run_that_was_open(qtbot, window, trained_run):
+def relaunch(qtbot, window) -> MainWindow:
+    close_and_delete(qtbot, window)
+    again = MainWindow()
+    again.show()
+    return again
+
+
+def test_a_relaunch_restores_the_choices_the_layout_and_the_gallery(qtbot, window):
     window.resize(1160, 690)  # the narrowest it goes; the offscreen screen (800 px) clamps any wider one
     window.family_picker.select("gan")
     window.dataset_panel.set_request("builtin:tins", 12, None)
-    window.ask_run_folder = lambda: str(trained_run)
-    with qtbot.waitSignal(window.sample_jobs.succeeded, timeout=30_000):
-        window.open_action.trigger()
     window.gallery.seed_spin.setValue(123)
     window.gallery.count_spin.setValue(9)
     splitter = window.findChild(QSplitter, "curvesSplitter")  # the others are at their minimum widths
@@ -24,22 +28,31 @@ def test_a_relaunch_restores_what_was_chosen_and_the_run_that_was_open(qtbot, wi
     sizes = splitter.sizes()
     assert sizes[0] > 400  # the default gives the curves 326 px
     window.tabs.setCurrentWidget(window.gallery)
-    close_and_delete(qtbot, window)
-    assert load_remembered().open_run == str(trained_run)
-
-    again = MainWindow()
-    again.show()
+    again = relaunch(qtbot, window)
     try:
-        qtbot.waitUntil(lambda: again.loaded is not None and again.loaded.run.path == trained_run, timeout=30_000)
         assert again.height() == 690
         assert again.family_picker.current() == "gan"
-        request = again.dataset_panel.request()
-        assert (request.source, request.size) == ("builtin:tins", 12)
         wait_for_dataset(qtbot, again, lambda p: p.request.source == "builtin:tins" and p.request.size == 12)
         assert (again.gallery.seed_spin.value(), again.gallery.count_spin.value()) == (123, 9)
         assert again.tabs.currentWidget() is again.gallery
         again.tabs.setCurrentIndex(0)  # the curves' splitter is laid out once its tab shows
         qtbot.waitUntil(lambda: again.findChild(QSplitter, "curvesSplitter").sizes() == sizes, timeout=5_000)
+    finally:
+        close_and_delete(qtbot, again)
+
+
+def test_a_relaunch_opens_the_run_that_was_open_with_its_own_settings(qtbot, window, trained_run):
+    window.ask_run_folder = lambda: str(trained_run)
+    with qtbot.waitSignal(window.sample_jobs.succeeded, timeout=30_000):
+        window.open_action.trigger()
+    assert load_remembered().open_run == ""  # written when the window closes
+    again = relaunch(qtbot, window)
+    try:
+        assert load_remembered().open_run == str(trained_run)
+        qtbot.waitUntil(lambda: again.loaded is not None and again.loaded.run.path == trained_run, timeout=30_000)
+        # The run open shows its own family and data (it wins over the choices remembered).
+        assert again.family_picker.current() == "vae"
+        assert again.dataset_panel.request().source == "builtin:shapes"
         recent = [action.text() for action in again.recent_menu.actions()]
         assert recent == [trained_run.name] and again.recent_menu.isEnabled()
     finally:

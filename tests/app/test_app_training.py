@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -149,9 +150,10 @@ def test_stop_saves_a_loadable_checkpoint_and_save_now_works(qtbot, window):
     assert (run / "checkpoint.safetensors").is_file()
     loaded = load_run(run)
     assert 10 <= loaded.step < ENDLESS
-    # The bar shows the step the checkpoint holds, not the last one logged; no speed or ETA.
+    # The bar shows the step the checkpoint holds, not the last one logged; no ETA, and the
+    # speed says it is past.
     assert panel.progress.value() == loaded.step
-    assert panel.speed_label.text() == "" and panel.eta_label.text() == ""
+    assert panel.speed_label.text().startswith("trained at ") and panel.eta_label.text() == ""
     qtbot.waitUntil(lambda: window.gallery.samples is not None, timeout=30_000)
     assert window.gallery.samples.loaded.step == loaded.step
 
@@ -277,3 +279,99 @@ def test_a_time_limit_on_the_train_tab_ends_the_run_and_shows_time_as_progress(q
     assert settings.minutes == 0.03 and settings.steps == 1_000_000
     assert 0 < load_run(run, "cpu").step < 1_000_000
     wait_idle(qtbot, window)  # the finished run opens in the gallery
+
+
+# -- one run on the tab, and Stop that leaves the window usable ---------------------------------
+
+
+@pytest.fixture
+def slow_final_grid(monkeypatch):
+    """The end-of-run grid waits until it is cut short (Skip, a new start, closing): the work
+    after a Stop that used to hold the window for ~50 s, made as long as a test needs."""
+    from genstudio.core.training import Trainer
+
+    real = Trainer.sample_grid
+
+    def sample_grid(self, cancel=None):
+        while cancel is not None and not cancel():
+            time.sleep(0.01)
+        return real(self, cancel)
+
+    monkeypatch.setattr(Trainer, "sample_grid", sample_grid)
+
+
+def stop_into_finishing(qtbot, window) -> Path:
+    start_training(qtbot, window, steps=ENDLESS, sample_every=0)
+    panel = window.training_panel
+    qtbot.waitUntil(lambda: window.run_view.step >= 10, timeout=30_000)
+    qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.state == "finishing", timeout=30_000)
+    return run_dir_of(window)
+
+
+def test_after_stop_the_end_of_run_work_is_shown_and_skip_ends_it(qtbot, window, slow_final_grid):
+    run = stop_into_finishing(qtbot, window)
+    panel = window.training_panel
+    assert load_run(run).step >= 10  # saved before the end-of-run work
+    assert panel.stop_button.text() == "Skip" and panel.stop_button.isEnabled()
+    assert "saved · drawing the final samples" in panel.progress.format()
+    assert panel.start_button.isEnabled() and window.family_picker.isEnabled() and window.open_action.isEnabled()
+    with qtbot.waitSignal(window.training_ended, timeout=10_000) as ended:
+        qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
+    assert ended.args == ["stopped"]
+    qtbot.waitUntil(lambda: window.loaded is not None and window.loaded.run.path == run, timeout=30_000)
+
+
+def test_start_while_a_stopped_run_finishes_skips_its_end_and_starts_at_once(qtbot, window, slow_final_grid):
+    first = stop_into_finishing(qtbot, window)
+    panel = window.training_panel
+    with qtbot.waitSignal(window.training_ended, timeout=10_000):
+        qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.training_worker is not None and panel.state == "running", timeout=30_000)
+    assert run_dir_of(window) != first  # a new run, not the stopped one reopened
+    assert not panel.speed_label.text().startswith("trained at")  # nothing of the last run shown
+    qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)  # its own end: stop, then skip
+    qtbot.waitUntil(lambda: panel.state == "finishing", timeout=30_000)
+    qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, window)
+
+
+def test_the_tab_shows_only_the_run_just_opened(qtbot, window, trained_run):
+    with qtbot.waitSignal(window.training_ended, timeout=60_000):
+        start_training(qtbot, window, steps=20)
+    qtbot.waitUntil(lambda: window.loaded is not None and window.loaded.step == 20, timeout=30_000)
+    panel = window.training_panel
+    assert "images/s" in panel.speed_label.text() and window.latest_samples.image() is not None
+    window.family_picker.select("gan")
+    window.ask_run_folder = lambda: str(trained_run)
+    window.open_action.trigger()
+    qtbot.waitUntil(lambda: window.loaded is not None and window.loaded.run.path == trained_run, timeout=30_000)
+    assert run_dir_of(window) == trained_run
+    assert panel.speed_label.text() == "" and panel.eta_label.text() == ""  # none of the last run's
+    assert "step 30" in window.latest_caption.text()  # the opened run's own newest grid
+    records = [r for r in RunDir(trained_run).read_metrics() if "reference_images" in r]
+    assert records and panel.likelihood_label.text().startswith(f"On {records[-1]['reference_images']} ")
+    assert window.family_picker.current() == "vae" and panel.conditional_check.isChecked()
+    assert window.dataset_panel.request().source == "builtin:shapes"
+    assert panel.progress.value() == 30
+
+
+def test_continue_shows_the_runs_own_data_in_the_dataset_box(qtbot, window, image_folder, tmp_path):
+    run = tmp_path / "folder-run"
+    settings = TrainSettings(data=str(image_folder), size=8, steps=2, batch=2, sample_every=0, checkpoint_every=0,
+                             eval_images=0, family_config={"base_channels": 4, "latent_dim": 2})
+    for _event in Trainer(settings, str(run)).run():
+        pass
+    window.ask_run_folder = lambda: str(run)
+    window.open_action.trigger()
+    qtbot.waitUntil(lambda: window.loaded is not None and window.loaded.run.path == run, timeout=30_000)
+    assert window.dataset_panel.request().source == str(image_folder)  # opening shows it
+    window.dataset_panel.set_request("builtin:shapes", 16, None)  # the person looks elsewhere …
+    window.dataset_panel.request_load()
+    window.training_panel.steps_spin.setValue(4)
+    with qtbot.waitSignal(window.training_ended, timeout=60_000):
+        qtbot.mouseClick(window.training_panel.continue_button, Qt.MouseButton.LeftButton)
+        request = window.dataset_panel.request()  # … but what trains is the run's own data
+        assert (request.source, request.size) == (str(image_folder), 8)
+        assert f"Data: {image_folder}" in window.training_panel.run_label.text()
+    assert load_run(run).step == 4

@@ -26,9 +26,9 @@ from genstudio.core.device import DEVICE_CHOICES
 from genstudio.core.run import TrainSettings
 
 from ..layout import push_button, scrolling
+from ..run_view import FINISHING, IDLE, LOADING, PAUSED, RUNNING, RunView
 from .config_form import ConfigForm
 
-IDLE, LOADING, RUNNING, PAUSED, STOPPING = "idle", "loading", "running", "paused", "stopping"
 ERROR_STYLE = "color: #c62828;"
 WARNING_STYLE = "color: #b26a00;"
 _DEFAULTS = TrainSettings()
@@ -54,12 +54,11 @@ class TrainingPanel(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("trainingPanel")
-        self.state = IDLE
+        self.state = IDLE  # the phase of the run shown (render)
         self._ready, self._not_ready_reason = False, "Loading the dataset…"
         self._conditional_allowed = False
         self._interactive = True  # False while a launched (multi-process) run trains
         self._cannot_continue = NO_RUN_OPEN  # why the open run cannot train further; "" if it can
-        self._time_limited = False  # the run shown has a time limit: its bar shows time
         self._error_details = ""
         self._build_settings()
         self._build_controls()
@@ -76,7 +75,7 @@ class TrainingPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(scrolling(settings, 0), 1)
         layout.addWidget(self.controls_box)
-        self.set_state(IDLE)
+        self.render(RunView())
 
     # -- layout -----------------------------------------------------------------------------
     def _build_settings(self) -> None:
@@ -280,13 +279,60 @@ class TrainingPanel(QWidget):
         self._interactive = interactive
         self._update_buttons()
 
-    def set_state(self, state: str) -> None:
-        self.state = state
-        self.pause_button.setText("Resume" if state == PAUSED else "Pause")
+    def render(self, view: RunView) -> None:
+        """Show `view`: its phase in the buttons, its progress, speed, folder, held-out summary
+        and notices. Everything shown here comes from the one view."""
+        self.state = view.phase
+        self.pause_button.setText("Resume" if view.phase == PAUSED else "Pause")
+        finishing = view.phase == FINISHING
+        self.stop_button.setText("Skip" if finishing else "Stop")
+        self.stop_button.setToolTip("Skip the final samples and evaluation; the checkpoint is saved" if finishing
+                                    else "Stop after this step and save (Ctrl+.)")
+        self._render_progress(view)
+        live = view.phase in (RUNNING, PAUSED)
+        speed = "" if view.images_per_sec is None else f"{view.images_per_sec:,.0f} images/s"
+        self.speed_label.setText(speed if live or not speed else f"trained at {speed}")
+        self.eta_label.setText("ETA " + format_duration(view.eta_seconds) if view.eta_seconds is not None else "")
+        lines = [f"Run folder: {view.run_dir}"] if view.run_dir else []
+        lines += [f"Data: {view.data}"] if view.data else []
+        lines += [f"Device: {view.device}"] if view.device else []
+        self.run_label.setText("\n".join(lines))
+        self.likelihood_label.setText(view.likelihood)
+        self.notice_label.setText("\n".join(view.notices))
+        self.notice_label.setVisible(bool(view.notices))
         self._update_buttons()
 
+    def _render_progress(self, view: RunView) -> None:
+        bar = self.progress
+        if view.launching:
+            bar.setFormat(f"starting {view.launching} processes…")
+            bar.setRange(0, 0)  # busy: the processes report nothing until the run starts
+        elif view.loading is not None:
+            bar.setFormat("loading data %v / %m")
+            bar.setRange(0, view.loading[1])
+            bar.setValue(view.loading[0])
+        elif view.phase == FINISHING:
+            bar.setFormat(f"step {view.step:,} saved · {view.finishing}…")
+            bar.setRange(0, 0)
+        elif not view.run_dir:
+            bar.setFormat("not started" if view.phase == IDLE else "preparing…")
+            bar.setRange(0, 1 if view.phase == IDLE else 0)
+            bar.setValue(0)
+        elif view.minutes > 0 and view.ended:
+            bar.setFormat(f"step {view.step:,}")
+            bar.setRange(0, 1)
+            bar.setValue(1)
+        elif view.minutes > 0:  # a time limit: the share of the run done, of its steps or time
+            bar.setFormat(f"step {view.step:,} · %p%")
+            bar.setRange(0, 1000)
+            bar.setValue(round(1000 * (view.done or 0.0)))
+        else:
+            bar.setFormat("step %v / %m")
+            bar.setRange(0, max(view.total_steps, view.step))
+            bar.setValue(view.step)
+
     def _update_buttons(self) -> None:
-        idle = self.state == IDLE
+        idle = self.state in (IDLE, FINISHING)  # finishing: saved, the end-of-run work is skippable
         active = self.state in (RUNNING, PAUSED)
         invalid = self.config_form.invalid_fields()
         can_start = idle and self._ready and not invalid
@@ -296,7 +342,7 @@ class TrainingPanel(QWidget):
         self.continue_button.setToolTip(self._cannot_continue or CONTINUE_TIP)
         controllable = active and self._interactive
         self.pause_button.setEnabled(controllable)
-        self.stop_button.setEnabled(self.state in (LOADING, RUNNING, PAUSED))
+        self.stop_button.setEnabled(self.state in (LOADING, RUNNING, PAUSED, FINISHING))
         self.sample_button.setEnabled(controllable)
         self.save_button.setEnabled(controllable)
         self.settings_box.setEnabled(idle)
@@ -309,66 +355,6 @@ class TrainingPanel(QWidget):
         if invalid:
             return "Fix the highlighted model settings: " + ", ".join(invalid)
         return "Start training (Ctrl+Return)"
-
-    # -- progress -----------------------------------------------------------------------------
-    def show_progress(self, step: int, total: int, done: float | None = None) -> None:
-        """The run's progress: by steps, or for a run with a time limit by `done` (the share of
-        the run done, of its steps or its time, whichever is further)."""
-        if self._time_limited and done is not None:
-            self.progress.setFormat(f"step {step:,} · %p%")
-            self.progress.setRange(0, 1000)
-            self.progress.setValue(round(1000 * done))
-            return
-        self.progress.setRange(0, total)
-        self.progress.setValue(step)
-
-    def show_finished(self, step: int) -> None:
-        """The bar when the run has ended: at its last step (full for a run with a time limit)."""
-        if self._time_limited:
-            self.progress.setFormat(f"step {step:,}")
-            self.progress.setValue(self.progress.maximum())
-        else:
-            self.show_progress(step, max(step, self.progress.maximum()))
-        self.eta_label.clear()
-
-    def show_stopped(self, step: int) -> None:
-        """Stop was pressed and the loop has left at `step` (the step the checkpoint holds, not
-        the last one logged); no speed or ETA belongs to the end-of-run work that follows."""
-        if self._time_limited:
-            self.progress.setFormat(f"step {step:,} · %p%")
-        else:
-            self.show_progress(step, self.progress.maximum())
-        self.speed_label.clear()
-        self.eta_label.clear()
-
-    def show_loading(self, done: int, total: int) -> None:
-        self.progress.setFormat("loading data %v / %m")
-        self.progress.setRange(0, total)
-        self.progress.setValue(done)
-
-    def show_launching(self, processes: int) -> None:
-        self.progress.setFormat(f"starting {processes} processes…")
-        self.progress.setRange(0, 0)  # busy: the processes report nothing until the run starts
-
-    def show_started(self, run_dir: str, step: int, total: int, device: str, minutes: float = 0.0) -> None:
-        self._time_limited = minutes > 0
-        self.progress.setFormat("step %v / %m")
-        self.show_progress(step, total, 0.0)
-        self.run_label.setText(f"Run folder: {run_dir}\nDevice: {device}")
-        self.likelihood_label.clear()
-        self.notice_label.clear()
-        self.notice_label.hide()
-
-    def show_speed(self, images_per_sec: float, eta_seconds: float | None) -> None:
-        self.speed_label.setText(f"{images_per_sec:,.0f} images/s")
-        self.eta_label.setText("ETA " + format_duration(eta_seconds) if eta_seconds is not None else "")
-
-    def show_likelihood(self, text: str) -> None:
-        self.likelihood_label.setText(text)
-
-    def show_notice(self, text: str) -> None:
-        self.notice_label.setText(text)
-        self.notice_label.show()
 
     def show_error(self, cause: str, details: str = "") -> None:
         self.error_label.setText(cause)
