@@ -183,6 +183,8 @@ def _add_train(sub: Any) -> None:
                    help="a family hyper-parameter, e.g. --set latent_dim=16 (repeatable)")
     p.add_argument("--log-every", type=int, help="steps between metric records (default 10)")
     p.add_argument("--sample-every", type=int, help="steps between sample grids (default 250; 0: at the end)")
+    p.add_argument("--sample-seconds", type=float,
+                   help="also a sample grid after this many seconds of training without one (default 0: off)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500; 0: at the end)")
     p.add_argument("--eval-every", type=int,
                    help="steps between held-out evaluations (default 500; 0: only when the run ends)")

@@ -363,7 +363,8 @@ class MainWindow(QMainWindow):
     def _form_values(settings: TrainSettings) -> dict:
         return {"batch": settings.batch, "seed": settings.seed, "conditional": settings.conditional,
                 "minutes": settings.minutes,
-                "sample_every": settings.sample_every, "checkpoint_every": settings.checkpoint_every,
+                "sample_every": settings.sample_every, "sample_seconds": settings.sample_seconds,
+                "checkpoint_every": settings.checkpoint_every,
                 "eval_every": settings.eval_every, "eval_metrics": settings.eval_metrics}
 
     def _start(self, settings: TrainSettings, run_dir: str, resume: bool = False,

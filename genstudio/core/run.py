@@ -49,6 +49,7 @@ class TrainSettings:
     family_config: dict[str, Any] = field(default_factory=dict)  # the family's own knobs
     log_every: int = 10            # steps between metric records
     sample_every: int = 250        # steps between sample grids (0: only at the end)
+    sample_seconds: float = 0.0    # also a grid after this many seconds of training without one (0: off)
     checkpoint_every: int = 500    # steps between checkpoints (0: only at the end / on stop)
     grid_samples: int = 64         # images in each sample grid
     eval_images: int = 256         # held-out images each evaluation measures against (0: no evaluation)

@@ -221,7 +221,7 @@ TrainEvent = (RunStarted | StepLogged | SamplesReady | CheckpointSaved | Evaluat
 # how often it records. The rest (the model, its data, batch, seed, the evaluation's sizes, so
 # that the curves stay comparable) is the run's own, from its config.json.
 RESUME_MAY_CHANGE = ("steps", "minutes", "device", "precision", "compile", "log_every", "sample_every",
-                     "checkpoint_every", "eval_every", "eval_metrics")
+                     "sample_seconds", "checkpoint_every", "eval_every", "eval_metrics")
 TIME_LIMIT_REACHED = "time limit reached"  # TrainingFinished.reason of a run its time limit ended
 
 
@@ -501,6 +501,7 @@ class Trainer:
         speed = _Throughput(s.batch)
         started = time.perf_counter()
         self._clock = _TrainingClock(s.minutes)
+        self._grid_due_at = s.sample_seconds  # training seconds at which a grid is due by time
         self.family.train_mode()
         # Pause, Stop and the time limit abandon a slow step part-way (its changes undone)
         # instead of waiting for its end; not under torchrun, where every process must take the
@@ -561,8 +562,11 @@ class Trainer:
                 yield self._log(metrics, speed, time.perf_counter() - started)
             if not self.is_main:
                 continue  # only rank 0 samples, saves and evaluates
-            if _due(self.step, s.sample_every) or control.take_sample_request():
+            grid_by_time = (s.sample_seconds > 0 and self._clock.spent() >= self._grid_due_at
+                            and self.step < s.steps)  # the last step gets the final grid anyway
+            if _due(self.step, s.sample_every) or control.take_sample_request() or grid_by_time:
                 yield from self._mid_run_grid(control, speed)
+                self._grid_due_at = self._clock.spent() + s.sample_seconds
             if _due(self.step, s.checkpoint_every) or control.take_save_request():
                 yield self.save()
             if _due(self.step, s.eval_every) and self.step < s.steps:
@@ -832,6 +836,8 @@ def _validate(settings: TrainSettings, distributed: Distributed | None = None) -
     for name in ("sample_every", "checkpoint_every", "eval_every", "eval_images", "eval_samples", "grid_samples"):
         if getattr(settings, name) < 0:
             raise RunError(f"{name} must not be negative")
+    if not (math.isfinite(settings.sample_seconds) and settings.sample_seconds >= 0):
+        raise RunError(f"sample_seconds must be a number of seconds ≥ 0 (0: off), not {settings.sample_seconds}")
     if settings.eval_images > 0:
         try:  # now, not when the first evaluation is due after hours of training
             EvalSettings(metrics=tuple(settings.eval_metrics))

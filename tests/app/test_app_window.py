@@ -35,6 +35,9 @@ def test_opens_with_shapes_and_vae_ready_to_start(window):
     assert not window.training_panel.pause_button.isEnabled()
     assert not window.training_panel.stop_button.isEnabled()
     assert "Train a model or open a run" in window.gallery.placeholder._placeholder
+    # A grid every 30 s of training as well as every 250 steps: a CPU shows samples early.
+    values = window.training_panel.values()
+    assert (values["sample_every"], values["sample_seconds"]) == (250, 30.0)
 
 
 def test_lists_all_six_families_with_the_unbuilt_ones_disabled(window):

@@ -324,3 +324,28 @@ def test_the_time_limit_cuts_a_slow_step_short(tmp_path):
     assert stopping.step == 1  # the second step was under way at 1 s and is dropped
     assert time.perf_counter() - started < 1.0 + 0.5 + 1.0  # the limit, a look, the save and grid
     assert load_run(tmp_path / "run", "cpu").step == 1
+
+
+def test_a_grid_is_drawn_by_time_as_well_as_by_steps(tmp_path, monkeypatch):
+    # Each step is made to take 20 ms of training time: a grid is due every 0.1 s, so after
+    # about every 5 steps, while the step interval alone would draw none before the end.
+    from genstudio.core import training
+
+    real_step = Trainer._train_step
+
+    def slow_step(self, x, labels):
+        time.sleep(0.02)
+        return real_step(self, x, labels)
+
+    monkeypatch.setattr(Trainer, "_train_step", slow_step)
+    by_time = dataclasses.replace(TINY, steps=30, sample_every=0, checkpoint_every=0, sample_seconds=0.1)
+    started = time.perf_counter()
+    grids = [e.step for e in _run(by_time, tmp_path / "timed") if isinstance(e, SamplesReady)]
+    elapsed = time.perf_counter() - started
+    assert len(grids) >= 3 and grids[-1] == 30  # mid-run grids (≥ 0.6 s of steps), then the final one
+    assert len(grids) - 1 <= elapsed / 0.1 + 1  # no more than one per interval
+    assert grids == sorted(set(grids))
+    untimed = dataclasses.replace(by_time, sample_seconds=0.0)
+    assert [e.step for e in _run(untimed, tmp_path / "untimed") if isinstance(e, SamplesReady)] == [30]
+    with pytest.raises(training.RunError, match="sample_seconds"):
+        _run(dataclasses.replace(by_time, sample_seconds=-1.0), tmp_path / "bad")

@@ -39,6 +39,7 @@ CONTINUE_TIP = ("Train the open run further, up to Steps, with its own model, da
                 "the device, the time limit and how often it samples, saves and evaluates come from "
                 "this form (Ctrl+Shift+Return)")
 
+APP_SAMPLE_SECONDS = 30  # the Train tab's default; the CLI's is off (TrainSettings.sample_seconds)
 LIKELIHOOD_ONLY = ("bpd",)
 QUALITY_METRICS = ("bpd", "fid", "precision", "recall")
 
@@ -105,6 +106,12 @@ class TrainingPanel(QWidget):
         self.sample_every_spin = _spin("sampleEverySpin", "Sample every", 0, 10_000_000,
                                        _DEFAULTS.sample_every, step=50)
         self.sample_every_spin.setSpecialValueText("end only")
+        # By time as well: at the default steps a CPU shows nothing for minutes.
+        self.sample_seconds_spin = _spin("sampleSecondsSpin", "Sample every seconds", 0, 86_400,
+                                         APP_SAMPLE_SECONDS, step=10)
+        self.sample_seconds_spin.setSuffix(" s")
+        self.sample_seconds_spin.setSpecialValueText("off")
+        self.sample_seconds_spin.setToolTip("Also draw a grid after this many seconds of training without one")
         self.save_every_spin = _spin("saveEverySpin", "Save every", 0, 10_000_000,
                                      _DEFAULTS.checkpoint_every, step=100)
         self.save_every_spin.setSpecialValueText("end only")
@@ -125,7 +132,8 @@ class TrainingPanel(QWidget):
                               ("Batch", self.batch_spin),
                               ("Seed", self.seed_spin), ("Device", self.device_combo),
                               ("Processes", self.processes_spin),
-                              ("Sample every", self.sample_every_spin),
+                              ("Sample every", _side_by_side(self.sample_every_spin, QLabel("steps or"),
+                                                             self.sample_seconds_spin)),
                               ("Save every", self.save_every_spin),
                               ("Evaluate every", self.eval_every_spin)):
             form.addRow(label, widget)
@@ -235,7 +243,8 @@ class TrainingPanel(QWidget):
         """How long a run trains this time, how often it samples, saves and evaluates, and what it
         measures."""
         return {"minutes": self.minutes_spin.value(),
-                "sample_every": self.sample_every_spin.value(), "checkpoint_every": self.save_every_spin.value(),
+                "sample_every": self.sample_every_spin.value(), "sample_seconds": float(self.sample_seconds_spin.value()),
+                "checkpoint_every": self.save_every_spin.value(),
                 "eval_every": self.eval_every_spin.value(),
                 "eval_metrics": QUALITY_METRICS if self.quality_check.isChecked() else LIKELIHOOD_ONLY}
 
@@ -262,6 +271,8 @@ class TrainingPanel(QWidget):
                 spins[name].setValue(int(value))
             elif name == "minutes":
                 self.minutes_spin.setValue(float(value))
+            elif name == "sample_seconds":
+                self.sample_seconds_spin.setValue(round(value))
             elif name == "device":
                 self.device_combo.setCurrentText(value)
             elif name == "conditional":
@@ -398,3 +409,12 @@ def _spin(name: str, accessible: str, low: int, high: int, value: int, step: int
     spin.setSingleStep(step)
     spin.setGroupSeparatorShown(True)
     return spin
+
+
+def _side_by_side(*widgets: QWidget) -> QWidget:
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        layout.addWidget(widget, 1 if isinstance(widget, QSpinBox) else 0)
+    return row
