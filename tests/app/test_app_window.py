@@ -174,7 +174,8 @@ def test_continue_takes_the_forms_schedule_and_keeps_the_runs_own_sample_metrics
     panel = window.training_panel
     panel.set_values(sample_every=7, checkpoint_every=0, eval_every=30, eval_metrics=("bpd",))
     assert panel.recording(("bpd", "fid", "precision", "recall")) == {
-        "minutes": 0.0, "sample_every": 7, "checkpoint_every": 0, "eval_every": 30, "eval_metrics": ("bpd",)}
+        "minutes": 0.0, "sample_every": 7, "sample_seconds": 30.0, "checkpoint_every": 0, "eval_every": 30,
+        "eval_metrics": ("bpd",)}
     assert panel.recording(("bpd",))["eval_metrics"] == ("bpd",)
     panel.set_values(eval_metrics=("bpd", "fid"))  # ticks the box
     assert panel.recording(("bpd", "kid"))["eval_metrics"] == ("bpd", "kid")  # the box agrees: the run's

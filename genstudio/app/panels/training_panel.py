@@ -106,6 +106,7 @@ class TrainingPanel(QWidget):
         self.sample_every_spin = _spin("sampleEverySpin", "Sample every", 0, 10_000_000,
                                        _DEFAULTS.sample_every, step=50)
         self.sample_every_spin.setSpecialValueText("end only")
+        self.sample_every_spin.setSuffix(" steps")
         # By time as well: at the default steps a CPU shows nothing for minutes.
         self.sample_seconds_spin = _spin("sampleSecondsSpin", "Sample every seconds", 0, 86_400,
                                          APP_SAMPLE_SECONDS, step=10)
@@ -132,8 +133,8 @@ class TrainingPanel(QWidget):
                               ("Batch", self.batch_spin),
                               ("Seed", self.seed_spin), ("Device", self.device_combo),
                               ("Processes", self.processes_spin),
-                              ("Sample every", _side_by_side(self.sample_every_spin, QLabel("steps or"),
-                                                             self.sample_seconds_spin)),
+                              ("Sample every", self.sample_every_spin),
+                              ("or every", self.sample_seconds_spin),
                               ("Save every", self.save_every_spin),
                               ("Evaluate every", self.eval_every_spin)):
             form.addRow(label, widget)
@@ -410,11 +411,3 @@ def _spin(name: str, accessible: str, low: int, high: int, value: int, step: int
     spin.setGroupSeparatorShown(True)
     return spin
 
-
-def _side_by_side(*widgets: QWidget) -> QWidget:
-    row = QWidget()
-    layout = QHBoxLayout(row)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for widget in widgets:
-        layout.addWidget(widget, 1 if isinstance(widget, QSpinBox) else 0)
-    return row
