@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shlex
@@ -34,25 +35,22 @@ from genstudio.core.sampling import generate  # noqa: E402
 
 OUT = ROOT / "pretrained"
 
-# name → (title, `genstudio train` arguments after --out). Sizes and widths are chosen so each
-# checkpoint stays under a few MB and trains in minutes on a 2-core CPU.
+# name → (title, `genstudio train` arguments after --out). Each checkpoint stays under 10 MB.
 RUNS: dict[str, tuple[str, str]] = {
-    # Half the default width: a quarter of the compute per step, so in a CPU budget of minutes
-    # they get ~4× the steps (at the default width a VAE was at step 555 after 12 minutes on one
-    # thread, drawing faint blobs).
+    # The defaults at 32 px, stopped by `--minutes` (the step is recorded): `--steps` is only a
+    # ceiling, since nothing in a run depends on its planned length.
     "vae-shapes": ("VAE · shapes 32 px",
-                   "--family vae --data builtin:shapes --size 32 --steps 3000 --batch 64 --seed 0 "
-                   "--set base_channels=16"),
+                   "--family vae --data builtin:shapes --size 32 --steps 100000 --batch 64 --seed 0"),
     "gan-shapes": ("GAN · shapes 32 px",
                    "--family gan --data builtin:shapes --size 32 --steps 3000 --batch 64 --seed 0 "
                    "--set base_channels=16"),
     "flow-shapes": ("Normalizing flow · shapes 32 px",
                     "--family flow --data builtin:shapes --size 32 --steps 1200 --batch 64 --seed 0"),
     "diffusion-shapes": ("Diffusion · shapes 32 px",
-                         "--family diffusion --data builtin:shapes --size 32 --steps 2000 --batch 64 "
-                         "--seed 0 --set base_channels=16"),
+                         "--family diffusion --data builtin:shapes --size 32 --steps 100000 --batch 64 "
+                         "--seed 0"),
     "pixelcnn-shapes": ("PixelCNN · shapes 16 px",
-                        "--family pixelcnn --data builtin:shapes --size 16 --steps 800 --batch 64 --seed 0"),
+                        "--family pixelcnn --data builtin:shapes --size 16 --steps 100000 --batch 64 --seed 0"),
     "ebm-shapes": ("Energy-based · shapes 32 px",
                    "--family ebm --data builtin:shapes --size 32 --steps 600 --batch 64 --seed 0 "
                    # a 500-image replay buffer keeps the checkpoint under 3 MB (the default's is 12.7)
@@ -61,8 +59,8 @@ RUNS: dict[str, tuple[str, str]] = {
                                "--family gan --data builtin:shapes --size 32 --steps 2000 --batch 64 "
                                "--seed 0 --conditional"),
     "diffusion-shapes-conditional": ("Class-conditional diffusion (CFG) · shapes 32 px",
-                                     "--family diffusion --data builtin:shapes --size 32 --steps 2000 "
-                                     "--batch 64 --seed 0 --set base_channels=16 --conditional"),
+                                     "--family diffusion --data builtin:shapes --size 32 --steps 100000 "
+                                     "--batch 64 --seed 0 --conditional"),
 }
 
 
@@ -95,10 +93,12 @@ def ship(name: str, run: Path) -> dict:
     return entry
 
 
-def make_all(names: list[str], jobs: int, entries: dict[str, dict], minutes: float | None) -> None:
+def make_all(names: list[str], jobs: int, entries: dict[str, dict], minutes: float | None,
+             cpu_minutes: float | None = None) -> None:
     """Train up to `jobs` runs at once (each on one torch thread), shipping each as it ends;
-    a run still training `minutes` after it started is stopped (SIGTERM: the step ends, then a
-    save), so every run gets the same budget whatever the order."""
+    a run still training `minutes` after it started, or once it has used `cpu_minutes` of CPU
+    time, is stopped (SIGTERM: the step ends, then a save), so every run gets the same budget
+    whatever the order and whatever else the machine does."""
     with tempfile.TemporaryDirectory(prefix="pretrained-") as tmp:
         waiting, running, started, failed = list(names), {}, {}, []
         while waiting or running:
@@ -108,7 +108,7 @@ def make_all(names: list[str], jobs: int, entries: dict[str, dict], minutes: flo
                 print("$", shlex.join(argv), flush=True)
                 running[name] = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
                 started[name] = time.monotonic()
-            name, process = _first_finished(running, started, minutes)
+            name, process = _first_finished(running, started, minutes, cpu_minutes)
             del running[name]
             stopped_here = name not in started  # by the time limit: train exits 143 after saving
             if process.returncode not in ((0, 143) if stopped_here else (0,)):  # the others go on
@@ -123,17 +123,25 @@ def make_all(names: list[str], jobs: int, entries: dict[str, dict], minutes: flo
 
 
 def _first_finished(running: dict[str, subprocess.Popen], started: dict[str, float],
-                    minutes: float | None) -> tuple[str, subprocess.Popen]:
+                    minutes: float | None, cpu_minutes: float | None = None) -> tuple[str, subprocess.Popen]:
     while True:
         for name, process in running.items():
             if process.poll() is not None:
                 return name, process
-            if minutes is not None and name in started and time.monotonic() - started[name] > 60 * minutes:
+            over_time = minutes is not None and time.monotonic() - started.get(name, math.inf) > 60 * minutes
+            over_cpu = cpu_minutes is not None and cpu_seconds(process.pid) > 60 * cpu_minutes
+            if name in started and (over_time or over_cpu):
                 # Once only: the run saves at the end of its step and exits 143, but a second
                 # SIGTERM after its handler is gone would kill it.
                 del started[name]
                 process.terminate()
         time.sleep(1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (user + system, all its threads), from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (one thread each)")
     parser.add_argument("--minutes", type=float, help="stop each run still training this long after it "
                         "started and ship it at the step it reached (recorded in its command)")
+    parser.add_argument("--cpu-minutes", type=float, help="stop each run once it has used this much CPU "
+                        "time (Linux), however busy the machine was; shipped as with --minutes")
     args = parser.parse_args(argv)
     if args.list:
         for name in RUNS:
@@ -154,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest_path = OUT / pretrained.MANIFEST
     entries = {e["name"]: e for e in (json.loads(manifest_path.read_text())["runs"]
                                       if manifest_path.is_file() else [])}
-    make_all(args.names or list(RUNS), args.jobs, entries, args.minutes)
+    make_all(args.names or list(RUNS), args.jobs, entries, args.minutes, args.cpu_minutes)
     return 0
 
 
