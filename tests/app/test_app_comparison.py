@@ -84,7 +84,7 @@ def view(qtbot, runs) -> ComparisonView:
     yield widget
     # pytest-qt closes and deletes the widget before this runs; tests that start jobs late
     # call settle() themselves so that every job ends while the view is alive.
-    qtbot.waitUntil(lambda: not any(r.is_busy() for r in widget.runners), timeout=10_000)
+    qtbot.waitUntil(lambda: not any(r.is_busy() for r in widget.runners), timeout=30_000)
 
 
 def settle(qtbot, view) -> None:
