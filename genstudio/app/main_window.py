@@ -75,6 +75,7 @@ class MainWindow(QMainWindow):
         self.training_thread: QThread | None = None
         self._control = None
         self.run_view = RunView()  # what the Train tab shows: one run's, always (render_run_view)
+        self._grid_shown = None  # the view's grid now in the latest-samples box
         self._after_training: Callable[[], None] | None = None  # asked for while a run finished
         self._finished_run: str | None = None
         self._end_reason = ""
@@ -461,12 +462,11 @@ class MainWindow(QMainWindow):
         view = self.run_view
         changed = view.phase != self.training_panel.state
         self.training_panel.render(view)
-        if view.latest_grid is None:
-            self.latest_samples.set_image(None)
-            self.latest_caption.clear()
-        else:
-            self.latest_samples.set_image(to_qimage(view.latest_grid))
-            self.latest_caption.setText(f"step {view.latest_grid_step:,} · {Path(view.latest_grid_path).name}")
+        if view.latest_grid is not self._grid_shown:  # converted once per grid, not per logged step
+            self._grid_shown = view.latest_grid
+            self.latest_samples.set_image(None if view.latest_grid is None else to_qimage(view.latest_grid))
+            self.latest_caption.setText("" if view.latest_grid is None else
+                                        f"step {view.latest_grid_step:,} · {Path(view.latest_grid_path).name}")
             self.latest_caption.setToolTip(view.latest_grid_path)
         free = view.phase in (IDLE, FINISHING)  # finishing: what is asked for skips the rest first
         self.family_picker.setEnabled(free)
