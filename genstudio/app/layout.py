@@ -6,7 +6,7 @@ from collections.abc import Callable
 from functools import partial
 
 from PySide6.QtCore import QEvent, QObject, QPoint, QRect, QSize, Qt
-from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractButton,
     QAbstractSlider,
@@ -21,6 +21,19 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+
+# The window's size at a first launch, where the screen has room for it.
+PREFERRED_WINDOW_SIZE = QSize(1280, 800)
+
+
+def first_window_size(widget: QWidget) -> QSize:
+    """The preferred size, shrunk to the available area of the widget's screen (a 1024×768
+    laptop must not open a window whose right edge and buttons lie off the screen)."""
+    screen = widget.screen() or QGuiApplication.primaryScreen()
+    if screen is None:
+        return PREFERRED_WINDOW_SIZE
+    return PREFERRED_WINDOW_SIZE.boundedTo(screen.availableGeometry().size())
 
 
 def push_button(text: str, name: str, tooltip: str, slot: Callable[[], object] | None = None) -> QPushButton:

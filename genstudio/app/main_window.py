@@ -37,7 +37,7 @@ from genstudio.core.sampling import kept_beside
 from . import file_dialogs, jobs
 from .capabilities import panel_enabled
 from .imaging import PixelView, to_qimage
-from .layout import click_if_enabled, group_box, make_action, scrolling
+from .layout import click_if_enabled, first_window_size, group_box, make_action, scrolling
 from .panels import (
     ComparisonView,
     DatasetPanel,
@@ -67,7 +67,7 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.setObjectName("MainWindow")
         self.setWindowTitle("genstudio")
-        self.resize(1280, 800)
+        self.resize(first_window_size(self))
         self.preview: jobs.DatasetPreview | None = None
         self.loaded = None  # LoadedRun shown in the gallery (see _set_loaded)
         self._opened_history: list = []  # its metrics.jsonl records, for the curves of Continue

@@ -22,6 +22,7 @@ from PIL import Image  # noqa: E402
 from PySide6.QtCore import QCoreApplication, QEvent, QtMsgType  # noqa: E402
 
 from genstudio.app import workers  # noqa: E402
+from genstudio.app.layout import PREFERRED_WINDOW_SIZE  # noqa: E402
 from genstudio.app.main_window import MainWindow  # noqa: E402
 from genstudio.core.data import load_source  # noqa: E402
 from genstudio.core.run import TrainSettings  # noqa: E402
@@ -83,6 +84,7 @@ def no_qt_warnings(qtlog):
 def window(qtbot) -> MainWindow:
     """The real main window with the default dataset at 16 px loaded; closed like a user would."""
     win = MainWindow()  # not qtbot.addWidget: it would delete the window before this teardown
+    win.resize(PREFERRED_WINDOW_SIZE)  # the offscreen screen is 800×800; a first launch shrinks to it
     win.show()
     win.dataset_panel.size_spin.setValue(SIZE)
     wait_for_dataset(qtbot, win, lambda p: p.request.size == SIZE)

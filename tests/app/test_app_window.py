@@ -6,8 +6,9 @@ import dataclasses
 import threading
 import time
 
-from app_helpers import SIZE, TINY_MODEL, wait_for_dataset
+from app_helpers import SIZE, TINY_MODEL, close_and_delete, wait_for_dataset
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QAbstractButton,
     QAbstractSpinBox,
@@ -20,6 +21,8 @@ from PySide6.QtWidgets import (
 )
 
 from genstudio.app.capabilities import PANEL_REQUIREMENTS, enabled_panels
+from genstudio.app.layout import PREFERRED_WINDOW_SIZE
+from genstudio.app.main_window import MainWindow
 from genstudio.core.families import FAMILIES, Capability, available_families
 
 
@@ -155,6 +158,17 @@ def test_default_size_fits_the_layout(window):
     assert (window.width(), window.height()) == (1280, 800)
     assert window.minimumSizeHint().width() <= 1280
     assert window.minimumSizeHint().height() <= 800
+
+
+def test_a_first_launch_on_a_small_screen_opens_a_window_that_fits_it(qtbot):
+    screen = QGuiApplication.primaryScreen().availableGeometry().size()  # offscreen: 800×800
+    assert screen.width() < PREFERRED_WINDOW_SIZE.width()
+    window = MainWindow()
+    try:
+        assert window.width() <= max(screen.width(), window.minimumSizeHint().width()) < 1280
+        assert window.height() <= screen.height()
+    finally:
+        close_and_delete(qtbot, window)
 
 
 def test_the_training_controls_stay_in_view_when_the_window_is_low(qtbot, window):
