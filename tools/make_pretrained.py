@@ -45,14 +45,14 @@ RUNS: dict[str, tuple[str, str]] = {
                    "--family gan --data builtin:shapes --size 32 --steps 3000 --batch 64 --seed 0 "
                    "--set base_channels=16"),
     "flow-shapes": ("Normalizing flow · shapes 32 px",
-                    "--family flow --data builtin:shapes --size 32 --steps 1200 --batch 64 --seed 0"),
+                    "--family flow --data builtin:shapes --size 32 --steps 100000 --batch 64 --seed 0"),
     "diffusion-shapes": ("Diffusion · shapes 32 px",
                          "--family diffusion --data builtin:shapes --size 32 --steps 100000 --batch 64 "
                          "--seed 0"),
     "pixelcnn-shapes": ("PixelCNN · shapes 16 px",
                         "--family pixelcnn --data builtin:shapes --size 16 --steps 100000 --batch 64 --seed 0"),
     "ebm-shapes": ("Energy-based · shapes 32 px",
-                   "--family ebm --data builtin:shapes --size 32 --steps 600 --batch 64 --seed 0 "
+                   "--family ebm --data builtin:shapes --size 32 --steps 100000 --batch 64 --seed 0 "
                    # a 500-image replay buffer keeps the checkpoint under 3 MB (the default's is 12.7)
                    "--set buffer_size=500"),
     "gan-shapes-conditional": ("Class-conditional GAN · shapes 32 px",

@@ -25,15 +25,18 @@ from PySide6.QtWidgets import (
 
 # The window's size at a first launch, where the screen has room for it.
 PREFERRED_WINDOW_SIZE = QSize(1280, 800)
+# What a window manager's title bar and borders add around the window, which is not known
+# before the window is first shown.
+FRAME_ALLOWANCE = QSize(8, 48)
 
 
 def first_window_size(widget: QWidget) -> QSize:
-    """The preferred size, shrunk to the available area of the widget's screen (a 1024×768
-    laptop must not open a window whose right edge and buttons lie off the screen)."""
+    """The preferred size, shrunk to the available area of the widget's screen less a frame
+    (a 1024×768 laptop must not open a window whose right edge and buttons lie off the screen)."""
     screen = widget.screen() or QGuiApplication.primaryScreen()
     if screen is None:
         return PREFERRED_WINDOW_SIZE
-    return PREFERRED_WINDOW_SIZE.boundedTo(screen.availableGeometry().size())
+    return PREFERRED_WINDOW_SIZE.boundedTo(screen.availableGeometry().size() - FRAME_ALLOWANCE)
 
 
 def push_button(text: str, name: str, tooltip: str, slot: Callable[[], object] | None = None) -> QPushButton:
