@@ -122,8 +122,13 @@ def package(run_dir: Path, root: Path, name: str, title: str, command: str) -> d
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     for file in SHIPPED_FILES:
-        if file != "checkpoint.safetensors":
+        if file not in ("checkpoint.safetensors", "config.json"):
             shutil.copyfile(Path(run_dir) / file, target / file)
+    # A run stopped by its time limit planned more steps than it made; shipped, it is finished
+    # at the step it reached, as its recorded command says (else it opens looking unfinished).
+    config = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    config["settings"]["steps"] = meta["step"]
+    (target / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     save_checkpoint(target / "checkpoint.safetensors", state, meta)
     (target / "checkpoint.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return {"name": name, "family": meta["family"], "data": meta["dataset"], "title": title,

@@ -9,7 +9,7 @@ import torch
 from genstudio.core import pretrained
 from genstudio.core.checkpoint import load_checkpoint
 from genstudio.core.run import RunError, TrainSettings, load_run
-from genstudio.core.training import Trainer
+from genstudio.core.training import Trainer, TrainingControl
 
 
 @pytest.fixture
@@ -37,6 +37,22 @@ def test_packaging_drops_the_optimizer_state_and_keeps_the_weights(tiny_shipped,
             assert torch.equal(shipped["family"]["networks"][key][name], tensor), name
     assert (tiny_shipped.path / "checkpoint.safetensors").stat().st_size < (
         tmp_path / "trained" / "checkpoint.safetensors").stat().st_size / 2
+
+
+def test_a_run_stopped_before_its_planned_steps_ships_as_finished_at_the_step_it_reached(tmp_path):
+    run_dir = tmp_path / "trained"
+    settings = TrainSettings(family="vae", data="builtin:tins", size=8, steps=100, batch=4, eval_images=0,
+                             sample_every=0, checkpoint_every=0,
+                             family_config={"base_channels": 4, "latent_dim": 2})
+    control = TrainingControl()
+    for event in Trainer(settings, str(run_dir)).run(control):
+        if getattr(event, "step", 0) >= 3:
+            control.stop()  # as a time limit stops it: the last whole step is saved
+    step = load_run(run_dir, device="cpu").step
+    assert 0 < step < 100
+    pretrained.package(run_dir, tmp_path / "shipped", "vae-tiny", "VAE · tiny", "genstudio train …")
+    shipped = load_run(tmp_path / "shipped" / "vae-tiny", device="cpu")
+    assert shipped.settings.steps == shipped.step == step
 
 
 def test_installing_copies_once_and_replaces_a_damaged_copy(tiny_shipped):
