@@ -289,8 +289,9 @@ def encode_for_explorer(loaded: LoadedRun, count: int, directions: int, stop: th
     if encoded is None:
         count = min(count, len(dataset))
         job.say("timing the encoder")
-        per_image = encode_seconds_per_image(family, dataset)
-        if ask_above_seconds is not None and per_image * count > ask_above_seconds:
+        per_image = encode_seconds_per_image(family, dataset, probe=1)
+        # Stop pressed while the encoder was timed: nothing encoded yet, so offer the estimate.
+        if stop.is_set() or (ask_above_seconds is not None and per_image * count > ask_above_seconds):
             return EncodingEstimate(loaded, dataset, count, per_image * count)
         job.say(f"encoding {count:,} images")
         started = time.perf_counter()

@@ -116,6 +116,35 @@ def test_a_long_encoding_waits_for_encode_and_says_how_long(qtbot, window, train
     assert len(panel.encoded.encoded) == 120 and panel.estimate is None
 
 
+def test_stop_while_the_encoder_is_timed_encodes_nothing_and_offers_the_estimate(qtbot, window, trained_run,
+                                                                                 monkeypatch, request):
+    # A GAN's encoder is an optimisation: timing it took minutes on a loaded machine, under a
+    # map that said "Encoding training images…", and Stop did nothing until the timing ended.
+    from genstudio.app import jobs
+
+    timing, release, real_timing = threading.Event(), threading.Event(), jobs.encode_seconds_per_image
+    request.addfinalizer(release.set)
+
+    def slow_timing(*args, **kwargs):
+        timing.set()
+        release.wait(10)
+        return real_timing(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "encode_seconds_per_image", slow_timing)
+    panel = window.explorer
+    window.tabs.setCurrentWidget(panel)
+    window.ask_run_folder = lambda: str(trained_run)
+    window.open_action.trigger()
+    qtbot.waitUntil(timing.is_set, timeout=30_000)
+    qtbot.waitUntil(lambda: panel.map_view.message.text() == "Timing the encoder…", timeout=10_000)
+    assert panel.stop_encode_button.isEnabled()
+    qtbot.mouseClick(panel.stop_encode_button, Qt.MouseButton.LeftButton)
+    release.set()
+    qtbot.waitUntil(lambda: panel.estimate is not None, timeout=30_000)
+    assert panel.encoded is None and "Press Encode" in panel.encode_status.text()
+    assert "press Encode" in panel.map_view.message.text() and panel.encode_button.isEnabled()
+
+
 def test_opening_a_run_is_not_held_up_by_the_last_runs_encoding(qtbot, explorer, monkeypatch, request):
     # The old encoding is cancelled; until its thread notices, it must not keep the new run's
     # encoding from starting (the tab stayed grey for the whole of a GAN inversion).

@@ -445,7 +445,7 @@ class LatentExplorer(QWidget):
         self.offset_spin.setRange(0, max(0, family.latent_dim - SLIDERS))
         self.offset_spin.setValue(0)
         can_encode = Capability.ENCODE in family.capabilities
-        self.map_view.show_message("Encoding training images…" if can_encode
+        self.map_view.show_message("The map appears once training images are encoded." if can_encode
                                    else f"{family.title} cannot encode images, so there is no map.")
         self._set_raw(True)
         self._set_latent(prior_latents(family.latent_dim, 1, self.seed_spin.value())[0], origin=True)
@@ -632,6 +632,8 @@ class LatentExplorer(QWidget):
     def _on_encode_stage(self, text: str) -> None:
         self.encode_progress.setRange(0, 0)  # a new stage: busy until it reports progress
         self.encode_status.setText(f"{text[:1].upper()}{text[1:]}…")
+        if self.encoded is None:  # the map's place says what is being done for it
+            self.map_view.show_message(f"{text[:1].upper()}{text[1:]}…")
         self._encode_stage = text
         self._encode_started = time.perf_counter()
 
