@@ -193,7 +193,9 @@ class LatentExplorer(QWidget):
         self.hover_view = PixelView("")
         self.hover_view.setFixedSize(84, 84)
         self.hover_label = QLabel(wordWrap=True, objectName="mapHoverCaption")
-        self.hover_label.setText("Hover a point to see its image; click it to decode its latent; "
+        # Short, since the map's column is narrow on a small screen; the rest is the map's tooltip.
+        self.hover_label.setText("Hover a point: its image. Click: decode.")
+        self.map_view.setToolTip("Hover a point to see its image; click it to decode its latent; "
                                  "click or drag in the plane to decode any point. Wheel: zoom; "
                                  "right drag: pan.")
 
@@ -218,9 +220,11 @@ class LatentExplorer(QWidget):
         top.addWidget(centre)
         top.addWidget(map_box)
         top.setStretchFactor(1, 1)
-        top.setStretchFactor(2, 1)
+        top.setStretchFactor(2, 2)
         top.setCollapsible(0, False)
-        top.setSizes([CONTROLS_WIDTH, 400, 400])  # the image and the map share what is left
+        # The map gets the larger share of what is left: it holds hundreds of points and its
+        # hover caption, where the image is one small picture scaled up.
+        top.setSizes([CONTROLS_WIDTH, 300, 500])
         body = QSplitter(Qt.Orientation.Vertical)
         body.addWidget(top)
         body.addWidget(self._interpolation_box())
