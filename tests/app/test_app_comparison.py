@@ -136,6 +136,23 @@ def test_two_ticked_runs_give_two_curves_and_a_formatted_table(qtbot, view, runs
     assert [list(a) for a in view.curve_data(first)] == [[20], [12.5]]
 
 
+def test_the_metric_follows_the_ticked_runs_until_a_person_chooses_one(qtbot, view, runs):
+    first, _, third = runs
+    gan_like = [{"step": 10, "d_loss": 1.2, "g_loss": 0.8}, {"step": 20, "d_loss": 1.1, "g_loss": 0.9}]
+    Path(third, "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gan_like), encoding="utf-8")
+    with qtbot.waitSignal(view.list_jobs.succeeded, timeout=10_000):
+        view.refresh()
+    tick(qtbot, view, third)
+    assert view.metric_combo.currentText() in ("d_loss", "g_loss")
+    tick(qtbot, view, first)
+    assert view.metric_combo.currentText() == "bpd"  # not the first run's metric, which the second lacks
+    tick(qtbot, view, first, checked=False)
+    view.metric_combo.setCurrentText("g_loss")
+    view.metric_combo.activated.emit(view.metric_combo.currentIndex())  # as a person's choice does
+    tick(qtbot, view, first)
+    assert view.metric_combo.currentText() == "g_loss"
+
+
 def test_unticking_removes_the_curve_and_the_row(qtbot, view, runs):
     first, second, third = runs
     for path in runs:

@@ -143,6 +143,10 @@ class ComparisonView(QWidget):
             self.open_evaluation)
         self.metric_combo = QComboBox(objectName="comparisonMetric", accessibleName="Metric to plot")
         self.metric_combo.currentTextChanged.connect(lambda _text: self._draw_curves())
+        # Kept while other runs are ticked only once a person has chosen it; until then the
+        # metric follows the ticked runs (a GAN ticked first must not hide a VAE ticked next).
+        self.metric_chosen = False
+        self.metric_combo.activated.connect(lambda _index: setattr(self, "metric_chosen", True))
         self.csv_button = push_button("Export CSV…", "comparisonExportCsv",
                                       "Save the table as a CSV file", self.export_csv)
         self.png_button = push_button("Export PNG…", "comparisonExportPng",
@@ -283,7 +287,8 @@ class ComparisonView(QWidget):
         self.metric_combo.blockSignals(True)
         self.metric_combo.clear()
         self.metric_combo.addItems(names)
-        keep = current if current in names else _default_metric([self.summaries[p].curves for p in paths])
+        chosen = self.metric_chosen and current in names
+        keep = current if chosen else _default_metric([self.summaries[p].curves for p in paths])
         if keep:
             self.metric_combo.setCurrentText(keep)
         self.metric_combo.blockSignals(False)
