@@ -22,7 +22,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-
 # The window's size at a first launch, where the screen has room for it.
 PREFERRED_WINDOW_SIZE = QSize(1280, 800)
 # What a window manager's title bar and borders add around the window, which is not known

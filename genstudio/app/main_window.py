@@ -108,7 +108,8 @@ class MainWindow(QMainWindow):
         self.dataset_panel = DatasetPanel()
         self.training_panel = TrainingPanel()
         self.metrics_plot = MetricsPlot()
-        self.latest_samples = PixelView("Sample grids appear here during training")
+        self.latest_samples = PixelView("Sample grids appear here while a run trains; "
+                                        "the Gallery draws samples from any run")
         self.latest_samples.setObjectName("latestSamples")
         self.latest_caption = QLabel(objectName="latestCaption")
         # A long path must not widen the window: the label takes the width it is given.
