@@ -33,6 +33,7 @@ from genstudio.core.metrics.evaluate import describe_evaluation
 from genstudio.core.paths import new_run_dir, runs_dir
 from genstudio.core.run import BOOKKEEPING_KEYS, RunDir, RunError, TrainSettings
 from genstudio.core.sampling import kept_beside
+from genstudio.core.training import FINAL_SAMPLES
 
 from . import file_dialogs, jobs
 from .capabilities import panel_enabled
@@ -421,6 +422,7 @@ class MainWindow(QMainWindow):
         worker.notice.connect(self._on_notice)
         worker.batch_lowered.connect(lambda event: self._status(event.message[:1].upper() + event.message[1:]))
         worker.stopping.connect(self._on_stopping)
+        worker.finishing.connect(self._on_finishing)
         worker.training_finished.connect(self._on_training_finished)
         worker.cancelled.connect(self._on_training_cancelled)
         worker.failed.connect(self._on_training_failed)
@@ -516,11 +518,18 @@ class MainWindow(QMainWindow):
         text = f"Saved checkpoint at step {event.step:,}: {event.path}"
         # The last save of a run: the final grid and evaluation follow (minutes for a PixelCNN).
         if view.phase == STOPPING or (view.phase == RUNNING and event.step >= view.total_steps):
-            view.phase, view.step, view.finishing = FINISHING, event.step, "drawing the final samples"
+            view.phase, view.step, view.finishing = FINISHING, event.step, FINAL_SAMPLES
+            view.finishing_done = (0, 0)
             view.eta_seconds = None
             text += " — drawing the last samples and measuring; Skip (or closing the window) skips them…"
             self.render_run_view()
         self._status(text)
+
+    def _on_finishing(self, what: str, done: int, total: int) -> None:
+        view = self.run_view
+        if view.phase == FINISHING:
+            view.finishing, view.finishing_done = what, (done, total)
+            self.render_run_view()
 
     def _on_evaluated(self, event) -> None:
         self.run_view.likelihood = describe_evaluation(event.figures)

@@ -32,6 +32,7 @@ class RunView:
     images_per_sec: float | None = None
     eta_seconds: float | None = None
     finishing: str = ""               # the end-of-run work under way, e.g. "drawing the final samples"
+    finishing_done: tuple[int, int] = (0, 0)  # its (done, total); total 0: no count yet
     likelihood: str = ""              # the last held-out summary (describe_evaluation)
     notices: list[str] = field(default_factory=list)
     latest_grid: np.ndarray | None = None  # (H, W, C) uint8, the newest sample grid
@@ -50,3 +51,4 @@ class RunView:
 
     def finished(self, step: int) -> None:
         self.step, self.ended, self.finishing, self.eta_seconds = step, True, "", None
+        self.finishing_done = (0, 0)

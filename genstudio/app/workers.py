@@ -192,6 +192,7 @@ class TrainingWorker(ThreadWorker):
     batch_lowered = Signal(object)      # BatchLowered (out of GPU memory: training goes on)
     stopping = Signal(object)           # Stopping (left the loop; final samples and save follow)
     training_finished = Signal(object)  # TrainingFinished
+    finishing = Signal(str, int, int)   # the end-of-run work: what, done, total (0, 0: busy)
     cancelled = Signal()                # stopped before the run began (nothing written)
     failed = Signal(str, str)           # cause for the user, full traceback
 
@@ -209,8 +210,9 @@ class TrainingWorker(ThreadWorker):
         self.run_dir = run_dir
         self.dataset = dataset  # already loaded for the preview: saves decoding it again
         self.resume = resume  # continue the run in run_dir (its settings, to settings.steps)
-        self.control = TrainingControl()
+        self.control = TrainingControl(on_progress=self._finishing_progress)
         self._throttle = _Throttle()
+        self._finishing_throttle = _Throttle()
 
     # A subclass changes _events, never run: PySide does not see a slot overridden in a
     # Python subclass as the slot, and connects `started` to it as a plain callable, which
@@ -255,6 +257,10 @@ class TrainingWorker(ThreadWorker):
     def _progress(self, done: int, total: int) -> None:
         if self._throttle.ready(done, total):
             self.loading.emit(done, total)
+
+    def _finishing_progress(self, what: str, done: int, total: int) -> None:
+        if done == 0 or self._finishing_throttle.ready(done, total):  # a new stage always shows
+            self.finishing.emit(what, done, total)
 
 
 class LaunchedControl(TrainingControl):

@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +64,20 @@ from .run import RunDir, RunError, RunLock, TrainSettings, check_run_meta
 # -- control (shared between the loop's thread and whoever drives it) -----------------------
 
 
+# (what, done, total) of the end-of-run work, e.g. ("drawing the final samples", 12, 50).
+ProgressFn = Callable[[str, int, int], None]
+FINAL_SAMPLES = "drawing the final samples"
+
+
 class TrainingControl:
-    """Thread-safe requests to a running loop: stop, pause/resume, sample now, save now."""
+    """Thread-safe requests to a running loop: stop, pause/resume, sample now, save now; and
+    from the loop, `on_progress` (called on the loop's thread) for the end-of-run work, which
+    can take minutes with no step to show."""
 
     interactive = True  # pause, sample now and save now are honoured (not for a launched run)
 
-    def __init__(self) -> None:
+    def __init__(self, on_progress: ProgressFn | None = None) -> None:
+        self.on_progress = on_progress
         self._stop = threading.Event()
         self._running = threading.Event()  # cleared while paused
         self._running.set()
@@ -116,6 +125,10 @@ class TrainingControl:
 
     def take_sample_request(self) -> bool:
         return _take(self._sample_now)
+
+    def report_progress(self, what: str, done: int, total: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(what, done, total)
 
     def take_save_request(self) -> bool:
         return _take(self._save_now)
@@ -586,13 +599,13 @@ class Trainer:
             def cut_short() -> bool:
                 return control.hurried or (control.stop_requested and not stopped_already)
 
-            grid = self.sample_grid(cancel=cut_short)
+            grid = self.sample_grid(cancel=cut_short, progress=partial(control.report_progress, FINAL_SAMPLES))
             if grid is not None:
                 yield grid
             if cut_short():
                 yield Notice(self.step, "stopped: the final sample grid and evaluation were skipped")
             else:
-                yield from self._evaluation(final=True, cancel=cut_short)
+                yield from self._evaluation(final=True, cancel=cut_short, progress=control.report_progress)
         reason = "completed" if self.step >= s.steps else TIME_LIMIT_REACHED if timed_out else "stopped"
         yield TrainingFinished(self.step, reason, str(self.run_dir.path))
 
@@ -652,24 +665,27 @@ class Trainer:
             self.run_dir.append_metrics(record)
         return StepLogged(self.step, self.settings.steps, dict(metrics), ips, eta, elapsed, min(1.0, done))
 
-    def _evaluation(self, final: bool, cancel: Callable[[], bool]) -> Iterator[TrainEvent]:
+    def _evaluation(self, final: bool, cancel: Callable[[], bool],
+                    progress: ProgressFn | None = None) -> Iterator[TrainEvent]:
         """A due evaluation's event; when `cancel()` comes true meanwhile (checked at every
         network layer and between batches) it is dropped, recording nothing, with a Notice."""
         watch = (self._interrupter.watching(cancel) if self._interrupter is not None
                  else contextlib.nullcontext())
         try:
             with watch:
-                evaluated = self.evaluate(final, should_stop=cancel)
+                evaluated = self.evaluate(final, should_stop=cancel, progress=progress)
         except (EvaluationCancelled, StepInterrupted):
             yield Notice(self.step, f"the evaluation at step {self.step} was stopped; nothing was recorded")
             return
         if evaluated is not None:
             yield evaluated
 
-    def evaluate(self, final: bool, should_stop: Callable[[], bool] | None = None) -> Evaluated | None:
+    def evaluate(self, final: bool, should_stop: Callable[[], bool] | None = None,
+                 progress: ProgressFn | None = None) -> Evaluated | None:
         """Measure the model against the held-out split (the same one `genstudio eval` uses)
         and log the figures as a record; the final evaluation also scores the baseline.
-        `should_stop()` coming true raises EvaluationCancelled."""
+        `should_stop()` coming true raises EvaluationCancelled; `progress` hears each stage's
+        images done, as ("measuring: <stage>", done, total)."""
         s = self.settings
         if s.eval_images <= 0:
             return None
@@ -683,15 +699,17 @@ class Trainer:
         if needs_features and self._extractor is None:
             # Built once per run: loading Inception means hashing ~90 MB and a TorchScript load.
             self._extractor = get_extractor(s.eval_extractor)
-        figures = run_evaluation(self.family, self.dataset, request, self._extractor,
+        stage, count = _stage_and_count(progress) if progress is not None else (None, None)
+        figures = run_evaluation(self.family, self.dataset, request, self._extractor, stage=stage, count=count,
                                  should_stop=should_stop).figures
         self.run_dir.append_metrics({"step": self.step, **figures})
         return Evaluated(self.step, figures)
 
-    def sample_grid(self, cancel: Callable[[], bool] | None = None) -> SamplesReady | None:
+    def sample_grid(self, cancel: Callable[[], bool] | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> SamplesReady | None:
         """The run's sample grid at this step, written to samples/; None when `cancel()` came
         true while it was drawn (checked between the sampler's steps and, during a run, at
-        every network layer)."""
+        every network layer). `progress(done, total)` hears the sampler's steps."""
         n = self.settings.grid_samples
         self.family.eval_mode()
         try:
@@ -700,9 +718,13 @@ class Trainer:
             else:
                 watch = (self._interrupter.watching(cancel) if self._interrupter is not None
                          else contextlib.nullcontext())
+                def sampled(done: int, total: int, _images: Any = None) -> None:
+                    _raise_if(cancel())
+                    if progress is not None:
+                        progress(done, total)
+
                 with watch:
-                    images = self.family.sample(n, seed=self.settings.seed,
-                                                progress=lambda *_: _raise_if(cancel()))
+                    images = self.family.sample(n, seed=self.settings.seed, progress=sampled)
         except (SamplingCancelled, StepInterrupted):
             return None
         finally:
@@ -712,6 +734,21 @@ class Trainer:
         save_png(path, grid, {"family": self.settings.family, "run": self.run_dir.path.name,
                               "step": self.step, "seed": self.settings.seed})
         return SamplesReady(self.step, grid, str(path))
+
+
+def _stage_and_count(progress: ProgressFn) -> tuple[Callable[[str], None], Callable[[int, int], None]]:
+    """run_evaluation's stage and count callbacks, reporting both through one `progress` as
+    ("measuring: <stage>", done, total); a stage starts at (0, 0), i.e. busy until it counts."""
+    current = ["measuring"]
+
+    def stage(name: str) -> None:
+        current[0] = f"measuring: {name}"
+        progress(current[0], 0, 0)
+
+    def count(done: int, total: int) -> None:
+        progress(current[0], done, total)
+
+    return stage, count
 
 
 class _TrainingClock:

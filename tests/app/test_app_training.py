@@ -292,7 +292,9 @@ def slow_final_grid(monkeypatch):
 
     real = Trainer.sample_grid
 
-    def sample_grid(self, cancel=None):
+    def sample_grid(self, cancel=None, progress=None):
+        if progress is not None:
+            progress(1, 4)  # one of the sampler's four steps done, then it waits
         while cancel is not None and not cancel():
             time.sleep(0.01)
         return real(self, cancel)
@@ -314,7 +316,8 @@ def test_after_stop_the_end_of_run_work_is_shown_and_skip_ends_it(qtbot, window,
     panel = window.training_panel
     assert load_run(run).step >= 10  # saved before the end-of-run work
     assert panel.stop_button.text() == "Skip" and panel.stop_button.isEnabled()
-    assert "saved · drawing the final samples" in panel.progress.format()
+    qtbot.waitUntil(lambda: "saved · drawing the final samples 1/4" in panel.progress.format(), timeout=10_000)
+    assert (panel.progress.value(), panel.progress.maximum()) == (1, 4)
     assert panel.start_button.isEnabled() and window.family_picker.isEnabled() and window.open_action.isEnabled()
     with qtbot.waitSignal(window.training_ended, timeout=10_000) as ended:
         qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)

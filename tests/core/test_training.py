@@ -349,3 +349,22 @@ def test_a_grid_is_drawn_by_time_as_well_as_by_steps(tmp_path, monkeypatch):
     assert [e.step for e in _run(untimed, tmp_path / "untimed") if isinstance(e, SamplesReady)] == [30]
     with pytest.raises(training.RunError, match="sample_seconds"):
         _run(dataclasses.replace(by_time, sample_seconds=-1.0), tmp_path / "bad")
+
+
+def test_the_end_of_run_work_reports_its_progress(tmp_path):
+    # The final grid and evaluation can take minutes with no step to show (a PixelCNN samples
+    # pixel by pixel): whoever drives the loop hears how far each has got.
+    from genstudio.core.families import family_class
+    from genstudio.core.training import FINAL_SAMPLES
+
+    heard = []
+    control = TrainingControl(on_progress=lambda *report: heard.append(report))
+    settings = dataclasses.replace(TINY, family="pixelcnn", size=8, steps=2, sample_every=0, checkpoint_every=0,
+                                   family_config=dict(family_class("pixelcnn").TINY), eval_images=16,
+                                   eval_samples=16)
+    _run(settings, tmp_path / "run", control=control)
+    grid = [(done, total) for what, done, total in heard if what == FINAL_SAMPLES]
+    assert grid and grid[-1][0] == grid[-1][1] > 1 and [d for d, _ in grid] == sorted(d for d, _ in grid)
+    measured = [report for report in heard if report[0].startswith("measuring: ")]
+    assert measured[0][1:] == (0, 0)  # a stage starts busy, then counts its images
+    assert any(done == total > 0 for _, done, total in measured)

@@ -324,8 +324,10 @@ class TrainingPanel(QWidget):
             bar.setRange(0, view.loading[1])
             bar.setValue(view.loading[0])
         elif view.phase == FINISHING:
-            bar.setFormat(f"step {view.step:,} saved · {view.finishing}…")
-            bar.setRange(0, 0)
+            done, total = view.finishing_done
+            bar.setFormat(f"step {view.step:,} saved · {view.finishing}" + (f" {done:,}/{total:,}" if total else "…"))
+            bar.setRange(0, total)  # 0: busy until the stage counts
+            bar.setValue(done)
         elif not view.run_dir:
             bar.setFormat("not started" if view.phase == IDLE else "preparing…")
             bar.setRange(0, 1 if view.phase == IDLE else 0)
