@@ -330,7 +330,8 @@ def _train_in_process(args: argparse.Namespace, settings: Any, distributed: Any)
         _report_skipped(trainer.dataset, listed=0 if args.quiet else SKIPS_LISTED)
     if trainer.suggested and main_process and not args.quiet:
         _report_suggested(trainer.suggested, trainer.family)
-    control = TrainingControl()
+    quiet = args.quiet or args.events or not main_process
+    control = TrainingControl(on_progress=None if quiet else _StageProgress())
     previous, received = _stop_on_signals(control)
     try:
         for event in trainer.run(control):
@@ -405,6 +406,24 @@ class _ProgressLine:
         if self.last is not None:
             print(f"genstudio: {self.what}: {self.total:,} of {self.total:,}, done in "
                   f"{time.monotonic() - self.started:.0f} s", file=sys.stderr, flush=True)
+
+
+class _StageProgress:
+    """The end-of-run work's progress (final samples, then each evaluation stage) on stderr,
+    a _ProgressLine per stage: a PixelCNN's last grid can take minutes with nothing else shown."""
+
+    def __init__(self) -> None:
+        self.line: _ProgressLine | None = None
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if self.line is None or self.line.what != what:
+            self.line = _ProgressLine(what)
+        if total and done >= total:  # the stage is over: "done in …" if it was long enough to show
+            self.line.total = total
+            self.line.done()
+            self.line = None
+        elif total:
+            self.line(done, total)
 
 
 def _load_run(run: str, device: str) -> Any:

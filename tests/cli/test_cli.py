@@ -162,3 +162,20 @@ def test_version_and_console_script():
     script = subprocess.run([str(__import__("pathlib").Path(sys.executable).with_name("genstudio")), "--version"],
                             capture_output=True, text=True, timeout=60)
     assert script.returncode == 0 and script.stdout.startswith("genstudio ")
+
+
+def test_the_end_of_run_work_is_reported_stage_by_stage(capsys, monkeypatch):
+    from genstudio import cli
+
+    monkeypatch.setattr(cli._ProgressLine, "QUIET_SECONDS", 0.0)  # every report shows
+    monkeypatch.setattr(cli._ProgressLine, "EVERY_SECONDS", 0.0)
+    report = cli._StageProgress()
+    for what, done, total in [("drawing the final samples", 1, 4), ("drawing the final samples", 4, 4),
+                              ("measuring: likelihood", 0, 0), ("measuring: likelihood", 8, 16),
+                              ("measuring: likelihood", 16, 16)]:
+        report(what, done, total)
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(", done in")[0] for line in err] == [
+        "genstudio: drawing the final samples: 1 of 4", "genstudio: drawing the final samples: 4 of 4",
+        "genstudio: measuring: likelihood: 8 of 16", "genstudio: measuring: likelihood: 16 of 16"]
+    assert [", done in" in line for line in err] == [False, True, False, True]
