@@ -316,8 +316,9 @@ def test_after_stop_the_end_of_run_work_is_shown_and_skip_ends_it(qtbot, window,
     panel = window.training_panel
     assert load_run(run).step >= 10  # saved before the end-of-run work
     assert panel.stop_button.text() == "Skip" and panel.stop_button.isEnabled()
-    qtbot.waitUntil(lambda: "saved · drawing the final samples 1/4" in panel.progress.format(), timeout=10_000)
+    qtbot.waitUntil(lambda: panel.progress.format().endswith(" saved · 1/4"), timeout=10_000)
     assert (panel.progress.value(), panel.progress.maximum()) == (1, 4)
+    assert panel.speed_label.text() == "Drawing the final samples…"
     assert panel.start_button.isEnabled() and window.family_picker.isEnabled() and window.open_action.isEnabled()
     with qtbot.waitSignal(window.training_ended, timeout=10_000) as ended:
         qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)

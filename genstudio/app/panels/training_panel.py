@@ -165,7 +165,7 @@ class TrainingPanel(QWidget):
         self.progress = QProgressBar(objectName="trainingProgress", accessibleName="Training progress")
         self.progress.setFormat("not started")
         self.progress.setValue(0)
-        self.speed_label = QLabel("", objectName="speedLabel")
+        self.speed_label = QLabel("", objectName="speedLabel", wordWrap=True)  # or the end-of-run work
         self.eta_label = QLabel("", objectName="etaLabel")
         self.run_label = QLabel("", objectName="runLabel", wordWrap=True)
         self.run_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -303,7 +303,10 @@ class TrainingPanel(QWidget):
         self._render_progress(view)
         live = view.phase in (RUNNING, PAUSED)
         speed = "" if view.images_per_sec is None else f"{view.images_per_sec:,.0f} images/s"
-        self.speed_label.setText(speed if live or not speed else f"trained at {speed}")
+        if finishing:
+            self.speed_label.setText(f"{view.finishing[:1].upper()}{view.finishing[1:]}…")
+        else:
+            self.speed_label.setText(speed if live or not speed else f"trained at {speed}")
         self.eta_label.setText("ETA " + format_duration(view.eta_seconds) if view.eta_seconds is not None else "")
         lines = [f"Run folder: {view.run_dir}"] if view.run_dir else []
         lines += [f"Data: {view.data}"] if view.data else []
@@ -324,8 +327,10 @@ class TrainingPanel(QWidget):
             bar.setRange(0, view.loading[1])
             bar.setValue(view.loading[0])
         elif view.phase == FINISHING:
+            # What is being done is the line below the bar: a busy bar shows no text, and a
+            # stage's name does not fit in it.
             done, total = view.finishing_done
-            bar.setFormat(f"step {view.step:,} saved · {view.finishing}" + (f" {done:,}/{total:,}" if total else "…"))
+            bar.setFormat(f"step {view.step:,} saved" + (f" · {done:,}/{total:,}" if total else ""))
             bar.setRange(0, total)  # 0: busy until the stage counts
             bar.setValue(done)
         elif not view.run_dir:
