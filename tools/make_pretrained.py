@@ -42,8 +42,10 @@ RUNS: dict[str, tuple[str, str]] = {
     "vae-shapes": ("VAE · shapes 32 px",
                    "--family vae --data builtin:shapes --size 32 --steps 100000 --batch 64 --seed 0"),
     "gan-shapes": ("GAN · shapes 32 px",
-                   "--family gan --data builtin:shapes --size 32 --steps 3000 --batch 64 --seed 0 "
-                   "--set base_channels=16"),
+                   # D twice per G step with β₁ = 0 (as SNGAN trains its critic): in 1,500-step screens
+                   # on the shapes this gave single-colour shapes where the defaults gave multi-hued blobs
+                   "--family gan --data builtin:shapes --size 32 --steps 100000 --batch 64 --seed 0 "
+                   "--set n_critic=2 --set adam_betas=[0.0,0.9]"),
     "flow-shapes": ("Normalizing flow · shapes 32 px",
                     "--family flow --data builtin:shapes --size 32 --steps 100000 --batch 64 --seed 0"),
     "diffusion-shapes": ("Diffusion · shapes 32 px",
@@ -56,8 +58,8 @@ RUNS: dict[str, tuple[str, str]] = {
                    # a 500-image replay buffer keeps the checkpoint under 3 MB (the default's is 12.7)
                    "--set buffer_size=500"),
     "gan-shapes-conditional": ("Class-conditional GAN · shapes 32 px",
-                               "--family gan --data builtin:shapes --size 32 --steps 2000 --batch 64 "
-                               "--seed 0 --conditional"),
+                               "--family gan --data builtin:shapes --size 32 --steps 100000 --batch 64 "
+                               "--seed 0 --conditional --set n_critic=2 --set adam_betas=[0.0,0.9]"),
     "diffusion-shapes-conditional": ("Class-conditional diffusion (CFG) · shapes 32 px",
                                      "--family diffusion --data builtin:shapes --size 32 --steps 100000 "
                                      "--batch 64 --seed 0 --conditional"),
