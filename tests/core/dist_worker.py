@@ -21,7 +21,7 @@ def skip_slow_sampling(trainer: Trainer) -> None:
     """End-of-run sample grids of iterative samplers (200 Langevin steps, a DDIM chain) are
     not under test here and are the slow part of these tiny runs."""
     if trainer.settings.family in ("ebm", "diffusion"):
-        trainer.sample_grid = lambda cancel=None: SamplesReady(trainer.step, None, "")
+        trainer.sample_grid = lambda cancel=None, progress=None: SamplesReady(trainer.step, None, "")
 
 
 def main() -> int:
