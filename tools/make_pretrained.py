@@ -37,13 +37,13 @@ OUT = ROOT / "pretrained"
 
 # name → (title, `genstudio train` arguments after --out). Each checkpoint stays under 10 MB.
 RUNS: dict[str, tuple[str, str]] = {
-    # The defaults at 32 px, stopped by `--minutes` (the step is recorded): `--steps` is only a
-    # ceiling, since nothing in a run depends on its planned length.
+    # The defaults at 32 px, stopped by `--minutes` or `--cpu-minutes` (the step is recorded):
+    # `--steps` is only a ceiling, since nothing in a run depends on its planned length.
     "vae-shapes": ("VAE · shapes 32 px",
                    "--family vae --data builtin:shapes --size 32 --steps 100000 --batch 64 --seed 0"),
     "gan-shapes": ("GAN · shapes 32 px",
-                   # D twice per G step with β₁ = 0 (as SNGAN trains its critic): in 1,500-step screens
-                   # on the shapes this gave single-colour shapes where the defaults gave multi-hued blobs
+                   # D twice per G step with β₁ = 0 (as SNGAN trains its critic), chosen from a short
+                   # screen's samples; that screen's FID preferred the defaults (docs/families/gan.md)
                    "--family gan --data builtin:shapes --size 32 --steps 100000 --batch 64 --seed 0 "
                    "--set n_critic=2 --set adam_betas=[0.0,0.9]"),
     "flow-shapes": ("Normalizing flow · shapes 32 px",

@@ -716,13 +716,13 @@ class Trainer:
             if cancel is None:
                 images = self.family.sample(n, seed=self.settings.seed)
             else:
-                watch = (self._interrupter.watching(cancel) if self._interrupter is not None
-                         else contextlib.nullcontext())
                 def sampled(done: int, total: int, _images: Any = None) -> None:
                     _raise_if(cancel())
                     if progress is not None:
                         progress(done, total)
 
+                watch = (self._interrupter.watching(cancel) if self._interrupter is not None
+                         else contextlib.nullcontext())
                 with watch:
                     images = self.family.sample(n, seed=self.settings.seed, progress=sampled)
         except (SamplingCancelled, StepInterrupted):
