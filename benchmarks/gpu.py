@@ -105,6 +105,7 @@ def flops_per_step(family: str, size: int, batch: int, precision: str) -> float:
     device = torch.device(DEVICE)
     model = create_family(family, ImageSpec(3, size), {}, device, 0)
     accel = Acceleration(plan_for(device, model, precision), model)
+    model.step_runtime = accel.step_runtime()
     model.train_mode()
     generator = torch.Generator(device=device).manual_seed(0)
     x = accel.batch_layout(torch.rand(batch, 3, size, size, device=device))

@@ -99,6 +99,7 @@ def _bare_family(settings: TrainSettings, spec, device: torch.device):
     family = create_family(settings.family, spec, knobs, device, settings.seed)
     family.train_mode()
     accel = Acceleration(plan_for(device, family, settings.precision), family)
+    family.step_runtime = accel.step_runtime()  # the trainer's, less its guard and interrupter
     return family, accel, torch.Generator(device=device).manual_seed(settings.seed + 1)
 
 
@@ -204,7 +205,7 @@ class StepPairing:
         with self.around_bare():
             self.sync()
             began = time.perf_counter()
-            with trainer._interrupter.step(self.generator, arm=False):  # the loop's hooks off, nothing else done
+            with trainer.runtime.interrupter.step(self.generator, arm=False):  # the loop's hooks off, nothing else done
                 bare_train_step(family, trainer.accel, trainer.images[idx],
                                 trainer.labels[idx] if trainer.spec.num_classes else None, self.generator)
             self.sync()

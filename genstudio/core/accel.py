@@ -34,11 +34,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from .families.base import Family
+from .step_runtime import StepRuntime
+
+if TYPE_CHECKING:
+    from .guard import DivergenceGuard
 
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
@@ -85,54 +90,16 @@ def plan_for(device: torch.device, family: Family, precision: str = "auto", comp
                 compile=compile, fused_optimizers=precision != "fp16")
 
 
-class StepRuntime:
-    """What Family.backward / Family.optimizer_step do beyond the plain calls: the fp16 gradient
-    scaler and the all-reduce of gradients across processes (either may be absent)."""
-
-    def __init__(self, scaler: torch.amp.GradScaler | None = None,
-                 reduce: Callable[[torch.optim.Optimizer], None] | None = None,
-                 autocast_device: str | None = None):
-        self.scaler = scaler
-        self.reduce = reduce
-        self.autocast_device = autocast_device  # set: backward runs with autocast off, as advised
-
-    def backward(self, loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
-        outside = (torch.autocast(device_type=self.autocast_device, enabled=False)
-                   if self.autocast_device else contextlib.nullcontext())
-        with outside:
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-            else:
-                loss.backward()
-        if self.reduce is not None:
-            self.reduce(optimizer)   # scaled gradients average the same way: the op is linear
-        if self.scaler is not None:
-            self.scaler.unscale_(optimizer)  # so that the family's clip sees true gradients
-
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.scaler is None:
-            optimizer.step()
-            return
-        self.scaler.step(optimizer)
-        # One update per optimizer step: a GAN steps D several times and G once per train step,
-        # and unscale_ may run only once per optimizer between updates.
-        self.scaler.update()
-
-
 class Acceleration:
     """Applies a Plan to a family and its data; wraps each train step."""
 
-    def __init__(self, plan: Plan, family: Family,
-                 reduce: Callable[[torch.optim.Optimizer], None] | None = None):
+    def __init__(self, plan: Plan, family: Family):
         self.plan = plan
         self.family = family
-        scaler = None
-        if plan.precision == "fp16":
-            scaler = torch.amp.GradScaler(plan.device.type)
-        self.scaler = scaler
-        autocast_device = plan.device.type if plan.autocast_dtype is not None else None
-        if scaler is not None or reduce is not None or autocast_device is not None:
-            family.step_runtime = StepRuntime(scaler, reduce, autocast_device)
+        # For the step runtime: fp16 needs a gradient scaler, and any autocast a backward run
+        # outside it.
+        self.scaler = torch.amp.GradScaler(plan.device.type) if plan.precision == "fp16" else None
+        self.autocast_device = plan.device.type if plan.autocast_dtype is not None else None
         use_fused_adam(family.optimizers().values(), plan.fused_optimizers)
         if plan.channels_last:
             for module in family.networks().values():
@@ -140,6 +107,12 @@ class Acceleration:
         if plan.compile:
             for module in trained_modules(family):
                 module.compile()
+
+    def step_runtime(self, *, reduce: Callable[[torch.optim.Optimizer], None] | None = None,
+                     guard: DivergenceGuard | None = None) -> StepRuntime:
+        """The runtime a family's backward and optimizer steps go through under this plan
+        (core/step_runtime.py), with a gradient all-reduce and a divergence guard if given."""
+        return StepRuntime(scaler=self.scaler, autocast_device=self.autocast_device, reduce=reduce, guard=guard)
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
@@ -190,7 +163,6 @@ def use_fused_adam(optimizers, enable: bool) -> None:
         for group in optimizer.param_groups:
             group["fused"] = True if enable else None
         optimizer.defaults["fused"] = True if enable else None
-        optimizer._step_supports_amp_scaling = enable  # noqa: SLF001 - what Adam's __init__ sets
         for param, state in optimizer.state.items():
             if enable and isinstance(state.get("step"), Tensor):
                 state["step"] = state["step"].to(param.device, torch.float32)

@@ -1,8 +1,9 @@
 """Keeping a run alive through NaN/inf losses.
 
-One bad batch (an overflow, a degenerate sample) should cost one step, not the run: every
-optimizer of the family is wrapped so that a step whose gradients hold NaN or inf is skipped
-(the weights and the optimizer's moments stay as they were). A skipped step can still have
+One bad batch (an overflow, a degenerate sample) should cost one step, not the run: the step
+runtime (core/step_runtime.py) takes every optimizer step through `DivergenceGuard.step`, which
+skips a step whose gradients hold NaN or inf (the weights and the optimizer's moments stay as
+they were). A skipped step can still have
 written NaN outside the optimizer (an EBM's replay buffer, normalisation statistics): then the
 whole family state is rolled back to the last good snapshot (taken whenever a checkpoint is
 saved) at once; finite changes there (an EMA step towards the unchanged weights, a warm-up
@@ -32,14 +33,34 @@ class DivergenceGuard:
         self.family = family
         self.bad_in_a_row = 0
         self.rollbacks = 0
-        self._skipped = False  # set by a wrapped optimizer during the current step
+        self._skipped = False  # set by `step` during the current train step
         self._device_flags: list[torch.Tensor] = []  # found_inf of fused steps, read after the step
         self._good: tuple[int, float, Any] | None = None  # (step, lr_scale, cloned state)
-        for optimizer in family.optimizers().values():
-            _skip_non_finite_steps(optimizer, self._on_skip, self._device_flags)
 
-    def _on_skip(self) -> None:
-        self._skipped = True
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """optimizer.step(), or nothing when any gradient is NaN or inf.
+
+        A fused Adam (core/accel.py, on a GPU) is given the verdict as its found_inf tensor, as
+        a GradScaler gives it, and skips the update itself: no host sync mid-step. The flag is
+        read once the train step is over (`after_step`). Other optimizers are skipped here,
+        after reading the verdict on the host."""
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if not grads:
+            optimizer.step()
+            return
+        flag = _non_finite(grads)
+        if all(g.get("fused") for g in optimizer.param_groups):
+            optimizer.found_inf = flag  # what Adam's fused step reads (torch's GradScaler protocol)
+            try:
+                optimizer.step()
+            finally:
+                del optimizer.found_inf
+                self._device_flags.append(flag)
+            return
+        if bool(flag):
+            self._skipped = True
+            return
+        optimizer.step()
 
     def remember(self, step: int) -> None:
         """Take the state as the one to roll back to (call when it is known to be good)."""
@@ -107,37 +128,6 @@ def _poisoned(state: Any) -> bool:
     if isinstance(state, (list, tuple)):
         return any(_poisoned(v) for v in state)
     return False
-
-
-def _skip_non_finite_steps(optimizer: torch.optim.Optimizer, on_skip,
-                           device_flags: list[torch.Tensor]) -> None:
-    """Wrap optimizer.step (on this instance) to do nothing when any gradient is NaN or inf.
-
-    A fused Adam (core/accel.py, on a GPU) is given the verdict as its found_inf tensor and
-    skips the update itself, as it does under a GradScaler: no host sync mid-step. The flag is
-    kept in `device_flags` for the guard to read once the step is over. Other optimizers are
-    skipped here, after reading the verdict on the host."""
-    step = optimizer.step
-
-    def guarded_step(*args, **kwargs):
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if not grads:
-            return step(*args, **kwargs)
-        flag = _non_finite(grads)
-        fused = all(g.get("fused") for g in optimizer.param_groups)
-        if fused and getattr(optimizer, "found_inf", None) is None:  # not under a GradScaler
-            optimizer.found_inf = flag
-            try:
-                return step(*args, **kwargs)
-            finally:
-                optimizer.found_inf = None
-                device_flags.append(flag)
-        if bool(flag):
-            on_skip()
-            return None
-        return step(*args, **kwargs)
-
-    optimizer.step = guarded_step
 
 
 def _non_finite(grads: list[torch.Tensor]) -> torch.Tensor:

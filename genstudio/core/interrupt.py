@@ -17,9 +17,9 @@ What a partial step can have changed, and how it is undone:
   names the modules (an EBM leaves out its replay buffer, which it writes only after its
   optimizer step);
 - parameters and optimizer state: never touched by an interrupted step, because the
-  interrupter disarms itself at the first optimizer step (an optimizer step pre-hook), and
-  from there the step runs to its end. A GAN's generator update follows its discriminator's,
-  so an interrupt can land only in the discriminator's half;
+  interrupter stands down at the first optimizer step (the step runtime tells it,
+  core/step_runtime.py), and from there the step runs to its end. A GAN's generator update
+  follows its discriminator's, so an interrupt can land only in the discriminator's half;
 - gradients: left half-accumulated, which is harmless: every family zeroes them before its
   backward.
 So a paused step done again gives, bit for bit, what an uninterrupted run gives
@@ -87,6 +87,7 @@ class StepInterrupter:
     """Makes a family's train steps abandonable while `should_interrupt()` is true.
 
         interrupter = StepInterrupter(family, lambda: control.paused or control.stop_requested)
+        family.step_runtime = StepRuntime(interrupter=interrupter)   # its backward and step call it
         with interrupter.step(generator, arm=last_step_seconds > SLOW_STEP_SECONDS):
             metrics = family.train_step(x, labels, generator)   # may raise StepInterrupted
 
@@ -105,18 +106,6 @@ class StepInterrupter:
         self._armed_thread: int | None = None
         self._handles: list = []
         self._call_order: dict[nn.Module, None] = {}  # hooked modules by first call, while measuring
-        # Kept until close: one Python call per optimizer step and per backward.
-        self._optimizer_hooks = [optimizer.register_step_pre_hook(self._disarm_at_optimizer_step)
-                                 for optimizer in family.optimizers().values()]
-        backward = family.backward
-
-        def checked_backward(loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
-            self._check()
-            if self._armed_thread == threading.get_ident():
-                self._hook_loss_graph(loss)
-            backward(loss, optimizer)
-
-        family.backward = checked_backward  # on the instance; close() removes it
 
     # -- the step ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -164,10 +153,18 @@ class StepInterrupter:
     def close(self) -> None:
         """Remove every hook (safe to call more than once)."""
         self._remove_hooks()
-        for handle in self._optimizer_hooks:
-            handle.remove()
-        self._optimizer_hooks.clear()
-        self.family.__dict__.pop("backward", None)
+
+    # -- called by the step runtime (core/step_runtime.py) -----------------------------------
+    def before_backward(self, loss: Tensor) -> None:
+        """A look before a backward pass, and looks on the first nodes of the loss's graph."""
+        self._check()
+        if self._armed_thread == threading.get_ident():
+            self._hook_loss_graph(loss)
+
+    def stand_down(self) -> None:
+        """Before an optimizer step: the weights change now, so the step runs to its end."""
+        if self._armed_thread == threading.get_ident():
+            self._armed_thread = None
 
     # -- hooks ------------------------------------------------------------------------------
     def _check(self) -> None:
@@ -211,10 +208,6 @@ class StepInterrupter:
 
     def _check_at_node(self, grad_outputs) -> None:
         self._check()
-
-    def _disarm_at_optimizer_step(self, optimizer, args, kwargs) -> None:
-        if self._armed_thread == threading.get_ident():
-            self._armed_thread = None  # weights change now: the step runs to its end
 
     def _space_checks(self, seconds: float, looks: int) -> None:
         """Choose the stride from a whole armed step taken with every module hooked: the first

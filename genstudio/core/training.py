@@ -10,6 +10,10 @@ Everything random in training flows from `settings.seed`: the initial weights, t
 training noise (one torch.Generator whose state is checkpointed). So a run resumed from a
 checkpoint continues exactly as if it had never stopped.
 
+What runs around a family's own step (interrupt check, fp16 scaling, gradient all-reduce,
+non-finite guard) is one StepRuntime the trainer builds and hands the family
+(core/step_runtime.py lists the order).
+
 Pause and Stop answer within a fraction of a step: a slow step is abandoned part-way and its
 changes undone (core/interrupt.py), so a paused step is taken again, bit for bit, after Resume.
 
@@ -309,7 +313,6 @@ class Trainer:
         self._extractor = None  # feature extractor for evaluations, built on first use
         self._notices: list[str] = []  # reported as Notice events once the run starts
         self._saved_step: int | None = None  # step of the newest checkpoint written or loaded
-        self._interrupter: StepInterrupter | None = None  # while run() runs, single process
         self._clock = _TrainingClock(0)  # run() starts the session's own
         self._permutation: tuple[int, torch.Tensor] | None = None  # (epoch, its order of the images)
         if resume:
@@ -334,12 +337,17 @@ class Trainer:
         # The GPU fast path (mixed precision, channels_last, data on the device, compile): all
         # off on the CPU, where the family is called exactly as without it.
         self.accel = Acceleration(plan_for(self.device, self.family, settings.precision, settings.compile),
-                                  self.family, reduce=distributed.reduce_gradients if distributed else None)
+                                  self.family)
         self.images, self.labels, self.placement = self.accel.place_dataset(self.images, self.labels)
         # After the acceleration, which may switch the optimizers to fused Adam: the guard's
         # first snapshot then holds the optimizers as they will train.
         self.guard = DivergenceGuard(self.family)
         self.guard.remember(self.step)
+        # What the family's backward and optimizer_step run, in order (core/step_runtime.py);
+        # run() adds the interrupter while its loop runs.
+        self.runtime = self.accel.step_runtime(reduce=distributed.reduce_gradients if distributed else None,
+                                               guard=self.guard)
+        self.family.step_runtime = self.runtime
         self._sync_batchnorm = distributed is not None and has_batchnorm(self.family)
         if distributed is not None:
             distributed.broadcast_state(self.family)
@@ -519,9 +527,8 @@ class Trainer:
         # Pause, Stop and the time limit abandon a slow step part-way (its changes undone)
         # instead of waiting for its end; not under torchrun, where every process must take the
         # same steps.
-        self._interrupter = None
         if self.dist is None:
-            self._interrupter = StepInterrupter(
+            self.runtime.interrupter = StepInterrupter(
                 self.family, lambda: control.paused or control.stop_requested or self._clock.up(),
                 CHECK_SPACING_SECONDS)
         try:
@@ -530,14 +537,14 @@ class Trainer:
             with keep_freed_memory():
                 yield from self._loop(control, speed, started)
         finally:
-            if self._interrupter is not None:
-                self._interrupter.close()
-                self._interrupter = None
+            if self.runtime.interrupter is not None:
+                self.runtime.interrupter.close()
+                self.runtime.interrupter = None
             self.release()
 
     def _loop(self, control: TrainingControl, speed: _Throughput, started: float) -> Iterator[TrainEvent]:
         s = self.settings
-        interrupter = self._interrupter
+        interrupter = self.runtime.interrupter
         step_seconds = None  # the last whole step's duration; None: no step yet
         while self.step < s.steps and not self._stop_requested(control):
             if control.paused and self.dist is None:  # no pausing one process of several
@@ -669,7 +676,7 @@ class Trainer:
                     progress: ProgressFn | None = None) -> Iterator[TrainEvent]:
         """A due evaluation's event; when `cancel()` comes true meanwhile (checked at every
         network layer and between batches) it is dropped, recording nothing, with a Notice."""
-        watch = (self._interrupter.watching(cancel) if self._interrupter is not None
+        watch = (self.runtime.interrupter.watching(cancel) if self.runtime.interrupter is not None
                  else contextlib.nullcontext())
         try:
             with watch:
@@ -721,7 +728,7 @@ class Trainer:
                     if progress is not None:
                         progress(done, total)
 
-                watch = (self._interrupter.watching(cancel) if self._interrupter is not None
+                watch = (self.runtime.interrupter.watching(cancel) if self.runtime.interrupter is not None
                          else contextlib.nullcontext())
                 with watch:
                     images = self.family.sample(n, seed=self.settings.seed, progress=sampled)

@@ -35,7 +35,7 @@ def test_paired_steps_time_each_side_on_its_own(monkeypatch):
     real_train_step = training.Trainer._train_step
 
     def loop_step(self, x, labels):
-        armed.append(self._interrupter._armed_thread is not None)
+        armed.append(self.runtime.interrupter._armed_thread is not None)
         return real_train_step(self, x, labels)
 
     monkeypatch.setattr(training.Trainer, "_train_step", loop_step)
@@ -70,7 +70,7 @@ def test_the_bare_step_trains_the_loops_own_model_with_its_hooks_off_and_back_on
 
     def loop_step(self, x, labels):
         trainers.append(id(self.family))
-        hooks_at_loop_steps.append(bool(self._interrupter._handles))
+        hooks_at_loop_steps.append(bool(self.runtime.interrupter._handles))
         return real_train_step(self, x, labels)
 
     monkeypatch.setattr(training.Trainer, "_train_step", loop_step)

@@ -35,7 +35,8 @@ def test_on_the_cpu_the_trainer_is_bit_for_bit_the_plain_loop(tmp_path, family_n
     plan = trainer.accel.plan
     assert (plan.precision, plan.channels_last, plan.data_on_device, plan.pin_memory, plan.compile) == \
         ("fp32", False, False, False, False)
-    assert trainer.family.step_runtime is None and trainer.accel.scaler is None
+    runtime = trainer.family.step_runtime
+    assert (runtime.scaler, runtime.reduce, runtime.autocast_device) == (None, None, None)
     assert trainer.images.device.type == "cpu" and not trainer.images.is_pinned()
     list(trainer.run())
 
@@ -73,6 +74,7 @@ def _forced_steps(name: str, precision: str, steps: int = 2) -> tuple[object, li
     family = create_family(name, spec, family_class(name).TINY, torch.device("cpu"), seed=1)
     family.train_mode()
     accel = Acceleration(plan_for(torch.device("cpu"), family, precision, force=True), family)
+    family.step_runtime = accel.step_runtime()
     generator = torch.Generator().manual_seed(2)
     x = torch.rand((4, *spec.shape), generator=torch.Generator().manual_seed(3)).mul(255).round().div(255)
     metrics = []
@@ -101,7 +103,7 @@ def test_forced_fp16_with_a_gradient_scaler_steps_every_optimizer(name):
     before = {k: v.clone() for k, v in _state(create_family(
         name, ImageSpec(3, 16), family_class(name).TINY, torch.device("cpu"), seed=1)).items()}
     family, metrics, accel = _forced_steps(name, "fp16", steps=3)
-    assert accel.scaler is not None and family.step_runtime is not None
+    assert accel.scaler is not None and family.step_runtime.scaler is accel.scaler
     assert math.isfinite(accel.scaler.get_scale())
     after = _state(family)
     for module_name in (m for m in family.networks() if m in ("encoder", "generator", "discriminator")):

@@ -26,6 +26,7 @@ from genstudio.core.families import (
     create_family,
     family_class,
 )
+from genstudio.core.step_runtime import StepRuntime
 
 SIZE = 16
 FAMILIES = available_families()
@@ -77,6 +78,37 @@ def test_a_train_step_is_finite_and_draws_randomness_only_from_its_generator(nam
         metrics.append(family.train_step(x, None, torch.Generator().manual_seed(11)))
     assert metrics[0] == metrics[1]  # same weights, data and generator: same step
     assert metrics[0] and all(isinstance(v, float) and math.isfinite(v) for v in metrics[0].values())
+
+
+class _CountingRuntime(StepRuntime):
+    """The plain runtime, counting which optimizers each backward and step were for."""
+
+    def __init__(self):
+        super().__init__()
+        self.backwards, self.steps = [], []
+
+    def backward(self, loss, optimizer):
+        self.backwards.append(optimizer)
+        super().backward(loss, optimizer)
+
+    def step(self, optimizer):
+        self.steps.append(optimizer)
+        super().step(optimizer)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_a_train_step_goes_through_the_step_runtime_for_every_optimizer(name):
+    """Interrupts, fp16 scaling, the gradient all-reduce and the non-finite guard live in the
+    runtime (core/step_runtime.py): a family that called loss.backward() or optimizer.step()
+    itself would train without them."""
+    family = make(name)
+    family.train_mode()
+    family.step_runtime = runtime = _CountingRuntime()
+    family.train_step(batch(), None, torch.Generator().manual_seed(1))
+    optimizers = {id(o) for o in family.optimizers().values()}
+    assert {id(o) for o in runtime.steps} == optimizers, "an optimizer was stepped outside the runtime"
+    assert {id(o) for o in runtime.backwards} == optimizers
+    assert len(runtime.backwards) == len(runtime.steps)  # one backward per optimizer step
 
 
 @pytest.mark.parametrize("name", FAMILIES)

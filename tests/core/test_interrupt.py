@@ -15,6 +15,7 @@ from genstudio.core.checkpoint import load_checkpoint
 from genstudio.core.families import ImageSpec, available_families, create_family, family_class
 from genstudio.core.interrupt import StepInterrupted, StepInterrupter, weighted_modules
 from genstudio.core.run import TrainSettings
+from genstudio.core.step_runtime import StepRuntime
 from genstudio.core.training import (
     PauseChanged,
     StepLogged,
@@ -35,6 +36,13 @@ def _model(family):
     return model
 
 
+def _interruptible(model, should_interrupt, **kwargs):
+    """A StepInterrupter that the model's backward and optimizer steps report to, as in a run."""
+    interrupter = StepInterrupter(model, should_interrupt, **kwargs)
+    model.step_runtime = StepRuntime(interrupter=interrupter)
+    return interrupter
+
+
 def _batches():
     g = torch.Generator().manual_seed(0)
     return [torch.rand((6, 3, 16, 16), generator=g) for _ in range(3)]
@@ -43,7 +51,7 @@ def _batches():
 def _checks_per_step(family):
     """How many times an armed step looks at its flag before its first optimizer step."""
     model, generator = _model(family), torch.Generator().manual_seed(1)
-    interrupter = StepInterrupter(model, lambda: False)
+    interrupter = _interruptible(model, lambda: False)
     counts = []
     for x in _batches():
         before = interrupter.checks
@@ -76,7 +84,7 @@ def _run_interrupting(family, which, look):
     """The three steps with step `which` abandoned at its `look`-th look, then taken again."""
     model, generator = _model(family), torch.Generator().manual_seed(1)
     fire_at = [None]  # the look (counted within step `which`) that interrupts
-    interrupter = StepInterrupter(model, lambda: interrupter.checks == fire_at[0])
+    interrupter = _interruptible(model, lambda: interrupter.checks == fire_at[0])
     for i, x in enumerate(_batches()):
         if i == which:
             interrupter.checks, fire_at[0] = 0, look
@@ -91,7 +99,7 @@ def _run_interrupting(family, which, look):
 
 def test_close_leaves_no_hook_behind():
     model = _model("gan")
-    interrupter = StepInterrupter(model, lambda: False)
+    interrupter = _interruptible(model, lambda: False)
     generator = torch.Generator().manual_seed(1)
     with interrupter.step(generator):
         model.train_step(_batches()[0], None, generator)
@@ -100,9 +108,6 @@ def test_close_leaves_no_hook_behind():
     for net in model.networks().values():
         for module in net.modules():
             assert not module._forward_pre_hooks and not module._forward_hooks
-    for optimizer in model.optimizers().values():
-        assert not optimizer._optimizer_step_pre_hooks
-    assert "backward" not in model.__dict__
 
 
 def _hooked(model):
@@ -113,7 +118,7 @@ def _hooked(model):
 
 def test_the_stride_gives_the_asked_mean_gap_between_looks():
     model = _model("vae")
-    interrupter = StepInterrupter(model, lambda: False, check_spacing=0.01)
+    interrupter = _interruptible(model, lambda: False, check_spacing=0.01)
     assert interrupter.stride is None  # measured by the first whole armed step
     interrupter._space_checks(seconds=0.5, looks=1000)     # 0.5 ms apart
     assert interrupter.stride == 20
@@ -124,7 +129,7 @@ def test_the_stride_gives_the_asked_mean_gap_between_looks():
 
 def test_after_the_first_armed_step_only_every_kth_module_of_each_network_looks():
     model = _model("gan")  # two networks: each keeps its first module hooked
-    interrupter = StepInterrupter(model, lambda: False, check_spacing=10.0)  # far apart: thin to the most
+    interrupter = _interruptible(model, lambda: False, check_spacing=10.0)  # far apart: thin to the most
     generator = torch.Generator().manual_seed(1)
     batches = _batches()
     with interrupter.step(generator):
@@ -146,7 +151,7 @@ def test_thinning_takes_every_kth_module_in_the_order_the_step_calls_them():
     runs every vertical one first: every 2nd by definition hooked no horizontal module at all,
     and a Pause landing in that stack waited for all of it (1.1 s after a resume)."""
     model = _model("pixelcnn")
-    interrupter = StepInterrupter(model, lambda: False, check_spacing=0.01)
+    interrupter = _interruptible(model, lambda: False, check_spacing=0.01)
     generator = torch.Generator().manual_seed(1)
     with interrupter.step(generator):
         model.train_step(_batches()[0], None, generator)
@@ -174,7 +179,7 @@ def test_a_thinned_step_still_pauses_part_way_and_is_taken_again_exactly(tmp_pat
     calls = _counting_steps(trainer)
     strides = []
     real = trainer.family.train_step
-    trainer.family.train_step = lambda *a: (strides.append(trainer._interrupter.stride), real(*a))[1]
+    trainer.family.train_step = lambda *a: (strides.append(trainer.runtime.interrupter.stride), real(*a))[1]
     for event in trainer.run(control):
         if isinstance(event, PauseChanged) and event.paused:
             control.resume()
@@ -186,7 +191,7 @@ def test_a_thinned_step_still_pauses_part_way_and_is_taken_again_exactly(tmp_pat
 
 def test_a_fast_step_is_not_armed():
     model = _model("vae")
-    interrupter = StepInterrupter(model, lambda: True)  # would interrupt at once if armed
+    interrupter = _interruptible(model, lambda: True)  # would interrupt at once if armed
     generator = torch.Generator().manual_seed(1)
     with interrupter.step(generator, arm=False):
         model.train_step(_batches()[0], None, generator)
@@ -286,7 +291,7 @@ def test_a_run_leaves_no_hook_on_its_model(tmp_path, monkeypatch):
     for net in trainer.family.networks().values():
         for module in net.modules():
             assert not module._forward_pre_hooks and not module._forward_hooks
-    assert "backward" not in trainer.family.__dict__
+    assert trainer.runtime.interrupter is None and trainer.family.step_runtime is trainer.runtime
 
 
 # -- sample grids -------------------------------------------------------------------------------
@@ -389,7 +394,7 @@ def test_a_step_interrupted_in_its_backward_leaves_none_of_its_memory_held(famil
     model.train_mode()
     x, generator = torch.rand(32, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.Generator()
     fire_at = [None]
-    interrupter = StepInterrupter(model, lambda: interrupter.checks == fire_at[0])
+    interrupter = _interruptible(model, lambda: interrupter.checks == fire_at[0])
     for _ in range(2):  # the second whole step counts the looks; both leave the heap settled
         before = interrupter.checks
         with interrupter.step(generator):

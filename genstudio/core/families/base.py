@@ -23,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+if typing.TYPE_CHECKING:
+    from ..step_runtime import StepRuntime
+
 
 class Capability(str, enum.Enum):
     SAMPLE = "sample"            # sample(n, seed, labels)
@@ -298,11 +301,12 @@ class Family(ABC):
         # Multiplies the configured learning rates; lowered when training diverges (see
         # core/guard.py). Families that set their learning rate every step must apply it.
         self.lr_scale = 1.0
-        # Set by the trainer: the slice of the global batch (distributed), and an object whose
-        # backward(loss, optimizer) / step(optimizer) add gradient all-reduce and mixed-precision
-        # scaling. None: plain loss.backward() / optimizer.step(), bit for bit as always.
+        # Set by the trainer: the slice of the global batch (distributed), and the StepRuntime
+        # (core/step_runtime.py) that `backward` and `optimizer_step` go through: interrupt
+        # check, gradient all-reduce, fp16 scaling, non-finite guard, in that order. None: plain
+        # loss.backward() / optimizer.step().
         self.batch_shard: BatchShard = SINGLE_PROCESS
-        self.step_runtime: Any = None
+        self.step_runtime: StepRuntime | None = None
 
     # -- training ---------------------------------------------------------------------------
     @abstractmethod
@@ -330,7 +334,7 @@ class Family(ABC):
             self.step_runtime.backward(loss, optimizer)
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """optimizer.step(), or the gradient scaler's step (skipped on inf/NaN) under fp16."""
+        """optimizer.step(), through the step runtime: skipped when a gradient is inf/NaN."""
         if self.step_runtime is None:
             optimizer.step()
         else:
