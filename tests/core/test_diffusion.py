@@ -635,3 +635,15 @@ def test_an_evaluation_from_the_quick_estimate_says_so_in_its_kind():
     assert quick["bpd_kind"] == "bound estimate" and quick["eval_bpd"] == quick["vlb_est_bpd"]
     full = _likelihood(family, images, labels, images)
     assert full["bpd_kind"] == "bound" and full["eval_bpd"] == full["vlb_bpd"]
+
+
+def test_a_run_saved_before_the_families_shared_their_average_still_loads():
+    """The EMA used to keep the averaged UNet under "model."; a checkpoint of then loads."""
+    saved = create_family("diffusion", ImageSpec(1, 8), Diffusion.TINY, "cpu", seed=3)
+    old_keys = {("model." + k.removeprefix("average.") if k.startswith("average.") else k): v
+                for k, v in saved.ema.state_dict().items()}
+    assert any(k.startswith("model.") for k in old_keys)
+    fresh = create_family("diffusion", ImageSpec(1, 8), Diffusion.TINY, "cpu", seed=4)
+    fresh.ema.load_state_dict(old_keys)
+    for mine, theirs in zip(fresh.ema.parameters(), saved.ema.parameters(), strict=True):
+        assert torch.equal(mine, theirs)

@@ -16,7 +16,6 @@ the data x_0 (ᾱ = 1). Images live in [−1, 1] inside the process ([0, 1] acro
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +34,13 @@ from .base import (
     at_least,
     within,
 )
-from .layers import MIN_LOG_SCALE, discretized_logistic_log_prob, to_symmetric, to_unit
+from .layers import (
+    MIN_LOG_SCALE,
+    ExponentialMovingAverage,
+    discretized_logistic_log_prob,
+    to_symmetric,
+    to_unit,
+)
 
 # eps_fn(x_t, t) → predicted ε, the same shape as x_t; t is a (B,) long tensor of indices.
 EpsFn = Callable[[Tensor, Tensor], Tensor]
@@ -655,29 +660,6 @@ class UNet(nn.Module):
         return c_skip * x + c_out * residual
 
 
-class ExponentialMovingAverage(nn.Module):
-    """An EMA copy of a network, used for sampling (Ho et al. §4: decay 0.9999). Early on the
-    decay is min(decay, (1 + n)/(10 + n)) so that short runs are not dominated by the random
-    initial weights; n, the update count, is a buffer, so it is checkpointed with the weights."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        super().__init__()
-        self.model = copy.deepcopy(model).requires_grad_(False)
-        self.decay = decay
-        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
-
-    @torch.no_grad()
-    def update(self, source: nn.Module) -> None:
-        n = int(self.updates)
-        decay = min(self.decay, (1 + n) / (10 + n))
-        for mine, theirs in zip(self.model.parameters(), source.parameters(), strict=True):
-            mine.lerp_(theirs, 1.0 - decay)
-        self.updates += 1
-
-    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
-        return self.model(x, t, labels)
-
-
 # -- the family ----------------------------------------------------------------------------------
 
 
@@ -785,6 +767,7 @@ class Diffusion(Family):
         self.schedule = NoiseSchedule.named(config.schedule, config.timesteps)
         self.schedule.reverse_variance(config.reverse_variance)  # fail now on an unknown kind
         self.unet = UNet(spec, config, self.schedule.alpha_bars).to(self.device)
+        # Sampling uses an average of the weights (Ho et al. §4, decay 0.9999), warmed up for short runs.
         self.ema = ExponentialMovingAverage(self.unet, config.ema_decay).to(self.device)
         groups = [{"params": list(self.unet.parameters())}]
         self.lr_factors = [1.0]  # per parameter group, times config.lr

@@ -24,7 +24,6 @@ e.g. Creswell & Bharath 2018): Adam on z from several seeded random starts, keep
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from .base import Capability, Family, ImageSpec, SampleProgress, at_least, within
-from .layers import level_widths, pyramid_sizes, to_symmetric, to_unit
+from .layers import ExponentialMovingAverage, level_widths, pyramid_sizes, to_symmetric, to_unit
 
 LOSSES = ("non-saturating", "least-squares", "wgan-gp")
 
@@ -196,51 +195,6 @@ def _frozen(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         module.requires_grad_(True)
-
-
-class ExponentialMovingAverage(nn.Module):
-    """A copy of a network whose weights trail the live ones: w̄ ← β w̄ + (1 − β) w.
-
-    With warmup the decay at update t (from 0) is β_t = min(decay, (1 + t)/(10 + t)), so until
-    it reaches `decay` the average spans about the last ninth of training (1/(1 − β_t) ≈ t/9),
-    and early samples are not dominated by the random initial weights. The update count is a
-    buffer, so it is checkpointed with the weights and a resumed run continues the same schedule.
-
-    BatchNorm running statistics are not weights to average, nor the live network's to copy:
-    those belong to other weights, and made the averaged generator's samples worse.
-    refresh_statistics runs the average on a batch of inputs in train mode, so its statistics
-    are its own weights' (BigGAN's "standing statistics", Brock et al. 2019 §3.1, kept up
-    during training rather than computed afterwards)."""
-
-    def __init__(self, live: nn.Module, decay: float, warmup: bool):
-        super().__init__()
-        self.average = copy.deepcopy(live).requires_grad_(False).eval()
-        self.decay = decay
-        self.warmup = warmup
-        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
-
-    def decay_at(self, update: int) -> float:
-        if not self.warmup:
-            return self.decay
-        return min(self.decay, (1 + update) / (10 + update))
-
-    @torch.no_grad()
-    def update(self, live: nn.Module) -> None:
-        beta = self.decay_at(int(self.updates))
-        for average, current in zip(self.average.parameters(), live.parameters(), strict=True):
-            average.lerp_(current, 1.0 - beta)  # exact at β = 0 and β = 1
-        self.updates += 1
-
-    @torch.no_grad()
-    def refresh_statistics(self, *inputs: Any) -> None:
-        """One forward pass in train mode: the BatchNorm running statistics take a step
-        (their momentum) towards the batch statistics of the averaged weights."""
-        self.average.train()
-        self.average(*inputs)
-        self.average.eval()
-
-    def forward(self, *args: Any) -> Tensor:
-        return self.average(*args)
 
 
 # -- the family -------------------------------------------------------------------------------

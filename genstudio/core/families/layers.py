@@ -1,9 +1,12 @@
 """Building blocks shared by more than one family: a convolutional trunk sized from the image
-size, and the discretized logistic likelihood over 8-bit pixel values."""
+size, the discretized logistic likelihood over 8-bit pixel values, and an exponential moving
+average of a network's weights."""
 
 from __future__ import annotations
 
+import copy
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -96,3 +99,57 @@ def to_symmetric(x01: Tensor) -> Tensor:
 def to_unit(x_sym: Tensor) -> Tensor:
     """[−1, 1] → [0, 1], clamped."""
     return ((x_sym + 1.0) * 0.5).clamp(0.0, 1.0)
+
+
+class ExponentialMovingAverage(nn.Module):
+    """A copy of a network whose weights trail the live ones: w̄ ← β w̄ + (1 − β) w.
+
+    With warmup the decay at update t (from 0) is β_t = min(decay, (1 + t)/(10 + t)), so until
+    it reaches `decay` the average spans about the last ninth of training (1/(1 − β_t) ≈ t/9),
+    and early samples are not dominated by the random initial weights. The update count is a
+    buffer, so it is checkpointed with the weights and a resumed run continues the same schedule.
+
+    BatchNorm running statistics are not weights to average, nor the live network's to copy:
+    those belong to other weights, and made the averaged generator's samples worse.
+    refresh_statistics runs the average on a batch of inputs in train mode, so its statistics
+    are its own weights' (BigGAN's "standing statistics", Brock et al. 2019 §3.1, kept up
+    during training rather than computed afterwards)."""
+
+    def __init__(self, live: nn.Module, decay: float, warmup: bool = True):
+        super().__init__()
+        self.average = copy.deepcopy(live).requires_grad_(False).eval()
+        self.decay = decay
+        self.warmup = warmup
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self.register_load_state_dict_pre_hook(_earlier_average_keys)
+
+    def decay_at(self, update: int) -> float:
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1 + update) / (10 + update))
+
+    @torch.no_grad()
+    def update(self, live: nn.Module) -> None:
+        beta = self.decay_at(int(self.updates))
+        for average, current in zip(self.average.parameters(), live.parameters(), strict=True):
+            average.lerp_(current, 1.0 - beta)  # exact at β = 0 and β = 1
+        self.updates += 1
+
+    @torch.no_grad()
+    def refresh_statistics(self, *inputs: Any) -> None:
+        """One forward pass in train mode: the BatchNorm running statistics take a step
+        (their momentum) towards the batch statistics of the averaged weights."""
+        self.average.train()
+        self.average(*inputs)
+        self.average.eval()
+
+    def forward(self, *args: Any) -> Tensor:
+        return self.average(*args)
+
+
+def _earlier_average_keys(module, state_dict, prefix, *_rest) -> None:
+    """Runs saved before the families shared this class kept a diffusion model's average under
+    "model." (a GAN's was always "average."): read them under the current name."""
+    old = prefix + "model."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[prefix + "average." + key[len(old):]] = state_dict.pop(key)
