@@ -41,11 +41,11 @@ import torch
 
 from benchmarks.common import print_table
 from genstudio.core.accel import Acceleration, plan_for
-from genstudio.core.families import ImageSpec, create_family
+from genstudio.core.families import ImageSpec, available_families, create_family
 from genstudio.core.run import TrainSettings
 from genstudio.core.training import BatchLowered, StepLogged, Trainer, TrainingFinished
 
-FAMILIES = ("vae", "gan", "flow", "diffusion", "pixelcnn", "ebm")
+FAMILIES = available_families()
 SECTIONS = ("peak", "throughput", "memory", "oom", "nccl", "compile", "learn")
 DEVICE = "cuda"  # --smoke-on-cpu: the throughput section on the CPU, to prove the script runs
 # Dense bf16 tensor-core rate by the vendor's datasheet (SXM parts), for the MFU column.

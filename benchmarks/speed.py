@@ -58,11 +58,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.common import images_per_sec_from_metrics, print_table, run_with_peak_rss  # noqa: E402
-from genstudio.core.families import Capability, create_family, family_class, suggested_knobs  # noqa: E402
+from genstudio.core.families import (  # noqa: E402
+    Capability,
+    available_families,
+    create_family,
+    family_class,
+    suggested_knobs,
+)
 from genstudio.core.run import TrainSettings  # noqa: E402
 from genstudio.core.training import PauseChanged, StepLogged, Stopping, Trainer, TrainingControl  # noqa: E402
 
-FAMILIES = ("vae", "gan", "flow", "diffusion", "pixelcnn", "ebm")
+FAMILIES = available_families()
 SECTIONS = ("throughput", "gui", "paired", "control", "sampling", "data", "startup")
 REPO = Path(__file__).resolve().parents[1]
 

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 from genstudio.app.capabilities import PANEL_REQUIREMENTS, enabled_panels
 from genstudio.app.layout import PREFERRED_WINDOW_SIZE
 from genstudio.app.main_window import MainWindow
-from genstudio.core.families import FAMILIES, Capability, available_families
+from genstudio.core.families import Capability, available_families, family_class
 
 
 def test_opens_with_shapes_and_vae_ready_to_start(window):
@@ -43,14 +43,11 @@ def test_opens_with_shapes_and_vae_ready_to_start(window):
     assert (values["sample_every"], values["sample_seconds"]) == (250, 30.0)
 
 
-def test_lists_all_six_families_with_the_unbuilt_ones_disabled(window):
+def test_lists_every_registered_family_by_its_title(window):
     items = window.family_picker.items()
-    assert [item.data(Qt.ItemDataRole.UserRole) for item in items] == list(FAMILIES)
-    disabled = [item for item in items if not item.flags() & Qt.ItemFlag.ItemIsEnabled]
-    unavailable = [e for e in FAMILIES.values() if not e.available]
-    assert len(disabled) == len(unavailable) and len(items) - len(disabled) == len(available_families())
-    for item, entry in zip(disabled, unavailable, strict=True):
-        assert item.toolTip() == entry.unavailable_reason != ""
+    assert [item.data(Qt.ItemDataRole.UserRole) for item in items] == available_families()
+    assert [item.text() for item in items] == [family_class(n).title for n in available_families()]
+    assert all(item.flags() & Qt.ItemFlag.ItemIsEnabled and item.toolTip() for item in items)
     assert "ELBO" in window.family_picker.summary.text()
     assert "sample" in window.family_picker.capabilities.text()
 

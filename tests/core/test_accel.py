@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from genstudio.core.accel import Acceleration, is_out_of_memory, plan_for, trained_modules
-from genstudio.core.families import ImageSpec, create_family, family_class
+from genstudio.core.families import ImageSpec, available_families, create_family, family_class
 from genstudio.core.run import RunError, TrainSettings
 from genstudio.core.training import BatchLowered, StepLogged, Trainer, TrainingFinished
 
-FAMILIES = ("vae", "gan", "flow", "diffusion", "pixelcnn", "ebm")
+FAMILIES = available_families()
 TINY = TrainSettings(
     family="vae", data="builtin:tins", size=8, steps=6, batch=8, seed=5, device="cpu",
     family_config={"base_channels": 4, "latent_dim": 3}, log_every=2, sample_every=0,

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from genstudio.core import pretrained
+from genstudio.core.families import available_families
 from genstudio.core.run import load_run
 from genstudio.core.sampling import generate
 
 SHIPPED = Path(__file__).resolve().parents[2] / "pretrained"
-FAMILIES = ("vae", "gan", "flow", "diffusion", "pixelcnn", "ebm")
 MAX_BYTES = 10_000_000  # each checkpoint under 10 MB, so the clone stays small
 
 
@@ -27,7 +27,7 @@ def shipped(monkeypatch):
 def test_every_listed_run_is_present_and_matches_its_manifest(shipped):
     listed = json.loads((SHIPPED / pretrained.MANIFEST).read_text())["runs"]
     assert [r.name for r in shipped] == [e["name"] for e in listed]  # none missing on disk
-    assert {r.family for r in shipped} <= set(FAMILIES)
+    assert {r.family for r in shipped} <= set(available_families())
     assert pretrained.DEFAULT in [r.name for r in shipped]
     for run in shipped:
         assert run.command.startswith("genstudio train --family ")

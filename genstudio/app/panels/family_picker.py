@@ -1,4 +1,4 @@
-"""Pick the model family: all six listed, the ones not built yet shown disabled with why."""
+"""Pick the model family: every registered one, with its summary and what it can do."""
 
 from __future__ import annotations
 
@@ -46,16 +46,11 @@ class FamilyPicker(QWidget):
         self.select(DEFAULT_FAMILY)
 
     def _fill(self) -> None:
-        for entry in FAMILIES.values():
-            item = QListWidgetItem(entry.title)
-            item.setData(Qt.ItemDataRole.UserRole, entry.name)
-            if not entry.available:
-                # Shown, not hidden: the user should see the whole landscape and why it is greyed.
-                item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEnabled & ~Qt.ItemFlag.ItemIsSelectable)
-                item.setToolTip(entry.unavailable_reason)
-                item.setText(f"{entry.title}  (coming soon)")
-            else:
-                item.setToolTip(family_class(entry.name).summary)
+        for name in FAMILIES:
+            cls = family_class(name)
+            item = QListWidgetItem(cls.title)
+            item.setData(Qt.ItemDataRole.UserRole, name)
+            item.setToolTip(cls.summary)
             self.list.addItem(item)
         rows = self.list.count()
         self.list.setFixedHeight(self.list.sizeHintForRow(0) * rows + 2 * self.list.frameWidth() + 4)

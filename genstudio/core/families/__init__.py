@@ -1,13 +1,12 @@
 """Registry of model families, by name, in the order the app lists them.
 
-Families are imported lazily so that listing them costs nothing. A family that is not built
-yet stays listed (the app shows it disabled with the reason) rather than silently missing.
+Families are imported lazily so that listing them costs nothing; each module's FAMILY class
+carries its title, summary and capabilities.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,29 +24,14 @@ from .base import (
     config_from_dict,
 )
 
-
-@dataclass(frozen=True)
-class FamilyEntry:
-    name: str
-    title: str
-    module: str | None          # dotted module holding the Family subclass; None: not built yet
-    unavailable_reason: str = ""
-
-    @property
-    def available(self) -> bool:
-        return self.module is not None
-
-
-FAMILIES: dict[str, FamilyEntry] = {
-    e.name: e
-    for e in (
-        FamilyEntry("vae", "Variational autoencoder", "genstudio.core.families.vae"),
-        FamilyEntry("gan", "GAN", "genstudio.core.families.gan"),
-        FamilyEntry("flow", "Normalizing flow", "genstudio.core.families.flow"),
-        FamilyEntry("diffusion", "Diffusion", "genstudio.core.families.diffusion"),
-        FamilyEntry("pixelcnn", "PixelCNN", "genstudio.core.families.pixelcnn"),
-        FamilyEntry("ebm", "Energy-based model", "genstudio.core.families.ebm"),
-    )
+# name → the module that defines FAMILY, the Family subclass
+FAMILIES: dict[str, str] = {
+    "vae": "genstudio.core.families.vae",
+    "gan": "genstudio.core.families.gan",
+    "flow": "genstudio.core.families.flow",
+    "diffusion": "genstudio.core.families.diffusion",
+    "pixelcnn": "genstudio.core.families.pixelcnn",
+    "ebm": "genstudio.core.families.ebm",
 }
 
 
@@ -56,13 +40,11 @@ class UnknownFamilyError(ValueError):
 
 
 def family_class(name: str) -> type[Family]:
-    entry = FAMILIES.get(name)
-    if entry is None:
+    module = FAMILIES.get(name)
+    if module is None:
         raise UnknownFamilyError(f"unknown family {name!r}; choose one of {', '.join(FAMILIES)}")
-    if not entry.available:
-        raise UnknownFamilyError(entry.unavailable_reason)
-    cls = importlib.import_module(entry.module).FAMILY  # type: ignore[arg-type]
-    assert cls.name == name, f"{entry.module}.FAMILY is {cls.name!r}, registered as {name!r}"
+    cls = importlib.import_module(module).FAMILY
+    assert cls.name == name, f"{module}.FAMILY is {cls.name!r}, registered as {name!r}"
     return cls
 
 
@@ -79,7 +61,7 @@ def stored_family_config(name: str, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def available_families() -> list[str]:
-    return [name for name, entry in FAMILIES.items() if entry.available]
+    return list(FAMILIES)
 
 
 def suggested_knobs(name: str, spec: ImageSpec, device: torch.device | str,
@@ -106,7 +88,7 @@ def create_family(
 
 
 __all__ = [
-    "FAMILIES", "MAX_SEED", "Capability", "CapabilityError", "Family", "FamilyEntry", "ImageSpec", "LogProbKind",
+    "FAMILIES", "MAX_SEED", "Capability", "CapabilityError", "Family", "ImageSpec", "LogProbKind",
     "SampleProgress", "SamplingCancelled", "UnknownFamilyError", "available_families", "bits_per_dim", "create_family", "family_class",
     "stored_family_config", "suggested_knobs",
 ]

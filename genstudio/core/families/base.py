@@ -395,9 +395,6 @@ class Family(ABC):
         images_or_None) as they go and stop with SamplingCancelled when it raises that."""
         raise CapabilityError(f"{self.title} cannot inpaint")
 
-    def can(self, capability: Capability) -> bool:
-        return capability in self.capabilities
-
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Plain nested data (tensors, numbers, strings): weights, optimizer states, extras."""
