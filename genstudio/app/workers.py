@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import threading
 import time
 import traceback
@@ -27,21 +28,7 @@ from genstudio.core.metrics.evaluate import EvaluationCancelled
 from genstudio.core.metrics.features import InvalidWeightsError
 from genstudio.core.run import RunError, TrainSettings
 from genstudio.core.sampling import SamplingError
-from genstudio.core.training import (
-    BatchLowered,
-    CheckpointSaved,
-    Evaluated,
-    Notice,
-    PauseChanged,
-    RunStarted,
-    SamplesReady,
-    StepLogged,
-    Stopping,
-    Trainer,
-    TrainEvent,
-    TrainingControl,
-    TrainingFinished,
-)
+from genstudio.core.training import TRAIN_EVENTS, RunStarted, Trainer, TrainEvent, TrainingControl
 
 log = logging.getLogger(__name__)
 
@@ -196,12 +183,8 @@ class TrainingWorker(ThreadWorker):
     cancelled = Signal()                # stopped before the run began (nothing written)
     failed = Signal(str, str)           # cause for the user, full traceback
 
-    _RELAY = {
-        RunStarted: "run_started", StepLogged: "step_logged", SamplesReady: "samples_ready",
-        CheckpointSaved: "checkpoint_saved", Evaluated: "evaluated",
-        PauseChanged: "pause_changed", Notice: "notice", BatchLowered: "batch_lowered",
-        Stopping: "stopping", TrainingFinished: "training_finished",
-    }
+    # Each event type goes out as the signal of its own name in snake_case (RunStarted → run_started).
+    _RELAY = {cls: re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower() for cls in TRAIN_EVENTS}
 
     def __init__(self, settings: TrainSettings, run_dir: str, *,
                  dataset: ImageDataset | None = None, resume: bool = False):

@@ -37,27 +37,13 @@ import numpy as np
 from PIL import Image
 
 from .run import RunError, TrainSettings
-from .training import (
-    BatchLowered,
-    CheckpointSaved,
-    Evaluated,
-    Notice,
-    PauseChanged,
-    RunStarted,
-    SamplesReady,
-    StepLogged,
-    Stopping,
-    TrainEvent,
-    TrainingFinished,
-)
+from .training import TRAIN_EVENTS, SamplesReady, TrainEvent, TrainingFinished
 
 log = logging.getLogger(__name__)
 
 EVENT_PREFIX = "@genstudio-event "
 CLI_ERROR = "genstudio: error: "  # how `genstudio train` reports a failure (cli.py)
-_EVENT_TYPES = {cls.__name__: cls for cls in (RunStarted, StepLogged, SamplesReady, CheckpointSaved,
-                                              Evaluated, PauseChanged, Notice, BatchLowered,
-                                              Stopping, TrainingFinished)}
+_EVENT_TYPES = {cls.__name__: cls for cls in TRAIN_EVENTS}
 # TrainSettings fields that `genstudio train` has no option for: a launched run gets their
 # defaults, so settings that change them cannot be launched (train_arguments refuses).
 _NOT_OPTIONS = ("grid_samples", "eval_images", "eval_samples", "eval_extractor")

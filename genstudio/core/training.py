@@ -31,6 +31,7 @@ import math
 import os
 import threading
 import time
+import typing
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -227,8 +228,11 @@ class TrainingFinished:
     run_dir: str
 
 
-TrainEvent = (RunStarted | StepLogged | SamplesReady | CheckpointSaved | Evaluated | PauseChanged
-              | Notice | BatchLowered | Stopping | TrainingFinished)
+# Every event a run yields, listed once: the launcher decodes them by class name
+# (core/launch.py), the app's worker relays each as its signal of the same name in snake_case.
+TRAIN_EVENTS = (RunStarted, StepLogged, SamplesReady, CheckpointSaved, Evaluated, PauseChanged,
+                Notice, BatchLowered, Stopping, TrainingFinished)
+TrainEvent = typing.Union[TRAIN_EVENTS]  # noqa: UP007 - built from the tuple, not written twice
 
 
 # -- the trainer ------------------------------------------------------------------------------

@@ -127,3 +127,18 @@ def test_a_failed_jobs_traceback_is_formatted_only_while_no_other_thread_parses(
     qtbot.waitUntil(lambda: bool(failures), timeout=10_000)
     assert "ZeroDivisionError" in failures[0] and "1 / 0" in failures[0]
     qtbot.waitUntil(lambda: not runner.is_busy(), timeout=10_000)
+
+
+def test_every_training_event_has_its_signal():
+    """The worker relays each event of core/training.py's TRAIN_EVENTS as the signal named after
+    it; a new event type without its signal would fail the run when first yielded."""
+    from PySide6.QtCore import SignalInstance
+
+    from genstudio.app.workers import TrainingWorker
+    from genstudio.core.run import TrainSettings
+    from genstudio.core.training import TRAIN_EVENTS
+
+    worker = TrainingWorker(TrainSettings(), "unused")
+    assert set(TrainingWorker._RELAY) == set(TRAIN_EVENTS)
+    for cls, name in TrainingWorker._RELAY.items():
+        assert isinstance(getattr(worker, name, None), SignalInstance), f"{cls.__name__}: no signal {name}"
