@@ -1,4 +1,4 @@
-"""GPU figures of issue 8, in one command on a machine with a CUDA GPU:
+"""GPU figures, in one command on a machine with a CUDA GPU:
 
     python -m benchmarks.gpu                      # every section, every family
     python -m benchmarks.gpu --only throughput --families vae,diffusion --batch 1024

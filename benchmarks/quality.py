@@ -1,5 +1,5 @@
 """Sample quality and likelihood of a family after a fixed CPU budget, by the protocol of
-../shared/BENCHMARKS.md, beside the per-pixel baseline.
+docs/benchmarks.md, beside the per-pixel baseline.
 
     .venv/bin/python -m benchmarks.quality --family vae --data fashion-mnist [--minutes 10]
     .venv/bin/python -m benchmarks.quality --family vae --data builtin:shapes --size 32

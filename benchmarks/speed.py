@@ -1,4 +1,4 @@
-"""The speed suite of issue 8: one command, one table per measurement.
+"""The speed suite: one command, one table per measurement.
 
     .venv/bin/python -m benchmarks.speed                       # defaults: every family, a few minutes each
     .venv/bin/python -m benchmarks.speed --quick               # a smoke run: tiny step counts

@@ -1,13 +1,12 @@
 """Abandoning a train step part-way, so that Pause and Stop answer within a fraction of a step.
 
-A step at batch 64 on a 2-core CPU takes 0.4 s (VAE) to 3.6 s (PixelCNN); a loop that looks at
-its flags only between steps answers that late. While a step is armed, StepInterrupter looks
-at a flag before every module's forward, when the family starts a backward pass (between a
-loss and its gradient: a PixelCNN's 256-way softmax over every subpixel costs 0.1 s each
-way) and whenever backward reaches a module's output, and raises StepInterrupted when the flag
-is up. The trainer then undoes what the partial step
-changed and pauses (doing the whole step again after Resume) or stops (saving the last whole
-step).
+A step at batch 64 on a CPU can take seconds (a PixelCNN's), and a loop that looks at its flags
+only between steps answers that late. While a step is armed, StepInterrupter looks at a flag
+before every module's forward, when the family starts a backward pass (between a loss and its
+gradient lie ops no module hook sees, such as a 256-way softmax over every subpixel) and
+whenever backward reaches a module's output, and raises StepInterrupted when the flag is up.
+The trainer then undoes what the partial step changed and pauses (doing the whole step again
+after Resume) or stops (saving the last whole step).
 
 What a partial step can have changed, and how it is undone:
 - the training generator and torch's global RNG: their states are taken before the step and
@@ -26,18 +25,18 @@ So a paused step done again gives, bit for bit, what an uninterrupted run gives
 (tests/core/test_interrupt.py checks every family).
 
 Armed only for slow steps (the previous one took longer than `SLOW_STEP_SECONDS`, or there was
-none): a fast step ends soon anyway, and it should not pay for hooks and copies (a GPU step of
-a few milliseconds even less). While steps stay fast no hook is installed at all.
+none): a fast step ends soon anyway, and it should not pay for hooks and copies.
 
-Looks spaced out (`check_spacing`): a step made of many small passes looks far more often than
-Pause needs. An EBM step runs its small network 60 times (Langevin dynamics) and looked 1,100
-times in 0.45 s, and the hooks' Python calls cost it 3-5% of its time. After the first armed
-step has run to its end the interrupter knows its mean time between looks, and from then on
-hooks only every k-th module of each network (its first always), k chosen so the mean gap is
-about `check_spacing`. Every k-th in the order the step first calls them, not the order the
-network defines them: a PixelCNN defines each layer's vertical and horizontal convolutions side
-by side but runs all vertical ones before any horizontal one, and every 2nd by definition left
-its whole horizontal stack without a look (a Pause waited 1.1 s).
+Looks spaced out (`check_spacing`): a step made of many small passes (an EBM's Langevin chain)
+would look far more often than Pause needs, and the hooks' Python calls cost time. After the
+first armed step has run to its end the interrupter knows its mean time between looks, and from
+then on hooks only every k-th module of each network (its first always), k chosen so the mean
+gap is about `check_spacing`. Every k-th in the order the step first calls them, not the order
+the network defines them: a PixelCNN defines each layer's vertical and horizontal convolutions
+side by side but runs all vertical ones before any horizontal one, so every 2nd by definition
+would leave its whole horizontal stack without a look.
+
+What these cost and how fast Pause answers, measured: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -72,10 +71,9 @@ def weighted_modules(network: nn.Module) -> list[nn.Module]:
 
 def _let_autograd_drop_the_abandoned_graph() -> None:
     """A backward cut short by a hook's exception leaves autograd's engine holding part of the
-    graph on this thread, saved activations included, until the thread's next backward: a
-    PixelCNN still held 225-450 MiB while paused, took its step again on top of it, and the heap
-    grew into fresh pages (up to 39,000 page faults; single operations of 200-300 ms, so a Pause
-    landing there waited as long). A backward of one number, right away, lets it go."""
+    graph on this thread, saved activations included, until the thread's next backward, and the
+    step taken again after a pause then grows the heap into fresh pages (docs/performance.md). A
+    backward of one number, right away, lets it go."""
     torch.zeros((), requires_grad=True).backward()
 
 

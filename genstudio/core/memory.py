@@ -1,54 +1,34 @@
 """The C heap around model work: keep freed activations for the next step, hand them back after.
 
 A training step allocates and frees hundreds of megabytes of activations, and so does each
-step of a sampler (a diffusion model's 64 images: 50 passes of the network). glibc's defaults
-suit that badly, both ways:
+step of a sampler. glibc's defaults suit that badly, both ways:
 
-- While the work runs it gives the memory back to the kernel too eagerly. A block above its mmap
-  threshold (128 KiB at first, raised as such blocks are freed) gets pages of its own, and the
-  free space at the top of a heap is returned once it passes the trim threshold (twice the mmap
-  threshold). Either way the next step asks the kernel again, and every fresh 4 KiB page costs
-  a page fault and zeroing. Measured with the CLI's loop on 2 CPU cores (32 px, batch 64): an
-  EBM step made 268,000 page faults and spent 0.58 s of system time; a VAE step 17,000 faults
-  and 38 ms, 30% of its time. `keep_freed_memory` raises the mmap threshold to glibc's ceiling
-  (32 MiB) and turns trimming off while the work runs, and the faults per step fell to ~0 (the
-  EBM's step from 0.75 s to 0.43 s, the VAE's from 115 ms to 79 ms; 64 diffusion samples from
-  6.3 s to 4.6 s). Peak memory barely grows: what is kept was in use a step earlier.
-  Blocks above that ceiling (a diffusion model's activations at 64 px and batch 64 are 128 MiB
-  each) would still get pages of their own, so the block also turns glibc's mmap off
-  altogether, and they come from the heap and are reused like the rest. At 64 px, batch 64
-  (bare loop, 2 cores): diffusion 2.3 s -> 0.83 s a step (258,000 faults -> 0), VAE 536 ->
-  345 ms; 64 DDIM-10 samples 13 -> 19 images/s. The cost is peak memory, as big blocks leave
-  holes in the heap: diffusion 1.8 -> 2.3 GiB, VAE +2%. At 32 px, where blocks are at most
-  32 MiB, speed and peak memory did not move (diffusion through the CLI). glibc still maps a
-  block that its heap cannot hold (sysmalloc's fallback ignores the mmap count). The PixelCNN
-  computes its 200 MB of logits in chunks below 32 MiB anyway, which also keeps its peak low.
-- Afterwards it keeps too much. Freed memory in the middle of a heap is never returned, so
-  an app that had trained a few runs held gigabytes it no longer used: one window training VAE,
-  PixelCNN, EBM and flow for 10 steps each stood at 1,441 MiB after the PixelCNN and 549 MiB
-  after malloc_trim. So the work ends with that trim, and the trim threshold goes back to 64 MiB,
-  where glibc's own adaptive setting ends up.
+- While the work runs it gives memory back to the kernel too eagerly: a block above the mmap
+  threshold gets pages of its own, and free space at the top of a heap is returned past the
+  trim threshold, so the next step faults in and zeroes fresh pages again.
+  `keep_freed_memory` raises the mmap threshold to glibc's ceiling (32 MiB), turns trimming
+  off, and turns mmap off altogether, so that even bigger blocks (a diffusion model's
+  activations at 64 px) come from the heap and are reused. Peak memory grows a little at
+  large sizes, as big blocks leave holes in the heap.
+- Afterwards it keeps too much: freed memory in the middle of a heap is never returned. So the
+  work ends with malloc_trim, and the trim threshold goes back to where glibc's own adaptive
+  setting ends up.
 
 Training (Trainer.run), every CLI command and every job of the app's workers run inside
 `keep_freed_memory`.
 
-A run on a thread other than the main one (the app's) has a third problem: glibc gives such a
-thread a heap of its own (an arena) built of 64 MiB pieces, and a piece that falls wholly free
-goes back to the kernel whatever the trim threshold. `one_heap_for_all_threads`, called when
-the app starts, keeps every thread on the main heap (a diffusion step on a thread: 3,600 page
-faults and 4% of its time, none on the main heap).
+A thread other than the main one gets a heap of its own (an arena) built of 64 MiB pieces, and
+a piece that falls wholly free goes back to the kernel whatever the trim threshold:
+`one_heap_for_all_threads`, called when the app starts, keeps every thread on the main heap.
 
-Where the C library is not glibc this does nothing.
+Python's cyclic garbage collector is the other source of pauses: its full passes walk every
+tracked object, and torch, its compiler, sympy and Qt leave hundreds of thousands of them, a
+pass long enough to stall the window and its training. `freeze_imported_objects`, called once
+the app's modules are loaded, moves those out of the collector's reach; the compiler's share
+is frozen after its import on a thread of its own (`freeze_the_compiler_in_the_background`).
 
-One more pause has nothing to do with the C heap: Python's cyclic garbage collector. Its full
-passes walk every tracked object, and torch, its compiler (which torch imports at the first
-optimizer, torch/_compile.py), sympy and Qt leave 330,000 of them: a full pass took 160 ms,
-holding the GIL, so the app's window and its training stood still that long whenever one came
-(one did during a 60-step PixelCNN run in the window: 193 ms). `freeze_imported_objects`, called
-by the app once its modules are loaded, moves those out of the collector's reach: a full pass
-in the same window then took 2-5 ms. The compiler's share is frozen a moment later, after its
-import on a thread of its own (`freeze_the_compiler_in_the_background`): that import takes a
-second, which the window no longer waits for.
+Where the C library is not glibc the heap settings do nothing. What each of these measured is
+in docs/performance.md.
 """
 
 from __future__ import annotations

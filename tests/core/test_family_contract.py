@@ -1,4 +1,4 @@
-"""The contract every registered family keeps (../shared/DESIGN.md), run over each one.
+"""The contract every registered family keeps (docs/adding-a-family.md), run over each one.
 
 Family-specific mathematics lives in each family's own test file; this suite checks what the
 app, the CLI and the metrics rely on: shapes and ranges, reproducibility by seed, declared
