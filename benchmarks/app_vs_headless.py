@@ -22,8 +22,8 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from benchmarks.common import images_per_sec_from_metrics  # noqa: E402
-from genstudio.core.run import TrainSettings  # noqa: E402
-from genstudio.core.training import Trainer  # noqa: E402
+from genstudio.core.runs.run import TrainSettings  # noqa: E402
+from genstudio.core.runtime.training import Trainer  # noqa: E402
 
 
 def headless(settings: TrainSettings, run_dir: Path) -> None:

@@ -40,10 +40,10 @@ import numpy as np
 import torch
 
 from benchmarks.common import print_table
-from genstudio.core.accel import Acceleration, plan_for
 from genstudio.core.families import ImageSpec, available_families, create_family
-from genstudio.core.run import TrainSettings
-from genstudio.core.training import BatchLowered, StepLogged, Trainer, TrainingFinished
+from genstudio.core.runs.run import TrainSettings
+from genstudio.core.runtime.accel import Acceleration, plan_for
+from genstudio.core.runtime.training import BatchLowered, StepLogged, Trainer, TrainingFinished
 
 FAMILIES = available_families()
 SECTIONS = ("peak", "throughput", "memory", "oom", "nccl", "compile", "learn")
@@ -132,7 +132,7 @@ def train(settings: TrainSettings, home: Path, warmup: int) -> tuple[float, Trai
 
 
 def throughput(args, families, home: Path, peak: float) -> None:
-    from genstudio.core.images import make_grid, save_png, to_uint8
+    from genstudio.core.runs.images import make_grid, save_png, to_uint8
 
     name = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu"
     datasheet = next((v for k, v in DATASHEET_BF16.items() if k in name), None)
@@ -230,7 +230,7 @@ def nccl(args, home: Path) -> None:
     """NCCL in a world of one: the distributed code path for real, compared with one process."""
     import torch.distributed as dist
 
-    from genstudio.core.distributed import Distributed
+    from genstudio.core.runtime.distributed import Distributed
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -278,9 +278,9 @@ def compiled(args, home: Path) -> None:
 def learn(args, families, home: Path) -> None:
     import threading
 
-    from genstudio.core.images import save_png
     from genstudio.core.metrics.evaluate import describe_evaluation
-    from genstudio.core.training import Evaluated, SamplesReady, TrainingControl
+    from genstudio.core.runs.images import save_png
+    from genstudio.core.runtime.training import Evaluated, SamplesReady, TrainingControl
 
     rows, grids = [], []
     for family in families:

@@ -46,10 +46,10 @@ from benchmarks.real_data import FASHION_CLASSES, load_idx_split
 from genstudio.core.data import load_source
 from genstudio.core.families import Capability
 from genstudio.core.families.base import smooth_fill
-from genstudio.core.images import make_grid, save_png, to_uint8
-from genstudio.core.inpainting import inpaint_candidates
 from genstudio.core.metrics.evaluate import reference_split
-from genstudio.core.run import LoadedRun, load_run
+from genstudio.core.runs.images import make_grid, save_png, to_uint8
+from genstudio.core.runs.run import LoadedRun, load_run
+from genstudio.core.trained.inpainting import inpaint_candidates
 
 IDX_DATASETS = ("mnist", "fashion-mnist")
 MASKS = ("centre", "random")

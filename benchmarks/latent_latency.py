@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from genstudio.core.families import ImageSpec, create_family, suggested_knobs  # noqa: E402
-from genstudio.core.latent import decode_latents, prior_latents  # noqa: E402
-from genstudio.core.run import LoadedRun, RunDir, TrainSettings  # noqa: E402
+from genstudio.core.runs.run import LoadedRun, RunDir, TrainSettings  # noqa: E402
+from genstudio.core.trained.latent import decode_latents, prior_latents  # noqa: E402
 
 
 def percentiles(values: list[float]) -> tuple[float, float]:

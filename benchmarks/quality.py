@@ -33,7 +33,6 @@ import torch
 from benchmarks.real_data import INCEPTION, load_idx_split, write_idx_folder
 from genstudio.cli import _parse_options as _options  # the CLI's KEY=VALUE parsing
 from genstudio.core.data import load_source
-from genstudio.core.images import make_grid, save_png
 from genstudio.core.metrics.baseline import PixelCategorical
 from genstudio.core.metrics.evaluate import (
     EvalSettings,
@@ -43,8 +42,9 @@ from genstudio.core.metrics.evaluate import (
     sample_quality,
 )
 from genstudio.core.metrics.features import InceptionExtractor, RandomConvExtractor
-from genstudio.core.run import UNLIMITED_STEPS, TrainSettings, load_run
-from genstudio.core.training import StepLogged, Trainer, TrainingFinished
+from genstudio.core.runs.images import make_grid, save_png
+from genstudio.core.runs.run import UNLIMITED_STEPS, TrainSettings, load_run
+from genstudio.core.runtime.training import StepLogged, Trainer, TrainingFinished
 
 IDX_DATASETS = ("mnist", "fashion-mnist")
 QUALITY = ("fid", "kid", "precision", "recall")

@@ -21,7 +21,7 @@ import torch
 
 from benchmarks.quality import QUALITY, _extractor, _options, _source_and_reference
 from genstudio.core.metrics.evaluate import generate_uint8, sample_quality
-from genstudio.core.run import load_run
+from genstudio.core.runs.run import load_run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ machine hits them alike):
               a bare PyTorch loop of the same network, batch and data (the family's train_step
               on uint8 batches, no events), in a fresh process like the CLI, twice: as a user
               would write it (glibc's allocator defaults) and with the C heap set as genstudio
-              sets it while training (core/memory.py). CLI against the second is the loop's
+              sets it while training (core/runtime/memory.py). CLI against the second is the loop's
               own cost; against the first, what a user gains. The CLI's peak
               RSS is its own VmHWM (not wait4's, which reports this benchmark's own peak: see
               benchmarks/common.py).
@@ -65,8 +65,14 @@ from genstudio.core.families import (  # noqa: E402
     family_class,
     suggested_knobs,
 )
-from genstudio.core.run import TrainSettings  # noqa: E402
-from genstudio.core.training import PauseChanged, StepLogged, Stopping, Trainer, TrainingControl  # noqa: E402
+from genstudio.core.runs.run import TrainSettings  # noqa: E402
+from genstudio.core.runtime.training import (  # noqa: E402
+    PauseChanged,
+    StepLogged,
+    Stopping,
+    Trainer,
+    TrainingControl,
+)
 
 FAMILIES = available_families()
 SECTIONS = ("throughput", "gui", "paired", "control", "sampling", "data", "startup")
@@ -99,7 +105,7 @@ def _bare_family(settings: TrainSettings, spec, device: torch.device):
     mode, with the trainer's fast path on CUDA (autocast, channels_last; all off on the CPU), so
     a ratio measures the loop around the step, not a difference in arithmetic; and a generator
     seeded as the trainer's."""
-    from genstudio.core.accel import Acceleration, plan_for
+    from genstudio.core.runtime.accel import Acceleration, plan_for
 
     knobs = {**suggested_knobs(settings.family, spec, device, settings.family_config), **settings.family_config}
     family = create_family(settings.family, spec, knobs, device, settings.seed)
@@ -111,7 +117,7 @@ def _bare_family(settings: TrainSettings, spec, device: torch.device):
 
 def bare_loop_keeping_freed_memory(settings: TrainSettings, warmup: int) -> tuple[float, float | None]:
     """bare_loop with the C heap as a training run sets it: freed activations kept for reuse."""
-    from genstudio.core.memory import keep_freed_memory
+    from genstudio.core.runtime.memory import keep_freed_memory
 
     with keep_freed_memory():
         return bare_loop(settings, warmup)
@@ -128,7 +134,7 @@ def bare_loop(settings: TrainSettings, warmup: int) -> tuple[float, float | None
     """images/s of the family's train_step on the trainer's own batches, nothing else; and on
     CUDA the peak GPU memory (MiB)."""
     from genstudio.core.data import held_out_split, load_source
-    from genstudio.core.device import select_device
+    from genstudio.core.runtime.device import select_device
 
     data = load_source(settings.data, settings.size, settings.channels)
     images = torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2)
@@ -263,7 +269,7 @@ def _in_a_process(function: str, settings: TrainSettings, warmup: int):
     thread, run after a bare loop on the main thread, went from 431 to 251 images/s (flow; 117
     with OMP_WAIT_POLICY=ACTIVE, where the idle team spins)."""
     code = (f"import json, sys; from benchmarks.speed import {function}; "
-            "from genstudio.core.run import TrainSettings; "
+            "from genstudio.core.runs.run import TrainSettings; "
             "s = TrainSettings.from_json(json.loads(sys.argv[1])); "
             f"print(json.dumps({function}(s, int(sys.argv[2]))))")
     out = subprocess.run([sys.executable, "-c", code, json.dumps(settings.to_json()), str(warmup)],
@@ -534,7 +540,7 @@ def throughput_and_gui(args, families, home: Path, app: App | None) -> None:
         print_table(f"training images/s ({source}, {size} px, batch {args.batch}, {args.steps} steps, "
                f"warm-up {args.warmup}, median of {args.repeats} rounds; a ratio is the median of the rounds' "
                f"ratios [lowest-highest]; app and CLI without the intervals that drew a sample grid; "
-               f"'bare+heap': the bare loop with the C heap set as in training (core/memory.py); targets: "
+               f"'bare+heap': the bare loop with the C heap set as in training (core/runtime/memory.py); targets: "
                f"CLI ≥ 98%, app ≥ 95% of bare)",
                ["family", "bare", "bare+heap", "CLI", "CLI/bare+heap", "CLI/bare", "app", "app/bare+heap",
                 "CLI peak RSS MiB", "GPU MiB"], rows)
@@ -642,7 +648,7 @@ def control_latency(args, families, home: Path) -> None:
 
 def sampling(args, families) -> None:
     from genstudio.core.families import ImageSpec
-    from genstudio.core.memory import keep_freed_memory
+    from genstudio.core.runtime.memory import keep_freed_memory
 
     rows = []
     spec = ImageSpec(3 if args.channels == 3 else 1, args.size)
@@ -674,7 +680,7 @@ def sampling(args, families) -> None:
                 decode = f"{(time.perf_counter() - t0) / 3 * 1000:.1f}"
             rows.append([family, label, str(n), f"{n / elapsed:.1f}", decode])
     print_table(f"sampling at {args.size} px on {device.type} (default model sizes, untrained weights; the C heap "
-                f"kept as the CLI and the app keep it while they sample, core/memory.py)",
+                f"kept as the CLI and the app keep it while they sample, core/runtime/memory.py)",
            ["family", "sampler", "n", "images/s", "decode 1 ms"], rows)
 
 
@@ -792,7 +798,7 @@ def main() -> int:
 
         prepare_process()
     except ImportError:  # no Qt here (a GPU machine with torch only): the same, less the window's modules
-        from genstudio.core.memory import freeze_imported_objects, one_heap_for_all_threads
+        from genstudio.core.runtime.memory import freeze_imported_objects, one_heap_for_all_threads
 
         one_heap_for_all_threads()
         freeze_imported_objects()

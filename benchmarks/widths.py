@@ -5,7 +5,7 @@ image at the defaults and at the widths a new run gets (Family.suggested_config)
     .venv/bin/python -m benchmarks.widths --families vae,pixelcnn --sizes 32,64,128
 
 Each figure is the family's own train_step on random images at the batch (no data loading, no
-events; the C heap kept as training keeps it, core/memory.py), timed after two warm-up steps for
+events; the C heap kept as training keeps it, core/runtime/memory.py), timed after two warm-up steps for
 at least --seconds; the arithmetic is torch's count of
 the matrix products and convolutions of one step, per image, relative to the defaults at the
 first size. Run it with the machine otherwise idle.
@@ -22,7 +22,7 @@ from torch.utils.flop_counter import flop_registry
 
 from benchmarks.common import print_table
 from genstudio.core.families import ImageSpec, available_families, create_family, family_class
-from genstudio.core.memory import keep_freed_memory
+from genstudio.core.runtime.memory import keep_freed_memory
 
 
 class FlopCount(TorchDispatchMode):

@@ -93,11 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "app":
             return args.handler(args)
-        from .core.memory import keep_freed_memory
+        from .core.runtime.memory import keep_freed_memory
 
         previous = signal.signal(signal.SIGTERM, _terminated)
         try:
-            with keep_freed_memory():  # a command's activations reused from step to step (core/memory.py)
+            with keep_freed_memory():  # a command's activations reused from step to step (core/runtime/memory.py)
                 return args.handler(args)
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -118,11 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_user_error(exc: Exception) -> bool:
-    from .core.checkpoint import CheckpointError
     from .core.data import DatasetError
     from .core.families import CapabilityError, UnknownFamilyError
-    from .core.run import RunError
-    from .core.sampling import SamplingError
+    from .core.runs.checkpoint import CheckpointError
+    from .core.runs.run import RunError
+    from .core.trained.sampling import SamplingError
 
     return isinstance(exc, (CommandError, CheckpointError, DatasetError, CapabilityError,
                             UnknownFamilyError, RunError, SamplingError, ValueError, OSError))
@@ -151,9 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_train(sub: Any) -> None:
-    from .core.device import DEVICE_CHOICES
     from .core.families import MAX_SEED
-    from .core.run import TrainSettings
+    from .core.runs.run import TrainSettings
+    from .core.runtime.device import DEVICE_CHOICES
 
     p = sub.add_parser("train", help="train a model into a run folder",
                        epilog="Ctrl+C or SIGTERM stops the run after saving its last whole step (a second one "
@@ -214,7 +214,7 @@ def _add_train(sub: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .core.distributed import Distributed
+    from .core.runtime.distributed import Distributed
 
     settings = train_settings(args)
     # Under torchrun (WORLD_SIZE > 1) this is one process of a data-parallel run: --batch is
@@ -231,14 +231,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def train_settings(args: argparse.Namespace) -> Any:
-    """The TrainSettings that `genstudio train`'s options describe (core/launch.py writes them).
+    """The TrainSettings that `genstudio train`'s options describe (core/runtime/launch.py writes them).
 
     An option left out takes its default, or with --resume the run's own value; a resumed run
     refuses options that would change what it trains (core.training.RESUME_MAY_CHANGE)."""
     import dataclasses
 
     from .core.data import BUILTIN_PREFIX
-    from .core.run import UNLIMITED_STEPS, RunDir, RunError, TrainSettings
+    from .core.runs.run import UNLIMITED_STEPS, RunDir, RunError, TrainSettings
 
     # Each option is stored under its field's name; fields without an option are never given.
     given = {field.name: getattr(args, field.name, None) for field in dataclasses.fields(TrainSettings)
@@ -270,7 +270,7 @@ def train_settings(args: argparse.Namespace) -> Any:
 
 def _refuse_changes_on_resume(stored: Any, family_config: dict[str, Any], given: dict[str, Any],
                               options: dict[str, Any]) -> None:
-    from .core.training import RESUME_MAY_CHANGE
+    from .core.runtime.training import RESUME_MAY_CHANGE
 
     def option(name: str, value: Any) -> str:
         flag = "--" + name.replace("_", "-")
@@ -300,9 +300,9 @@ def _same_source(given: str, stored: str) -> bool:
 
 def _train_in_process(args: argparse.Namespace, settings: Any, distributed: Any) -> int:
     from .core.data import load_source
-    from .core.launch import encode_event
     from .core.metrics.evaluate import describe_evaluation
-    from .core.training import (
+    from .core.runtime.launch import encode_event
+    from .core.runtime.training import (
         BatchLowered,
         Evaluated,
         Notice,
@@ -428,7 +428,7 @@ class _StageProgress:
 
 def _load_run(run: str, device: str) -> Any:
     """load_run, saying on stderr when a damaged checkpoint was replaced by the previous one."""
-    from .core.run import load_run
+    from .core.runs.run import load_run
 
     loaded = load_run(run, device=device)
     if loaded.notice:
@@ -485,7 +485,7 @@ def _restore_signals(previous: dict[int, Any]) -> None:
 
 
 def _format_step(event: Any) -> str:
-    from .core.run import UNLIMITED_STEPS
+    from .core.runs.run import UNLIMITED_STEPS
 
     shown = "  ".join(f"{k} {v:.4g}" for k, v in event.metrics.items())
     eta = _clock(event.eta_seconds) if event.eta_seconds is not None else "–"
@@ -503,7 +503,7 @@ def _clock(seconds: float) -> str:
 
 def _add_sample(sub: Any) -> None:
     from .core.families import MAX_SEED
-    from .core.sampling import MAX_GRID, SAMPLING_BATCH
+    from .core.trained.sampling import MAX_GRID, SAMPLING_BATCH
 
     p = sub.add_parser("sample", help="generate images from a trained run")
     p.add_argument("run", help="a run folder")
@@ -524,7 +524,7 @@ def _add_sample(sub: Any) -> None:
 def _sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .core.sampling import (
+    from .core.trained.sampling import (
         MAX_GRID,
         export_grid,
         export_images,
@@ -583,9 +583,9 @@ def _add_interpolate(sub: Any) -> None:
 
 
 def _interpolate(args: argparse.Namespace) -> int:
-    from .core.images import make_grid, save_gif, save_png
-    from .core.latent import Endpoint, interpolation_frames
-    from .core.sampling import label_index, provenance
+    from .core.runs.images import make_grid, save_gif, save_png
+    from .core.trained.latent import Endpoint, interpolation_frames
+    from .core.trained.sampling import label_index, provenance
 
     suffix = os.path.splitext(args.out)[1].lower()
     if suffix not in (".png", ".gif"):
@@ -632,9 +632,9 @@ def _add_inpaint(sub: Any) -> None:
 
 def _inpaint(args: argparse.Namespace) -> int:
     from .core.data import image_file_size, load_image
-    from .core.images import make_grid, save_png
-    from .core.inpainting import inpaint_candidates, load_mask
-    from .core.sampling import label_index, provenance
+    from .core.runs.images import make_grid, save_png
+    from .core.trained.inpainting import inpaint_candidates, load_mask
+    from .core.trained.sampling import label_index, provenance
 
     if not args.out.lower().endswith(".png"):
         raise CommandError(f"--out must be a .png file, not {args.out!r}")
@@ -692,8 +692,8 @@ def _add_eval(sub: Any) -> None:
 
 def _eval(args: argparse.Namespace) -> int:
     from .core.data import load_source
-    from .core.images import save_png
     from .core.metrics.evaluate import EvalSettings, pairs_strip, run_evaluation
+    from .core.runs.images import save_png
 
     metrics = _parse_metrics(args.metrics, "--metrics")
     if args.pairs and "memorisation" not in metrics:
@@ -754,7 +754,7 @@ def _add_info(sub: Any) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .core.run import UNLIMITED_STEPS
+    from .core.runs.run import UNLIMITED_STEPS
 
     loaded = _load_run(args.run, "cpu")
     metrics = loaded.run.read_metrics()

@@ -28,10 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from genstudio.core import pretrained  # noqa: E402
-from genstudio.core.images import make_grid, save_png  # noqa: E402
-from genstudio.core.run import load_run  # noqa: E402
-from genstudio.core.sampling import generate  # noqa: E402
+from genstudio.core.runs import pretrained  # noqa: E402
+from genstudio.core.runs.images import make_grid, save_png  # noqa: E402
+from genstudio.core.runs.run import load_run  # noqa: E402
+from genstudio.core.trained.sampling import generate  # noqa: E402
 
 OUT = ROOT / "pretrained"
 

@@ -33,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def prepare_process() -> None:
     """What the app's process needs before its first thread and its first window
-    (core/memory.py): every thread on the main heap, which keeps the training thread's freed
+    (core/runtime/memory.py): every thread on the main heap, which keeps the training thread's freed
     activations for its next step; and the imported modules' objects out of the garbage
     collector's full passes, which otherwise stop the window for 160 ms at a time."""
-    from genstudio.core.memory import (
+    from genstudio.core.runtime.memory import (
         freeze_imported_objects,
         freeze_the_compiler_in_the_background,
         one_heap_for_all_threads,

@@ -9,7 +9,7 @@ from pathlib import Path
 from PySide6.QtCore import QStandardPaths
 from PySide6.QtWidgets import QFileDialog, QWidget
 
-from genstudio.core.paths import runs_dir
+from genstudio.core.runs.paths import runs_dir
 
 RUNS, FILES = "runs", "files"  # run folders; images, exports, weights and everything else
 

@@ -15,18 +15,26 @@ import numpy as np
 from PIL import Image
 from PySide6.QtGui import QImage
 
-from genstudio.core import pretrained
 from genstudio.core.data import ImageDataset, load_source
 from genstudio.core.families import Capability, SamplingCancelled
-from genstudio.core.images import make_grid, save_gif, save_png, to_pil, to_uint8
-from genstudio.core.inpainting import (
+from genstudio.core.metrics.evaluate import (
+    FEATURE_METRICS,
+    ClosestPair,
+    EvalSettings,
+    run_evaluation,
+)
+from genstudio.core.metrics.features import InceptionExtractor, download_inception, get_extractor
+from genstudio.core.runs import pretrained
+from genstudio.core.runs.images import make_grid, save_gif, save_png, to_pil, to_uint8
+from genstudio.core.runs.run import LoadedRun, RunDir, load_run
+from genstudio.core.trained.inpainting import (
     InpaintError,
     export_inpainting,
     fit_to_model,
     inpaint_candidates,
     show_hole,
 )
-from genstudio.core.latent import (
+from genstudio.core.trained.latent import (
     EncodedSet,
     Endpoint,
     FactorProbe,
@@ -43,15 +51,13 @@ from genstudio.core.latent import (
     probe_factors,
     save_encoded,
 )
-from genstudio.core.metrics.evaluate import (
-    FEATURE_METRICS,
-    ClosestPair,
-    EvalSettings,
-    run_evaluation,
+from genstudio.core.trained.sampling import (
+    export_grid,
+    export_images,
+    export_stem,
+    generate,
+    provenance,
 )
-from genstudio.core.metrics.features import InceptionExtractor, download_inception, get_extractor
-from genstudio.core.run import LoadedRun, RunDir, load_run
-from genstudio.core.sampling import export_grid, export_images, export_stem, generate, provenance
 
 from .imaging import to_qimage
 from .workers import Job, describe_error

@@ -25,15 +25,15 @@ from PySide6.QtWidgets import (
 )
 
 from genstudio import __version__
-from genstudio.core import pretrained
-from genstudio.core.device import select_device
 from genstudio.core.families import ImageSpec, available_families, family_class
 from genstudio.core.families.base import suggestion_reason
 from genstudio.core.metrics.evaluate import describe_evaluation
-from genstudio.core.paths import new_run_dir, runs_dir
-from genstudio.core.run import BOOKKEEPING_KEYS, RunDir, RunError, TrainSettings
-from genstudio.core.sampling import kept_beside
-from genstudio.core.training import FINAL_SAMPLES
+from genstudio.core.runs import pretrained
+from genstudio.core.runs.paths import new_run_dir, runs_dir
+from genstudio.core.runs.run import BOOKKEEPING_KEYS, RunDir, RunError, TrainSettings
+from genstudio.core.runtime.device import select_device
+from genstudio.core.runtime.training import FINAL_SAMPLES
+from genstudio.core.trained.sampling import kept_beside
 
 from . import file_dialogs, jobs
 from .capabilities import panel_enabled

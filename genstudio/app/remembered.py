@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genstudio.core.atomic import write_text_atomic
-from genstudio.core.paths import data_home
+from genstudio.core.runs.atomic import write_text_atomic
+from genstudio.core.runs.paths import data_home
 
 log = logging.getLogger(__name__)
 

@@ -21,14 +21,20 @@ import shiboken6
 from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, QTimer, Signal, Slot
 
 from genstudio.core.data import DatasetError, ImageDataset, load_source
-from genstudio.core.launch import LaunchedRun
-from genstudio.core.memory import keep_freed_memory
 from genstudio.core.metrics.download import DownloadError
 from genstudio.core.metrics.evaluate import EvaluationCancelled
 from genstudio.core.metrics.features import InvalidWeightsError
-from genstudio.core.run import RunError, TrainSettings
-from genstudio.core.sampling import SamplingError
-from genstudio.core.training import TRAIN_EVENTS, RunStarted, Trainer, TrainEvent, TrainingControl
+from genstudio.core.runs.run import RunError, TrainSettings
+from genstudio.core.runtime.launch import LaunchedRun
+from genstudio.core.runtime.memory import keep_freed_memory
+from genstudio.core.runtime.training import (
+    TRAIN_EVENTS,
+    RunStarted,
+    Trainer,
+    TrainEvent,
+    TrainingControl,
+)
+from genstudio.core.trained.sampling import SamplingError
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +271,7 @@ class LaunchedControl(TrainingControl):
 
 
 class LaunchedTrainingWorker(TrainingWorker):
-    """A data-parallel run trained by torchrun's processes (core/launch.py), followed through
+    """A data-parallel run trained by torchrun's processes (core/runtime/launch.py), followed through
     the events rank 0 reports: the window sees the same signals as for an in-process run."""
 
     def __init__(self, settings: TrainSettings, run_dir: str, processes: int, *, resume: bool = False):

@@ -25,8 +25,8 @@ from genstudio.app import workers  # noqa: E402
 from genstudio.app.layout import PREFERRED_WINDOW_SIZE  # noqa: E402
 from genstudio.app.main_window import MainWindow  # noqa: E402
 from genstudio.core.data import load_source  # noqa: E402
-from genstudio.core.run import TrainSettings  # noqa: E402
-from genstudio.core.training import Trainer  # noqa: E402
+from genstudio.core.runs.run import TrainSettings  # noqa: E402
+from genstudio.core.runtime.training import Trainer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -22,14 +22,14 @@ from PySide6.QtWidgets import QLabel
 from genstudio.app.panels import ComparisonView
 from genstudio.app.panels.comparison import _default_metric
 from genstudio.app.panels.evaluation import EvaluationDialog
-from genstudio.core.compare import BASELINE_FAMILY, COLUMNS
 from genstudio.core.data import load_source
 from genstudio.core.metrics import features
 from genstudio.core.metrics.features import INCEPTION_ENV, InceptionExtractor
-from genstudio.core.paths import runs_dir
-from genstudio.core.preferences import INCEPTION_WEIGHTS, get_preference
-from genstudio.core.run import TrainSettings
-from genstudio.core.training import Trainer
+from genstudio.core.runs.paths import runs_dir
+from genstudio.core.runs.preferences import INCEPTION_WEIGHTS, get_preference
+from genstudio.core.runs.run import TrainSettings
+from genstudio.core.runtime.training import Trainer
+from genstudio.core.trained.compare import BASELINE_FAMILY, COLUMNS
 
 EXTRACTOR = "random-conv-v1 (offline, 512-d)"
 NAMES = ("20260101-000000-vae-shapes", "20260101-000100-vae-shapes", "20260101-000200-vae-shapes")

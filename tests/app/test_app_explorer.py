@@ -14,8 +14,8 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication, QScrollArea, QStyle, QStyleOptionSlider
 
-from genstudio.core.images import read_gif_metadata, read_png_metadata
-from genstudio.core.latent import prior_latents
+from genstudio.core.runs.images import read_gif_metadata, read_png_metadata
+from genstudio.core.trained.latent import prior_latents
 
 
 def image_bits(view) -> bytes:
@@ -353,8 +353,8 @@ def test_an_endpoint_that_is_not_ready_says_why(qtbot, explorer):
 
 def test_a_family_without_a_latent_says_why(qtbot, window, tmp_path, dataset_cache):
     from genstudio.core.data import load_source
-    from genstudio.core.run import TrainSettings
-    from genstudio.core.training import Trainer
+    from genstudio.core.runs.run import TrainSettings
+    from genstudio.core.runtime.training import Trainer
 
     run = tmp_path / "pixelcnn-run"
     settings = TrainSettings(family="pixelcnn", data="builtin:shapes", size=8, steps=1, batch=4,

@@ -7,8 +7,8 @@ from app_helpers import ENDLESS, start_training
 from PySide6.QtCore import Qt
 
 from genstudio.app import workers
-from genstudio.core.run import load_run
-from genstudio.core.training import Trainer
+from genstudio.core.runs.run import load_run
+from genstudio.core.runtime.training import Trainer
 
 
 def test_stop_wakes_a_paused_run_which_saves_and_joins(qtbot, window):
@@ -48,7 +48,7 @@ def test_opening_a_run_with_a_damaged_checkpoint_opens_the_previous_one_and_says
     from app_helpers import SIZE, TINY_MODEL
 
     from genstudio.core.data import load_source
-    from genstudio.core.run import TrainSettings
+    from genstudio.core.runs.run import TrainSettings
 
     settings = TrainSettings(data="builtin:shapes", size=SIZE, steps=2, batch=4, device="cpu",
                              family_config=dict(TINY_MODEL), sample_every=0, checkpoint_every=1,

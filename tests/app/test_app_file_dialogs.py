@@ -11,7 +11,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QFileDialog
 
 from genstudio.app import file_dialogs
-from genstudio.core.paths import runs_dir
+from genstudio.core.runs.paths import runs_dir
 
 
 @pytest.fixture(autouse=True)

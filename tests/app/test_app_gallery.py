@@ -8,7 +8,7 @@ from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox
 
-from genstudio.core.images import read_png_metadata
+from genstudio.core.runs.images import read_png_metadata
 
 
 @pytest.fixture
@@ -157,8 +157,8 @@ def test_file_export_writes_every_sample(qtbot, opened, tmp_path):
 def diffusion_run(tmp_path_factory, dataset_cache):
     """A tiny diffusion run with a long chain, so DDPM sampling takes long enough to cancel."""
     from genstudio.core.data import load_source
-    from genstudio.core.run import TrainSettings
-    from genstudio.core.training import Trainer
+    from genstudio.core.runs.run import TrainSettings
+    from genstudio.core.runtime.training import Trainer
 
     run = tmp_path_factory.mktemp("diffusion") / "run"
     settings = TrainSettings(family="diffusion", data="builtin:shapes", size=16, steps=4, batch=8,

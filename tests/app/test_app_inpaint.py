@@ -10,9 +10,9 @@ from app_helpers import SIZE
 from PIL import Image
 from PySide6.QtCore import QPoint, QPointF, Qt
 
-from genstudio.core.images import read_png_metadata
-from genstudio.core.inpainting import load_mask
-from genstudio.core.masks import MaskHistory
+from genstudio.core.runs.images import read_png_metadata
+from genstudio.core.trained.inpainting import load_mask
+from genstudio.core.trained.masks import MaskHistory
 
 
 @pytest.fixture
@@ -207,8 +207,8 @@ def test_export_writes_result_mask_and_before_after_with_provenance(qtbot, inpai
 
 def small_gan_run(tmp_path, dataset_cache):
     from genstudio.core.data import load_source
-    from genstudio.core.run import TrainSettings
-    from genstudio.core.training import Trainer
+    from genstudio.core.runs.run import TrainSettings
+    from genstudio.core.runtime.training import Trainer
 
     run = tmp_path / "gan-run"
     settings = TrainSettings(family="gan", data="builtin:shapes", size=8, steps=2, batch=4, sample_every=0,
@@ -222,7 +222,7 @@ def small_gan_run(tmp_path, dataset_cache):
 
 def test_a_trip_through_a_smaller_model_leaves_the_image_sharp_and_the_mask_as_painted(qtbot, inpaint, tmp_path,
                                                                                         dataset_cache):
-    from genstudio.core.run import load_run
+    from genstudio.core.runs.run import load_run
 
     paint_centre(inpaint)
     image, mask, first = inpaint.image.copy(), inpaint.history.mask.copy(), inpaint.loaded

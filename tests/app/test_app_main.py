@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from genstudio.core.run import load_run
+from genstudio.core.runs.run import load_run
 
 # Drives the app from inside its own event loop: waits for the default dataset, shrinks the
 # model, clicks Start, and closes the window once some steps are done.
@@ -40,7 +40,7 @@ DRIVER = textwrap.dedent("""
             print("RUN", w.training_panel.run_label.text().split("Run folder: ")[1].splitlines()[0])
             import gc
             print("FROZEN", gc.get_freeze_count(), "TRACKED", len(gc.get_objects()))
-            from genstudio.core import memory
+            from genstudio.core.runtime import memory
             print("ONE_HEAP", memory._one_heap)
             w.close()
             stage["n"] = 3
@@ -62,7 +62,7 @@ def test_main_trains_and_closes_cleanly_with_exit_code_0(tmp_path, dataset_cache
     run_line = next(line for line in result.stdout.splitlines() if line.startswith("RUN "))
     loaded = load_run(run_line[4:])
     assert loaded.step >= 20
-    # main put what its imports made out of the garbage collector's reach (core/memory.py): a
+    # main put what its imports made out of the garbage collector's reach (core/runtime/memory.py): a
     # full pass walks the window's and the run's objects, not torch's and Qt's hundreds of thousands.
     frozen, tracked = (int(v) for v in next(line for line in result.stdout.splitlines()
                                             if line.startswith("FROZEN ")).split()[1::2])

@@ -9,9 +9,9 @@ import pytest
 from app_helpers import SIZE, TINY_MODEL, close_and_delete
 
 from genstudio.app.main_window import MainWindow
-from genstudio.core import pretrained
-from genstudio.core.run import TrainSettings
-from genstudio.core.training import Trainer
+from genstudio.core.runs import pretrained
+from genstudio.core.runs.run import TrainSettings
+from genstudio.core.runtime.training import Trainer
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from genstudio.app import workers
 from genstudio.core.data import load_source
 from genstudio.core.families import available_families, family_class
 from genstudio.core.families.vae import VAE
-from genstudio.core.run import RunDir, TrainSettings, load_run
-from genstudio.core.training import Trainer
+from genstudio.core.runs.run import RunDir, TrainSettings, load_run
+from genstudio.core.runtime.training import Trainer
 
 
 def run_dir_of(window) -> Path:
@@ -288,7 +288,7 @@ def test_a_time_limit_on_the_train_tab_ends_the_run_and_shows_time_as_progress(q
 def slow_final_grid(monkeypatch):
     """The end-of-run grid waits until it is cut short (Skip, a new start, closing): the work
     after a Stop that used to hold the window for ~50 s, made as long as a test needs."""
-    from genstudio.core.training import Trainer
+    from genstudio.core.runtime.training import Trainer
 
     real = Trainer.sample_grid
 

@@ -278,7 +278,7 @@ def test_the_speed_suites_app_pairing_holds_the_window_still_for_each_bare_step(
     from PySide6.QtCore import QTimer
 
     from benchmarks import speed
-    from genstudio.core.run import TrainSettings
+    from genstudio.core.runs.run import TrainSettings
 
     ticks: list[float] = []
     timer = QTimer()

@@ -24,8 +24,8 @@ def test_a_job_runs_off_the_gui_thread_and_its_result_arrives_on_it(qtbot):
 
 def test_a_job_keeps_its_freed_memory_for_reuse_and_hands_it_back_when_done(qtbot):
     # A sampler's activations are reused from step to step instead of faulting in fresh pages
-    # (core/memory.py); the process goes back to trimming once no job runs.
-    from genstudio.core import memory
+    # (core/runtime/memory.py); the process goes back to trimming once no job runs.
+    from genstudio.core.runtime import memory
 
     runner = TaskRunner()
     with qtbot.waitSignal(runner.succeeded, timeout=10_000) as result:
@@ -130,13 +130,13 @@ def test_a_failed_jobs_traceback_is_formatted_only_while_no_other_thread_parses(
 
 
 def test_every_training_event_has_its_signal():
-    """The worker relays each event of core/training.py's TRAIN_EVENTS as the signal named after
+    """The worker relays each event of core/runtime/training.py's TRAIN_EVENTS as the signal named after
     it; a new event type without its signal would fail the run when first yielded."""
     from PySide6.QtCore import SignalInstance
 
     from genstudio.app.workers import TrainingWorker
-    from genstudio.core.run import TrainSettings
-    from genstudio.core.training import TRAIN_EVENTS
+    from genstudio.core.runs.run import TrainSettings
+    from genstudio.core.runtime.training import TRAIN_EVENTS
 
     worker = TrainingWorker(TrainSettings(), "unused")
     assert set(TrainingWorker._RELAY) == set(TRAIN_EVENTS)

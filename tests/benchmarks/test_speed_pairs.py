@@ -8,8 +8,8 @@ import time
 import pytest
 
 from benchmarks import speed
-from genstudio.core import training
-from genstudio.core.run import TrainSettings
+from genstudio.core.runs.run import TrainSettings
+from genstudio.core.runtime import training
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # no spin-waiting team around the sleeps
 

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from genstudio import cli
-from genstudio.core import sampling
-from genstudio.core.run import RunDir
+from genstudio.core.runs.run import RunDir
+from genstudio.core.trained import sampling
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -256,7 +256,7 @@ def test_a_training_stopped_by_a_signal_exits_with_its_code_after_saving(capsys,
     finally:
         timer.cancel()
     assert got == code and "stopped at step" in out
-    from genstudio.core.run import load_run
+    from genstudio.core.runs.run import load_run
 
     assert load_run(run, "cpu").step > 0  # saved
 
@@ -269,7 +269,7 @@ def test_train_minutes_trains_for_that_long_and_ends_as_a_stop_does(capsys, tmp_
     assert "the 0.02-minute time limit is reached at step " in err and "saving and drawing the last samples" in err
     assert "time limit reached at step " in out.splitlines()[-1]
     assert "step 5  " in out  # no "of 1000000000": the time alone ends it
-    from genstudio.core.run import load_run
+    from genstudio.core.runs.run import load_run
 
     loaded = load_run(run, "cpu")
     assert loaded.settings.minutes == 0.02 and loaded.step > 0

@@ -42,7 +42,7 @@ def test_eval_is_reproducible_by_seed(run):
 def test_eval_writes_the_closest_pairs_as_a_png(run, tmp_path):
     from PIL import Image
 
-    from genstudio.core.images import read_png_metadata
+    from genstudio.core.runs.images import read_png_metadata
 
     out = tmp_path / "pairs.png"
     genstudio("eval", run, "--data", "builtin:tins", "--metrics", "memorisation", "--samples", "30",

@@ -74,7 +74,7 @@ def test_a_second_ctrl_c_also_skips_the_final_grid_and_evaluation():
     import signal
 
     from genstudio.cli import _restore_signals, _stop_on_signals
-    from genstudio.core.training import TrainingControl
+    from genstudio.core.runtime.training import TrainingControl
 
     control = TrainingControl()
     previous, received = _stop_on_signals(control)

@@ -6,7 +6,7 @@ from cli_helpers import genstudio
 from PIL import Image
 
 from genstudio.core.data import load_image
-from genstudio.core.images import read_png_metadata
+from genstudio.core.runs.images import read_png_metadata
 
 TINY = ["--size", "16", "--batch", "8", "--set", "base_channels=4", "--set", "latent_dim=3",
         "--log-every", "2", "--sample-every", "0", "--checkpoint-every", "0", "--device", "cpu"]

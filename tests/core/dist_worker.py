@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from genstudio.core.distributed import Distributed, end_process
-from genstudio.core.run import TrainSettings
-from genstudio.core.training import SamplesReady, Trainer
+from genstudio.core.runs.run import TrainSettings
+from genstudio.core.runtime.distributed import Distributed, end_process
+from genstudio.core.runtime.training import SamplesReady, Trainer
 
 
 def skip_slow_sampling(trainer: Trainer) -> None:

@@ -1,4 +1,4 @@
-"""The GPU fast path (genstudio.core.accel) exercised on the CPU: off by default and then bit
+"""The GPU fast path (genstudio.core.runtime.accel) exercised on the CPU: off by default and then bit
 for bit the plain loop; when forced, its precision / layout code paths train every family; a
 device out-of-memory error lowers the batch and training continues."""
 
@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from genstudio.core.accel import Acceleration, is_out_of_memory, plan_for, trained_modules
 from genstudio.core.families import ImageSpec, available_families, create_family, family_class
-from genstudio.core.run import RunError, TrainSettings
-from genstudio.core.training import BatchLowered, StepLogged, Trainer, TrainingFinished
+from genstudio.core.runs.run import RunError, TrainSettings
+from genstudio.core.runtime.accel import Acceleration, is_out_of_memory, plan_for, trained_modules
+from genstudio.core.runtime.training import BatchLowered, StepLogged, Trainer, TrainingFinished
 
 FAMILIES = available_families()
 TINY = TrainSettings(

@@ -8,14 +8,14 @@ import pytest
 import torch
 from safetensors import SafetensorError
 
-from genstudio.core.checkpoint import (
+from genstudio.core.families import ImageSpec, create_family
+from genstudio.core.runs.checkpoint import (
     CheckpointError,
     flatten_state,
     load_checkpoint,
     save_checkpoint,
     unflatten_state,
 )
-from genstudio.core.families import ImageSpec, create_family
 
 
 def _trained_vae():
@@ -66,7 +66,7 @@ def test_save_replaces_atomically_and_leaves_no_temp_files(tmp_path, monkeypatch
     save_checkpoint(path, {"x": torch.ones(3)}, {"step": 1})
     before = path.read_bytes()
 
-    import genstudio.core.checkpoint as ckpt
+    import genstudio.core.runs.checkpoint as ckpt
 
     def crash(_tensors, filename, **_kwargs):
         Path(filename).write_bytes(b"half a checkpoint")

@@ -14,15 +14,15 @@ import time
 import pytest
 import torch
 
-from genstudio.core.checkpoint import (
+from genstudio.core.runs.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_latest,
     previous_path,
     save_checkpoint,
 )
-from genstudio.core.run import RunError, TrainSettings, load_run
-from genstudio.core.training import Notice, Trainer
+from genstudio.core.runs.run import RunError, TrainSettings, load_run
+from genstudio.core.runtime.training import Notice, Trainer
 
 TINY = TrainSettings(
     family="vae", data="builtin:tins", size=8, steps=4, batch=4, seed=1, device="cpu",
@@ -35,7 +35,7 @@ TINY = TrainSettings(
 KILLED_MID_WRITE = textwrap.dedent("""
     import sys, time
     import torch
-    import genstudio.core.checkpoint as ckpt
+    import genstudio.core.runs.checkpoint as ckpt
 
     path = sys.argv[1]
     ckpt.save_checkpoint(path, {"w": torch.full((1000,), 1.0)}, {"step": 1})
@@ -56,7 +56,7 @@ KILLED_MID_WRITE = textwrap.dedent("""
 SAVING_FOR_EVER = textwrap.dedent("""
     import sys
     import torch
-    from genstudio.core.checkpoint import save_checkpoint
+    from genstudio.core.runs.checkpoint import save_checkpoint
 
     big = {k: torch.full((1_000_000,), float(k)) for k in (1, 2)}
     print("saving", flush=True)

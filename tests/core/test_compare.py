@@ -6,15 +6,15 @@ import json
 
 import pytest
 
-from genstudio.core.compare import (
+from genstudio.core.runs.run import RunError, TrainSettings
+from genstudio.core.runtime.training import Trainer
+from genstudio.core.trained.compare import (
     BASELINE_FAMILY,
     compare_runs,
     list_runs,
     summarize_run,
     table_to_csv,
 )
-from genstudio.core.run import RunError, TrainSettings
-from genstudio.core.training import Trainer
 
 OFFLINE = "random-conv-v1 (offline, 512-d)"
 

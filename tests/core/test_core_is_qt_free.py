@@ -1,4 +1,4 @@
-"""The model core must stay importable without Qt (DESIGN.md, STYLE.md #1)."""
+"""The model core stays importable without Qt, and its packages keep their layers."""
 
 import ast
 import pathlib
@@ -37,3 +37,37 @@ def test_importing_every_core_module_loads_no_qt():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     assert len(modules) >= 10  # the check really imported the core
+
+
+# The training loop and its launcher sit on top of the core: the models, data, metrics, run
+# storage and the tools for trained models must be usable without them.
+BELOW_THE_LOOP = ("families", "data", "metrics", "runs", "trained")
+THE_LOOP = ("genstudio.core.runtime.training", "genstudio.core.runtime.launch")
+
+
+def _imported_modules(path: pathlib.Path) -> list[str]:
+    """Absolute names of the modules `path` imports (relative imports resolved)."""
+    package = ["genstudio", *path.relative_to(CORE.parent).with_suffix("").parts][:-1]
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names += [module] + [f"{module}.{a.name}" for a in node.names]
+    return names
+
+
+def test_nothing_below_the_training_loop_imports_it():
+    offenders = [f"{path.relative_to(CORE)}: {name}"
+                 for layer in BELOW_THE_LOOP for path in (CORE / layer).rglob("*.py")
+                 for name in _imported_modules(path) if name.startswith(THE_LOOP)]
+    assert offenders == []
+
+
+def test_the_core_is_laid_out_by_role():
+    """Modules live in the package of their role; none is left loose beside them."""
+    loose = [p.name for p in CORE.glob("*.py") if p.name != "__init__.py"]
+    assert loose == []
+    assert {p.name for p in CORE.iterdir() if (p / "__init__.py").exists()} == {*BELOW_THE_LOOP, "runtime"}

@@ -7,8 +7,8 @@ import threading
 import pytest
 import torch
 
-from genstudio.core import cpu_threads
-from genstudio.core.cpu_threads import one_intra_op_thread
+from genstudio.core.runtime import cpu_threads
+from genstudio.core.runtime.cpu_threads import one_intra_op_thread
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from genstudio.core.checkpoint import load_checkpoint
 from genstudio.core.families import family_class
-from genstudio.core.run import RunDir, TrainSettings
-from genstudio.core.training import Trainer
+from genstudio.core.runs.checkpoint import load_checkpoint
+from genstudio.core.runs.run import RunDir, TrainSettings
+from genstudio.core.runtime.training import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dist_worker import skip_slow_sampling  # noqa: E402
@@ -189,8 +189,8 @@ def test_logged_loss_is_the_global_batch_loss(launched):
 
 
 def test_a_batch_that_does_not_split_evenly_is_refused(tmp_path):
-    from genstudio.core.distributed import Distributed
-    from genstudio.core.run import RunError
+    from genstudio.core.runs.run import RunError
+    from genstudio.core.runtime.distributed import Distributed
 
     fake = Distributed(rank=0, world_size=3, local_rank=0, backend="gloo")
     with pytest.raises(RunError, match="multiple of the number of processes"):
@@ -199,7 +199,7 @@ def test_a_batch_that_does_not_split_evenly_is_refused(tmp_path):
 
 
 def test_single_process_is_not_distributed(monkeypatch):
-    from genstudio.core.distributed import Distributed
+    from genstudio.core.runtime.distributed import Distributed
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert Distributed.from_env("cpu") is None
@@ -209,7 +209,7 @@ def test_single_process_is_not_distributed(monkeypatch):
 
 _CLOSE_SCRIPT = """
 import json, sys, time
-from genstudio.core.distributed import Distributed, end_process
+from genstudio.core.runtime.distributed import Distributed, end_process
 distributed = Distributed.from_env("cpu", timeout_s=60)
 if distributed.rank == 0:
     time.sleep(1.5)  # rank 0's end of a run: the final samples, checkpoint and evaluation
@@ -262,7 +262,7 @@ def test_a_torchrun_process_ends_without_the_interpreters_teardown(tmp_path, wor
 
 def test_end_process_flushes_what_was_written_and_exits_with_the_code():
     code = ("import atexit, sys\n"
-            "from genstudio.core.distributed import end_process\n"
+            "from genstudio.core.runtime.distributed import end_process\n"
             "atexit.register(lambda: print('teardown ran'))\n"
             "print('written', end='')\n"
             "sys.stderr.write('said')\n"

@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from genstudio.core.checkpoint import load_checkpoint, save_checkpoint
 from genstudio.core.families import ImageSpec, SamplingCancelled, create_family
 from genstudio.core.families.ebm import (
     EBM,
@@ -18,6 +17,7 @@ from genstudio.core.families.ebm import (
     contrastive_divergence_loss,
     sgld,
 )
+from genstudio.core.runs.checkpoint import load_checkpoint, save_checkpoint
 
 MU = torch.tensor([1.0, -2.0, 0.5, 0.0], dtype=torch.float64)
 # A correlated covariance with eigenvalues in about [0.4, 2.2] (so λ_max of the precision ≈ 2.5).

@@ -84,8 +84,8 @@ def test_an_unnormalized_density_is_reported_as_mean_energy_never_as_bits_per_di
     import torch
 
     from genstudio.core.families import family_class
-    from genstudio.core.likelihood import evaluate_likelihood
     from genstudio.core.metrics.evaluate import describe_evaluation
+    from genstudio.core.trained.likelihood import evaluate_likelihood
 
     ebm = create_family("ebm", ImageSpec(3, 16), dict(family_class("ebm").TINY))
     images = torch.randint(0, 256, (6, 3, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)

@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from benchmarks.widths import step_flops_per_image
-from genstudio.core.checkpoint import load_checkpoint, save_checkpoint
 from genstudio.core.families import (
     Capability,
     CapabilityError,
@@ -26,7 +25,8 @@ from genstudio.core.families import (
     create_family,
     family_class,
 )
-from genstudio.core.step_runtime import StepRuntime
+from genstudio.core.runs.checkpoint import load_checkpoint, save_checkpoint
+from genstudio.core.runtime.step_runtime import StepRuntime
 
 SIZE = 16
 FAMILIES = available_families()
@@ -99,7 +99,7 @@ class _CountingRuntime(StepRuntime):
 @pytest.mark.parametrize("name", FAMILIES)
 def test_a_train_step_goes_through_the_step_runtime_for_every_optimizer(name):
     """Interrupts, fp16 scaling, the gradient all-reduce and the non-finite guard live in the
-    runtime (core/step_runtime.py): a family that called loss.backward() or optimizer.step()
+    runtime (core/runtime/step_runtime.py): a family that called loss.backward() or optimizer.step()
     itself would train without them."""
     family = make(name)
     family.train_mode()

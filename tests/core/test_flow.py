@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
-from genstudio.core.checkpoint import load_checkpoint, save_checkpoint
 from genstudio.core.families import ImageSpec, bits_per_dim, create_family
 from genstudio.core.families.flow import ActNorm, Flow, levels_for_size, to_pixels
+from genstudio.core.runs.checkpoint import load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genstudio.core.checkpoint import load_checkpoint, save_checkpoint
 from genstudio.core.families import ImageSpec, create_family
 from genstudio.core.families.gan import (
     EMA_STATISTICS_EVERY,
@@ -21,6 +20,7 @@ from genstudio.core.families.gan import (
     generator_loss,
     gradient_penalty,
 )
+from genstudio.core.runs.checkpoint import load_checkpoint, save_checkpoint
 
 REAL = torch.tensor([2.0, -1.0, 0.5])   # hand-made discriminator scores
 FAKE = torch.tensor([0.5, -3.0, 1.0])

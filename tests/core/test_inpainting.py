@@ -8,8 +8,8 @@ from PIL import Image
 
 from genstudio.core.data import DatasetError, image_file_size, load_image
 from genstudio.core.families import ImageSpec, create_family, family_class
-from genstudio.core.images import read_png_metadata
-from genstudio.core.inpainting import (
+from genstudio.core.runs.images import read_png_metadata
+from genstudio.core.trained.inpainting import (
     InpaintError,
     export_inpainting,
     fit_to_model,

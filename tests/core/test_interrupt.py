@@ -1,4 +1,4 @@
-"""Abandoning a train step part-way (core/interrupt.py): a step interrupted anywhere before its
+"""Abandoning a train step part-way (core/runtime/interrupt.py): a step interrupted anywhere before its
 first optimizer step and taken again leaves every family exactly where an uninterrupted run
 does; Pause and Stop inside a step work through the trainer; no hook outlives its step."""
 
@@ -10,13 +10,13 @@ import torch
 from assertions import assert_equal_state
 from PIL import Image
 
-from genstudio.core import training
-from genstudio.core.checkpoint import load_checkpoint
 from genstudio.core.families import ImageSpec, available_families, create_family, family_class
-from genstudio.core.interrupt import StepInterrupted, StepInterrupter, weighted_modules
-from genstudio.core.run import TrainSettings
-from genstudio.core.step_runtime import StepRuntime
-from genstudio.core.training import (
+from genstudio.core.runs.checkpoint import load_checkpoint
+from genstudio.core.runs.run import TrainSettings
+from genstudio.core.runtime import training
+from genstudio.core.runtime.interrupt import StepInterrupted, StepInterrupter, weighted_modules
+from genstudio.core.runtime.step_runtime import StepRuntime
+from genstudio.core.runtime.training import (
     PauseChanged,
     StepLogged,
     Stopping,

@@ -12,8 +12,8 @@ from PIL import Image
 
 from genstudio.core.data import DatasetError, load_image, load_source
 from genstudio.core.families import ImageSpec, create_family
-from genstudio.core.images import read_gif_metadata, save_gif
-from genstudio.core.latent import (
+from genstudio.core.runs.images import read_gif_metadata, save_gif
+from genstudio.core.trained.latent import (
     EncodedSet,
     EncodingCancelled,
     LatentError,

@@ -1,4 +1,4 @@
-"""Launching a data-parallel run with torchrun and following it (core/launch.py): the command
+"""Launching a data-parallel run with torchrun and following it (core/runtime/launch.py): the command
 reproduces the settings, events survive the pipe, and a real 2-process run can be followed,
 stopped and reported when it fails."""
 
@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from genstudio.cli import build_parser, train_settings
-from genstudio.core.checkpoint import load_checkpoint
 from genstudio.core.families import family_class
-from genstudio.core.images import save_png
-from genstudio.core.launch import (
+from genstudio.core.runs.checkpoint import load_checkpoint
+from genstudio.core.runs.images import save_png
+from genstudio.core.runs.run import RunDir, TrainSettings
+from genstudio.core.runtime.launch import (
     LaunchedRun,
     LaunchError,
     decode_event,
@@ -21,8 +22,7 @@ from genstudio.core.launch import (
     torchrun_command,
     train_arguments,
 )
-from genstudio.core.run import RunDir, TrainSettings
-from genstudio.core.training import (
+from genstudio.core.runtime.training import (
     BatchLowered,
     CheckpointSaved,
     Evaluated,
@@ -125,7 +125,7 @@ def test_a_launched_run_is_followed_and_stops_like_an_in_process_one(tmp_path):
 def test_a_launch_continues_a_run_trained_in_one_process(tmp_path):
     # The app's Continue with Processes = 2 on a run it trained in its own thread: torchrun
     # resumes it from its checkpoint (a change of process count), to the new total of steps.
-    from genstudio.core.training import Trainer
+    from genstudio.core.runtime.training import Trainer
 
     run_dir = tmp_path / "run"
     for _event in Trainer(_tiny(steps=4), str(run_dir)).run():

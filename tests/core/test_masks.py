@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genstudio.core.masks import MaskHistory
+from genstudio.core.trained.masks import MaskHistory
 
 
 def test_a_brush_marks_the_pixels_whose_centres_it_reaches():

@@ -1,11 +1,11 @@
-"""The C heap around training (core/memory.py): freed activations are kept for the next step while
+"""The C heap around training (core/runtime/memory.py): freed activations are kept for the next step while
 a run trains, and handed back to the system when it ends (glibc)."""
 
 import sys
 
 import pytest
 
-from genstudio.core.memory import release_freed_memory
+from genstudio.core.runtime.memory import release_freed_memory
 
 
 def _rss_mib() -> float:
@@ -36,8 +36,8 @@ def test_a_run_left_open_at_interpreter_exit_closes_quietly(tmp_path):
     import subprocess
     from pathlib import Path
 
-    code = ("import sys; from genstudio.core.run import TrainSettings; "
-            "from genstudio.core.training import Trainer; "
+    code = ("import sys; from genstudio.core.runs.run import TrainSettings; "
+            "from genstudio.core.runtime.training import Trainer; "
             "s = TrainSettings(data='builtin:tins', size=8, steps=50, batch=4, device='cpu', "
             "family_config={'base_channels': 4, 'latent_dim': 2}, eval_images=0); "
             "run = Trainer(s, sys.argv[1]).run(); next(run); next(run); print('ok')")
@@ -50,7 +50,7 @@ def test_a_run_left_open_at_interpreter_exit_closes_quietly(tmp_path):
 
 _STEPS_CODE = r"""
 import ctypes, json, resource, sys, threading
-from genstudio.core.memory import one_heap_for_all_threads, keep_freed_memory
+from genstudio.core.runtime.memory import one_heap_for_all_threads, keep_freed_memory
 
 on_a_thread, one_heap = sys.argv[1] == "thread", sys.argv[2] == "one-heap"
 if one_heap:
@@ -146,7 +146,7 @@ def test_blocks_above_the_mmap_ceiling_are_kept_too():
 @pytest.fixture
 def glibc_calls(monkeypatch):
     """The allocator calls keep_freed_memory makes, recorded instead of made."""
-    from genstudio.core import memory
+    from genstudio.core.runtime import memory
 
     calls = []
 
@@ -162,14 +162,14 @@ def glibc_calls(monkeypatch):
     return calls
 
 
-# What keep_freed_memory sets on entry (core/memory.py).
+# What keep_freed_memory sets on entry (core/runtime/memory.py).
 TUNED = [("mallopt", -3, 32 * 2**20),  # M_MMAP_THRESHOLD: glibc's ceiling
          ("mallopt", -1, -1),          # M_TRIM_THRESHOLD: no trimming
          ("mallopt", -4, 0)]           # M_MMAP_MAX: no blocks with pages of their own
 
 
 def test_nested_blocks_tune_once_and_restore_once(glibc_calls):
-    from genstudio.core import memory
+    from genstudio.core.runtime import memory
 
     calls = glibc_calls
     with memory.keep_freed_memory():
@@ -181,9 +181,9 @@ def test_nested_blocks_tune_once_and_restore_once(glibc_calls):
 
 
 def test_a_training_run_tunes_the_allocator_and_hands_memory_back_at_its_end(glibc_calls, tmp_path):
-    from genstudio.core import memory
-    from genstudio.core.run import TrainSettings
-    from genstudio.core.training import StepLogged, Trainer
+    from genstudio.core.runs.run import TrainSettings
+    from genstudio.core.runtime import memory
+    from genstudio.core.runtime.training import StepLogged, Trainer
 
     calls = glibc_calls
     settings = TrainSettings(data="builtin:tins", size=8, steps=3, batch=4, device="cpu", log_every=1,
@@ -198,8 +198,8 @@ def test_a_training_run_tunes_the_allocator_and_hands_memory_back_at_its_end(gli
 
 def test_every_cli_command_runs_inside_keep_freed_memory(glibc_calls, monkeypatch, tmp_path, capsys):
     from genstudio import cli
-    from genstudio.core import memory
-    from genstudio.core.run import RunError
+    from genstudio.core.runs.run import RunError
+    from genstudio.core.runtime import memory
 
     blocks_open = []
 
@@ -207,7 +207,7 @@ def test_every_cli_command_runs_inside_keep_freed_memory(glibc_calls, monkeypatc
         blocks_open.append(memory._open_blocks)  # noqa: SLF001
         raise RunError("no run here")
 
-    monkeypatch.setattr("genstudio.core.run.load_run", load_run)
+    monkeypatch.setattr("genstudio.core.runs.run.load_run", load_run)
     assert cli.main(["info", str(tmp_path)]) == 1
     assert blocks_open == [1] and memory._open_blocks == 0  # noqa: SLF001
     assert glibc_calls[-1] == ("trim", 0)
@@ -216,7 +216,7 @@ def test_every_cli_command_runs_inside_keep_freed_memory(glibc_calls, monkeypatc
 _FREEZE_CODE = """
 import gc, json, sys, time
 import torch
-from genstudio.core import memory
+from genstudio.core.runtime import memory
 mode = sys.argv[1]
 frozen, dynamo_before_the_model = 0, None
 if mode == "freeze":

@@ -31,7 +31,7 @@ from genstudio.core.metrics.features import (
     find_inception,
     get_extractor,
 )
-from genstudio.core.preferences import (
+from genstudio.core.runs.preferences import (
     INCEPTION_WEIGHTS,
     load_preferences,
     preferences_path,

@@ -126,7 +126,7 @@ def test_log_probs_in_head_chunks_equal_one_pass(monkeypatch):
 
 def test_a_head_chunk_stays_under_the_heaps_reuse_limit():
     from genstudio.core.families.pixelcnn import HEAD_CHUNK_BYTES, LEVELS, head_chunk
-    from genstudio.core.memory import MMAP_THRESHOLD
+    from genstudio.core.runtime.memory import MMAP_THRESHOLD
 
     assert HEAD_CHUNK_BYTES < MMAP_THRESHOLD
     for colours, size in [(3, 32), (1, 28), (1, 64), (1, 8)]:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genstudio.core import pretrained
-from genstudio.core.checkpoint import load_checkpoint
-from genstudio.core.run import RunError, TrainSettings, load_run
-from genstudio.core.training import Trainer, TrainingControl
+from genstudio.core.runs import pretrained
+from genstudio.core.runs.checkpoint import load_checkpoint
+from genstudio.core.runs.run import RunError, TrainSettings, load_run
+from genstudio.core.runtime.training import Trainer, TrainingControl
 
 
 @pytest.fixture

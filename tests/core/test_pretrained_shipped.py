@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genstudio.core import pretrained
 from genstudio.core.families import available_families
-from genstudio.core.run import load_run
-from genstudio.core.sampling import generate
+from genstudio.core.runs import pretrained
+from genstudio.core.runs.run import load_run
+from genstudio.core.trained.sampling import generate
 
 SHIPPED = Path(__file__).resolve().parents[2] / "pretrained"
 MAX_BYTES = 10_000_000  # each checkpoint under 10 MB, so the clone stays small

@@ -17,13 +17,13 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from genstudio.core import atomic
-from genstudio.core.atomic import TEMP_TAG, append_line, atomic_path
-from genstudio.core.checkpoint import CheckpointError
-from genstudio.core.compare import summarize_run
 from genstudio.core.data import load_source
-from genstudio.core.run import RunDir, RunError, TrainSettings, load_run
-from genstudio.core.training import Trainer
+from genstudio.core.runs import atomic
+from genstudio.core.runs.atomic import TEMP_TAG, append_line, atomic_path
+from genstudio.core.runs.checkpoint import CheckpointError
+from genstudio.core.runs.run import RunDir, RunError, TrainSettings, load_run
+from genstudio.core.runtime.training import Trainer
+from genstudio.core.trained.compare import summarize_run
 
 TINY = TrainSettings(
     family="vae", data="builtin:tins", size=8, steps=2, batch=2, seed=0, device="cpu",
@@ -82,7 +82,7 @@ def test_written_files_get_the_users_umask(tmp_path, umask):
 
 
 def test_exports_are_named_by_run_seed_and_index_and_never_replace_a_file(tmp_path):
-    from genstudio.core.sampling import export_images, kept_beside
+    from genstudio.core.trained.sampling import export_images, kept_beside
 
     images = np.arange(3 * 4 * 4 * 3, dtype=np.uint8).reshape(3, 4, 4, 3)
     first = export_images(images, tmp_path, {"seed": 7}, "myrun-seed7", indices=[0, 2])

@@ -7,8 +7,8 @@ import torch
 
 from genstudio.core.data import held_out_split
 from genstudio.core.data.split import MAX_HELD_OUT
-from genstudio.core.run import TrainSettings
-from genstudio.core.training import Trainer
+from genstudio.core.runs.run import TrainSettings
+from genstudio.core.runtime.training import Trainer
 
 
 def test_split_is_deterministic_disjoint_and_complete():

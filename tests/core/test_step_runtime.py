@@ -1,9 +1,9 @@
-"""The step runtime (core/step_runtime.py) runs its parts in the order its docstring gives, and
+"""The step runtime (core/runtime/step_runtime.py) runs its parts in the order its docstring gives, and
 with no parts is a family's plain loss.backward() and optimizer.step()."""
 
 import torch
 
-from genstudio.core.step_runtime import StepRuntime
+from genstudio.core.runtime.step_runtime import StepRuntime
 
 
 class _Recording:

@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 
-from genstudio.core.checkpoint import load_checkpoint
-from genstudio.core.run import RunError, TrainSettings, load_run
-from genstudio.core.training import (
+from genstudio.core.runs.checkpoint import load_checkpoint
+from genstudio.core.runs.run import RunError, TrainSettings, load_run
+from genstudio.core.runtime.training import (
     CheckpointSaved,
     Evaluated,
     Notice,
@@ -218,7 +218,7 @@ def test_evaluation_every_n_steps_measures_sample_quality_without_changing_train
 
 
 def test_the_feature_extractor_is_built_once_per_run(tmp_path, monkeypatch):
-    import genstudio.core.training as training
+    import genstudio.core.runtime.training as training
 
     built = []
     real = training.get_extractor
@@ -273,8 +273,8 @@ def test_a_stop_during_the_end_of_run_evaluation_is_answered_within_a_second(tmp
 def test_a_time_limit_ends_the_run_as_stop_does(tmp_path):
     """`minutes`: the session trains that long (pauses left out), then saves its last whole step
     and draws its final samples; the ETA counts down to the limit."""
-    from genstudio.core.run import UNLIMITED_STEPS
-    from genstudio.core.training import TIME_LIMIT_REACHED, Stopping
+    from genstudio.core.runs.run import UNLIMITED_STEPS
+    from genstudio.core.runtime.training import TIME_LIMIT_REACHED, Stopping
 
     settings = dataclasses.replace(TINY, steps=UNLIMITED_STEPS, minutes=1.5 / 60, sample_every=0,
                                    checkpoint_every=0, log_every=1)
@@ -329,7 +329,7 @@ def test_the_time_limit_cuts_a_slow_step_short(tmp_path):
 def test_a_grid_is_drawn_by_time_as_well_as_by_steps(tmp_path, monkeypatch):
     # Each step is made to take 20 ms of training time: a grid is due every 0.1 s, so after
     # about every 5 steps, while the step interval alone would draw none before the end.
-    from genstudio.core import training
+    from genstudio.core.runtime import training
 
     real_step = Trainer._train_step
 
@@ -355,7 +355,7 @@ def test_the_end_of_run_work_reports_its_progress(tmp_path):
     # The final grid and evaluation can take minutes with no step to show (a PixelCNN samples
     # pixel by pixel): whoever drives the loop hears how far each has got.
     from genstudio.core.families import family_class
-    from genstudio.core.training import FINAL_SAMPLES
+    from genstudio.core.runtime.training import FINAL_SAMPLES
 
     heard = []
     control = TrainingControl(on_progress=lambda *report: heard.append(report))

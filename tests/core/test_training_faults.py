@@ -14,13 +14,13 @@ import pytest
 import torch
 from assertions import assert_equal_state
 
-from genstudio.core import guard
-from genstudio.core.accel import use_fused_adam
-from genstudio.core.checkpoint import load_checkpoint
 from genstudio.core.families import family_class
 from genstudio.core.families.diffusion import DECODER_LR_FACTOR
-from genstudio.core.run import RunError, TrainSettings, load_run
-from genstudio.core.training import BatchLowered, Notice, Trainer, TrainingFinished
+from genstudio.core.runs.checkpoint import load_checkpoint
+from genstudio.core.runs.run import RunError, TrainSettings, load_run
+from genstudio.core.runtime import guard
+from genstudio.core.runtime.accel import use_fused_adam
+from genstudio.core.runtime.training import BatchLowered, Notice, Trainer, TrainingFinished
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -55,7 +55,7 @@ def _lrs(trainer: Trainer) -> list[float]:
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_one_non_finite_loss_skips_its_update_and_training_goes_on(tmp_path, value, fused):
     trainer = Trainer(TINY, str(tmp_path / "run"))
-    if fused:  # what the CUDA plan chooses (core/accel.py); fused Adam runs on the CPU too
+    if fused:  # what the CUDA plan chooses (core/runtime/accel.py); fused Adam runs on the CPU too
         use_fused_adam(trainer.family.optimizers().values(), True)
         assert trainer.family.optimizer.param_groups[0]["fused"]
     _poison_batches(trainer, {2}, value)
@@ -203,8 +203,8 @@ KILLED_AFTER_CHECKPOINT = textwrap.dedent("""
     import json, os, signal, sys
     import torch
     torch.set_num_threads(1)
-    from genstudio.core.run import TrainSettings
-    from genstudio.core.training import CheckpointSaved, Trainer
+    from genstudio.core.runs.run import TrainSettings
+    from genstudio.core.runtime.training import CheckpointSaved, Trainer
 
     settings = TrainSettings.from_json(json.loads(sys.argv[2]))
     for event in Trainer(settings, sys.argv[1]).run():

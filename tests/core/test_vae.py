@@ -349,9 +349,9 @@ def test_a_run_saved_before_the_mixture_prior_existed_loads_and_resumes_with_its
     """Its config.json and checkpoint lack prior_components and likelihood_head; the new defaults (a
     mixture, a head) would build a model its weights do not fit, so the knobs' EARLIER_VALUES
     (0, false) apply."""
-    from genstudio.core.checkpoint import load_checkpoint, save_checkpoint
-    from genstudio.core.run import RunDir, TrainSettings, load_run
-    from genstudio.core.training import Trainer
+    from genstudio.core.runs.checkpoint import load_checkpoint, save_checkpoint
+    from genstudio.core.runs.run import RunDir, TrainSettings, load_run
+    from genstudio.core.runtime.training import Trainer
 
     settings = TrainSettings(family="vae", data="builtin:tins", size=8, steps=2, batch=2, device="cpu",
                              family_config={"base_channels": 4, "latent_dim": 2, "prior_components": 0,

@@ -31,7 +31,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from genstudio.core.compare import (
+from genstudio.core.runs.paths import runs_dir
+from genstudio.core.trained.compare import (
     BASELINE_FAMILY,
     ComparisonTable,
     RunError,
@@ -41,7 +42,6 @@ from genstudio.core.compare import (
     summarize_run,
     table_to_csv,
 )
-from genstudio.core.paths import runs_dir
 
 from .. import file_dialogs
 from ..layout import push_button

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from genstudio.core.data import BUILTIN_DATASETS, SkippedFile
-from genstudio.core.paths import data_home
+from genstudio.core.runs.paths import data_home
 
 from .. import file_dialogs
 from ..imaging import PixelView

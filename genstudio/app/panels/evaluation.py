@@ -46,7 +46,7 @@ from genstudio.core.metrics.features import (
     find_inception,
 )
 from genstudio.core.metrics.memorisation import NEAR_COPY_RMS
-from genstudio.core.preferences import INCEPTION_WEIGHTS, set_preference
+from genstudio.core.runs.preferences import INCEPTION_WEIGHTS, set_preference
 
 from .. import file_dialogs, jobs
 from ..imaging import scaled_pixmap

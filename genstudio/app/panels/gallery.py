@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from genstudio.core.sampling import export_stem
+from genstudio.core.trained.sampling import export_stem
 
 from .. import file_dialogs
 from ..imaging import ImageDialog, PixelView, scaled_pixmap

@@ -3,7 +3,7 @@ run's model fill it, pick among seeded candidates, compare families on the same 
 
 The panel holds the state (the image being worked on, the mask's history, the last fill); every
 fill, comparison, file read and export is a job on a background thread that calls core
-(genstudio.core.inpainting). Known pixels are copied back from the input there, so what is kept
+(genstudio.core.trained.inpainting). Known pixels are copied back from the input there, so what is kept
 is kept exactly, whatever the family does.
 """
 
@@ -39,9 +39,9 @@ from PySide6.QtWidgets import (
 
 from genstudio.core.data import ImageDataset, load_image
 from genstudio.core.families import Capability
-from genstudio.core.inpainting import fit_to_model, load_mask
-from genstudio.core.masks import MaskHistory
-from genstudio.core.run import LoadedRun
+from genstudio.core.runs.run import LoadedRun
+from genstudio.core.trained.inpainting import fit_to_model, load_mask
+from genstudio.core.trained.masks import MaskHistory
 
 from .. import file_dialogs, jobs
 from ..imaging import PixelView, to_qimage

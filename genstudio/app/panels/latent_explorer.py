@@ -2,7 +2,7 @@
 interpolation strips, and how well the latent predicts known factors.
 
 State lives here (the current latent, where it started, the encoded sample); every decode,
-encode and export is a job in a background thread that calls core (genstudio.core.latent).
+encode and export is a job in a background thread that calls core (genstudio.core.trained.latent).
 Decodes for sliders and map drags go through a LatestOnlyRunner: while one decodes, only the
 newest position waits, so the image keeps up with the pointer instead of queueing behind it."""
 
@@ -35,8 +35,8 @@ from PySide6.QtWidgets import (
 )
 
 from genstudio.core.families import Capability
-from genstudio.core.latent import INTERPOLATION_MODES, Endpoint, prior_latents
-from genstudio.core.run import LoadedRun
+from genstudio.core.runs.run import LoadedRun
+from genstudio.core.trained.latent import INTERPOLATION_MODES, Endpoint, prior_latents
 
 from .. import file_dialogs, jobs
 from ..imaging import PixelView, to_qimage

@@ -14,8 +14,8 @@ from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPen, QWheelEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from genstudio.core.inpainting import HOLE_ALPHA, HOLE_TINT
-from genstudio.core.masks import MaskHistory
+from genstudio.core.trained.inpainting import HOLE_ALPHA, HOLE_TINT
+from genstudio.core.trained.masks import MaskHistory
 
 from ..imaging import to_qimage
 

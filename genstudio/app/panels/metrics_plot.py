@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from genstudio.core.run import BOOKKEEPING_KEYS
+from genstudio.core.runs.run import BOOKKEEPING_KEYS
 
 from ..layout import FlowLayout
 

@@ -22,8 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from genstudio.core.device import DEVICE_CHOICES
-from genstudio.core.run import TrainSettings
+from genstudio.core.runs.run import TrainSettings
+from genstudio.core.runtime.device import DEVICE_CHOICES
 
 from ..layout import push_button, scrolling
 from ..run_view import FINISHING, IDLE, LOADING, PAUSED, RUNNING, RunView

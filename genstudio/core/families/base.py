@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 if typing.TYPE_CHECKING:
-    from ..step_runtime import StepRuntime
+    from ..runtime.step_runtime import StepRuntime
 
 
 class Capability(str, enum.Enum):
@@ -217,7 +217,7 @@ class BatchShard:
     exactly as before. Under torchrun each rank trains on rows [rank·n, (rank+1)·n) of the
     global batch; per-image noise is drawn for the whole global batch from the (identical)
     generator on every rank and sliced, so the noise each image sees — and the generator's
-    state afterwards — does not depend on the process count (see genstudio.core.distributed)."""
+    state afterwards — does not depend on the process count (see genstudio.core.runtime.distributed)."""
 
     def __init__(self, rank: int = 0, world_size: int = 1,
                  gather: Callable[[Tensor], Tensor] | None = None):
@@ -273,7 +273,7 @@ class Family(ABC):
     why_no_latent: ClassVar[str] = ""
     # The smallest sensible Config values, for the contract tests and quick smoke runs.
     TINY: ClassVar[dict[str, Any]] = {}
-    # Whether training may autocast to bf16/fp16 on a GPU (genstudio.core.accel).
+    # Whether training may autocast to bf16/fp16 on a GPU (genstudio.core.runtime.accel).
     mixed_precision: ClassVar[bool] = True
     # The Config's width knobs (channels), which suggested_config narrows for large images.
     width_knobs: ClassVar[tuple[str, ...]] = ()
@@ -299,10 +299,10 @@ class Family(ABC):
         self.device = torch.device(device)
         self.seed = seed
         # Multiplies the configured learning rates; lowered when training diverges (see
-        # core/guard.py). Families that set their learning rate every step must apply it.
+        # core/runtime/guard.py). Families that set their learning rate every step must apply it.
         self.lr_scale = 1.0
         # Set by the trainer: the slice of the global batch (distributed), and the StepRuntime
-        # (core/step_runtime.py) that `backward` and `optimizer_step` go through: interrupt
+        # (core/runtime/step_runtime.py) that `backward` and `optimizer_step` go through: interrupt
         # check, gradient all-reduce, fp16 scaling, non-finite guard, in that order. None: plain
         # loss.backward() / optimizer.step().
         self.batch_shard: BatchShard = SINGLE_PROCESS
@@ -413,7 +413,7 @@ class Family(ABC):
     def step_state_modules(self) -> list[nn.Module]:
         """The modules whose buffers a train step may change before its first optimizer step
         (BatchNorm statistics, spectral norm's vectors, …): copied before a step that may be
-        abandoned part-way and put back if it is (core/interrupt.py). A family that writes a
+        abandoned part-way and put back if it is (core/runtime/interrupt.py). A family that writes a
         large buffer only after its optimizer step may leave that module out."""
         return list(self.networks().values())
 

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..cpu_threads import one_intra_op_thread
+from ..runtime.cpu_threads import one_intra_op_thread
 from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress, at_least
 from .layers import MIN_LOG_SCALE, discretized_logistic_log_prob, to_symmetric
 
@@ -269,7 +269,7 @@ class GatedPixelCNN(nn.Module):
         log p(x_i | x_<i) of every subpixel, (B, C, H, W). Those are computed a few images at a
         time (head_chunk): the head and its 256-way softmax are the largest single operations of
         a step (50 M logits, 200 MB, for 64 images of 32 px); in chunks Pause and Stop find a
-        layer boundary sooner (core/interrupt.py), and each chunk's blocks are small enough for
+        layer boundary sooner (core/runtime/interrupt.py), and each chunk's blocks are small enough for
         the C heap to reuse from step to step."""
         features = self.horizontal(x, self.vertical_links(x, labels), labels)
         if levels is None:
@@ -288,7 +288,7 @@ def to_levels(x01: Tensor) -> Tensor:
 
 
 # Bytes of float32 logits per pass of the head and its softmax when log-probabilities are asked
-# for. Below glibc's 32 MiB mmap threshold (core/memory.py): a bigger block gets fresh pages from
+# for. Below glibc's 32 MiB mmap threshold (core/runtime/memory.py): a bigger block gets fresh pages from
 # the kernel at every step outside keep_freed_memory, and 16 images of 32 px RGB (50 MB) made
 # 280,000 page faults per step, 0.45 s of a 1.1 s CPU step. 8 MiB rather than 24: a step at
 # 32 px RGB, batch 64, took 562-575 ms against 597-627 (2 images a pass against 8; 1 image,
@@ -579,7 +579,7 @@ class PixelCNN(Family):
         in place. Subpixels every image keeps are not drawn (their draws would be discarded), and
         a row every image keeps in full is not even passed through the horizontal stack: no
         later row reads it."""
-        with one_intra_op_thread():  # tens of tiny operations per subpixel (core/cpu_threads.py)
+        with one_intra_op_thread():  # tens of tiny operations per subpixel (core/runtime/cpu_threads.py)
             self._fill_rows(levels, keep, labels, temperature, generator, progress)
 
     def _fill_rows(self, levels: Tensor, keep: Tensor | None, labels: Tensor | None,

@@ -1,6 +1,6 @@
 """The yardsticks every family is measured with, Qt-free.
 
-    likelihood   bits/dim on held-out images (genstudio.core.likelihood) + baseline.PixelCategorical
+    likelihood   bits/dim on held-out images (genstudio.core.trained.likelihood) + baseline.PixelCategorical
     features     FeatureExtractor: Inception-v3 pool3 when its weights are present, else an
                  offline random-conv extractor; every figure names its extractor
     fid / kid    Fréchet distance and kernel inception distance of feature sets

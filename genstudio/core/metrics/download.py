@@ -2,7 +2,7 @@
 
 Used for model weights (Inception for FID). The file appears at `dest` only once its checksum
 matched; a mismatch, a network error, a cancel or a crash leaves no partial or temporary file
-(genstudio.core.atomic does the temp-file/fsync/os.replace part)."""
+(genstudio.core.runs.atomic does the temp-file/fsync/os.replace part)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from genstudio.core.atomic import atomic_path
+from genstudio.core.runs.atomic import atomic_path
 
 __all__ = ["DownloadCancelled", "DownloadError", "download_file", "sha256_of"]
 

@@ -17,8 +17,8 @@ import torch
 
 from ..data import ImageDataset, held_out_split
 from ..families import Capability, Family
-from ..images import make_grid, to_uint8
-from ..likelihood import evaluate_likelihood
+from ..runs.images import make_grid, to_uint8
+from ..trained.likelihood import evaluate_likelihood
 from .baseline import PixelCategorical
 from .features import FeatureExtractor, get_extractor
 from .fid import fid_from_features

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genstudio.core import paths
-from genstudio.core.atomic import write_text_atomic
 from genstudio.core.metrics.download import DownloadError, download_file, sha256_of
-from genstudio.core.preferences import INCEPTION_WEIGHTS, get_preference
+from genstudio.core.runs import paths
+from genstudio.core.runs.atomic import write_text_atomic
+from genstudio.core.runs.preferences import INCEPTION_WEIGHTS, get_preference
 
 __all__ = [
     "DEFAULT_WEIGHTS",

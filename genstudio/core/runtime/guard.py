@@ -1,7 +1,7 @@
 """Keeping a run alive through NaN/inf losses.
 
 One bad batch (an overflow, a degenerate sample) should cost one step, not the run: the step
-runtime (core/step_runtime.py) takes every optimizer step through `DivergenceGuard.step`, which
+runtime (core/runtime/step_runtime.py) takes every optimizer step through `DivergenceGuard.step`, which
 skips a step whose gradients hold NaN or inf (the weights and the optimizer's moments stay as
 they were). A skipped step can still have
 written NaN outside the optimizer (an EBM's replay buffer, normalisation statistics): then the
@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from .families import Family
-from .run import RunError
+from ..families import Family
+from ..runs.run import RunError
 
 PATIENCE = 3        # bad steps in a row before rolling back
 LR_FACTOR = 0.5     # learning-rate multiplier applied at each rollback
@@ -40,7 +40,7 @@ class DivergenceGuard:
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         """optimizer.step(), or nothing when any gradient is NaN or inf.
 
-        A fused Adam (core/accel.py, on a GPU) is given the verdict as its found_inf tensor, as
+        A fused Adam (core/runtime/accel.py, on a GPU) is given the verdict as its found_inf tensor, as
         a GradScaler gives it, and skips the update itself: no host sync mid-step. The flag is
         read once the train step is over (`after_step`). Other optimizers are skipped here,
         after reading the verdict on the host."""
@@ -68,7 +68,7 @@ class DivergenceGuard:
             self._good = (step, self.family.lr_scale, _clone(self.family.state_dict()))
 
     def forget_step(self) -> None:
-        """The current step was abandoned part-way (core/interrupt.py) and will not count."""
+        """The current step was abandoned part-way (core/runtime/interrupt.py) and will not count."""
         self._skipped = False
         self._device_flags.clear()
 

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .families import SampleProgress
-from .images import make_grid, save_png, to_uint8
-from .run import LoadedRun
+from ..families import SampleProgress
+from ..runs.images import make_grid, save_png, to_uint8
+from ..runs.run import LoadedRun
 
 
 class SamplingError(ValueError):

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .atomic import write_atomic
-from .data import ImageDataset, load_image
-from .families import MAX_SEED, Capability, Family
-from .images import to_uint8
+from ..data import ImageDataset, load_image
+from ..families import MAX_SEED, Capability, Family
+from ..runs.atomic import write_atomic
+from ..runs.images import to_uint8
 
 InterpolationMode = Literal["spherical", "linear"]
 INTERPOLATION_MODES: tuple[str, ...] = ("spherical", "linear")

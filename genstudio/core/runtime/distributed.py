@@ -19,7 +19,7 @@ through the wrappers. And the families clip their gradient norm before each opti
 clip must see the *global* gradient, which an optimizer-step hook would be too late for.
 
 So the mechanism is the one DDP implements, made explicit at the one place every family already
-goes through: `Family.backward(loss, optimizer)` calls the step runtime (core/step_runtime.py),
+goes through: `Family.backward(loss, optimizer)` calls the step runtime (core/runtime/step_runtime.py),
 which runs loss.backward() and then, under torchrun, all-reduces the gradients of that optimizer's parameters (one flat, coalesced tensor
 per dtype) and divides by the process count — before the family clips and steps. Every loss is
 a mean over the batch, so the mean of the per-process gradients is the gradient of the global
@@ -61,7 +61,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .families.base import BatchShard, Family
+from ..families.base import BatchShard, Family
 
 log = logging.getLogger(__name__)
 

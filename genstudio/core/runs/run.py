@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.dataset import printable
+from ..families import Family, ImageSpec, UnknownFamilyError, create_family, stored_family_config
+from ..runtime.device import select_device
 from .atomic import TEMP_TAG, append_line, write_text_atomic
 from .checkpoint import CheckpointError, load_latest, move_state, previous_path
-from .data.dataset import printable
-from .device import select_device
-from .families import Family, ImageSpec, UnknownFamilyError, create_family, stored_family_config
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ class RunDir:
         return stored_family_config(settings.family, knobs)
 
     def remove_stale_temps(self) -> None:
-        """Delete temporary files that a process killed mid-write left (see core/atomic.py):
+        """Delete temporary files that a process killed mid-write left (see core/runs/atomic.py):
         only files named as genstudio names them. Call with the run locked: then none of them
         can belong to a write in progress."""
         for folder in (self.path, self.samples_dir):

@@ -5,13 +5,13 @@ calls `self.optimizer_step(optimizer)`. The trainer gives the family one StepRun
 two calls become, in this order:
 
     backward(loss, optimizer)
-        1. interrupt check: Pause, Stop or the time limit abandon the step here (core/interrupt.py)
-        2. loss.backward(), with autocast off; the loss scaled first under fp16 (core/accel.py)
-        3. all-reduce of the gradients over the processes under torchrun (core/distributed.py)
+        1. interrupt check: Pause, Stop or the time limit abandon the step here (core/runtime/interrupt.py)
+        2. loss.backward(), with autocast off; the loss scaled first under fp16 (core/runtime/accel.py)
+        3. all-reduce of the gradients over the processes under torchrun (core/runtime/distributed.py)
         4. unscale under fp16, so that the family's clip measures true gradients
     step(optimizer)
         5. the interrupter stands down: the weights change from here, so the step runs to its end
-        6. non-finite gradients skip the update (core/guard.py; under fp16 the scaler does it
+        6. non-finite gradients skip the update (core/runtime/guard.py; under fp16 the scaler does it
            and lowers its scale)
         7. optimizer.step()
 

@@ -12,7 +12,7 @@ the error report. A sample grid is not sent through the pipe: its event names th
 wrote, and `decode_event` reads it back.
 
 Stopping sends SIGTERM to torchrun, which passes it to every process; each one finishes its
-step, they agree on the stop (core/distributed.py), and rank 0 saves and reports
+step, they agree on the stop (core/runtime/distributed.py), and rank 0 saves and reports
 TrainingFinished, as a stop does in-process. Pause, "sample now" and "save now" have no channel
 to the processes and are not offered for a launched run.
 """
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .run import RunError, TrainSettings
+from ..runs.run import RunError, TrainSettings
 from .training import TRAIN_EVENTS, SamplesReady, TrainEvent, TrainingFinished
 
 log = logging.getLogger(__name__)

@@ -12,12 +12,12 @@ checkpoint continues exactly as if it had never stopped.
 
 What runs around a family's own step (interrupt check, fp16 scaling, gradient all-reduce,
 non-finite guard) is one StepRuntime the trainer builds and hands the family
-(core/step_runtime.py lists the order).
+(core/runtime/step_runtime.py lists the order).
 
 Pause and Stop answer within a fraction of a step: a slow step is abandoned part-way and its
-changes undone (core/interrupt.py), so a paused step is taken again, bit for bit, after Resume.
+changes undone (core/runtime/interrupt.py), so a paused step is taken again, bit for bit, after Resume.
 
-Faults: a NaN/inf loss skips its update and repeated ones roll back (core/guard.py); running
+Faults: a NaN/inf loss skips its update and repeated ones roll back (core/runtime/guard.py); running
 out of GPU memory saves what there is and ends with a clear error; a damaged newest
 checkpoint is replaced on resume by the previous one. Each is reported as a Notice or an error.
 """
@@ -42,13 +42,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .accel import PRECISION_CHOICES, Acceleration, free_device_memory, is_out_of_memory, plan_for
-from .atomic import write_text_atomic
-from .checkpoint import CheckpointError, load_latest, move_state, save_checkpoint
-from .data import BUILTIN_PREFIX, ImageDataset, held_out_split, load_source
-from .device import select_device
-from .distributed import Distributed, has_batchnorm
-from .families import (
+from ..data import BUILTIN_PREFIX, ImageDataset, held_out_split, load_source
+from ..families import (
     MAX_SEED,
     Capability,
     ImageSpec,
@@ -58,13 +53,18 @@ from .families import (
     family_class,
     suggested_knobs,
 )
+from ..metrics.evaluate import EvalSettings, EvaluationCancelled, run_evaluation
+from ..metrics.features import get_extractor
+from ..runs.atomic import write_text_atomic
+from ..runs.checkpoint import CheckpointError, load_latest, move_state, save_checkpoint
+from ..runs.images import make_grid, save_png, to_uint8
+from ..runs.run import RunDir, RunError, RunLock, TrainSettings, check_run_meta
+from .accel import PRECISION_CHOICES, Acceleration, free_device_memory, is_out_of_memory, plan_for
+from .device import select_device
+from .distributed import Distributed, has_batchnorm
 from .guard import DivergenceGuard
-from .images import make_grid, save_png, to_uint8
 from .interrupt import CHECK_SPACING_SECONDS, SLOW_STEP_SECONDS, StepInterrupted, StepInterrupter
 from .memory import keep_freed_memory
-from .metrics.evaluate import EvalSettings, EvaluationCancelled, run_evaluation
-from .metrics.features import get_extractor
-from .run import RunDir, RunError, RunLock, TrainSettings, check_run_meta
 
 # -- control (shared between the loop's thread and whoever drives it) -----------------------
 
@@ -229,7 +229,7 @@ class TrainingFinished:
 
 
 # Every event a run yields, listed once: the launcher decodes them by class name
-# (core/launch.py), the app's worker relays each as its signal of the same name in snake_case.
+# (core/runtime/launch.py), the app's worker relays each as its signal of the same name in snake_case.
 TRAIN_EVENTS = (RunStarted, StepLogged, SamplesReady, CheckpointSaved, Evaluated, PauseChanged,
                 Notice, BatchLowered, Stopping, TrainingFinished)
 TrainEvent = typing.Union[TRAIN_EVENTS]  # noqa: UP007 - built from the tuple, not written twice
@@ -347,7 +347,7 @@ class Trainer:
         # first snapshot then holds the optimizers as they will train.
         self.guard = DivergenceGuard(self.family)
         self.guard.remember(self.step)
-        # What the family's backward and optimizer_step run, in order (core/step_runtime.py);
+        # What the family's backward and optimizer_step run, in order (core/runtime/step_runtime.py);
         # run() adds the interrupter while its loop runs.
         self.runtime = self.accel.step_runtime(reduce=distributed.reduce_gradients if distributed else None,
                                                guard=self.guard)
@@ -537,7 +537,7 @@ class Trainer:
                 CHECK_SPACING_SECONDS)
         try:
             # Freed activations stay in the process for the next step (no page faults), and go
-            # back to the system when the run ends (core/memory.py).
+            # back to the system when the run ends (core/runtime/memory.py).
             with keep_freed_memory():
                 yield from self._loop(control, speed, started)
         finally:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .paths import runs_dir
-from .run import BOOKKEEPING_KEYS, RunDir, RunError
+from ..runs.paths import runs_dir
+from ..runs.run import BOOKKEEPING_KEYS, RunDir, RunError
 
 COLUMNS = ["run", "family", "data", "step", "bpd", "bpd_kind", "bpd_images", "extractor", "samples", "fid", "kid",
            "precision", "recall", "density", "coverage"]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from .families import Capability, Family, LogProbKind
+from ..families import Capability, Family, LogProbKind
 
 
 def evaluate_likelihood(family: Family, images: torch.Tensor, labels: torch.Tensor | None = None,

@@ -17,7 +17,7 @@ What a partial step can have changed, and how it is undone:
   optimizer step);
 - parameters and optimizer state: never touched by an interrupted step, because the
   interrupter stands down at the first optimizer step (the step runtime tells it,
-  core/step_runtime.py), and from there the step runs to its end. A GAN's generator update
+  core/runtime/step_runtime.py), and from there the step runs to its end. A GAN's generator update
   follows its discriminator's, so an interrupt can land only in the discriminator's half;
 - gradients: left half-accumulated, which is harmless: every family zeroes them before its
   backward.
@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from .families.base import Family
+from ..families.base import Family
 
 # Steps shorter than this are never interrupted: they end about as soon as an interrupt would
 # take effect, and arming costs a few percent of a short step (measured 2-5% on a VAE or GAN
@@ -152,7 +152,7 @@ class StepInterrupter:
         """Remove every hook (safe to call more than once)."""
         self._remove_hooks()
 
-    # -- called by the step runtime (core/step_runtime.py) -----------------------------------
+    # -- called by the step runtime (core/runtime/step_runtime.py) -----------------------------------
     def before_backward(self, loss: Tensor) -> None:
         """A look before a backward pass, and looks on the first nodes of the loss's graph."""
         self._check()

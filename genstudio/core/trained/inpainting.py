@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .data import load_grey_levels
-from .families import Capability, Family, SampleProgress
-from .images import make_grid, save_png, to_pil, to_uint8
+from ..data import load_grey_levels
+from ..families import Capability, Family, SampleProgress
+from ..runs.images import make_grid, save_png, to_pil, to_uint8
 
 MASK_THRESHOLD = 128  # grey levels at or above this count as "fill"
 

@@ -13,7 +13,7 @@ On CUDA the trainer uses, by default:
   gathered into pinned memory and copied with non_blocking=True;
 - optionally torch.compile of the trained networks (setting `compile`; in place with
   nn.Module.compile, so checkpoint keys do not change);
-- fused Adam, which can skip a step on the device: the divergence guard (core/guard.py) then
+- fused Adam, which can skip a step on the device: the divergence guard (core/runtime/guard.py) then
   hands it a found_inf flag instead of reading the gradients' finiteness on the host, a sync
   in the middle of every optimizer step (a GAN has two per train step) that left the GPU idle
   while the CPU queued the rest of the step. Not under fp16, whose GradScaler sets the flag.
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from .families.base import Family
+from ..families.base import Family
 from .step_runtime import StepRuntime
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ class Acceleration:
     def step_runtime(self, *, reduce: Callable[[torch.optim.Optimizer], None] | None = None,
                      guard: DivergenceGuard | None = None) -> StepRuntime:
         """The runtime a family's backward and optimizer steps go through under this plan
-        (core/step_runtime.py), with a gradient all-reduce and a divergence guard if given."""
+        (core/runtime/step_runtime.py), with a gradient all-reduce and a divergence guard if given."""
         return StepRuntime(scaler=self.scaler, autocast_device=self.autocast_device, reduce=reduce, guard=guard)
 
     @contextlib.contextmanager
