@@ -80,7 +80,7 @@ def test_many_metric_toggles_wrap_onto_lines_inside_the_plots_width(qtbot, plot)
     # An evaluation with sample metrics adds about a dozen; none may be cut off or scrolled to.
     names = [f"metric_number_{i}" for i in range(16)]
     plot.add_record(10, dict.fromkeys(names, 1.0))
-    boxes = [plot._series[name].checkbox for name in names]
+    boxes = [plot._drawn[name].checkbox for name in names]
 
     def laid_out() -> bool:
         return all(box.isVisible() and box.width() >= box.sizeHint().width() for box in boxes)

@@ -1,14 +1,14 @@
 """Live training curves: one per metric, created once and refreshed on a timer.
 
-Metrics of very different scales (a VAE's loss is thousands of nats, its bits/dim a few units)
-cannot share a linear axis, so only one is shown at first ("bpd" when present) and the others
-are a checkbox away; a log-y toggle and EMA smoothing help read noisy or decaying curves.
+What is plotted (points, smoothing, which curves are shown) is a core Curves object
+(core/runs/curves.py); this widget draws it and turns the person's clicks into its calls. A
+log-y toggle and EMA smoothing help read noisy or decaying curves.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,46 +23,22 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from genstudio.core.runs.run import BOOKKEEPING_KEYS
+from genstudio.core.runs.curves import DEFAULT_SMOOTHING, Curves
 
 from ..layout import FlowLayout
 
 REFRESH_MS = 100                       # at most 10 redraws a second, however fast steps come
-PREFERRED_METRICS = ("bpd", "loss")    # shown first; the rest start hidden
-NOT_METRICS = BOOKKEEPING_KEYS
-DEFAULT_SMOOTHING = 0.6
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
            "#bcbd22", "#393b79", "#7f7f7f", "#637939", "#e7969c", "#8c6d31", "#6baed6", "#31a354")
 
 
 @dataclass
-class _Series:
-    """One metric's points, its EMA, and the two curves drawing them."""
+class _Drawn:
+    """The two plot items (raw and smoothed) and the toggle of one metric."""
 
     raw: pg.PlotDataItem
     smooth: pg.PlotDataItem
     checkbox: QCheckBox
-    steps: list[float] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
-    smoothed: list[float] = field(default_factory=list)
-    _ema: float = 0.0
-    _weight: float = 0.0
-
-    def add(self, step: float, value: float, alpha: float) -> None:
-        self.steps.append(step)
-        self.values.append(value)
-        if math.isfinite(value):
-            # Debiased EMA (as TensorBoard): starts at the first value instead of at zero.
-            self._ema = alpha * self._ema + (1 - alpha) * value
-            self._weight = alpha * self._weight + (1 - alpha)
-        self.smoothed.append(self._ema / self._weight if self._weight else math.nan)
-
-    def resmooth(self, alpha: float) -> None:
-        steps, values = self.steps, self.values
-        self.steps, self.values, self.smoothed = [], [], []
-        self._ema = self._weight = 0.0
-        for step, value in zip(steps, values, strict=True):
-            self.add(step, value, alpha)
 
 
 def fit_view(view: pg.ViewBox, xs: list[float], ys: list[float], log_y: bool = False) -> None:
@@ -83,9 +59,8 @@ class MetricsPlot(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("metricsPlot")
-        self._series: dict[str, _Series] = {}
-        self._alpha = DEFAULT_SMOOTHING
-        self._first_shown: tuple[str, ...] = ()  # the family's plotted_metrics
+        self.curves = Curves()
+        self._drawn: dict[str, _Drawn] = {}
         self._timer = QTimer(self, singleShot=True, interval=REFRESH_MS)
         self._timer.timeout.connect(self.refresh)
         self._build_plot()
@@ -136,80 +111,85 @@ class MetricsPlot(QWidget):
 
     # -- data in ------------------------------------------------------------------------------
     def add_record(self, step: int, metrics: dict[str, float]) -> None:
-        new = [name for name in metrics if name not in self._series]
-        for name, value in metrics.items():
-            series = self._series.get(name) or self._new_series(name)
-            series.add(float(step), float(value), self._alpha)
-        if new and not self.shown_metrics():  # a user who hid every curve is not overruled
-            for name in self._default_metrics():
-                self.set_shown(name, True)
+        for name in self.curves.add_record(step, metrics):
+            self._draw_new(name)
+        self._sync_toggles()
         if not self._timer.isActive():
             self._timer.start()
 
     def load_history(self, records: list[dict[str, Any]]) -> None:
         """Show a finished or re-opened run's metrics.jsonl."""
-        self.clear()
-        for record in records:
-            metrics = {k: v for k, v in record.items()
-                       if k not in NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)}
-            self.add_record(int(record.get("step", 0)), metrics)
+        self._remove_drawn()
+        self.curves.load_history(records)
+        for name in self.curves.curves:
+            self._draw_new(name)
+        self._sync_toggles()
         self.refresh()
 
     def clear(self) -> None:
-        for name in list(self._series):
-            series = self._series.pop(name)
-            self.plot.removeItem(series.raw)
-            self.plot.removeItem(series.smooth)
-            self.legend.removeItem(series.smooth)
-            self.metric_row.removeWidget(series.checkbox)
-            series.checkbox.deleteLater()
+        self._remove_drawn()
+        self.curves.clear()
 
-    def _new_series(self, name: str) -> _Series:
-        index = len(self._series)
+    def set_first_shown(self, names: tuple[str, ...]) -> None:
+        """Metrics to show when a run's first records arrive (a family's plotted_metrics)."""
+        self.curves.first_shown = tuple(names)
+
+    def _remove_drawn(self) -> None:
+        for name in list(self._drawn):
+            drawn = self._drawn.pop(name)
+            self.plot.removeItem(drawn.raw)
+            self.plot.removeItem(drawn.smooth)
+            self.legend.removeItem(drawn.smooth)
+            self.metric_row.removeWidget(drawn.checkbox)
+            drawn.checkbox.deleteLater()
+
+    def _draw_new(self, name: str) -> None:
+        index = len(self._drawn)
         # Past the palette, spread further hues so two metrics never share a colour.
         colour = COLOURS[index] if index < len(COLOURS) else pg.intColor(index * 5, hues=23).name()
         raw = self.plot.plot(pen=pg.mkPen(pg.mkColor(colour).lighter(160), width=1), connect="finite")
         smooth = self.plot.plot(pen=pg.mkPen(colour, width=2), name=name, connect="finite")
         checkbox = QCheckBox(name, objectName=f"metric_{name}", accessibleName=f"Show {name}")
-        checkbox.toggled.connect(lambda _on, n=name: self._apply_visibility(n))
+        checkbox.setChecked(name in self.curves.shown)
+        checkbox.toggled.connect(lambda on, n=name: self._toggled(n, on))
         self.metric_row.addWidget(checkbox)
-        series = self._series[name] = _Series(raw, smooth, checkbox)
+        self._drawn[name] = _Drawn(raw, smooth, checkbox)
         self._apply_visibility(name)
-        return series
 
-    def set_first_shown(self, names: tuple[str, ...]) -> None:
-        """Metrics to show when a run's first records arrive (a family's plotted_metrics)."""
-        self._first_shown = tuple(names)
+    def _sync_toggles(self) -> None:
+        """The checkboxes as the curves' shown set says (it may show defaults on new metrics)."""
+        for name, drawn in self._drawn.items():
+            if drawn.checkbox.isChecked() != (name in self.curves.shown):
+                drawn.checkbox.setChecked(name in self.curves.shown)
 
-    def _default_metrics(self) -> list[str]:
-        family_choice = [name for name in self._first_shown if name in self._series]
-        if family_choice:
-            return family_choice
-        preferred = [name for name in PREFERRED_METRICS if name in self._series]
-        return preferred[:1] or [next(iter(self._series))]
+    def _toggled(self, name: str, on: bool) -> None:
+        self.curves.set_shown(name, on)
+        self._apply_visibility(name)
 
     # -- presentation -------------------------------------------------------------------------
     def refresh(self) -> None:
-        shown = [series for series in self._series.values() if series.checkbox.isChecked()]
-        for series in shown:
-            x = np.asarray(series.steps)
-            series.raw.setData(x, np.asarray(series.values))
-            series.smooth.setData(x, np.asarray(series.smoothed))
-            series.raw.setVisible(self._alpha > 0)
+        shown = [name for name in self._drawn if name in self.curves.shown]
+        for name in shown:
+            curve, drawn = self.curves.curves[name], self._drawn[name]
+            x = np.asarray(curve.steps)
+            drawn.raw.setData(x, np.asarray(curve.values))
+            drawn.smooth.setData(x, np.asarray(curve.smoothed))
+            drawn.raw.setVisible(self.curves.alpha > 0)
             symbol = "o" if len(x) == 1 else None  # a line through one point draws nothing
-            if series.smooth.opts["symbol"] != symbol:
-                series.smooth.setSymbol(symbol)
-        fit_view(self.plot.getPlotItem().getViewBox(), [v for s in shown for v in s.steps],
-                 [v for s in shown for v in (*s.values, *s.smoothed)], self.log_check.isChecked())
+            if drawn.smooth.opts["symbol"] != symbol:
+                drawn.smooth.setSymbol(symbol)
+        curves = [self.curves.curves[name] for name in shown]
+        fit_view(self.plot.getPlotItem().getViewBox(), [v for c in curves for v in c.steps],
+                 [v for c in curves for v in (*c.values, *c.smoothed)], self.log_check.isChecked())
 
     def _apply_visibility(self, name: str) -> None:
-        series = self._series[name]
-        shown = series.checkbox.isChecked()
-        series.smooth.setVisible(shown)
-        series.raw.setVisible(shown and self._alpha > 0)
-        self.legend.removeItem(series.smooth)
+        drawn = self._drawn[name]
+        shown = name in self.curves.shown
+        drawn.smooth.setVisible(shown)
+        drawn.raw.setVisible(shown and self.curves.alpha > 0)
+        self.legend.removeItem(drawn.smooth)
         if shown:
-            self.legend.addItem(series.smooth, name)
+            self.legend.addItem(drawn.smooth, name)
         self.refresh()
 
     def _set_log(self, on: bool) -> None:
@@ -217,28 +197,26 @@ class MetricsPlot(QWidget):
         self.refresh()
 
     def _set_smoothing(self, value: int) -> None:
-        self._alpha = value / 100
-        self.smoothing_label.setText(f"smoothing {self._alpha:.2f}")
-        for series in self._series.values():
-            series.resmooth(self._alpha)
+        self.curves.set_smoothing(value / 100)
+        self.smoothing_label.setText(f"smoothing {self.curves.alpha:.2f}")
         self.refresh()
 
     # -- queries (tests, export) --------------------------------------------------------------
     def metric_names(self) -> list[str]:
-        return list(self._series)
+        return list(self.curves.curves)
 
     def shown_metrics(self) -> list[str]:
-        return [n for n, s in self._series.items() if s.checkbox.isChecked()]
+        return [name for name in self.curves.curves if name in self.curves.shown]
 
     def set_shown(self, name: str, shown: bool) -> None:
-        self._series[name].checkbox.setChecked(shown)
+        self._drawn[name].checkbox.setChecked(shown)
 
     def history(self, name: str) -> tuple[list[float], list[float]]:
         """Every recorded (step, raw value) of a metric, shown or not."""
-        series = self._series[name]
-        return list(series.steps), list(series.values)
+        curve = self.curves.curves[name]
+        return list(curve.steps), list(curve.values)
 
     def curve_data(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """The smoothed curve as drawn (empty until the next refresh)."""
-        x, y = self._series[name].smooth.getData()
+        x, y = self._drawn[name].smooth.getData()
         return (np.asarray([]), np.asarray([])) if x is None else (x, y)
