@@ -211,7 +211,7 @@ def wheel(widget, delta_y: int) -> None:
 
 def test_dragging_a_raw_slider_moves_that_dimension_and_redraws(qtbot, explorer):
     explorer.raw_radio.setChecked(True)
-    before, z_before = image_bits(explorer.image_view), explorer.z.clone()
+    before, z_before = image_bits(explorer.image_view), explorer.position.z.clone()
     slider = explorer.slider_rows[2].slider
     count, value_before = len(explorer.latencies_ms), slider.value()
     option = QStyleOptionSlider()
@@ -225,8 +225,8 @@ def test_dragging_a_raw_slider_moves_that_dimension_and_redraws(qtbot, explorer)
     assert slider.value() > value_before
     qtbot.waitUntil(lambda: len(explorer.latencies_ms) > count and image_bits(explorer.image_view) != before,
                     timeout=10_000)
-    assert float(explorer.z[2]) == pytest.approx(slider.value() / 100)
-    assert torch.equal(explorer.z[[0, 1, 3]], z_before[[0, 1, 3]])  # only that dimension moved
+    assert float(explorer.position.z[2]) == pytest.approx(slider.value() / 100)
+    assert torch.equal(explorer.position.z[[0, 1, 3]], z_before[[0, 1, 3]])  # only that dimension moved
     assert "request → image" in explorer.latency_label.text()
 
 
@@ -235,29 +235,29 @@ def test_a_principal_slider_moves_along_its_direction(qtbot, explorer):
     basis = explorer.encoded.basis
     assert explorer.slider_rows[0].name.text().startswith("PC1 · ")
     assert explorer.slider_rows[0].isVisible() and not explorer.slider_rows[basis.count].isVisible()
-    coordinates_before = basis.coordinates(explorer.z)[0]
+    coordinates_before = basis.coordinates(explorer.position.z)[0]
     explorer.slider_rows[0].slider.setValue(-150)
-    coordinates = basis.coordinates(explorer.z)[0]
+    coordinates = basis.coordinates(explorer.position.z)[0]
     assert float(coordinates[0]) == pytest.approx(-1.5, abs=1e-3)
     assert torch.allclose(coordinates[1:], coordinates_before[1:], atol=1e-3)
 
 
 def test_randomise_and_reset(qtbot, explorer):
-    start = explorer.z.clone()
+    start = explorer.position.z.clone()
     slider = explorer.slider_rows[0].slider
     slider.setValue(200)
-    assert not torch.equal(explorer.z, start)
+    assert not torch.equal(explorer.position.z, start)
     explorer.window().activateWindow()
     slider.setFocus()
     qtbot.waitUntil(slider.hasFocus, timeout=5_000)
     qtbot.keyClick(slider, Qt.Key.Key_0)  # reset
-    assert torch.equal(explorer.z, start)
+    assert torch.equal(explorer.position.z, start)
     seed = explorer.seed_spin.value()
     qtbot.keyClick(slider, Qt.Key.Key_R)  # randomise
     assert explorer.seed_spin.value() == seed + 1
-    assert torch.equal(explorer.z, prior_latents(4, 1, seed + 1)[0])
+    assert torch.equal(explorer.position.z, prior_latents(4, 1, seed + 1)[0])
     qtbot.mouseClick(explorer.reset_button, Qt.MouseButton.LeftButton)  # back to the new start
-    assert torch.equal(explorer.z, prior_latents(4, 1, seed + 1)[0])
+    assert torch.equal(explorer.position.z, prior_latents(4, 1, seed + 1)[0])
 
 
 def test_clicking_the_map_decodes_a_point_and_its_latent(qtbot, explorer):
@@ -282,11 +282,11 @@ def test_clicking_the_map_decodes_a_point_and_its_latent(qtbot, explorer):
     pos = point_position()
     qtbot.mouseClick(view.plot.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     # The click lands on point 7 (or, if another point overlaps it, on that one).
-    rows = [i for i in range(len(view.points)) if torch.equal(explorer.z, explorer.encoded.encoded.latents[i])]
+    rows = [i for i in range(len(view.points)) if torch.equal(explorer.position.z, explorer.encoded.encoded.latents[i])]
     assert rows and np.allclose(view.points[rows[0]], view.points[7], atol=0.05 * np.ptp(view.points))
     # Off the points, a pick decodes the plane's point.
     view.plane_picked.emit(0.0, 0.0)
-    torch.testing.assert_close(explorer.z, explorer.encoded.map.basis.mean)
+    torch.testing.assert_close(explorer.position.z, explorer.encoded.map.basis.mean)
 
 
 def test_starting_from_a_training_image_encodes_it(qtbot, explorer):
@@ -297,8 +297,8 @@ def test_starting_from_a_training_image_encodes_it(qtbot, explorer):
     family = explorer.loaded.family
     x = torch.from_numpy(image[None]).permute(0, 3, 1, 2).float() / 255
     label = torch.tensor([explorer.class_combo.currentIndex()])
-    torch.testing.assert_close(explorer.z, family.encode(x, label)[0])
-    torch.testing.assert_close(explorer.origin, explorer.z)
+    torch.testing.assert_close(explorer.position.z, family.encode(x, label)[0])
+    torch.testing.assert_close(explorer.position.origin, explorer.position.z)
 
 
 def test_interpolating_from_a_seed_to_a_file_and_exporting_png_and_gif(qtbot, explorer, tmp_path):

@@ -17,6 +17,7 @@ from genstudio.core.trained.latent import (
     EncodedSet,
     EncodingCancelled,
     LatentError,
+    LatentPosition,
     decode_latents,
     encode_dataset,
     encode_images,
@@ -336,3 +337,41 @@ def test_a_gif_holds_the_frames_forward_and_back_with_its_metadata(tmp_path):
         assert im.n_frames == 5
         im.seek(3)
         assert tuple(np.asarray(im.convert("RGB"))[0, 0]) == (30, 225, 7)
+
+
+# -- where the Explore tab stands (LatentPosition) ----------------------------------------------
+
+
+def test_raw_sliders_read_and_move_one_dimension_from_the_offset():
+    position = LatentPosition(10)
+    position.set(torch.arange(10.0), origin=True)
+    position.offset = 6
+    assert position.slider_values(6) == [6.0, 7.0, 8.0, 9.0, 0.0, 0.0]  # past the last: 0
+    position.move(1, -2.5)
+    assert position.z[7] == -2.5 and torch.equal(position.z[:7], torch.arange(7.0))
+    assert position.reset() and torch.equal(position.z, torch.arange(10.0))
+
+
+def test_principal_sliders_move_along_one_direction_and_keep_the_rest():
+    latents = torch.randn(200, 5, generator=torch.Generator().manual_seed(0)) * torch.tensor([3.0, 2, 1, 0.5, 0.1])
+    basis = principal_directions(latents, 3)
+    position = LatentPosition(5)
+    position.set_axes(raw=False, basis=basis)
+    assert position.principal
+    position.set(latents[0])
+    before = basis.coordinates(position.z)[0]
+    outside = position.z - before @ (basis.std[:, None] * basis.directions)  # the part off the top 3
+    position.move(1, 2.0)
+    after = basis.coordinates(position.z)[0]
+    assert after[1] == pytest.approx(2.0, abs=1e-5)
+    torch.testing.assert_close(after[[0, 2]], before[[0, 2]])
+    torch.testing.assert_close(position.z - after @ (basis.std[:, None] * basis.directions), outside)
+    assert position.slider_values(4)[:3] == pytest.approx(after.tolist()) and position.slider_values(4)[3] == 0.0
+
+
+def test_without_encoded_images_the_sliders_stay_raw_and_reset_needs_an_origin():
+    position = LatentPosition(3)
+    position.set_axes(raw=False, basis=None)
+    assert position.raw and not position.principal
+    assert not position.reset()
+    assert position.slider_values(2) == [0.0, 0.0]

@@ -36,7 +36,12 @@ from PySide6.QtWidgets import (
 
 from genstudio.core.families import Capability
 from genstudio.core.runs.run import LoadedRun
-from genstudio.core.trained.latent import INTERPOLATION_MODES, Endpoint, prior_latents
+from genstudio.core.trained.latent import (
+    INTERPOLATION_MODES,
+    Endpoint,
+    LatentPosition,
+    prior_latents,
+)
 
 from .. import file_dialogs, jobs
 from ..imaging import PixelView, to_qimage
@@ -158,13 +163,11 @@ class LatentExplorer(QWidget):
         self.loaded: LoadedRun | None = None
         self.encoded: jobs.EncodedData | None = None
         self.estimate: jobs.EncodingEstimate | None = None  # an encoding waiting for Encode
-        self.z: torch.Tensor | None = None        # the current latent (D,)
-        self.origin: torch.Tensor | None = None   # where Reset returns
+        self.position: LatentPosition | None = None  # the current latent, Reset's, the sliders' axes
         self.interpolation: jobs.Interpolation | None = None
         self.latencies_ms: list[float] = []       # slider/map request → image shown
         self._stop_encoding = threading.Event()
         self._encode_stage, self._encode_started = "", 0.0
-        self._raw = False
         # An encoding expected to take longer starts only when Encode is pressed; the run's
         # other jobs are not held up meanwhile.
         self.encode_unasked_seconds = 20.0
@@ -423,7 +426,7 @@ class LatentExplorer(QWidget):
     def show_unavailable(self, reason: str) -> None:
         """No run, or a run whose family has no latent: say why and disable everything."""
         self.cancel_work()
-        self.loaded = self.encoded = self.estimate = self.z = self.origin = self.interpolation = None
+        self.loaded = self.encoded = self.estimate = self.position = self.interpolation = None
         self.caption.setText(reason)
         self.image_view.set_image(None)
         self.strip_view.set_image(None)
@@ -438,6 +441,7 @@ class LatentExplorer(QWidget):
         self.show_unavailable("")
         family = loaded.family
         self.loaded = loaded
+        self.position = LatentPosition(family.latent_dim)
         self.caption.setText(f"{family.title} · {loaded.name} · step {loaded.step:,} · "
                              f"{family.latent_dim:,}-dimensional latent")
         self.class_combo.blockSignals(True)
@@ -479,9 +483,7 @@ class LatentExplorer(QWidget):
         return max(0, self.class_combo.currentIndex())
 
     def _set_latent(self, z: torch.Tensor, origin: bool = False) -> None:
-        self.z = z.reshape(-1).float().clone()
-        if origin:
-            self.origin = self.z.clone()
+        self.position.set(z, origin)
         self._sync_sliders()
         self._request_decode()
 
@@ -497,8 +499,9 @@ class LatentExplorer(QWidget):
                              origin=True)
 
     def reset(self) -> None:
-        if self.origin is not None:
-            self._set_latent(self.origin)
+        if self.position is not None and self.position.reset():
+            self._sync_sliders()
+            self._request_decode()
 
     def use_dataset_image(self) -> None:
         if self.encoded is None:
@@ -530,8 +533,10 @@ class LatentExplorer(QWidget):
 
     # -- sliders ------------------------------------------------------------------------------
     def _set_raw(self, raw: bool) -> None:
-        self._raw = raw or self.encoded is None
-        for radio, checked in ((self.raw_radio, self._raw), (self.principal_radio, not self._raw)):
+        if self.position is not None:
+            self.position.set_axes(raw, self.encoded.basis if self.encoded is not None else None)
+        raw = self.position is None or not self.position.principal
+        for radio, checked in ((self.raw_radio, raw), (self.principal_radio, not raw)):
             radio.blockSignals(True)
             radio.setChecked(checked)
             radio.blockSignals(False)
@@ -540,10 +545,12 @@ class LatentExplorer(QWidget):
     def _configure_sliders(self) -> None:
         dim = self.loaded.family.latent_dim if self.loaded is not None else 0
         basis = self.encoded.basis if self.encoded is not None else None
-        raw = self._raw or basis is None
+        raw = self.position is None or not self.position.principal
         self.offset_label.setVisible(raw and dim > SLIDERS)
         self.offset_spin.setVisible(raw and dim > SLIDERS)
         offset = self.offset_spin.value()
+        if self.position is not None:
+            self.position.offset = offset
         for i, row in enumerate(self.slider_rows):
             if raw:
                 shown = offset + i < dim
@@ -567,34 +574,22 @@ class LatentExplorer(QWidget):
         self._sync_sliders()
 
     def _sync_sliders(self) -> None:
-        if self.z is None:
+        if self.position is None or self.position.z is None:
             return
-        basis = self.encoded.basis if self.encoded is not None else None
-        if self._raw or basis is None:
-            offset = self.offset_spin.value()
-            values = [float(self.z[offset + i]) if offset + i < self.z.numel() else 0.0
-                      for i in range(SLIDERS)]
-        else:
-            coordinates = basis.coordinates(self.z)[0]
-            values = [float(coordinates[i]) if i < basis.count else 0.0 for i in range(SLIDERS)]
-        for row, value in zip(self.slider_rows, values, strict=True):
+        for row, value in zip(self.slider_rows, self.position.slider_values(SLIDERS), strict=True):
             row.set_value(value)
 
     def _on_slider_moved(self, row: int, value: float) -> None:
-        if self.z is None:
+        if self.position is None or self.position.z is None:
             return
-        basis = self.encoded.basis if self.encoded is not None else None
-        if self._raw or basis is None:
-            self.z[self.offset_spin.value() + row] = value
-        else:
-            self.z = basis.with_coordinate(self.z, row, value)
+        self.position.move(row, value)
         self._request_decode()
 
     # -- decoding -----------------------------------------------------------------------------
     def _request_decode(self) -> None:
-        if self.loaded is None or self.z is None:
+        if self.loaded is None or self.position is None or self.position.z is None:
             return
-        self.decode_jobs.submit(partial(jobs.decode_one, self.loaded, self.z.clone(), self._label(),
+        self.decode_jobs.submit(partial(jobs.decode_one, self.loaded, self.position.z.clone(), self._label(),
                                         time.perf_counter()))
         self._update_marker()
 
@@ -606,10 +601,10 @@ class LatentExplorer(QWidget):
 
     def _update_marker(self) -> None:
         mapped = self.encoded.map if self.encoded is not None else None
-        if mapped is None or self.z is None:
+        if mapped is None or self.position is None or self.position.z is None:
             self.map_view.set_marker(None, None)
             return
-        x, y = mapped.project(self.z)[0]
+        x, y = mapped.project(self.position.z)[0]
         self.map_view.set_marker(float(x), float(y))
 
     # -- encoding, the map and the probes -----------------------------------------------------
@@ -673,7 +668,8 @@ class LatentExplorer(QWidget):
         if data.map is not None:
             class_names = encoded.class_names if len(encoded.class_names) > 1 else []
             self.map_view.set_map(data.map.points, encoded.labels, class_names, data.map.axis_names)
-        self._set_raw(self.loaded is not None and self.loaded.family.latent_dim <= SLIDERS and self._raw)
+        self._set_raw(self.loaded is not None and self.loaded.family.latent_dim <= SLIDERS
+                      and self.position is not None and self.position.raw)
         self._update_marker()
         self._update_buttons()
         self.status.emit(f"Encoded {len(encoded):,} training images")
@@ -719,8 +715,9 @@ class LatentExplorer(QWidget):
             return
         dataset = self.encoded.dataset.images if self.encoded is not None else None
         try:
-            start = self.endpoint_a.endpoint(self.z, dataset, self.gallery_images())
-            end = self.endpoint_b.endpoint(self.z, dataset, self.gallery_images())
+            current = self.position.z if self.position is not None else None
+            start = self.endpoint_a.endpoint(current, dataset, self.gallery_images())
+            end = self.endpoint_b.endpoint(current, dataset, self.gallery_images())
         except ValueError as exc:
             self._fail(f"Interpolation: {exc}.")
             return

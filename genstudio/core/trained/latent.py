@@ -210,6 +210,61 @@ class PrincipalDirections:
         return z + (value - current) * self.std[index] * self.directions[index]
 
 
+class LatentPosition:
+    """Where a person stands in a model's latent space, and how sliders read and move it: the
+    current latent, where Reset returns, and the sliders' axes (raw dimensions from `offset`,
+    or the principal directions of encoded images once there are some). The Explore tab
+    renders it; it holds no Qt."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.z: Tensor | None = None        # the current latent (D,)
+        self.origin: Tensor | None = None   # where Reset returns
+        self.basis: PrincipalDirections | None = None
+        self.raw = True                     # sliders on raw dimensions (always, without a basis)
+        self.offset = 0                     # the first raw dimension on a slider
+
+    @property
+    def principal(self) -> bool:
+        """Whether the sliders move along principal directions."""
+        return not self.raw and self.basis is not None
+
+    def set_axes(self, raw: bool, basis: PrincipalDirections | None = None) -> None:
+        self.basis = basis
+        self.raw = raw or basis is None
+
+    def set(self, z: Tensor, origin: bool = False) -> None:
+        """Move to `z`; with `origin`, Reset comes back here."""
+        self.z = z.reshape(-1).float().clone()
+        if origin:
+            self.origin = self.z.clone()
+
+    def reset(self) -> bool:
+        if self.origin is None:
+            return False
+        self.set(self.origin)
+        return True
+
+    def slider_values(self, count: int) -> list[float]:
+        """What the first `count` sliders read (0 past the last axis)."""
+        if self.z is None:
+            return [0.0] * count
+        if self.principal:
+            coordinates = self.basis.coordinates(self.z)[0]
+            return [float(coordinates[i]) if i < self.basis.count else 0.0 for i in range(count)]
+        return [float(self.z[self.offset + i]) if self.offset + i < self.dim else 0.0 for i in range(count)]
+
+    def move(self, slider: int, value: float) -> None:
+        """Slider `slider` set to `value`: along its principal direction (every other component
+        kept), or its raw dimension."""
+        if self.z is None:
+            return
+        if self.principal:
+            self.z = self.basis.with_coordinate(self.z, slider, value)
+        else:
+            self.z[self.offset + slider] = value
+
+
 def principal_directions(latents: Tensor, count: int) -> PrincipalDirections:
     """PCA of (N, D) latents, keeping min(count, N − 1, D) directions; each direction's sign
     is fixed so that its largest component is positive (the same data, the same sliders)."""
