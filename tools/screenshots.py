@@ -155,14 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     if inpaint.loaded is not None:  # a family that inpaints
         inpaint.dataset_spin.setValue(5)
         inpaint.use_dataset_image()
-        wait_until(lambda: inpaint.image is not None, 300, "the training image")
-        side = inpaint.history.size
-        inpaint.history.fill_rect((0.3 * side, 0.3 * side), (0.7 * side, 0.7 * side))
+        wait_until(lambda: inpaint.session.image is not None, 300, "the training image")
+        side = inpaint.session.history.size
+        inpaint.session.history.fill_rect((0.3 * side, 0.3 * side), (0.7 * side, 0.7 * side))
         inpaint.canvas.refresh_mask()
         inpaint.canvas.mask_changed.emit()  # what a gesture ends with: updates the "To fill" count
         inpaint.count_spin.setValue(6)
         inpaint.start_fill()
-        wait_until(lambda: inpaint.result is not None, 1800, "the fill")
+        wait_until(lambda: inpaint.session.result is not None, 1800, "the fill")
         for run in args.runs[1:]:
             inpaint.add_run(run)
         wait_until(inpaint.compare_button.isEnabled, 60, "the fill's thread to end")

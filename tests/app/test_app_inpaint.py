@@ -27,7 +27,7 @@ def inpaint(qtbot, window, trained_run):
     panel = window.inpaint
     panel.dataset_spin.setValue(3)
     qtbot.mouseClick(panel.dataset_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: panel.image is not None, timeout=30_000)
+    qtbot.waitUntil(lambda: panel.session.image is not None, timeout=30_000)
     return panel
 
 
@@ -45,8 +45,8 @@ def drag(qtbot, panel, points, button=Qt.MouseButton.LeftButton) -> None:
 
 
 def test_the_image_is_the_training_image_at_the_models_resolution(inpaint):
-    assert inpaint.image.shape == (SIZE, SIZE, 3)
-    assert np.array_equal(inpaint.image, inpaint.dataset.images[3])
+    assert inpaint.session.image.shape == (SIZE, SIZE, 3)
+    assert np.array_equal(inpaint.session.image, inpaint.dataset.images[3])
     assert inpaint.original_view.image().size().width() == SIZE
     assert "Method: Latent optimisation" in inpaint.method_label.text()
     assert not inpaint.fill_button.isEnabled()  # nothing painted yet
@@ -120,7 +120,7 @@ def test_zoom_and_pan_keep_painting_on_the_pixel_under_the_pointer(qtbot, inpain
 
 
 def paint_centre(inpaint) -> np.ndarray:
-    inpaint.history.fill_rect((4, 4), (12, 12))
+    inpaint.session.history.fill_rect((4, 4), (12, 12))
     inpaint.canvas.refresh_mask()
     inpaint._on_mask_changed()
     return inpaint.mask()
@@ -138,18 +138,18 @@ def test_fill_gives_seeded_candidates_that_keep_known_pixels_exactly(qtbot, inpa
     inpaint.seed_spin.setValue(7)
     with qtbot.waitSignal(inpaint.fill_jobs.succeeded, timeout=60_000):
         qtbot.keyClick(inpaint.canvas, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
-    result = inpaint.result
+    result = inpaint.session.result
     assert result.candidates.shape == (3, SIZE, SIZE, 3)
     assert inpaint.candidate_list.count() == 3 and inpaint.candidate_list.item(2).text() == "seed 9"
     for candidate in result.candidates:
-        assert np.array_equal(candidate[~hole], inpaint.image[~hole])  # bit for bit
-        assert (candidate[hole] != inpaint.image[hole]).any()
+        assert np.array_equal(candidate[~hole], inpaint.session.image[~hole])  # bit for bit
+        assert (candidate[hole] != inpaint.session.image[hole]).any()
     assert not np.array_equal(result.candidates[0], result.candidates[1])
     first = result.candidates.copy()
     inpaint.count_spin.setValue(1)
     inpaint.seed_spin.setValue(8)  # candidate 2 of the first fill
     fill(qtbot, inpaint)
-    assert np.array_equal(inpaint.result.candidates[0], first[1])  # reproducible by seed
+    assert np.array_equal(inpaint.session.result.candidates[0], first[1])  # reproducible by seed
 
 
 def test_continue_from_a_candidate_then_back_and_original(qtbot, inpaint):
@@ -157,15 +157,15 @@ def test_continue_from_a_candidate_then_back_and_original(qtbot, inpaint):
     inpaint.count_spin.setValue(2)
     fill(qtbot, inpaint)
     inpaint.candidate_list.setCurrentRow(1)
-    chosen = inpaint.result.candidates[1]
+    chosen = inpaint.session.result.candidates[1]
     qtbot.mouseClick(inpaint.continue_button, Qt.MouseButton.LeftButton)
-    assert np.array_equal(inpaint.image, chosen)
+    assert np.array_equal(inpaint.session.image, chosen)
     assert not inpaint.mask().any()  # a fresh mask for the next region…
-    assert "candidate 2 (seed 1)" in inpaint.source
+    assert "candidate 2 (seed 1)" in inpaint.session.source
     qtbot.keyClick(inpaint.canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert inpaint.mask().sum() == 64  # …and the old one is an undo away
     qtbot.mouseClick(inpaint.back_button, Qt.MouseButton.LeftButton)
-    assert np.array_equal(inpaint.image, inpaint.original)
+    assert np.array_equal(inpaint.session.image, inpaint.session.original)
     assert not inpaint.back_button.isEnabled()
 
 
@@ -179,7 +179,7 @@ def test_cancelling_a_fill_stops_it_and_keeps_the_canvas(qtbot, inpaint):
     assert inpaint.progress.isVisible() and inpaint.cancel_button.isEnabled()
     qtbot.keyClick(inpaint.canvas, Qt.Key.Key_Escape)
     qtbot.waitUntil(lambda: not inpaint.fill_jobs.is_busy(), timeout=10_000)
-    assert inpaint.result is None and "Cancelled" in inpaint.result_label.text()
+    assert inpaint.session.result is None and "Cancelled" in inpaint.result_label.text()
     assert not inpaint.progress.isVisible()
     assert np.array_equal(inpaint.mask(), hole) and inpaint.fill_button.isEnabled()
     assert previews[-1].done < previews[-1].total
@@ -197,7 +197,7 @@ def test_export_writes_result_mask_and_before_after_with_provenance(qtbot, inpai
         qtbot.mouseClick(inpaint.export_button, Qt.MouseButton.LeftButton)
     assert [p.name for p in exported.args[0]] == ["fill.png", "fill-mask.png", "fill-before-after.png"]
     with Image.open(tmp_path / "fill.png") as im:
-        assert np.array_equal(np.asarray(im)[::2, ::2], inpaint.result.candidates[1])
+        assert np.array_equal(np.asarray(im)[::2, ::2], inpaint.session.result.candidates[1])
     meta = read_png_metadata(tmp_path / "fill.png")
     assert meta["family"] == "vae" and meta["seed"] == "4" and meta["run"] == inpaint.loaded.name
     assert meta["method"].startswith("Latent optimisation") and meta["source"] == "training image #3"
@@ -225,14 +225,14 @@ def test_a_trip_through_a_smaller_model_leaves_the_image_sharp_and_the_mask_as_p
     from genstudio.core.runs.run import load_run
 
     paint_centre(inpaint)
-    image, mask, first = inpaint.image.copy(), inpaint.history.mask.copy(), inpaint.loaded
+    image, mask, first = inpaint.session.image.copy(), inpaint.session.history.mask.copy(), inpaint.loaded
     inpaint.set_run(load_run(small_gan_run(tmp_path, dataset_cache)))
-    assert inpaint.image.shape == (8, 8, 3)  # resampled for the 8 px model
+    assert inpaint.session.image.shape == (8, 8, 3)  # resampled for the 8 px model
     inpaint.set_run(first)
-    assert np.array_equal(inpaint.image, image) and np.array_equal(inpaint.history.mask, mask)
-    inpaint.history.replace(np.zeros_like(mask))  # an edit at 16 px: the next refit starts from it
+    assert np.array_equal(inpaint.session.image, image) and np.array_equal(inpaint.session.history.mask, mask)
+    inpaint.session.history.replace(np.zeros_like(mask))  # an edit at 16 px: the next refit starts from it
     inpaint.set_run(first)
-    assert not inpaint.history.mask.any()
+    assert not inpaint.session.history.mask.any()
 
 
 def test_families_side_by_side_on_the_same_hole(qtbot, inpaint, tmp_path, dataset_cache):

@@ -11,6 +11,7 @@ from genstudio.core.families import ImageSpec, create_family, family_class
 from genstudio.core.runs.images import read_png_metadata
 from genstudio.core.trained.inpainting import (
     InpaintError,
+    InpaintSession,
     export_inpainting,
     fit_to_model,
     inpaint_candidates,
@@ -217,3 +218,50 @@ def test_the_smooth_fill_is_the_harmonic_interpolation_of_the_known_pixels():
     expected = x[..., :1] + (x[..., -1:] - x[..., :1]) * ramp
     assert torch.allclose(filled, expected, atol=1e-4)
     assert torch.equal(filled[keep], x[keep])
+
+
+# -- a person's session (InpaintSession) --------------------------------------------------------
+
+
+def _picture(size=16, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+class _Fill:
+    def __init__(self, candidates):
+        self.candidates = candidates
+
+
+def test_continue_back_and_revert_walk_the_images_and_keep_the_mask_history():
+    session, first, candidate = InpaintSession(), _picture(seed=0), _picture(seed=1)
+    session.start(first, "training image #3")
+    session.history.fill_rect((4, 4), (12, 12))
+    session.result = _Fill([candidate])
+    session.continue_from(candidate, "candidate 1")
+    assert session.image is candidate and session.source == "candidate 1"
+    assert session.original is first and session.can_revert
+    assert not session.history.mask.any() and session.history.can_undo  # cleared, undoably
+    assert session.back() and session.image is first and not session.back()
+    session.continue_from(candidate, "candidate 1")
+    assert session.revert() and session.image is first and session.source == "training image #3"
+    assert session.earlier == [] and not session.can_revert
+
+
+def test_a_new_picture_starts_with_an_empty_mask_and_no_fill():
+    session = InpaintSession()
+    session.start(_picture(), "a")
+    session.history.fill_rect((0, 0), (8, 8))
+    session.result = _Fill([])
+    session.start(_picture(seed=2), "b")
+    assert not session.history.mask.any() and not session.history.can_undo and session.result is None
+
+
+def test_a_trip_through_a_smaller_model_comes_back_to_the_same_picture():
+    session, image = InpaintSession(), _picture()
+    session.start(image, "a")
+    session.history.fill_rect((4, 4), (8, 8))
+    mask = session.history.mask.copy()
+    assert session.refit(8, 3) and session.image.shape == (8, 8, 3)
+    assert session.refit(16, 3)
+    assert np.array_equal(session.image, image) and np.array_equal(session.history.mask, mask)
+    assert not InpaintSession().refit(8, 3)  # nothing to refit

@@ -10,7 +10,6 @@ is kept exactly, whatever the family does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from PySide6.QtWidgets import (
 from genstudio.core.data import ImageDataset, load_image
 from genstudio.core.families import Capability
 from genstudio.core.runs.run import LoadedRun
-from genstudio.core.trained.inpainting import fit_to_model, load_mask
+from genstudio.core.trained.inpainting import InpaintSession, fit_to_model, load_mask
 from genstudio.core.trained.masks import MaskHistory
 
 from .. import file_dialogs, jobs
@@ -64,16 +63,6 @@ def read_mask_file(path: str, size: int, job: Job) -> np.ndarray:
 
 
 
-@dataclass(frozen=True)
-class _Refit:
-    """The image and mask a model change resampled (`from_*`) and what it made of them."""
-
-    from_original: np.ndarray
-    from_image: np.ndarray
-    from_mask: np.ndarray
-    image: np.ndarray
-    mask: np.ndarray
-
 COMPARE_TIP = "This run and every ticked run fill the same hole with the same seed, side by side"
 
 class InpaintPanel(QWidget):
@@ -82,16 +71,9 @@ class InpaintPanel(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.loaded: LoadedRun | None = None
-        self.original: np.ndarray | None = None    # the image as it was loaded
-        self.image: np.ndarray | None = None       # the image being worked on (after "continue")
-        self.earlier_images: list[np.ndarray] = []  # what "Back" returns to
-        self.source = ""                           # where the image came from, for the metadata
-        self.original_source = ""
-        self.history: MaskHistory | None = None
-        self.result: jobs.Fill | None = None
+        self.session = InpaintSession()  # the picture, its mask and history, the last fill
         self.compared: list[jobs.ComparedFill] = []
         self._compared_input: tuple[np.ndarray, np.ndarray, int] | None = None
-        self._refit: _Refit | None = None  # the last model change's resampling of the canvas
         self.dataset: ImageDataset | None = None
         self._pending_index: int | None = None     # training image to show once the set is loaded
         # Replaceable in tests: file dialogs, the gallery's selection, the device for other runs.
@@ -343,25 +325,27 @@ class InpaintPanel(QWidget):
 
     # -- runs ---------------------------------------------------------------------------------
     def show_unavailable(self, reason: str) -> None:
+        self._leave_run(reason)
+        self.session.clear()
+        self.canvas.clear(reason or "Load an image to paint a mask on it")
+        self._update_buttons()
+
+    def _leave_run(self, reason: str) -> None:
+        """What any change of run undoes: its jobs, its data and the views of its work."""
         self.cancel_work()
-        self.loaded = self.result = self.dataset = None
-        self.original = self.image = self.history = None
-        self.earlier_images.clear()
+        self.loaded = self.dataset = None
         self.caption.setText(reason)
         self.method_label.clear()
-        self.canvas.clear(reason or "Load an image to paint a mask on it")
         self.original_view.set_image(None)
         self.result_view.set_image(None)
         self.result_label.clear()
         self.canvas_label.clear()
         self.candidate_list.clear()
-        self._update_buttons()
 
     def set_run(self, loaded: LoadedRun) -> None:
         """Inpaint with this run. An image already on the canvas stays, refitted to the
         model's size and colours (with its mask) when those differ."""
-        keep = (self.original, self.image, self.history.mask.copy() if self.history else None, self.source)
-        self.show_unavailable("")
+        self._leave_run("")
         self.loaded = loaded
         family = loaded.family
         self.caption.setText(f"{family.title} · {loaded.name} · step {loaded.step:,} · "
@@ -373,22 +357,11 @@ class InpaintPanel(QWidget):
             widget.setVisible(bool(family.spec.num_classes))
         self.size_spin.setMaximum(max(1, family.spec.size // 2))
         self.dataset_spin.setMaximum(2**31 - 1)
-        original, image, mask, source = keep
-        if image is not None and original is not None and mask is not None:
-            refit = self._refit
-            if refit is not None and image is refit.image and np.array_equal(mask, refit.mask):
-                # Untouched since the last refit: start again from what that refit started
-                # from, so a trip through a smaller model does not leave the image blurred
-                # and the mask grown.
-                original, image, mask = refit.from_original, refit.from_image, refit.from_mask
-            size, channels = family.spec.size, family.spec.channels
-            fitted_original, _ = fit_to_model(original, mask, size, channels)
-            fitted, fitted_mask = fit_to_model(image, mask, size, channels)
-            self._show_image(fitted, source, original=fitted_original)
-            self.history.replace(fitted_mask)
-            self.canvas.refresh_mask()
-            self._on_mask_changed()
-            self._refit = _Refit(original, image, mask, self.image, fitted_mask.copy())
+        if self.session.refit(family.spec.size, family.spec.channels):
+            self._render_picture(new_picture=True)
+        else:
+            self.session.clear()
+            self.canvas.clear("Load an image to paint a mask on it")
         self._update_buttons()
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt API
@@ -409,22 +382,18 @@ class InpaintPanel(QWidget):
 
     def set_image(self, image: np.ndarray, source: str) -> None:
         """Start over on this image (uint8 (H, W, C) at the model's size) with an empty mask."""
-        self.earlier_images.clear()
-        self._show_image(image, source, original=image)
+        self.session.start(image, source)
+        self._render_picture(new_picture=True)
 
-    def _show_image(self, image: np.ndarray, source: str, original: np.ndarray | None = None) -> None:
-        if original is not None:
-            self.original, self.original_source = original, source
-            self.original_view.set_image(to_qimage(original))
-            self.history = MaskHistory(image.shape[0])
-            self.result = None
+    def _render_picture(self, new_picture: bool) -> None:
+        """Show the session's image and mask; a new picture also clears the last fill's views."""
+        session = self.session
+        if new_picture:
+            self.original_view.set_image(to_qimage(session.original))
             self.candidate_list.clear()
             self.result_view.set_image(None)
             self.result_label.clear()
-        self.image = image
-        self.source = source
-        assert self.history is not None
-        self.canvas.set_image(image, self.history)
+        self.canvas.set_image(session.image, session.history)
         self._on_mask_changed()
 
     def use_dataset_image(self) -> None:
@@ -469,36 +438,36 @@ class InpaintPanel(QWidget):
 
     def use_mask_file(self) -> None:
         path = self.ask_open_image()
-        if not path or self.history is None:
+        if not path or self.session.history is None:
             return
         size, _ = self._spec()
         self.mask_jobs.submit(partial(read_mask_file, path, size))
 
     def _on_mask_read(self, mask: np.ndarray) -> None:
-        if self.history is not None and mask.shape == (self.history.size, self.history.size):
-            self.history.replace(mask)
+        history = self.session.history
+        if history is not None and mask.shape == (history.size, history.size):
+            history.replace(mask)
             self.canvas.refresh_mask()
             self._on_mask_changed()
 
     def continue_from(self) -> None:
         """Work on from the selected candidate: it becomes the image, and the mask is cleared
         (undoably) so the next region can be painted."""
-        row = self.candidate_list.currentRow()
-        if self.result is None or row < 0 or self.image is None or self.history is None:
+        row, session = self.candidate_list.currentRow(), self.session
+        if session.result is None or row < 0 or session.image is None:
             return
-        self.earlier_images.append(self.image)
-        self._show_image(self.result.candidates[row], f"{self.source}, candidate {row + 1} (seed "
-                         f"{self.result.seed + row}) of a {self.result.loaded.family.title} fill")
-        self.clear_mask()
+        result = session.result
+        session.continue_from(result.candidates[row], f"{session.source}, candidate {row + 1} (seed "
+                              f"{result.seed + row}) of a {result.loaded.family.title} fill")
+        self._render_picture(new_picture=False)
 
     def back(self) -> None:
-        if self.earlier_images:
-            self._show_image(self.earlier_images.pop(), self.source)
+        if self.session.back():
+            self._render_picture(new_picture=False)
 
     def revert(self) -> None:
-        if self.original is not None:
-            self.earlier_images.clear()
-            self._show_image(self.original, self.original_source)
+        if self.session.revert():
+            self._render_picture(new_picture=False)
 
     # -- the mask -----------------------------------------------------------------------------
     def set_tool(self, tool: str) -> None:
@@ -507,9 +476,9 @@ class InpaintPanel(QWidget):
         self.canvas.update()
 
     def _edit(self, action: Callable[[MaskHistory], object]) -> None:
-        if self.history is None:
+        if self.session.history is None:
             return
-        action(self.history)
+        action(self.session.history)
         self.canvas.refresh_mask()
         self._on_mask_changed()
 
@@ -526,33 +495,36 @@ class InpaintPanel(QWidget):
         self._edit(MaskHistory.redo)
 
     def mask(self) -> np.ndarray | None:
-        return None if self.history is None else self.history.mask.copy()
+        return None if self.session.history is None else self.session.history.mask.copy()
 
     def _on_mask_changed(self) -> None:
-        if self.history is not None:
-            total = self.history.size ** 2
-            self.canvas_label.setText(f"To fill: {self.history.filled():,} of {total:,} px "
-                                      f"({100 * self.history.filled() / total:.0f}%)")
+        history = self.session.history
+        if history is not None:
+            total = history.size ** 2
+            self.canvas_label.setText(f"To fill: {history.filled():,} of {total:,} px "
+                                      f"({100 * history.filled() / total:.0f}%)")
         self._update_buttons()
 
     def _on_pointer(self, column: int, row: int) -> None:
-        if self.history is not None and 0 <= column < self.history.size and 0 <= row < self.history.size:
+        history = self.session.history
+        if history is not None and 0 <= column < history.size and 0 <= row < history.size:
             base = self.canvas_label.text().split(" · ")[0]
             self.canvas_label.setText(f"{base} · pixel ({column}, {row})")
 
     # -- filling ------------------------------------------------------------------------------
     def start_fill(self) -> None:
-        if self.loaded is None or self.image is None or self.history is None:
+        if self.loaded is None or self.session.image is None or self.session.history is None:
             return
-        if not self.history.filled():
+        if not self.session.history.filled():
             self._fail("Paint the region to fill first (white in the overlay's tint).")
             return
         label = self.class_combo.currentIndex() if self.loaded.family.spec.num_classes else None
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self.result_label.setText("Filling…")
-        self.fill_jobs.submit(partial(jobs.fill_candidates, self.loaded, self.image, self.history.mask.copy(),
-                                      self.count_spin.value(), self.seed_spin.value(), label, self.source))
+        session = self.session
+        self.fill_jobs.submit(partial(jobs.fill_candidates, self.loaded, session.image, session.history.mask.copy(),
+                                      self.count_spin.value(), self.seed_spin.value(), label, session.source))
 
     def cancel_fill(self) -> None:
         if self.fill_jobs.is_busy() or self.compare_jobs.is_busy():
@@ -575,7 +547,7 @@ class InpaintPanel(QWidget):
 
     def _on_filled(self, result: jobs.Fill) -> None:
         self.progress.setVisible(False)
-        self.result = result
+        self.session.result = result
         self.candidate_list.clear()
         for k, tile in enumerate(result.tiles):
             item = QListWidgetItem(QIcon(_enlarged(tile)), f"seed {result.seed + k}")
@@ -586,11 +558,12 @@ class InpaintPanel(QWidget):
         self._update_buttons()
 
     def _show_candidate(self, row: int) -> None:
-        if self.result is None or not 0 <= row < len(self.result.tiles):
+        result = self.session.result
+        if result is None or not 0 <= row < len(result.tiles):
             return
-        self.result_view.set_image(self.result.tiles[row])
-        self.result_label.setText(f"Candidate {row + 1} of {len(self.result.tiles)} · seed "
-                                  f"{self.result.seed + row} · {self.result.seconds:.1f} s for all")
+        self.result_view.set_image(result.tiles[row])
+        self.result_label.setText(f"Candidate {row + 1} of {len(result.tiles)} · seed "
+                                  f"{result.seed + row} · {result.seconds:.1f} s for all")
         self._update_buttons()
 
     # -- comparing families -------------------------------------------------------------------
@@ -622,19 +595,19 @@ class InpaintPanel(QWidget):
                 if self.run_list.item(i).checkState() == Qt.CheckState.Checked]
 
     def start_compare(self) -> None:
-        if self.loaded is None or self.image is None or self.history is None:
+        if self.loaded is None or self.session.image is None or self.session.history is None:
             return
-        if not self.history.filled():
+        if not self.session.history.filled():
             self._fail("Paint the region to fill first.")
             return
-        mask = self.history.mask.copy()
-        self._compared_input = (self.image, mask, self.seed_spin.value())
+        mask = self.session.history.mask.copy()
+        self._compared_input = (self.session.image, mask, self.seed_spin.value())
         self.compare_list.clear()
         self.compare_label.setText("Opening the runs…")
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self.compare_jobs.submit(partial(jobs.compare_fills, self.loaded, self.ticked_runs(), self.device(),
-                                         self.image, mask, self.seed_spin.value()))
+                                         self.session.image, mask, self.seed_spin.value()))
 
     def _on_compared_one(self, entry: jobs.ComparedFill) -> None:
         """One run's fill, shown as soon as it is ready."""
@@ -658,11 +631,11 @@ class InpaintPanel(QWidget):
     # -- export -------------------------------------------------------------------------------
     def export_result(self) -> None:
         row = self.candidate_list.currentRow()
-        if self.result is None or row < 0:
+        if self.session.result is None or row < 0:
             return
         path = self.ask_save_path("inpainting.png")
         if path:
-            self.export_jobs.submit(partial(jobs.export_fill, self.result, row, path, self.scale_spin.value()))
+            self.export_jobs.submit(partial(jobs.export_fill, self.session.result, row, path, self.scale_spin.value()))
 
     def export_comparison(self) -> None:
         if not self.compared or self._compared_input is None:
@@ -677,23 +650,23 @@ class InpaintPanel(QWidget):
     def _update_buttons(self, *_args) -> None:
         have_run = self.loaded is not None
         can_fill = have_run and Capability.INPAINT in self.loaded.family.capabilities
-        have_image = self.image is not None and self.history is not None
+        have_image = self.session.image is not None and self.session.history is not None
         filling = self.fill_jobs.is_busy() or self.compare_jobs.is_busy()
-        has_mask = have_image and self.history.filled() > 0
+        has_mask = have_image and self.session.history.filled() > 0
         for widget in (self.dataset_button, self.dataset_spin, self.gallery_button, self.file_button):
             widget.setEnabled(have_run)
         for widget in (*self.tool_buttons.values(), self.invert_button, self.clear_button,
                        self.mask_file_button, self.fit_button, self.size_spin):
             widget.setEnabled(have_image)
-        self.undo_button.setEnabled(have_image and self.history.can_undo)
-        self.redo_button.setEnabled(have_image and self.history.can_redo)
-        self.back_button.setEnabled(bool(self.earlier_images))
-        self.revert_button.setEnabled(have_image and self.image is not self.original)
+        self.undo_button.setEnabled(have_image and self.session.history.can_undo)
+        self.redo_button.setEnabled(have_image and self.session.history.can_redo)
+        self.back_button.setEnabled(bool(self.session.earlier))
+        self.revert_button.setEnabled(self.session.can_revert)
         self.fill_button.setEnabled(can_fill and has_mask and not filling)
         self.compare_button.setEnabled(can_fill and has_mask and not filling and bool(self.ticked_runs()))
         self.compare_button.setToolTip(COMPARE_TIP if self.ticked_runs() else "Tick the runs to compare with first")
         self.cancel_button.setEnabled(filling)
-        selected = self.result is not None and self.candidate_list.currentRow() >= 0
+        selected = self.session.result is not None and self.candidate_list.currentRow() >= 0
         self.continue_button.setEnabled(selected)
         self.export_button.setEnabled(selected)
         self.export_compare_button.setEnabled(any(c.image is not None for c in self.compared))

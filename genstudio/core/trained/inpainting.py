@@ -9,7 +9,9 @@ keep-mask, since that is what their algorithms clamp to.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +20,7 @@ from PIL import Image, ImageOps
 from ..data import load_grey_levels
 from ..families import Capability, Family, SampleProgress
 from ..runs.images import make_grid, save_png, to_pil, to_uint8
+from .masks import MaskHistory
 
 MASK_THRESHOLD = 128  # grey levels at or above this count as "fill"
 
@@ -140,3 +143,93 @@ def export_inpainting(path: str | os.PathLike[str], image: np.ndarray, fill: np.
 
 __all__ = ["HOLE_ALPHA", "HOLE_TINT", "MASK_THRESHOLD", "InpaintError", "before_after", "export_inpainting",
            "fit_to_model", "inpaint_candidates", "load_mask", "mask_image", "show_hole"]
+
+
+# -- a person's inpainting session -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Refit:
+    """The picture a model change resampled (`from_*`) and what it made of them."""
+
+    from_original: np.ndarray
+    from_image: np.ndarray
+    from_mask: np.ndarray
+    image: np.ndarray
+    mask: np.ndarray
+
+
+class InpaintSession:
+    """The picture a person is inpainting, without Qt: the image as loaded and where it came
+    from, the image being worked on (a chosen candidate replaces it), the images Back returns
+    to, the mask with its undo history, and the last fill. The Inpaint tab renders it."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.original: np.ndarray | None = None   # the image as it was loaded
+        self.original_source = ""
+        self.image: np.ndarray | None = None      # the image being worked on
+        self.source = ""                          # where it came from, for the metadata
+        self.earlier: list[np.ndarray] = []       # what Back returns to
+        self.history: MaskHistory | None = None
+        self.result: Any = None                   # the last fill's candidates
+        self._refit: _Refit | None = None
+
+    def start(self, image: np.ndarray, source: str) -> None:
+        """A new picture (uint8 (H, W, C) at the model's size) with an empty mask."""
+        self.earlier.clear()
+        self._show(image, source, original=image)
+
+    def continue_from(self, candidate: np.ndarray, source: str) -> None:
+        """Work on from a candidate: it becomes the image, and the mask is cleared (undoably)
+        so that the next region can be painted; Back returns to the image before."""
+        assert self.image is not None and self.history is not None
+        self.earlier.append(self.image)
+        self._show(candidate, source)
+        self.history.clear()
+
+    def back(self) -> bool:
+        if not self.earlier:
+            return False
+        self._show(self.earlier.pop(), self.source)
+        return True
+
+    def revert(self) -> bool:
+        """Back to the image as loaded; the mask stays."""
+        if self.original is None:
+            return False
+        self.earlier.clear()
+        self._show(self.original, self.original_source)
+        return True
+
+    @property
+    def can_revert(self) -> bool:
+        return self.image is not None and self.image is not self.original
+
+    def refit(self, size: int, channels: int) -> bool:
+        """Resample the picture and its mask for a model of another size or colour count (a new
+        picture, so the fill's result goes). A picture untouched since the last refit starts
+        again from what that refit started from, so that a trip through a smaller model does
+        not leave the image blurred and the mask grown. False: there was no picture."""
+        if self.image is None or self.original is None or self.history is None:
+            return False
+        original, image, mask = self.original, self.image, self.history.mask.copy()
+        last = self._refit
+        if last is not None and image is last.image and np.array_equal(mask, last.mask):
+            original, image, mask = last.from_original, last.from_image, last.from_mask
+        fitted_original, _ = fit_to_model(original, mask, size, channels)
+        fitted, fitted_mask = fit_to_model(image, mask, size, channels)
+        self.earlier.clear()
+        self._show(fitted, self.source, original=fitted_original)
+        self.history.replace(fitted_mask)
+        self._refit = _Refit(original, image, mask, fitted, fitted_mask.copy())
+        return True
+
+    def _show(self, image: np.ndarray, source: str, original: np.ndarray | None = None) -> None:
+        if original is not None:  # a new picture: a fresh mask, no fill yet
+            self.original, self.original_source = original, source
+            self.history = MaskHistory(image.shape[0])
+            self.result = None
+        self.image, self.source = image, source
