@@ -47,3 +47,10 @@ def test_each_pretrained_run_loads_and_samples_real_images(shipped, name):
     assert images.shape == (2, size, size, channels) and images.dtype == np.uint8
     assert images.std() > 5  # not a blank canvas
     assert np.array_equal(images, generate(loaded, 2, seed=0, label=label, options=options))
+
+
+def test_a_checkout_finds_its_own_pretrained_folder(monkeypatch):
+    """Without GENSTUDIO_PRETRAINED (as the app runs from a clone) the runs are the checkout's."""
+    monkeypatch.delenv("GENSTUDIO_PRETRAINED", raising=False)
+    assert pretrained.shipped_root() == SHIPPED
+    assert pretrained.DEFAULT in [run.name for run in pretrained.available()]

@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QIcon, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -31,7 +31,6 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QSplitter,
     QVBoxLayout,
     QWidget,
 )
@@ -44,9 +43,10 @@ from genstudio.core.trained.masks import MaskHistory
 
 from .. import file_dialogs, jobs
 from ..imaging import PixelView, to_qimage
-from ..layout import push_button, scrolling
+from ..layout import push_button
 from ..workers import Job, TaskRunner
 from .mask_canvas import BRUSH, ERASER, RECTANGLE, ZOOM_STEP, MaskCanvas
+from .run_panel import RunToolPanel
 
 CONTROLS_WIDTH = 300
 TILE = 96                # candidate and comparison tiles, in screen pixels
@@ -65,8 +65,7 @@ def read_mask_file(path: str, size: int, job: Job) -> np.ndarray:
 
 COMPARE_TIP = "This run and every ticked run fill the same hole with the same seed, side by side"
 
-class InpaintPanel(QWidget):
-    status = Signal(str)  # a line for the window's status bar
+class InpaintPanel(RunToolPanel):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -115,21 +114,8 @@ class InpaintPanel(QWidget):
             side_layout.addWidget(box, 1)
         side_layout.addWidget(self.result_label)
 
-        top = QSplitter(Qt.Orientation.Horizontal)
-        top.addWidget(scrolling(self._controls(), CONTROLS_WIDTH))
-        top.addWidget(canvas_box)
-        top.addWidget(side)
-        top.setStretchFactor(1, 2)
-        top.setStretchFactor(2, 1)
-        top.setCollapsible(0, False)
-        body = QSplitter(Qt.Orientation.Vertical)
-        body.addWidget(top)
-        body.addWidget(self._strips())
-        body.setStretchFactor(0, 1)
-        body.setSizes([600, 190])
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.caption)
-        layout.addWidget(body, 1)
+        self.lay_out(self.caption, self._controls(), CONTROLS_WIDTH, canvas_box, side, self._strips(),
+                     shares=(2, 1), top_sizes=None, body_sizes=[600, 190])
 
     def _controls(self) -> QWidget:
         column = QWidget()
@@ -370,9 +356,7 @@ class InpaintPanel(QWidget):
             self.add_run(path, checked=None)
 
     def cancel_work(self) -> None:
-        for runner in self.runners:
-            if runner is not self.export_jobs:
-                runner.cancel()
+        self.cancel_runners()
         self.progress.setVisible(False)
 
     # -- the image ----------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
     QSizePolicy,
     QSlider,
     QSpinBox,
-    QSplitter,
     QVBoxLayout,
     QWidget,
 )
@@ -45,8 +44,9 @@ from genstudio.core.trained.latent import (
 
 from .. import file_dialogs, jobs
 from ..imaging import PixelView, to_qimage
-from ..layout import panel_shortcut, push_button, scrolling
+from ..layout import panel_shortcut, push_button
 from ..workers import LatestOnlyRunner, TaskRunner
+from .run_panel import RunToolPanel
 
 SLIDERS = 8              # sliders shown at a time (principal directions or raw dimensions)
 SLIDER_UNITS = 100       # slider ticks per unit (σ for principal directions, z for raw ones)
@@ -155,8 +155,7 @@ class EndpointPicker(QWidget):
         return Endpoint(path=self.path)
 
 
-class LatentExplorer(QWidget):
-    status = Signal(str)  # a line for the window's status bar
+class LatentExplorer(RunToolPanel):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -218,24 +217,11 @@ class LatentExplorer(QWidget):
         hover_row.addWidget(self.hover_label, 1)
         map_layout.addLayout(hover_row)
 
-        top = QSplitter(Qt.Orientation.Horizontal)
-        top.addWidget(scrolling(self._controls(), CONTROLS_WIDTH))
-        top.addWidget(centre)
-        top.addWidget(map_box)
-        top.setStretchFactor(1, 1)
-        top.setStretchFactor(2, 2)
-        top.setCollapsible(0, False)
         # The map gets the larger share of what is left: it holds hundreds of points and its
-        # hover caption, where the image is one small picture scaled up.
-        top.setSizes([CONTROLS_WIDTH, 300, 500])
-        body = QSplitter(Qt.Orientation.Vertical)
-        body.addWidget(top)
-        body.addWidget(self._interpolation_box())
-        body.setStretchFactor(0, 1)
-        body.setSizes([640, 200])  # the strip is one row of small frames
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.caption)
-        layout.addWidget(body, 1)
+        # hover caption, where the image is one small picture scaled up. The strip below is one
+        # row of small frames.
+        self.lay_out(self.caption, self._controls(), CONTROLS_WIDTH, centre, map_box, self._interpolation_box(),
+                     shares=(1, 2), top_sizes=[CONTROLS_WIDTH, 300, 500], body_sizes=[640, 200])
 
     def _controls(self) -> QWidget:
         column = QWidget()
@@ -471,9 +457,7 @@ class LatentExplorer(QWidget):
     def cancel_work(self) -> None:
         """Drop every pending result and stop an encoding (exports still finish writing)."""
         self._stop_encoding.set()
-        for runner in self.runners:
-            if runner is not self.export_jobs:
-                runner.cancel()
+        self.cancel_runners()
         self.encode_progress.setVisible(False)
 
     # -- the current latent -------------------------------------------------------------------

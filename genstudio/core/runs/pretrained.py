@@ -57,7 +57,7 @@ def shipped_root() -> Path:
     bundle = getattr(sys, "_MEIPASS", None)
     if bundle:
         return Path(bundle) / "pretrained"
-    return Path(__file__).resolve().parents[2] / "pretrained"
+    return Path(__file__).resolve().parents[3] / "pretrained"  # genstudio/core/runs/ → the checkout
 
 
 def available(root: Path | None = None) -> list[PretrainedRun]:
