@@ -377,7 +377,8 @@ def _train_classifier(x: torch.Tensor, labels: torch.Tensor) -> torch.nn.Module:
     return classifier
 
 
-def test_a_tiny_conditional_gan_draws_the_class_it_is_asked_for():
+@pytest.mark.parametrize("conditioning", ["batchnorm", "concat"])
+def test_a_tiny_conditional_gan_draws_the_class_it_is_asked_for(conditioning):
     g = torch.Generator().manual_seed(0)
     train_labels = torch.arange(384) % 3
     data = _bar_images(train_labels, g)
@@ -387,9 +388,9 @@ def test_a_tiny_conditional_gan_draws_the_class_it_is_asked_for():
         assert (classifier(_bar_images(held_out_labels, g)).argmax(1) == held_out_labels).float().mean() > 0.98
 
     gan = tiny_gan(size=8, classes=3, base_channels=16, latent_dim=8, lr_generator=1e-3,
-                   lr_discriminator=1e-3, ema_decay=0.99)
+                   lr_discriminator=1e-3, ema_decay=0.99, conditioning=conditioning)
     noise = torch.Generator().manual_seed(1)
-    for step in range(150):
+    for step in range(300):  # class-conditional BatchNorm needs some 250 steps here, concat 150
         batch = torch.arange(step * 32, (step + 1) * 32) % len(data)
         gan.train_step(data[batch], train_labels[batch], noise)
     gan.eval_mode()
@@ -398,3 +399,41 @@ def test_a_tiny_conditional_gan_draws_the_class_it_is_asked_for():
     with torch.no_grad():
         agreement = (classifier(samples).argmax(1) == requested).float().mean().item()
     assert agreement > 0.9  # chance is 1/3
+
+
+def test_class_batchnorm_gives_the_class_only_to_the_norms():
+    """z alone enters G's first layer; every BatchNorm takes its scale and shift from the class,
+    starting as a plain BatchNorm's (γ = 1, β = 0), so at initialisation the class changes
+    nothing and a class's own shift moves only that class's images."""
+    gan = tiny_gan(size=8, classes=3)
+    g = gan.generator.eval()
+    assert g.project.in_features == gan.latent_dim and g.class_embedding is None
+    z = torch.randn(4, gan.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        by_class = [g(z, torch.full((4,), c)) for c in range(3)]
+        assert torch.equal(by_class[0], by_class[1]) and torch.equal(by_class[0], by_class[2])
+        g.blocks[-1].norm.shift.weight[1] += 0.5
+        moved = [g(z, torch.full((4,), c)) for c in range(3)]
+    assert torch.equal(moved[0], by_class[0]) and torch.equal(moved[2], by_class[2])
+    assert not torch.allclose(moved[1], by_class[1])
+
+
+def test_a_conditional_run_saved_before_class_batchnorm_loads_as_it_was_trained(tmp_path):
+    from genstudio.core.families import stored_family_config
+
+    old = tiny_gan(size=8, classes=3, conditioning="concat")
+    saved = {k: v for k, v in old.config.__dict__.items() if k != "conditioning"}
+    rebuilt = tiny_gan(size=8, classes=3, **stored_family_config("gan", saved))
+    rebuilt.generator.load_state_dict(old.generator.state_dict())  # strict: every key fits
+    z = torch.randn(2, old.latent_dim)
+    labels = torch.tensor([0, 2])
+    old.generator.eval(), rebuilt.generator.eval()
+    with torch.no_grad():
+        assert torch.equal(old.generator(z, labels), rebuilt.generator(z, labels))
+    with pytest.raises(RuntimeError):
+        tiny_gan(size=8, classes=3).generator.load_state_dict(old.generator.state_dict())
+
+
+def test_an_unknown_conditioning_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="batchnorm.*concat"):
+        tiny_gan(conditioning="film")

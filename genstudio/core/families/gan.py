@@ -13,9 +13,12 @@ Three losses, chosen in the config (s = a discriminator score, σ the logistic f
 
 Each term is averaged over the batch. The discriminator may be spectrally normalised (Miyato
 et al. 2018); sampling uses an exponential moving average of the generator's weights (Yazıcı
-et al. 2019), which is steadier than the live generator. With classes, G takes a learned class
-embedding beside z (cGAN, Mirza & Osindero 2014) and D is a projection discriminator (Miyato &
-Koyama 2018): D(x, y) = ψ(φ(x)) + ⟨embed(y), φ(x)⟩.
+et al. 2019), which is steadier than the live generator. With classes, D is a projection
+discriminator (Miyato & Koyama 2018): D(x, y) = ψ(φ(x)) + ⟨embed(y), φ(x)⟩, and the class
+reaches G through class-conditional BatchNorm (de Vries et al. 2017; Miyato & Koyama 2018): every
+BatchNorm in G normalises without its own scale and shift and takes γ(y), β(y) from the class, so
+z alone sets the content within a class. (Runs saved before this option concatenate a class
+embedding to z instead, the cGAN of Mirza & Osindero 2014; `conditioning = "concat"`.)
 
 A GAN has no encoder, so `encode` and `inpaint` optimise z to fit the image (GAN inversion,
 e.g. Creswell & Bharath 2018): Adam on z from several seeded random starts, keeping the best.
@@ -56,14 +59,19 @@ class GANConfig:
     inversion_steps: int = 200     # Adam steps on z per start when encoding or inpainting
     inversion_restarts: int = 4    # seeded random starts per image; the best fit is kept
     inversion_lr: float = 0.1      # Adam learning rate on z, cosine-decayed to 0 over the steps
+    conditioning: Literal["batchnorm", "concat"] = "batchnorm"  # how the class reaches G: class-conditional BatchNorm | an embedding beside z
 
     # What the empty value of these knobs means; forms show it instead of () or 0.
     AUTOMATIC: ClassVar[dict[str, str]] = {"adam_betas": "the loss's usual", "n_critic": "the loss's usual"}
+    # Class-conditional runs saved before `conditioning` existed concatenated the class to z.
+    EARLIER_VALUES: ClassVar[dict[str, Any]] = {"conditioning": "concat"}
 
     def __post_init__(self) -> None:
         at_least(self, 1, "latent_dim", "base_channels", "inversion_restarts")
         at_least(self, 0, "lr_generator", "lr_discriminator", "inversion_lr", "gp_weight")
         within(self, 0, 1, "ema_decay")
+        if self.conditioning not in ("batchnorm", "concat"):
+            raise ValueError(f"conditioning must be 'batchnorm' or 'concat', not {self.conditioning!r}")
         if len(self.adam_betas) not in (0, 2) or not all(0 <= b < 1 for b in self.adam_betas):
             raise ValueError(f"adam_betas must be [] or two numbers in [0, 1), not {list(self.adam_betas)}")
 
@@ -105,20 +113,47 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
 # -- networks ---------------------------------------------------------------------------------
 
 
+class ClassBatchNorm2d(nn.Module):
+    """BatchNorm whose scale and shift are chosen by the class: γ(y)·x̂ + β(y), with x̂ normalised
+    by statistics shared across classes. γ starts at 1 and β at 0, as a plain BatchNorm's."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.scale = nn.Embedding(num_classes, channels)
+        self.shift = nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.scale.weight)
+        nn.init.zeros_(self.shift.weight)
+
+    def forward(self, x: Tensor, labels: Tensor) -> Tensor:
+        return (self.norm(x) * self.scale(labels)[:, :, None, None]
+                + self.shift(labels)[:, :, None, None])
+
+
+def generator_norm(channels: int, num_classes: int | None) -> nn.Module:
+    """G's BatchNorm: class-conditional when the class reaches G that way, else plain (whose
+    parameter names older checkpoints carry)."""
+    return ClassBatchNorm2d(channels, num_classes) if num_classes else nn.BatchNorm2d(channels)
+
+
+def normalise(norm: nn.Module, x: Tensor, labels: Tensor | None) -> Tensor:
+    return norm(x, labels) if isinstance(norm, ClassBatchNorm2d) else norm(x)
+
+
 class GeneratorBlock(nn.Module):
     """Upsample (nearest) to an exact size, 3×3 conv, BatchNorm, ReLU: DCGAN's layer with a
     resize-convolution instead of a transposed one, which avoids checkerboard artefacts
     (Odena et al. 2016) and reaches odd sizes such as 7 → 14 → 28 exactly."""
 
-    def __init__(self, c_in: int, c_out: int, out_size: int):
+    def __init__(self, c_in: int, c_out: int, out_size: int, norm_classes: int | None):
         super().__init__()
         self.out_size = out_size
         self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)  # BN supplies the bias
-        self.norm = nn.BatchNorm2d(c_out)
+        self.norm = generator_norm(c_out, norm_classes)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, labels: Tensor | None) -> Tensor:
         x = F.interpolate(x, size=(self.out_size, self.out_size), mode="nearest")
-        return F.relu(self.norm(self.conv(x)))
+        return F.relu(normalise(self.norm, self.conv(x), labels))
 
 
 class Generator(nn.Module):
@@ -130,16 +165,17 @@ class Generator(nn.Module):
         sizes = pyramid_sizes(spec.size)                  # e.g. 28 → [28, 14, 7, 4]
         widths = level_widths(len(sizes) - 1, cfg.base_channels)
         self.start_shape = (widths[-1], sizes[-1], sizes[-1])
-        self.class_embedding = (nn.Embedding(spec.num_classes, cfg.latent_dim)
-                                if spec.num_classes else None)
-        in_dim = cfg.latent_dim * (2 if spec.num_classes else 1)
+        concat = bool(spec.num_classes) and cfg.conditioning == "concat"
+        norm_classes = spec.num_classes if cfg.conditioning == "batchnorm" else None
+        self.class_embedding = nn.Embedding(spec.num_classes, cfg.latent_dim) if concat else None
+        in_dim = cfg.latent_dim * (2 if concat else 1)
         self.project = nn.Linear(in_dim, math.prod(self.start_shape), bias=False)
-        self.project_norm = nn.BatchNorm2d(widths[-1])
+        self.project_norm = generator_norm(widths[-1], norm_classes)
         # Up to sizes[level] with width widths[level − 1], the encoder's width there. The last
         # block works at full resolution: without it the image is a linear function of
         # half-resolution features, and edges come out blurred and striped.
-        self.blocks = nn.Sequential(*[
-            GeneratorBlock(widths[level], widths[max(level - 1, 0)], sizes[level])
+        self.blocks = nn.ModuleList([
+            GeneratorBlock(widths[level], widths[max(level - 1, 0)], sizes[level], norm_classes)
             for level in range(len(widths) - 1, -1, -1)
         ])
         self.to_image = nn.Conv2d(widths[0], spec.channels, 3, padding=1)
@@ -148,7 +184,9 @@ class Generator(nn.Module):
         if self.class_embedding is not None:
             z = torch.cat([z, self.class_embedding(labels)], dim=1)
         h = self.project(z).view(-1, *self.start_shape)   # (B, C, s, s)
-        h = self.blocks(F.relu(self.project_norm(h)))     # (B, base, H, W)
+        h = F.relu(normalise(self.project_norm, h, labels))
+        for block in self.blocks:
+            h = block(h, labels)                          # … up to (B, base, H, W)
         return torch.tanh(self.to_image(h))               # (B, channels, H, W)
 
 
