@@ -1,14 +1,16 @@
-"""Background threads: the training worker and a runner for one-off jobs.
+"""Background work: the training worker on a thread of its own, one-off jobs on a thread pool.
 
-The GUI thread never computes. Long work runs in a QThread and talks back only through
-signals, which Qt queues to the GUI thread because the receivers live there. Every thread
-started here is registered so that tests (and the window on close) can check that none is
+The GUI thread never computes. Long work runs off it and talks back only through signals, which
+Qt queues to the GUI thread because the receivers live there. Every thread started here and
+every job submitted is registered, so that tests (and the window on close) can check that none is
 left running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import logging
 import re
 import threading
@@ -18,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import shiboken6
-from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, QThreadPool, QTimer, Signal, Slot
 
 from genstudio.core.data import DatasetError, ImageDataset, load_source
 from genstudio.core.metrics.download import DownloadError
@@ -331,8 +333,11 @@ class Job:
         self._worker.message.emit(self.id, text)
 
 
-class FunctionWorker(ThreadWorker):
-    """Calls fn(job) once in its thread and reports the result or the failure."""
+class FunctionWorker(QObject):
+    """Calls fn(job) once, on a thread of the job pool, and reports the result or the failure.
+
+    It lives on the GUI thread, which made it and is the only one to drop it (see _JobEnds):
+    only its signals are used from the pool's thread."""
 
     progress = Signal(int, int, int)      # job id, done, total
     message = Signal(int, str)            # job id, stage
@@ -345,7 +350,6 @@ class FunctionWorker(ThreadWorker):
         self.fn = fn
         self.job: Job | None = None
 
-    @Slot()
     def run(self) -> None:
         assert self.job is not None
         try:
@@ -358,17 +362,92 @@ class FunctionWorker(ThreadWorker):
         else:
             self.succeeded.emit(self.job.id, result)
         finally:
-            # The job holds this worker: break the cycle so that the worker dies by reference
-            # count on the GUI thread, not in a garbage-collector pass on whatever thread.
-            self.job = None
-            self.finish()
+            self.job = None  # the job holds this worker: no cycle left for a collector pass
+
+
+# One pool of long-lived threads for every runner's jobs: a job reuses an idle thread (Qt ends
+# one after 30 s without work) instead of creating, joining and deleting one. No cap worth the
+# name: a runner's job must not wait behind another panel's long evaluation.
+_POOL = QThreadPool()
+_POOL.setMaxThreadCount(64)
+
+
+class _JobEnds(QObject):
+    """Carries "job `token` has ended" from a pool thread to the GUI thread.
+
+    Why a relay instead of a signal of the worker or runner: whoever drops the last reference to
+    a Python-made QObject destroys it on that thread, and destroyed on a thread other than the
+    GUI thread it can deadlock (ThreadWorker says how). A pool thread holds neither object when
+    it emits this; the GUI thread drops both."""
+
+    ended = Signal(int)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended.connect(self._ended)
+        self.callbacks: dict[int, Callable[[], None]] = {}  # token → on-ended, GUI thread only
+        self._next = 0
+
+    def add(self, on_ended: Callable[[], None]) -> int:
+        self._next += 1
+        self.callbacks[self._next] = on_ended
+        return self._next
+
+    @Slot(int)
+    def _ended(self, token: int) -> None:
+        self.callbacks.pop(token)()
+
+
+_job_ends: _JobEnds | None = None  # made on the GUI thread by the first submit
+
+
+def _run_in_pool(worker: FunctionWorker, on_ended: Callable[[], None]) -> None:
+    """Run `worker` on a pool thread; `on_ended()` follows on the GUI thread. Call from the GUI
+    thread."""
+    global _job_ends, _unfinished_jobs
+    if _job_ends is None:
+        _job_ends = _JobEnds()
+    relay, token, holder = _job_ends, _job_ends.add(on_ended), [worker]
+    with _jobs_lock:
+        _unfinished_jobs += 1
+
+    def task() -> None:
+        global _unfinished_jobs
+        held = holder.pop()
+        try:
+            held.run()
+        finally:
+            del held  # before `ended`: then only the GUI thread holds the worker
+            with _jobs_lock:
+                _unfinished_jobs -= 1
+            relay.ended.emit(token)
+
+    _POOL.start(task)
+
+
+_jobs_lock = threading.Lock()
+_unfinished_jobs = 0  # submitted and not yet returned on their pool thread
+
+
+def running_jobs() -> int:
+    """Jobs submitted to a runner that have not ended yet on their pool thread."""
+    with _jobs_lock:
+        return _unfinished_jobs
+
+
+def wait_for_jobs(ms: int) -> bool:
+    """Block until every job has ended on its thread (tests and shutdown); the pool's idle
+    threads end too (QThreadPool.waitForDone), and later jobs start new ones."""
+    return _POOL.waitForDone(ms)
 
 
 class TaskRunner(QObject):
-    """Runs jobs of one kind in background threads; only the newest job's result is delivered.
+    """Runs jobs of one kind on pool threads; only the newest job's result is delivered.
 
     Submitting again makes every older job stale: its result is dropped and job.cancelled()
-    turns True so a cooperative job can give up early. Signals arrive on the GUI thread."""
+    turns True so a cooperative job can give up early. Signals arrive on the GUI thread. From
+    the first job until none is left, freed memory stays in the process for the next job (a
+    slider drag's decodes), and goes back to the system on a pool thread after the last."""
 
     succeeded = Signal(object)
     failed = Signal(str, str)       # cause, traceback
@@ -380,7 +459,8 @@ class TaskRunner(QObject):
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
         self._latest = 0
-        self._threads: dict[QThread, FunctionWorker] = {}
+        self._running: dict[int, FunctionWorker] = {}  # job id → worker, until its end arrives
+        self._memory: contextlib.ExitStack | None = None  # keep_freed_memory while busy
 
     def submit(self, fn: Callable[[Job], Any]) -> None:
         was_busy = self.is_busy()
@@ -389,34 +469,37 @@ class TaskRunner(QObject):
             self.busy_changed.emit(True)
 
     def _start(self, fn: Callable[[Job], Any]) -> None:
+        if self._memory is None:
+            self._memory = contextlib.ExitStack()
+            self._memory.enter_context(keep_freed_memory())  # settings only: microseconds
         self._latest += 1
         worker = FunctionWorker(fn)
-        worker.job = Job(self, self._latest, worker)
+        worker.job = job = Job(self, self._latest, worker)
         worker.progress.connect(self._on_progress)
         worker.message.connect(self._on_message)
         worker.preview.connect(self._on_preview)
         worker.succeeded.connect(self._on_succeeded)
         worker.failed.connect(self._on_failed)
-        thread = start_thread(worker, worker.run, self._on_thread_finished)
-        self._threads[thread] = worker
+        self._running[job.id] = worker
+        _run_in_pool(worker, functools.partial(self._on_job_ended, job.id))
 
     def cancel(self) -> None:
         """Drop the results of every job submitted so far."""
         self._latest += 1
 
     def is_busy(self) -> bool:
-        """Whether any job's thread is still running, a stale one included."""
-        return bool(self._threads)
+        """Whether any job is still running, a stale one included."""
+        return bool(self._running)
 
     def is_working(self) -> bool:
         """Whether the newest job is still running, i.e. a result is still to come; cancelled
         jobs may be finishing beside it."""
         return any(worker.job is not None and worker.job.id == self._latest  # None: its result is sent
-                   for worker in self._threads.values())
+                   for worker in self._running.values())
 
     def wait(self, ms: int = 10_000) -> bool:
-        """Block until every job's thread has ended (for shutdown only)."""
-        return all(t.wait(ms) for t in list(self._threads))
+        """Block until every job of every runner has ended (for shutdown only)."""
+        return wait_for_jobs(ms)
 
     def _is_stale(self, job_id: int) -> bool:
         return job_id != self._latest
@@ -446,12 +529,18 @@ class TaskRunner(QObject):
         if not self._is_stale(job_id):
             self.failed.emit(cause, details)
 
-    def _on_thread_finished(self, thread: QThread) -> None:
-        if not shiboken6.isValid(self):
-            return  # the widget that owned this runner was deleted while the job ran on
-        self._threads.pop(thread, None)
-        if not self._threads:
+    def _on_job_ended(self, job_id: int) -> None:
+        self._running.pop(job_id, None)
+        if self._running:
+            return
+        self._give_back_memory()
+        if shiboken6.isValid(self):  # else the widget that owned this runner was deleted meanwhile
             self.busy_changed.emit(False)
+
+    def _give_back_memory(self) -> None:
+        memory, self._memory = self._memory, None
+        if memory is not None:
+            _POOL.start(memory.close)  # the trim takes milliseconds: not on the GUI thread
 
 
 class LatestOnlyRunner(TaskRunner):
@@ -477,12 +566,10 @@ class LatestOnlyRunner(TaskRunner):
         self._waiting = None
         super().cancel()
 
-    def _on_thread_finished(self, thread: QThread) -> None:
-        if not shiboken6.isValid(self):
-            return
-        self._threads.pop(thread, None)
-        if self._waiting is not None:
+    def _on_job_ended(self, job_id: int) -> None:
+        self._running.pop(job_id, None)
+        if self._waiting is not None and shiboken6.isValid(self):
             fn, self._waiting = self._waiting, None
-            self._start(fn)  # still busy: no busy_changed in between
-        elif not self._threads:
-            self.busy_changed.emit(False)
+            self._start(fn)  # still busy: no busy_changed in between, and the memory kept
+        elif not self._running:
+            super()._on_job_ended(job_id)

@@ -64,10 +64,12 @@ def no_thread_left_running(qtbot):
     # app_helpers.close_and_delete for the deadlock that allows.
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     yield
-    leftover = workers.running_threads()
+    leftover, jobs = workers.running_threads(), workers.running_jobs()
     for thread in leftover:
         thread.wait(30_000)  # do not let a leak crash the next test
+    workers.wait_for_jobs(30_000)
     assert not leftover, f"{len(leftover)} QThread(s) still running after the test"
+    assert not jobs, f"{jobs} job(s) still running after the test"
 
 
 @pytest.fixture(autouse=True)
