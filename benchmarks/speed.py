@@ -69,6 +69,7 @@ from genstudio.core.runs.run import TrainSettings  # noqa: E402
 from genstudio.core.runtime.training import (  # noqa: E402
     PauseChanged,
     StepLogged,
+    StepObserver,
     Stopping,
     Trainer,
     TrainingControl,
@@ -163,10 +164,10 @@ def bare_loop(settings: TrainSettings, warmup: int) -> tuple[float, float | None
     return (settings.steps - warmup) * b / elapsed, memory
 
 
-class StepPairing:
-    """A trainer instrumented so that one bare step trains beside each of its steps, each timed
-    on its own; pairs() gives (trainer iteration s, bare step s, the trainer's own step s) per
-    step.
+class StepPairing(StepObserver):
+    """A trainer observed (Trainer.observer) so that one bare step trains beside each of its
+    steps, each timed on its own; pairs() gives (trainer iteration s, bare step s, the trainer's
+    own step s) per step.
 
     Beside each trainer step one bare step trains the same model instance: it gathers the same
     batch from the same uint8 images, as bare_loop does, and calls the family's train_step with
@@ -175,13 +176,13 @@ class StepPairing:
     models in one process ran at a steady 96-102% of each other's speed, a different figure in
     each process (EBM, four processes; where their weights and buffers happen to lie), which made
     this section read 92-98% for the same loop from run to run; on one instance the spread was
-    99.7-101.1%. The model trains twice per iteration, which changes its path but not the work of
-    a step.
+    99.7-101.1%. The model trains twice per iteration, which changes its path but not the work
+    of a step.
 
     The bare step goes before the trainer's step on even steps and after it on odd ones: of two
     steps run back to back the second is 1-3% slower (checked both ways round on a VAE), and
-    alternating shares that out. It runs where the loop does not time its step (when the loop
-    takes its batch, or checks the finished step): a bare step inside the loop's timing made a
+    alternating shares that out. It runs where the loop does not time its step (once the loop
+    has its batch, or has checked the finished step): a bare step inside the loop's timing made a
     155 ms flow step look slower than SLOW_STEP_SECONDS, so the loop armed its interrupt hooks
     for every step, which a real run does not (bare/loop 96% instead of 100%). A trainer
     iteration is the time from one of its steps' start to the next's, less the time the bare
@@ -202,17 +203,11 @@ class StepPairing:
         self.starts: list[float] = []                         # when each trainer step began
         self.step_seconds: list[float] = []                   # how long it took
         self.bare_runs: list[tuple[float, float, float]] = []  # (began, seconds away from the loop, step s)
-        family = trainer.family
-        self._trainer_step, self._trainer_batch = family.train_step, trainer.batch
-        self._after_step = trainer.guard.after_step
-        # On the instances: the loop calls these.
-        trainer.batch, family.train_step = self._batch_after_a_bare_step, self._timed_step
-        trainer.guard.after_step = self._bare_step_after_the_check
+        trainer.observer = self
 
     def _bare_step(self, step: int) -> None:
         trainer, family = self.trainer, self.trainer.family
         idx = trainer.batch_indices(step).to(trainer.images.device)
-        family.train_step = self._trainer_step  # the family's own, not the timing wrapper below
         away = time.perf_counter()
         with self.around_bare():
             self.sync()
@@ -223,24 +218,21 @@ class StepPairing:
             self.sync()
             seconds = time.perf_counter() - began
         self.bare_runs.append((away, time.perf_counter() - away, seconds))
-        family.train_step = self._timed_step
 
-    def _batch_after_a_bare_step(self, step: int):
-        if step % 2 == 0:  # the loop asks for its batch before it starts timing the step
+    def before_step(self, step: int) -> None:
+        if step % 2 == 0:  # the loop has its batch and has not started timing the step
             self._bare_step(step)
-        return self._trainer_batch(step)
 
-    def _timed_step(self, x, labels, train_generator):
+    def step_began(self) -> None:
         self.starts.append(time.perf_counter())
-        metrics = self._trainer_step(x, labels, train_generator)
+
+    def step_ended(self) -> None:
         self.sync()
         self.step_seconds.append(time.perf_counter() - self.starts[-1])
-        return metrics
 
-    def _bare_step_after_the_check(self, step: int, metrics):
+    def after_step(self, step: int) -> None:
         if (step - 1) % 2 == 1:  # `step` counts the step just taken; the loop timed it already
             self._bare_step(step - 1)
-        return self._after_step(step, metrics)
 
     def pairs(self, warmup: int) -> list[tuple[float, float, float]]:
         starts, pairs = self.starts, []

@@ -238,6 +238,25 @@ TrainEvent = typing.Union[TRAIN_EVENTS]  # noqa: UP007 - built from the tuple, n
 # -- the trainer ------------------------------------------------------------------------------
 
 
+class StepObserver:
+    """Told of each step at fixed points of the training loop; the default does nothing.
+
+    For instruments that time the loop (benchmarks/speed.py pairs each step with a bare one):
+    they see the loop through these calls instead of replacing its methods."""
+
+    def before_step(self, step: int) -> None:
+        """The batch for step `step` (0-based) is taken; the step has not begun."""
+
+    def step_began(self) -> None:
+        """The family's train_step is about to run (under the run's autocast)."""
+
+    def step_ended(self) -> None:
+        """The family's train_step has returned."""
+
+    def after_step(self, step: int) -> None:
+        """The step is counted (`step` steps taken) and checked by the guard."""
+
+
 # What a resumed run takes from the settings it is given: how long and where it trains, and
 # how often it records. The rest (the model, its data, batch, seed, the evaluation's sizes, so
 # that the curves stay comparable) is the run's own, from its config.json.
@@ -352,6 +371,7 @@ class Trainer:
         self.runtime = self.accel.step_runtime(reduce=distributed.reduce_gradients if distributed else None,
                                                guard=self.guard)
         self.family.step_runtime = self.runtime
+        self.observer = StepObserver()
         self._sync_batchnorm = distributed is not None and has_batchnorm(self.family)
         if distributed is not None:
             distributed.broadcast_state(self.family)
@@ -483,7 +503,9 @@ class Trainer:
 
     def _train_step(self, x: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
         with self.accel.autocast():
+            self.observer.step_began()
             metrics = self.family.train_step(x, labels, self.generator)
+            self.observer.step_ended()
         if self._sync_batchnorm:
             self.dist.sync_batchnorm_statistics(self.family)  # type: ignore[union-attr]
         return metrics
@@ -556,6 +578,7 @@ class Trainer:
                 if control.stop_requested:
                     break
             x, labels = self.batch(self.step)
+            self.observer.before_step(self.step)
             step_started = time.perf_counter()
             try:
                 if interrupter is None:
@@ -578,6 +601,7 @@ class Trainer:
             self.step += 1
             speed.tick()
             trouble = self.guard.after_step(self.step, metrics)
+            self.observer.after_step(self.step)
             if trouble is not None:
                 yield Notice(self.step, trouble)
             if self.step % s.log_every == 0 or self.step == s.steps:
