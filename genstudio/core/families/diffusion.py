@@ -680,7 +680,7 @@ class DiffusionConfig:
     attention: bool = True            # self-attention at the 4–7 px bottleneck
     sigma_data: float = 0.5           # data std assumed by the output preconditioning; 0: plain ε-network
     dropout: float = 0.0              # in residual blocks; 0.1 helps on small datasets trained long
-    lr: float = 5e-4                  # Adam learning rate (after warm-up)
+    lr: float = 1e-3                  # Adam learning rate (after warm-up)
     warmup_steps: int = 200           # linear learning-rate warm-up
     grad_clip: float = 1.0            # max gradient norm (Ho et al.: 1)
     ema_decay: float = 0.999          # EMA of the weights used for sampling
