@@ -81,6 +81,10 @@ class MainWindow(QMainWindow):
         self._finished_run: str | None = None
         self._end_reason = ""
         self._closing = False
+        # The close that follows the last thread's end: a timer of the window's own, so that it
+        # dies with the window (one that was never shown is deleted as soon as nothing runs).
+        self._close_when_idle = QTimer(self, singleShot=True, interval=0)
+        self._close_when_idle.timeout.connect(self.close)
         self.dataset_jobs, self.run_jobs, self.sample_jobs, self.export_jobs = (
             TaskRunner(self) for _ in range(4))
         self.remembered = load_remembered()
@@ -718,7 +722,7 @@ class MainWindow(QMainWindow):
 
     def _maybe_finish_closing(self, *_args) -> None:
         if self._closing and not self.busy():
-            QTimer.singleShot(0, self.close)
+            self._close_when_idle.start()
 
     def shutdown(self, timeout_ms: int = 60_000) -> None:
         """Blocking stop of every thread (when the application quits without closing us)."""
