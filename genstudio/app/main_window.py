@@ -32,7 +32,6 @@ from genstudio.core.runs import pretrained
 from genstudio.core.runs.paths import new_run_dir, runs_dir
 from genstudio.core.runs.run import BOOKKEEPING_KEYS, RunDir, RunError, TrainSettings
 from genstudio.core.runtime.device import select_device
-from genstudio.core.runtime.training import FINAL_SAMPLES
 from genstudio.core.trained.sampling import kept_beside
 
 from . import file_dialogs, jobs
@@ -51,7 +50,7 @@ from .panels import (
 )
 from .panels.training_panel import NO_RUN_OPEN
 from .remembered import Remembered, load_remembered, save_remembered
-from .run_view import FINISHING, IDLE, LOADING, PAUSED, RUNNING, STOPPING, RunView
+from .run_view import FINISHING, IDLE, LOADING, PAUSED, RUNNING, RunView
 from .workers import LaunchedTrainingWorker, TaskRunner, TrainingWorker, start_thread
 
 log = logging.getLogger(__name__)
@@ -400,9 +399,7 @@ class MainWindow(QMainWindow):
         self._finished_run, self._end_reason = None, ""
         self.training_thread = start_thread(worker, worker.run, self._on_training_ended)
         view = view or RunView(family=settings.family, total_steps=settings.steps)
-        view.phase, view.data, view.minutes = LOADING, settings.data, settings.minutes
-        view.launching = processes if processes > 1 else 0  # no loading progress comes from the processes
-        view.images_per_sec = view.eta_seconds = None  # a continued run's earlier speed is not this one's
+        view.starting(settings.data, settings.minutes, processes)
         self._show_view(view)
         self.training_panel.clear_error()
         self.metrics_plot.clear()
@@ -437,12 +434,12 @@ class MainWindow(QMainWindow):
             return
         if self._control.paused:
             self._control.resume()
-            self._set_phase(RUNNING)
             self._status("Resumed")
         else:
             self._control.pause()
-            self._set_phase(PAUSED)
             self._status("Paused — press Resume (or Space) to continue")
+        self.run_view.pause_changed(self._control.paused)
+        self.render_run_view()
 
     def stop_training(self) -> None:
         if self._control is None:
@@ -452,17 +449,14 @@ class MainWindow(QMainWindow):
             self._status("Skipping the final samples and evaluation…")
             return
         self._control.stop()
-        self._set_phase(STOPPING)
+        self.run_view.stop_asked()
+        self.render_run_view()
         self._status("Stopping…")
 
     # -- the run on the Train tab ---------------------------------------------------------
     def _show_view(self, view: RunView) -> None:
         """Another run takes the Train tab: nothing of the last one stays."""
         self.run_view = view
-        self.render_run_view()
-
-    def _set_phase(self, phase: str) -> None:
-        self.run_view.phase = phase
         self.render_run_view()
 
     def render_run_view(self) -> None:
@@ -485,22 +479,16 @@ class MainWindow(QMainWindow):
             self.training_state_changed.emit(view.phase)
 
     def _on_loading(self, done: int, total: int) -> None:
-        self.run_view.loading = (done, total)
+        self.run_view.loaded_images(done, total)
         self.render_run_view()
 
     def _on_run_started(self, event) -> None:
-        view = self.run_view
-        if view.phase == LOADING:
-            view.phase = PAUSED if self._control.paused else RUNNING
-        view.run_dir, view.device, view.step, view.total_steps = event.run_dir, event.device, event.start_step, event.total_steps
-        view.minutes, view.done, view.loading, view.launching = event.minutes, 0.0, None, 0
+        self.run_view.run_started(event, paused=self._control.paused)
         self.render_run_view()
         self._status(f"Training {event.num_parameters:,} parameters on {event.device}: {event.dataset}")
 
     def _on_step_logged(self, event) -> None:
-        view = self.run_view
-        view.step, view.total_steps, view.done = event.step, event.total_steps, event.done
-        view.images_per_sec, view.eta_seconds = event.images_per_sec, event.eta_seconds
+        self.run_view.step_logged(event)
         self.render_run_view()
         self.metrics_plot.add_record(event.step, event.metrics)
 
@@ -510,42 +498,32 @@ class MainWindow(QMainWindow):
         self._status(f"Stopped at step {event.step:,}; saving a checkpoint, then drawing the last samples…")
 
     def _on_samples_ready(self, event) -> None:
-        view = self.run_view
-        view.latest_grid, view.latest_grid_step, view.latest_grid_path = event.grid, event.step, event.path
-        if view.phase == FINISHING:
-            view.finishing = "measuring the held-out images"
+        self.run_view.samples_ready(event)
         self.render_run_view()
         self.gallery.show_training_grid(to_qimage(event.grid), event.step)
 
     def _on_checkpoint_saved(self, event) -> None:
-        view = self.run_view
         text = f"Saved checkpoint at step {event.step:,}: {event.path}"
         # The last save of a run: the final grid and evaluation follow (minutes for a PixelCNN).
-        if view.phase == STOPPING or (view.phase == RUNNING and event.step >= view.total_steps):
-            view.phase, view.step, view.finishing = FINISHING, event.step, FINAL_SAMPLES
-            view.finishing_done = (0, 0)
-            view.eta_seconds = None
+        if self.run_view.checkpoint_saved(event):
             text += " — drawing the last samples and measuring; Skip (or closing the window) skips them…"
             self.render_run_view()
         self._status(text)
 
     def _on_finishing(self, what: str, done: int, total: int) -> None:
-        view = self.run_view
-        if view.phase == FINISHING:
-            view.finishing, view.finishing_done = what, (done, total)
-            self.render_run_view()
+        self.run_view.finishing_progress(what, done, total)
+        self.render_run_view()
 
     def _on_evaluated(self, event) -> None:
-        self.run_view.likelihood = describe_evaluation(event.figures)
+        self.run_view.evaluated(event)
         self.render_run_view()
         numeric = {k: v for k, v in event.figures.items()
                    if isinstance(v, float) and k not in BOOKKEEPING_KEYS}
         self.metrics_plot.add_record(event.step, numeric)
 
     def _on_pause_changed(self, _event) -> None:
-        # The control, not the event, is the truth: a queued event may trail a later click.
-        if self.run_view.phase in (RUNNING, PAUSED):
-            self._set_phase(PAUSED if self._control.paused else RUNNING)
+        self.run_view.pause_changed(self._control.paused)  # the control's word, not the event's
+        self.render_run_view()
 
     def _on_notice(self, event) -> None:
         self.run_view.notices.append(event.message)
@@ -570,8 +548,8 @@ class MainWindow(QMainWindow):
 
     def _on_training_ended(self, _thread: QThread) -> None:
         self.training_worker = self.training_thread = self._control = None
-        self.run_view.loading, self.run_view.launching, self.run_view.finishing = None, 0, ""
-        self._set_phase(IDLE)
+        self.run_view.session_ended()
+        self.render_run_view()
         self.training_ended.emit(self._end_reason or "failed")
         action, self._after_training = self._after_training, None
         if action is not None and not self._closing:
@@ -713,7 +691,8 @@ class MainWindow(QMainWindow):
         if self._control is not None:
             self._control.hurry()
             if self.run_view.phase in (LOADING, RUNNING, PAUSED):
-                self._set_phase(STOPPING)
+                self.run_view.stop_asked()
+                self.render_run_view()
         for runner in (self.dataset_jobs, self.run_jobs, self.sample_jobs, *self.comparison.runners):
             runner.cancel()
         self.explorer.cancel_work()
