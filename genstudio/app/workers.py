@@ -353,8 +353,7 @@ class FunctionWorker(QObject):
     def run(self) -> None:
         assert self.job is not None
         try:
-            with keep_freed_memory():  # a sampler's activations reused from step to step
-                result = self.fn(self.job)
+            result = self.fn(self.job)  # inside its runner's keep_freed_memory (TaskRunner._start)
         except Exception as exc:  # noqa: BLE001 - reported to the GUI instead
             details = format_current_exception()
             log.debug("job failed\n%s", details)
@@ -469,7 +468,7 @@ class TaskRunner(QObject):
             self.busy_changed.emit(True)
 
     def _start(self, fn: Callable[[Job], Any]) -> None:
-        if self._memory is None:
+        if self._memory is None:  # a sampler's activations reused from step to step, and job to job
             self._memory = contextlib.ExitStack()
             self._memory.enter_context(keep_freed_memory())  # settings only: microseconds
         self._latest += 1
@@ -571,5 +570,5 @@ class LatestOnlyRunner(TaskRunner):
         if self._waiting is not None and shiboken6.isValid(self):
             fn, self._waiting = self._waiting, None
             self._start(fn)  # still busy: no busy_changed in between, and the memory kept
-        elif not self._running:
+        else:
             super()._on_job_ended(job_id)
