@@ -165,7 +165,7 @@ def bare_loop(settings: TrainSettings, warmup: int) -> tuple[float, float | None
 
 
 class StepPairing(StepObserver):
-    """A trainer observed (Trainer.observer) so that one bare step trains beside each of its
+    """The observer of a trainer (its `observer`) that trains one bare step beside each of its
     steps, each timed on its own; pairs() gives (trainer iteration s, bare step s, the trainer's
     own step s) per step.
 
@@ -203,7 +203,6 @@ class StepPairing(StepObserver):
         self.starts: list[float] = []                         # when each trainer step began
         self.step_seconds: list[float] = []                   # how long it took
         self.bare_runs: list[tuple[float, float, float]] = []  # (began, seconds away from the loop, step s)
-        trainer.observer = self
 
     def _bare_step(self, step: int) -> None:
         trainer, family = self.trainer, self.trainer.family
@@ -247,7 +246,7 @@ def paired_steps(settings: TrainSettings, warmup: int) -> list[tuple[float, floa
     settings.log_every steps), in this process on its main thread."""
     settings = dataclasses.replace(settings, sample_every=0, checkpoint_every=0, eval_images=0, grid_samples=1)
     trainer = Trainer(settings, tempfile.mkdtemp(prefix="genstudio-paired-") + "/run")
-    pairing = StepPairing(trainer)
+    trainer.observer = pairing = StepPairing(trainer)
     for _ in trainer.run():
         if len(pairing.starts) > settings.steps - 1:
             break
@@ -462,21 +461,17 @@ class App:
         (hold_gui_thread), as in a process without a window; the trainer's steps share the two
         cores with the window as they always do, including the events it could not handle
         while held. So bare/loop is what the app costs a step, next to a bare loop."""
-        from genstudio.app import workers
-
         pairings: list[StepPairing] = []
-        build = workers.Trainer
 
-        def paired_trainer(*args, **kwargs) -> Trainer:
-            trainer = build(*args, **kwargs)
+        def pairing(trainer: Trainer) -> StepPairing:
             pairings.append(StepPairing(trainer, self.hold_gui_thread))
-            return trainer
+            return pairings[-1]
 
-        workers.Trainer = paired_trainer
+        self.window.observe_training = pairing
         try:
             self.train(dataclasses.replace(settings, sample_every=0, checkpoint_every=0), home)
         finally:
-            workers.Trainer = build
+            self.window.observe_training = None
         return pairings[0].pairs(warmup)
 
     def close(self) -> None:

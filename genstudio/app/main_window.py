@@ -32,6 +32,7 @@ from genstudio.core.runs import pretrained
 from genstudio.core.runs.paths import new_run_dir, runs_dir
 from genstudio.core.runs.run import BOOKKEEPING_KEYS, RunDir, RunError, TrainSettings
 from genstudio.core.runtime.device import select_device
+from genstudio.core.runtime.training import StepObserver, Trainer
 from genstudio.core.trained.sampling import kept_beside
 
 from . import file_dialogs, jobs
@@ -51,7 +52,13 @@ from .panels import (
 from .panels.training_panel import NO_RUN_OPEN
 from .remembered import Remembered, load_remembered, save_remembered
 from .run_view import FINISHING, IDLE, LOADING, PAUSED, RUNNING, RunView
-from .workers import LaunchedTrainingWorker, TaskRunner, TrainingWorker, start_thread
+from .workers import (
+    LaunchedTrainingWorker,
+    RunningTraining,
+    TaskRunner,
+    TrainingWorker,
+    start_training,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +78,9 @@ class MainWindow(QMainWindow):
         self.preview: jobs.DatasetPreview | None = None
         self.loaded = None  # LoadedRun shown in the gallery (see _set_loaded)
         self._opened_history: list = []  # its metrics.jsonl records, for the curves of Continue
-        self.training_worker: TrainingWorker | None = None
-        self.training_thread: QThread | None = None
-        self._control = None
+        self.training: RunningTraining | None = None  # the training now running, if any
+        # Watches every step of the trainers this window starts in its own process (benchmarks).
+        self.observe_training: Callable[[Trainer], StepObserver] | None = None
         self.run_view = RunView()  # what the Train tab shows: one run's, always (render_run_view)
         self._grid_shown = None  # the view's grid now in the latest-samples box
         self._after_training: Callable[[], None] | None = None  # asked for while a run finished
@@ -218,8 +225,8 @@ class MainWindow(QMainWindow):
         panel.continue_requested.connect(self.continue_training)
         panel.pause_requested.connect(self.toggle_pause)
         panel.stop_requested.connect(self.stop_training)
-        panel.sample_requested.connect(lambda: self._control and self._control.request_samples())
-        panel.save_requested.connect(lambda: self._control and self._control.request_save())
+        panel.sample_requested.connect(lambda: self.training and self.training.control.request_samples())
+        panel.save_requested.connect(lambda: self.training and self.training.control.request_save())
         panel.device_combo.currentTextChanged.connect(self._suggest_config)
         self.run_jobs.succeeded.connect(self._on_run_opened)
         self.run_jobs.failed.connect(self._on_run_failed)
@@ -303,7 +310,7 @@ class MainWindow(QMainWindow):
 
     # -- training -----------------------------------------------------------------------------
     def start_training(self) -> None:
-        if self._after_finishing(self.start_training) or self.training_thread is not None or self.preview is None:
+        if self._after_finishing(self.start_training) or self.training is not None or self.preview is None:
             return
         try:
             values = self.training_panel.values()
@@ -323,7 +330,7 @@ class MainWindow(QMainWindow):
         loaded = self.loaded
         if self._after_finishing(self.continue_training):
             return
-        if self.training_thread is not None or loaded is None or loaded.weights_only:
+        if self.training is not None or loaded is None or loaded.weights_only:
             return
         panel = self.training_panel
         steps = panel.steps_spin.value()
@@ -358,10 +365,10 @@ class MainWindow(QMainWindow):
     def _after_finishing(self, action: Callable[[], None]) -> bool:
         """While a stopped run draws its final samples and evaluation, a new start, Continue
         or open skips that work and happens once the run has ended. True if deferred."""
-        if self.run_view.phase != FINISHING or self._control is None:
+        if self.run_view.phase != FINISHING or self.training is None:
             return False
         self._after_training = action
-        self._control.hurry()
+        self.training.control.hurry()
         self._status("Skipping the final samples and evaluation of the stopped run…")
         return True
 
@@ -389,15 +396,15 @@ class MainWindow(QMainWindow):
             # The preview already holds these images unless the panel changed since it loaded.
             request = jobs.DatasetRequest(settings.data, settings.size, settings.channels)
             dataset = self.preview.dataset if self.preview and self.preview.request == request else None
-            worker = TrainingWorker(settings, run_dir, dataset=dataset, resume=resume)
+            worker = TrainingWorker(settings, run_dir, dataset=dataset, resume=resume,
+                                    observe=self.observe_training)
         # A run still opening (the pretrained default at launch, say) would land in the
         # training's plot, run label and panels: it is dropped.
         self.run_jobs.cancel()
         self.training_panel.set_interactive(worker.control.interactive)
         self._connect_training(worker)
-        self.training_worker, self._control = worker, worker.control
         self._finished_run, self._end_reason = None, ""
-        self.training_thread = start_thread(worker, worker.run, self._on_training_ended)
+        self.training = start_training(worker, self._on_training_ended)
         view = view or RunView(family=settings.family, total_steps=settings.steps)
         view.starting(settings.data, settings.minutes, processes)
         self._show_view(view)
@@ -429,26 +436,26 @@ class MainWindow(QMainWindow):
         worker.failed.connect(self._on_training_failed)
 
     def toggle_pause(self) -> None:
-        if (self._control is None or not self._control.interactive
-                or self.run_view.phase not in (RUNNING, PAUSED)):
+        control = self.training and self.training.control
+        if not control or not control.interactive or self.run_view.phase not in (RUNNING, PAUSED):
             return
-        if self._control.paused:
-            self._control.resume()
+        if control.paused:
+            control.resume()
             self._status("Resumed")
         else:
-            self._control.pause()
+            control.pause()
             self._status("Paused — press Resume (or Space) to continue")
-        self.run_view.pause_changed(self._control.paused)
+        self.run_view.pause_changed(control.paused)
         self.render_run_view()
 
     def stop_training(self) -> None:
-        if self._control is None:
+        if self.training is None:
             return
         if self.run_view.phase == FINISHING:  # the button reads Skip
-            self._control.hurry()
+            self.training.control.hurry()
             self._status("Skipping the final samples and evaluation…")
             return
-        self._control.stop()
+        self.training.control.stop()
         self.run_view.stop_asked()
         self.render_run_view()
         self._status("Stopping…")
@@ -483,7 +490,7 @@ class MainWindow(QMainWindow):
         self.render_run_view()
 
     def _on_run_started(self, event) -> None:
-        self.run_view.run_started(event, paused=self._control.paused)
+        self.run_view.run_started(event, paused=self.training.control.paused)
         self.render_run_view()
         self._status(f"Training {event.num_parameters:,} parameters on {event.device}: {event.dataset}")
 
@@ -522,7 +529,7 @@ class MainWindow(QMainWindow):
         self.metrics_plot.add_record(event.step, numeric)
 
     def _on_pause_changed(self, _event) -> None:
-        self.run_view.pause_changed(self._control.paused)  # the control's word, not the event's
+        self.run_view.pause_changed(self.training.control.paused)  # the control's word, not the event's
         self.render_run_view()
 
     def _on_notice(self, event) -> None:
@@ -547,7 +554,7 @@ class MainWindow(QMainWindow):
         self._status(f"Training failed: {cause}")
 
     def _on_training_ended(self, _thread: QThread) -> None:
-        self.training_worker = self.training_thread = self._control = None
+        self.training = None
         self.run_view.session_ended()
         self.render_run_view()
         self.training_ended.emit(self._end_reason or "failed")
@@ -677,7 +684,7 @@ class MainWindow(QMainWindow):
         super().keyPressEvent(event)
 
     def busy(self) -> bool:
-        return self.training_thread is not None or any(r.is_busy() for r in self._runners())
+        return self.training is not None or any(r.is_busy() for r in self._runners())
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
         if not self.busy():
@@ -688,8 +695,8 @@ class MainWindow(QMainWindow):
         # every thread ended; the window stays responsive meanwhile.
         event.ignore()
         self._closing = True
-        if self._control is not None:
-            self._control.hurry()
+        if self.training is not None:
+            self.training.control.hurry()
             if self.run_view.phase in (LOADING, RUNNING, PAUSED):
                 self.run_view.stop_asked()
                 self.render_run_view()
@@ -705,15 +712,15 @@ class MainWindow(QMainWindow):
 
     def shutdown(self, timeout_ms: int = 60_000) -> None:
         """Blocking stop of every thread (when the application quits without closing us)."""
-        if self._control is not None:
-            self._control.hurry()
+        if self.training is not None:
+            self.training.control.hurry()
         self.explorer.cancel_work()
         self.inpaint.cancel_work()
         for runner in self._runners():
             runner.cancel()
             runner.wait(timeout_ms)
-        if self.training_thread is not None:
-            self.training_thread.wait(timeout_ms)
+        if self.training is not None:
+            self.training.thread.wait(timeout_ms)
 
     def _status(self, text: str) -> None:
         self.statusBar().showMessage(text)

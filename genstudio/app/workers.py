@@ -32,6 +32,7 @@ from genstudio.core.runtime.memory import keep_freed_memory
 from genstudio.core.runtime.training import (
     TRAIN_EVENTS,
     RunStarted,
+    StepObserver,
     Trainer,
     TrainEvent,
     TrainingControl,
@@ -195,12 +196,14 @@ class TrainingWorker(ThreadWorker):
     _RELAY = {cls: re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower() for cls in TRAIN_EVENTS}
 
     def __init__(self, settings: TrainSettings, run_dir: str, *,
-                 dataset: ImageDataset | None = None, resume: bool = False):
+                 dataset: ImageDataset | None = None, resume: bool = False,
+                 observe: Callable[[Trainer], StepObserver] | None = None):
         super().__init__()
         self.settings = settings
         self.run_dir = run_dir
         self.dataset = dataset  # already loaded for the preview: saves decoding it again
         self.resume = resume  # continue the run in run_dir (its settings, to settings.steps)
+        self.observe = observe  # the trainer's step observer, made once it exists (benchmarks)
         self.control = TrainingControl(on_progress=self._finishing_progress)
         self._throttle = _Throttle()
         self._finishing_throttle = _Throttle()
@@ -243,7 +246,10 @@ class TrainingWorker(ThreadWorker):
                 raise
         if self.control.stop_requested:
             return None
-        return Trainer(self.settings, self.run_dir, dataset=dataset, resume=self.resume)
+        trainer = Trainer(self.settings, self.run_dir, dataset=dataset, resume=self.resume)
+        if self.observe is not None:
+            trainer.observer = self.observe(trainer)
+        return trainer
 
     def _progress(self, done: int, total: int) -> None:
         if self._throttle.ready(done, total):
@@ -252,6 +258,24 @@ class TrainingWorker(ThreadWorker):
     def _finishing_progress(self, what: str, done: int, total: int) -> None:
         if done == 0 or self._finishing_throttle.ready(done, total):  # a new stage always shows
             self.finishing.emit(what, done, total)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunningTraining:
+    """A training the window started, until its thread has ended: the worker whose signals the
+    window follows and the thread it runs on. Pause, stop and the rest go to its control."""
+
+    worker: TrainingWorker
+    thread: QThread
+
+    @property
+    def control(self) -> TrainingControl:
+        return self.worker.control
+
+
+def start_training(worker: TrainingWorker, on_ended: Callable[[QThread], None]) -> RunningTraining:
+    """Run `worker` on a thread of its own (start_thread); `on_ended` as there."""
+    return RunningTraining(worker, start_thread(worker, worker.run, on_ended))
 
 
 class LaunchedControl(TrainingControl):

@@ -32,7 +32,7 @@ def start_training(qtbot, win: MainWindow, **overrides) -> None:
     win.training_panel.set_values(**tiny_settings(**overrides))
     qtbot.waitUntil(win.training_panel.start_button.isEnabled, timeout=10_000)
     qtbot.mouseClick(win.training_panel.start_button, Qt.MouseButton.LeftButton)
-    assert win.training_worker is not None, win.training_panel.error_label.text()
+    assert win.training is not None, win.training_panel.error_label.text()
     # Wait on window state, never on the worker's signals: pytest-qt would run its slot in
     # the worker thread and stop its timer from there.
     qtbot.waitUntil(lambda: win.training_panel.state != "loading", timeout=30_000)

@@ -16,11 +16,11 @@ def test_stop_wakes_a_paused_run_which_saves_and_joins(qtbot, window):
     panel = window.training_panel
     qtbot.waitUntil(lambda: panel.progress.value() >= 5, timeout=30_000)
     qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: window._control.paused and panel.state == "paused", timeout=10_000)
+    qtbot.waitUntil(lambda: window.training.control.paused and panel.state == "paused", timeout=10_000)
     with qtbot.waitSignal(window.training_ended, timeout=30_000) as ended:
         qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
     assert ended.args == ["stopped"]
-    assert window.training_thread is None  # joined, not left running
+    assert window.training is None  # joined, not left running
     qtbot.waitUntil(lambda: not workers.running_threads(), timeout=20_000)
     run = panel.run_label.text().split("Run folder: ", 1)[1].splitlines()[0]
     assert load_run(run).step >= 5

@@ -50,7 +50,7 @@ def test_the_window_opens_on_the_pretrained_default_and_can_sample_at_once(qtbot
     assert not panel.continue_button.isEnabled()
     assert "pretrained model" in panel.continue_button.toolTip()
     win.continue_training()  # the shortcut's path
-    assert win.training_worker is None
+    assert win.training is None
     qtbot.waitUntil(lambda: win.gallery.samples is not None, timeout=30_000)  # drawn unasked
     win.gallery.count_spin.setValue(4)
     win.gallery.regenerate_button.click()

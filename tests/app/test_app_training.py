@@ -58,7 +58,7 @@ def test_continue_run_trains_the_open_run_further_in_its_own_folder(qtbot, windo
     # Steps not above the run's own: said, and nothing starts.
     panel.steps_spin.setValue(20)
     qtbot.mouseClick(panel.continue_button, Qt.MouseButton.LeftButton)
-    assert window.training_worker is None
+    assert window.training is None
     assert "at step 20" in panel.error_label.text()
     # Another family and batch picked meanwhile: the run trains as it was made, and the form
     # says so; how often it samples comes from the form (it sampled every 10 steps).
@@ -66,7 +66,7 @@ def test_continue_run_trains_the_open_run_further_in_its_own_folder(qtbot, windo
     panel.set_values(steps=40, batch=32, sample_every=5)
     with qtbot.waitSignal(window.training_ended, timeout=60_000) as ended:
         qtbot.mouseClick(panel.continue_button, Qt.MouseButton.LeftButton)
-        assert window.training_worker is not None and window.training_worker.resume
+        assert window.training is not None and window.training.worker.resume
         assert window.family_picker.current() == "vae"
         assert panel.values()["family_config"] == dataclasses.asdict(load_run(run).family.config)
         assert (panel.values()["batch"], panel.values()["sample_every"]) == (16, 5)
@@ -113,7 +113,7 @@ def test_pause_holds_the_step_and_resume_continues(qtbot, window):
     qtbot.waitUntil(lambda: panel.progress.value() >= 20, timeout=30_000)
     qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
     assert panel.pause_button.text() == "Resume"
-    qtbot.waitUntil(lambda: window.training_worker and _loop_is_paused(window), timeout=10_000)
+    qtbot.waitUntil(lambda: window.training and _loop_is_paused(window), timeout=10_000)
     held = panel.progress.value()
     qtbot.wait(500)
     assert panel.progress.value() == held
@@ -127,7 +127,7 @@ def test_pause_holds_the_step_and_resume_continues(qtbot, window):
 def _loop_is_paused(window) -> bool:
     # The status bar reports the pause at once; the loop confirms with a PauseChanged event,
     # after which no more steps are logged. Every queued event before it has been delivered.
-    return window.training_panel.state == "paused" and window._control.paused
+    return window.training_panel.state == "paused" and window.training.control.paused
 
 
 def test_stop_saves_a_loadable_checkpoint_and_save_now_works(qtbot, window):
@@ -173,7 +173,7 @@ def test_a_training_error_is_shown_with_its_cause(qtbot, window, monkeypatch):
     box = window.training_panel.show_error_details()
     assert "Traceback" in box.detailedText() and "explode" in box.detailedText()
     box.close()
-    assert window.training_thread is None  # the failed training thread was joined
+    assert window.training is None  # the failed training thread was joined
     # A superseded dataset preview may still be finishing under load; it must end too.
     qtbot.waitUntil(lambda: not workers.running_threads(), timeout=20_000)
     assert window.training_panel.state == "idle"
@@ -225,7 +225,7 @@ def test_a_multi_process_run_is_launched_with_torchrun_and_followed(qtbot, windo
     panel = window.training_panel
     panel.processes_spin.setValue(2)
     start_training(qtbot, window, steps=ENDLESS, checkpoint_every=0, sample_every=0)
-    assert isinstance(window.training_worker, workers.LaunchedTrainingWorker)
+    assert isinstance(window.training.worker, workers.LaunchedTrainingWorker)
     qtbot.waitUntil(lambda: panel.progress.value() >= 20, timeout=60_000)
     assert "2 processes (torchrun)" in panel.run_label.text()
     qtbot.waitUntil(lambda: len(window.metrics_plot.curve_data("bpd")[0]) >= 2, timeout=10_000)
@@ -247,7 +247,7 @@ def test_a_batch_that_cannot_be_split_between_processes_is_refused_before_launch
     window.training_panel.set_values(**{"batch": 15, "steps": 10})
     qtbot.waitUntil(window.training_panel.start_button.isEnabled, timeout=10_000)
     window.start_training()
-    assert window.training_worker is None
+    assert window.training is None
     assert "multiple of the number of processes" in window.training_panel.error_label.text()
 
 
@@ -331,7 +331,7 @@ def test_start_while_a_stopped_run_finishes_skips_its_end_and_starts_at_once(qtb
     panel = window.training_panel
     with qtbot.waitSignal(window.training_ended, timeout=10_000):
         qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: window.training_worker is not None and panel.state == "running", timeout=30_000)
+    qtbot.waitUntil(lambda: window.training is not None and panel.state == "running", timeout=30_000)
     assert run_dir_of(window) != first  # a new run, not the stopped one reopened
     assert not panel.speed_label.text().startswith("trained at")  # nothing of the last run shown
     qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)  # its own end: stop, then skip

@@ -95,7 +95,7 @@ def test_the_time_spent_around_a_bare_step_counts_neither_to_it_nor_to_the_loop(
                              family_config={"base_channels": 4, "latent_dim": 2}, log_every=5,
                              sample_every=0, checkpoint_every=0, eval_images=0, grid_samples=1)
     trainer = training.Trainer(settings, str(tmp_path / "run"))
-    pairing = speed.StepPairing(trainer, slow_to_enter_and_leave)
+    trainer.observer = pairing = speed.StepPairing(trainer, slow_to_enter_and_leave)
     for _ in trainer.run():
         pass
     pairs = pairing.pairs(warmup=2)
