@@ -19,6 +19,7 @@ from genstudio.core.families.gan import (
     ema_statistics_due,
     generator_loss,
     gradient_penalty,
+    r1_penalty,
 )
 from genstudio.core.runs.checkpoint import load_checkpoint, save_checkpoint
 
@@ -110,6 +111,37 @@ def test_gradient_penalty_of_a_quadratic_critic_is_its_closed_form():
     mixed = eps * real + (1 - eps) * fake
     expected = mean([(m.norm().item() - 1) ** 2 for m in mixed])
     assert penalty.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_r1_penalty_of_a_quadratic_critic_is_its_closed_form():
+    """D(x) = ½‖Ax‖² has ∇D(x) = AᵀAx, so R1 is the mean of ‖AᵀAx‖² over the real images; its
+    gradient reaches A, so the penalty trains the critic."""
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(16, 16, generator=g).requires_grad_(True)
+    real = torch.randn(5, 1, 4, 4, generator=g).requires_grad_(True)
+    scores = 0.5 * (real.flatten(1) @ a.T).pow(2).sum(1)
+    penalty = r1_penalty(scores, real)
+    expected = mean([(a.T @ a @ x.flatten()).pow(2).sum().item() for x in real.detach()])
+    assert penalty.item() == pytest.approx(expected, rel=1e-5)
+    penalty.backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0
+
+
+def test_r1_adds_its_weighted_penalty_to_the_discriminator_loss():
+    """Same weights, same batch, same noise: the loss with R1 is the loss without it plus γ/2
+    times the logged penalty, and the penalty is positive for a critic that is not flat."""
+    x = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    plain = tiny_gan().train_step(x, None, torch.Generator().manual_seed(1))
+    penalised = tiny_gan(r1_weight=4.0).train_step(x, None, torch.Generator().manual_seed(1))
+    assert "r1" not in plain and penalised["r1"] > 0
+    assert penalised["d_loss"] == pytest.approx(plain["d_loss"] + 2.0 * penalised["r1"], rel=1e-4)
+
+
+def test_r1_with_classes_penalises_the_projection_discriminator():
+    gan = tiny_gan(classes=3, r1_weight=1.0)
+    x = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    metrics = gan.train_step(x, torch.tensor([0, 1, 2, 0, 1, 2]), torch.Generator().manual_seed(1))
+    assert metrics["r1"] > 0 and math.isfinite(metrics["d_loss"])
 
 
 # -- the training step ------------------------------------------------------------------------

@@ -11,7 +11,8 @@ Three losses, chosen in the config (s = a discriminator score, σ the logistic f
                                              x̂ = ε x + (1 − ε) G(z), ε ~ U[0, 1] per image
                                        L_G = −s_fake
 
-Each term is averaged over the batch. The discriminator may be spectrally normalised (Miyato
+Each term is averaged over the batch. Any loss may add the R1 penalty γ/2·E‖∇ₓD(x)‖² on real
+images (Mescheder et al. 2018). The discriminator may be spectrally normalised (Miyato
 et al. 2018); sampling uses an exponential moving average of the generator's weights (Yazıcı
 et al. 2019), which is steadier than the live generator. With classes, D is a projection
 discriminator (Miyato & Koyama 2018): D(x, y) = ψ(φ(x)) + ⟨embed(y), φ(x)⟩, and the class
@@ -53,6 +54,7 @@ class GANConfig:
     adam_betas: tuple[float, ...] = ()  # (): the loss's usual, (0.5, 0.999) or (0.0, 0.9) for wgan-gp
     n_critic: int = 0              # D updates per G update, each on the whole batch; 0: 1, or 5 for wgan-gp
     gp_weight: float = 10.0        # λ of the WGAN-GP gradient penalty (wgan-gp only)
+    r1_weight: float = 0.0         # γ of the R1 penalty γ/2·‖∇ₓD(x)‖² on real images; 0: off
     spectral_norm: bool = True     # spectrally normalise every D layer (Lipschitz ≈ 1; steadier)
     ema_decay: float = 0.999       # EMA of G's weights, used for sampling; 0: the live G
     ema_warmup: bool = True        # decay ramps up as (1+t)/(10+t), so early samples are not the init
@@ -68,7 +70,7 @@ class GANConfig:
 
     def __post_init__(self) -> None:
         at_least(self, 1, "latent_dim", "base_channels", "inversion_restarts")
-        at_least(self, 0, "lr_generator", "lr_discriminator", "inversion_lr", "gp_weight")
+        at_least(self, 0, "lr_generator", "lr_discriminator", "inversion_lr", "gp_weight", "r1_weight")
         within(self, 0, 1, "ema_decay")
         if self.conditioning not in ("batchnorm", "concat"):
             raise ValueError(f"conditioning must be 'batchnorm' or 'concat', not {self.conditioning!r}")
@@ -108,6 +110,13 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
     mixed = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+def r1_penalty(real_scores: Tensor, real: Tensor) -> Tensor:
+    """E[‖∇ₓ D(x)‖²] over real images, without γ/2 (Mescheder et al. 2018). `real` must be the
+    leaf the scores were computed from; the graph is kept so the penalty trains D."""
+    (grad,) = torch.autograd.grad(real_scores.sum(), real, create_graph=True)
+    return grad.flatten(1).pow(2).sum(dim=1).mean()
 
 
 # -- networks ---------------------------------------------------------------------------------
@@ -344,11 +353,18 @@ class GAN(Family):
                             generator: torch.Generator) -> dict[str, float]:
         n = real.shape[0]
         both_labels = None if labels is None else torch.cat([labels, labels])
+        penalise_real = self.config.r1_weight > 0
+        if penalise_real:
+            real = real.detach().requires_grad_(True)
         # One forward pass over real and fake together: D has no batch statistics, so this is
         # the same as two passes, and both are scored with the same spectral-norm estimate.
         real_scores, fake_scores = self.discriminator(torch.cat([real, fake]), both_labels).split(n)
         d_loss = discriminator_loss(self.config.loss, real_scores, fake_scores)
         metrics: dict[str, float] = {}
+        if penalise_real:
+            penalty = r1_penalty(real_scores, real)
+            d_loss = d_loss + 0.5 * self.config.r1_weight * penalty
+            metrics["r1"] = penalty.item()
         if self.config.loss == "wgan-gp":
             eps = self._draw(generator, (n, 1, 1, 1), uniform=True)
             penalty = gradient_penalty(lambda v: self.discriminator(v, labels), real, fake, eps)
