@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__
@@ -59,26 +59,17 @@ def _whole_number(text: str, low: int, high: float, message: str) -> int:
     return value
 
 
-def _minutes(text: str) -> float:
-    """argparse type of --minutes: a finite number above 0 (e.g. 0.5 or 10)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"--minutes takes a number above 0, such as 0.5 or 10, not {text!r}")
-    return value
-
-
-def _epochs(text: str) -> float:
-    """argparse type of --epochs: a finite number above 0 (e.g. 0.5 or 20)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"--epochs takes a number above 0, such as 0.5 or 20, not {text!r}")
-    return value
+def _positive_number(option: str, examples: str) -> Callable[[str], float]:
+    """argparse type of `option`: a finite number above 0 (e.g. `examples`)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"{option} takes a number above 0, such as {examples}, not {text!r}")
+        return value
+    return parse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -169,8 +160,8 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--channels", type=int, choices=(1, 3), help="default: grey if every image is grey")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=_count, help="total optimisation steps of the run (default 3000)")
-    length.add_argument("--epochs", type=_epochs, help="passes over the data (sets --steps)")
-    p.add_argument("--minutes", type=_minutes,
+    length.add_argument("--epochs", type=_positive_number("--epochs", "0.5 or 20"), help="passes over the data (sets --steps)")
+    p.add_argument("--minutes", type=_positive_number("--minutes", "0.5 or 10"),
                    help="time limit of this training session in minutes (pauses left out): the run then stops "
                         "as Ctrl+C stops it, saving its last whole step and drawing its final samples; "
                         "without --steps or --epochs the time alone ends it")
