@@ -466,6 +466,38 @@ def test_a_conditional_run_saved_before_class_batchnorm_loads_as_it_was_trained(
         tiny_gan(size=8, classes=3).generator.load_state_dict(old.generator.state_dict())
 
 
-def test_an_unknown_conditioning_is_refused_with_the_choices():
+@pytest.mark.parametrize("projection", ["pooled", "flat"])
+def test_the_projection_discriminator_adds_the_class_embedding_times_the_features(projection):
+    """D(x, y) = ψ(φ(x)) + ⟨embed(y), φ(x)⟩ with φ the feature maps summed over positions
+    (pooled) or flattened with them; so two classes' scores differ by ⟨e_a − e_b, φ(x)⟩."""
+    d = tiny_gan(size=8, classes=3, projection=projection).discriminator.eval()  # no power iteration
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        maps = d.features(x)
+        phi = maps.sum(dim=(2, 3)) if projection == "pooled" else maps.flatten(1)
+        embed = d.class_embedding.weight
+        assert embed.shape == (3, phi.shape[1])
+        scores = [d(x, torch.full((4,), c)) for c in range(3)]
+        torch.testing.assert_close(scores[0] - scores[2], phi @ (embed[0] - embed[2]))
+        torch.testing.assert_close(scores[1], d.head(maps.flatten(1)).squeeze(1) + phi @ embed[1])
+
+
+def test_a_conditional_run_saved_before_the_pooled_projection_loads_as_it_was_trained():
+    from genstudio.core.families import stored_family_config
+
+    old = tiny_gan(size=8, classes=3, projection="flat")
+    saved = {k: v for k, v in old.config.__dict__.items() if k != "projection"}
+    rebuilt = tiny_gan(size=8, classes=3, **stored_family_config("gan", saved))
+    rebuilt.discriminator.load_state_dict(old.discriminator.state_dict())  # strict: every key fits
+    x, labels = torch.rand(2, 1, 8, 8), torch.tensor([0, 2])
+    with torch.no_grad():
+        assert torch.equal(old.discriminator(x, labels), rebuilt.discriminator(x, labels))
+    with pytest.raises(RuntimeError):
+        tiny_gan(size=8, classes=3).discriminator.load_state_dict(old.discriminator.state_dict())
+
+
+def test_an_unknown_conditioning_or_projection_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="batchnorm.*concat"):
         tiny_gan(conditioning="film")
+    with pytest.raises(ValueError, match="pooled.*flat"):
+        tiny_gan(projection="mean")

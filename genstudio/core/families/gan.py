@@ -62,11 +62,13 @@ class GANConfig:
     inversion_restarts: int = 4    # seeded random starts per image; the best fit is kept
     inversion_lr: float = 0.1      # Adam learning rate on z, cosine-decayed to 0 over the steps
     conditioning: Literal["batchnorm", "concat"] = "batchnorm"  # how the class reaches G: class-conditional BatchNorm | an embedding beside z
+    projection: Literal["pooled", "flat"] = "pooled"  # D's class term sees φ(x) summed over positions | flattened with them
 
     # What the empty value of these knobs means; forms show it instead of () or 0.
     AUTOMATIC: ClassVar[dict[str, str]] = {"adam_betas": "the loss's usual", "n_critic": "the loss's usual"}
     # Class-conditional runs saved before `conditioning` existed concatenated the class to z.
-    EARLIER_VALUES: ClassVar[dict[str, Any]] = {"conditioning": "concat"}
+    # and projected the class on D's flattened features.
+    EARLIER_VALUES: ClassVar[dict[str, Any]] = {"conditioning": "concat", "projection": "flat"}
 
     def __post_init__(self) -> None:
         at_least(self, 1, "latent_dim", "base_channels", "inversion_restarts")
@@ -74,6 +76,8 @@ class GANConfig:
         within(self, 0, 1, "ema_decay")
         if self.conditioning not in ("batchnorm", "concat"):
             raise ValueError(f"conditioning must be 'batchnorm' or 'concat', not {self.conditioning!r}")
+        if self.projection not in ("pooled", "flat"):
+            raise ValueError(f"projection must be 'pooled' or 'flat', not {self.projection!r}")
         if len(self.adam_betas) not in (0, 2) or not all(0 <= b < 1 for b in self.adam_betas):
             raise ValueError(f"adam_betas must be [] or two numbers in [0, 1), not {list(self.adam_betas)}")
 
@@ -219,14 +223,19 @@ class Discriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         feature_dim = widths[-1] * sizes[-1] ** 2
         self.head = norm(nn.Linear(feature_dim, 1))
-        self.class_embedding = (norm(nn.Embedding(spec.num_classes, feature_dim))
+        # Pooled (Miyato & Koyama's global sum pooling), the class term does not depend on where
+        # a feature lies: one template per class, not one per class and position.
+        self.pooled = cfg.projection == "pooled"
+        projected_dim = widths[-1] if self.pooled else feature_dim
+        self.class_embedding = (norm(nn.Embedding(spec.num_classes, projected_dim))
                                 if spec.num_classes else None)
 
     def forward(self, x: Tensor, labels: Tensor | None) -> Tensor:
-        h = self.features(x).flatten(1)                   # (B, C·s·s)
-        score = self.head(h).squeeze(1)                   # (B,)
+        maps = self.features(x)                           # (B, C, s, s)
+        score = self.head(maps.flatten(1)).squeeze(1)     # (B,)
         if self.class_embedding is not None:              # projection: + ⟨embed(y), φ(x)⟩
-            score = score + (self.class_embedding(labels) * h).sum(dim=1)
+            phi = maps.sum(dim=(2, 3)) if self.pooled else maps.flatten(1)
+            score = score + (self.class_embedding(labels) * phi).sum(dim=1)
         return score
 
 
