@@ -28,9 +28,9 @@ from genstudio.core.families.diffusion import (
     log_snr_timesteps,
     repaint,
     repaint_positions,
-    unet_levels,
     variational_bound,
 )
+from genstudio.core.families.unet import unet_levels
 
 PIXEL_VALUES = torch.arange(256, dtype=torch.float64) * 2 / 255 - 1  # k → [−1, 1]
 

@@ -8,7 +8,7 @@ The file keeps three things apart (as lucidrains' `Unet` / `GaussianDiffusion` d
   * the process functions (`ddpm_sample`, `ddim_sample`, `ddim_invert`, `repaint`,
     `variational_bound`), which take any ε-predictor `eps_fn(x_t, t)`, so tests can plug in
     the analytically optimal predictor for Gaussian data in place of the network;
-  * `UNet`, the ε-network, and `Diffusion`, the family that owns network, EMA and optimizer.
+  * `EpsilonUNet`, the ε-network (the shared UNet of families/unet.py, preconditioned), and `Diffusion`, the family that owns network, EMA and optimizer.
 
 Conventions: timesteps are 0-based, index t ∈ {0..T−1} is the paper's step t+1; index −1 is
 the data x_0 (ᾱ = 1). Images live in [−1, 1] inside the process ([0, 1] across the contract).
@@ -41,6 +41,7 @@ from .layers import (
     to_symmetric,
     to_unit,
 )
+from .unet import UNet, zero_init
 
 # eps_fn(x_t, t) → predicted ε, the same shape as x_t; t is a (B,) long tensor of indices.
 EpsFn = Callable[[Tensor, Tensor], Tensor]
@@ -505,7 +506,7 @@ class PixelDecoder(nn.Module):
         self.net = nn.Sequential(
             nn.Conv2d(2 * channels, DECODER_WIDTH, 3, padding=1), nn.SiLU(),
             nn.Conv2d(DECODER_WIDTH, DECODER_WIDTH, 3, padding=1), nn.SiLU(),
-            _zero(nn.Conv2d(DECODER_WIDTH, 2 * channels, 3, padding=1)))
+            zero_init(nn.Conv2d(DECODER_WIDTH, 2 * channels, 3, padding=1)))
 
     def forward(self, x1: Tensor) -> tuple[Tensor, Tensor]:
         """The logistic's location and log-scale per subpixel. Untrained: x_1/√ᾱ_1, and the
@@ -523,73 +524,9 @@ class PixelDecoder(nn.Module):
 # -- the ε-network ------------------------------------------------------------------------------
 
 
-def unet_levels(size: int) -> int:
-    """Halvings from the image size down to a 4–7 px bottleneck: 8 → 1, 16 → 2, 28 → 2, 32 → 3."""
-    return max(1, int(math.floor(math.log2(size / 4))))
-
-
-def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
-    """Transformer position encoding of (B,) float timesteps → (B, dim) (Ho et al. §4)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    angles = t.float()[:, None] * freqs[None, :]
-    embedding = torch.cat([angles.sin(), angles.cos()], dim=1)
-    return F.pad(embedding, (0, dim - 2 * half))
-
-
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(next(g for g in (8, 4, 2, 1) if channels % g == 0), channels)
-
-
-def _zero(module: nn.Module) -> nn.Module:
-    """Zero-initialised output layers: every residual branch starts as the identity, which
-    keeps a deep UNet stable from the first step (as Ho et al.'s code does)."""
-    for p in module.parameters():
-        nn.init.zeros_(p)
-    return module
-
-
-class ResBlock(nn.Module):
-    """GroupNorm–SiLU–conv twice, the time/class embedding added in between, plus a skip."""
-
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float):
-        super().__init__()
-        self.norm1, self.conv1 = _norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, c_out)
-        self.norm2, self.dropout = _norm(c_out), nn.Dropout(dropout)
-        self.conv2 = _zero(nn.Conv2d(c_out, c_out, 3, padding=1))
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(F.silu(emb))[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return self.skip(x) + h
-
-
-class SelfAttention(nn.Module):
-    """Single-head self-attention over the pixels of the bottleneck (a few dozen of them)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.norm = _norm(channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.out = _zero(nn.Conv2d(channels, channels, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).view(b, 3, c, h * w).transpose(2, 3).unbind(1)  # (B, HW, C)
-        attended = F.scaled_dot_product_attention(q, k, v)                               # (B, HW, C)
-        return x + self.out(attended.transpose(1, 2).reshape(b, c, h, w))
-
-
-class UNet(nn.Module):
-    """ε_θ(x_t, t, y): a UNet (Ronneberger et al. 2015) as in Ho et al. 2020, small enough for
-    a CPU. Levels come from the image size (`unet_levels`); the input is zero-padded to a
-    multiple of 2^levels so odd sizes (28, 30, …) work, and the output is cropped back.
-
-    The output is preconditioned (Karras et al. 2022, written for ε): ε_θ = c_skip·x_t +
-    c_out·F(x_t, t, y), where c_skip·x_t is the optimal predictor for data of mean 0 and std
+class EpsilonUNet(UNet):
+    """ε_θ(x_t, t, y) at integer timestep t: the shared UNet F (families/unet.py) with its
+    output preconditioned (Karras et al. 2022, written for ε): ε_θ = c_skip·x_t + c_out·F(x_t, t, y), where c_skip·x_t is the optimal predictor for data of mean 0 and std
     σ_data, and c_out the std of what it leaves unexplained. Near pure noise the signal in x_t
     is ~√ᾱ_t ≈ 0.03 while a plain network's ε error is a few percent too (5–8 % rms after 2000
     steps on the shapes data), so DDIM's η = 0 ODE carried that error into the images as
@@ -598,59 +535,14 @@ class UNet(nn.Module):
     is the optimal predictor for N(0, σ_data²) data."""
 
     def __init__(self, spec: ImageSpec, cfg: DiffusionConfig, alpha_bars: Tensor):
-        super().__init__()
+        super().__init__(spec, cfg)
         self.sigma_data = cfg.sigma_data
         # Derived from the config, so not checkpointed (persistent=False).
         self.register_buffer("alpha_bars", alpha_bars.float(), persistent=False)
-        self.levels = unet_levels(spec.size)
-        step = 2**self.levels
-        self.size, self.padded = spec.size, math.ceil(spec.size / step) * step
         self.time_scale = 1000.0 / cfg.timesteps  # embeddings see 0..1000 whatever T is
-        base = cfg.base_channels
-        widths = [base * cfg.channel_mults[min(i, len(cfg.channel_mults) - 1)] for i in range(self.levels + 1)]
-        emb_dim, self.base = 4 * base, base
-        self.time_mlp = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        # One extra row: index num_classes is the "no label" class of classifier-free guidance.
-        self.class_embedding = nn.Embedding(spec.num_classes + 1, emb_dim) if spec.num_classes else None
-        self.stem = nn.Conv2d(spec.channels, widths[0], 3, padding=1)
-        blocks = cfg.blocks_per_level
-        self.down_blocks = nn.ModuleList(
-            nn.ModuleList(ResBlock(widths[i], widths[i], emb_dim, cfg.dropout) for _ in range(blocks))
-            for i in range(self.levels))
-        self.downsamples = nn.ModuleList(
-            nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1) for i in range(self.levels))
-        bottom = widths[-1]
-        self.mid1 = ResBlock(bottom, bottom, emb_dim, cfg.dropout)
-        self.mid_attention = SelfAttention(bottom) if cfg.attention else nn.Identity()
-        self.mid2 = ResBlock(bottom, bottom, emb_dim, cfg.dropout)
-        self.upsamples = nn.ModuleList(
-            nn.Conv2d(widths[i + 1], widths[i], 3, padding=1) for i in range(self.levels))
-        self.up_blocks = nn.ModuleList(
-            nn.ModuleList(ResBlock(2 * widths[i], widths[i], emb_dim, cfg.dropout) for _ in range(blocks))
-            for i in range(self.levels))
-        self.out = nn.Sequential(_norm(widths[0]), nn.SiLU(),
-                                 _zero(nn.Conv2d(widths[0], spec.channels, 3, padding=1)))
 
     def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
-        emb = self.time_mlp(sinusoidal_embedding(t * self.time_scale, self.base))  # (B, 4·base)
-        if self.class_embedding is not None:
-            if labels is None:
-                raise ValueError("a class-conditional network needs labels (num_classes: no label)")
-            emb = emb + self.class_embedding(labels)
-        pad = self.padded - self.size
-        h = self.stem(F.pad(x, (0, pad, 0, pad)))
-        skips = []
-        for blocks, downsample in zip(self.down_blocks, self.downsamples, strict=True):
-            for block in blocks:
-                h = block(h, emb)
-                skips.append(h)
-            h = downsample(h)
-        h = self.mid2(self.mid_attention(self.mid1(h, emb)), emb)
-        for i in reversed(range(self.levels)):
-            h = self.upsamples[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-            for block in self.up_blocks[i]:
-                h = block(torch.cat([h, skips.pop()], dim=1), emb)
-        residual = self.out(h)[:, :, :self.size, :self.size]
+        residual = super().forward(x, t * self.time_scale, labels)
         if self.sigma_data <= 0:
             return residual
         alpha_bar = self.alpha_bars[t].view(-1, 1, 1, 1)
@@ -766,7 +658,7 @@ class Diffusion(Family):
         super().__init__(spec, config, device, seed)
         self.schedule = NoiseSchedule.named(config.schedule, config.timesteps)
         self.schedule.reverse_variance(config.reverse_variance)  # fail now on an unknown kind
-        self.unet = UNet(spec, config, self.schedule.alpha_bars).to(self.device)
+        self.unet = EpsilonUNet(spec, config, self.schedule.alpha_bars).to(self.device)
         # Sampling uses an average of the weights (Ho et al. §4, decay 0.9999), warmed up for short runs.
         self.ema = ExponentialMovingAverage(self.unet, config.ema_decay).to(self.device)
         groups = [{"params": list(self.unet.parameters())}]
