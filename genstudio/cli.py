@@ -150,7 +150,7 @@ def _add_train(sub: Any) -> None:
                        epilog="Ctrl+C or SIGTERM stops the run after saving its last whole step (a second one "
                               "also skips the final sample grid and evaluation); the command then exits with "
                               "130 (Ctrl+C) or 143 (SIGTERM), 0 only for a run that completed.")
-    p.add_argument("--family", help="vae, gan, flow, diffusion, pixelcnn or ebm (with --resume: the run's)")
+    p.add_argument("--family", help="vae, gan, flow, diffusion, flow-matching, pixelcnn or ebm (with --resume: the run's)")
     p.add_argument("--data", help="a folder of images or builtin:NAME (tins, shapes; with --resume: the run's)")
     p.add_argument("--out", required=True,
                    help="the run folder to create: a new or empty folder (or a run to continue with --resume)")
@@ -558,7 +558,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _add_interpolate(sub: Any) -> None:
     p = sub.add_parser("interpolate", help="frames between two images (or two seeds) through the latent space")
-    p.add_argument("run", help="a run folder whose family can decode (vae, gan, flow, diffusion)")
+    p.add_argument("run", help="a run folder whose family can decode (vae, gan, flow, diffusion, flow-matching)")
     p.add_argument("--from", dest="start", required=True, metavar="A",
                    help="an image file (encoded by the model), or seed:N for a latent drawn from the prior")
     p.add_argument("--to", dest="end", required=True, metavar="B", help="as --from")

@@ -30,6 +30,7 @@ FAMILIES: dict[str, str] = {
     "gan": "genstudio.core.families.gan",
     "flow": "genstudio.core.families.flow",
     "diffusion": "genstudio.core.families.diffusion",
+    "flow-matching": "genstudio.core.families.flow_matching",
     "pixelcnn": "genstudio.core.families.pixelcnn",
     "ebm": "genstudio.core.families.ebm",
 }

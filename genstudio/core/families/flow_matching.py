@@ -13,19 +13,26 @@ So:
     d log p_t(x_t)/dt = −div v(x_t, t), integrated backward beside x (`log_likelihood`), the
     divergence exactly (one backward pass per dimension) or by Hutchinson's estimator.
 
-Every function takes the field as `velocity(x, t)` with t a (B,) float tensor, so the tests can
-plug in the closed-form optimal field for Gaussian data in place of a network.
+Every process function takes the field as `velocity(x, t)` with t a (B,) float tensor, so the
+tests can plug in the closed-form optimal field for Gaussian data in place of a network.
+`FlowMatching`, the family, owns the network (the UNet shared with diffusion, families/unet.py),
+its EMA and optimizer; images live in [−1, 1] inside the processes ([0, 1] across the contract).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from .base import Capability, Family, ImageSpec, SampleProgress, at_least, within
+from .layers import ExponentialMovingAverage, to_symmetric, to_unit
+from .unet import UNet
 
 # velocity(x_t, t) → dx/dt, the shape of x_t; t is a (B,) float tensor in [0, 1].
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
@@ -197,3 +204,256 @@ def log_likelihood(velocity: VelocityFn, data: Tensor, steps: int,
     noise = end[:, :-1].view_as(data)
     # Integrated from 1 to 0, the last column holds ∫₁⁰ div dt = −∫₀¹ div dt.
     return standard_normal_log_density(noise) + end[:, -1], noise
+
+
+# -- the family ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlowMatchingConfig:
+    base_channels: int = 32           # UNet width at full resolution
+    channel_mults: tuple[int, ...] = (1, 2, 2, 2)  # width multiplier per level; the last repeats
+    blocks_per_level: int = 1         # residual blocks per UNet level
+    attention: bool = True            # self-attention at the 4–7 px bottleneck
+    dropout: float = 0.0              # in residual blocks
+    time_sampling: Literal["logit-normal", "uniform"] = "logit-normal"  # training times: σ(N(0, 1)) (Esser et al. 2024) | uniform
+    transport_pairing: bool = False   # pair noise and images by minibatch optimal transport (straighter paths)
+    lr: float = 1e-3                  # Adam learning rate (after warm-up)
+    warmup_steps: int = 200           # linear learning-rate warm-up
+    grad_clip: float = 1.0            # max gradient norm
+    ema_decay: float = 0.999          # EMA of the weights used for sampling
+    p_uncond: float = 0.1             # label dropout for classifier-free guidance (conditional models)
+
+    CONDITIONAL_ONLY: ClassVar[tuple[str, ...]] = ("p_uncond",)  # forms hide these for other runs
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "base_channels", "blocks_per_level")
+        if not self.channel_mults or min(self.channel_mults) < 1:
+            raise ValueError(f"channel_mults must be a list of whole numbers ≥ 1, not {list(self.channel_mults)}")
+        at_least(self, 0, "lr", "grad_clip", "warmup_steps")
+        within(self, 0, 1, "ema_decay", "p_uncond", "dropout")
+        if self.time_sampling not in TIME_SAMPLINGS:
+            raise ValueError(f"time_sampling must be one of {', '.join(TIME_SAMPLINGS)}, not {self.time_sampling!r}")
+
+
+@dataclass(frozen=True)
+class FlowMatchingSampleOptions:
+    solver: Literal["euler", "midpoint", "heun"] = "heun"  # ODE solver: Euler (1 network pass a step), midpoint or Heun (2)
+    steps: int = 20           # solver steps from noise to image
+    guidance: float = 2.0     # classifier-free guidance: 1 plain conditional, 0 unconditional (conditional models only)
+
+    CONDITIONAL_ONLY: ClassVar[tuple[str, ...]] = ("guidance",)
+
+    def __post_init__(self) -> None:
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, not {self.solver!r}")
+        if self.steps < 1 or self.guidance < 0:
+            raise ValueError("steps must be ≥ 1 and guidance ≥ 0")
+
+    @property
+    def network_evaluations(self) -> int:
+        return self.steps * (1 if self.solver == "euler" else 2)
+
+
+@dataclass(frozen=True)
+class InpaintOptions:
+    steps: int = 50           # solver steps from noise to image
+    resamples: int = 2        # extra passes over each step, re-noised back to its start (RePaint's resampling)
+    solver: Literal["euler", "midpoint", "heun"] = "heun"  # ODE solver of each step
+    guidance: float = 2.0     # classifier-free guidance scale for conditional models
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.resamples < 0 or self.guidance < 0:
+            raise ValueError("steps must be ≥ 1, resamples ≥ 0 and guidance ≥ 0")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, not {self.solver!r}")
+
+
+def renoise(x_later: Tensor, t_later: float, t: float, generator: torch.Generator) -> Tensor:
+    """A draw of x_t given x_s (s = t_later > t) under the straight path: with x_s = (1 − s)·x₀ +
+    s·x₁, the point (t/s)·x_s plus fresh noise of std √((1 − t)² − (t(1 − s)/s)²) has exactly the
+    path's x_t distribution for the same x₁ (the path's own forward kernel)."""
+    ratio = t / t_later
+    std = math.sqrt(max((1 - t) ** 2 - (ratio * (1 - t_later)) ** 2, 0.0))
+    fresh = torch.randn(x_later.shape, generator=generator).to(x_later.device, x_later.dtype)
+    return ratio * x_later + std * fresh
+
+
+def inpaint_along_path(velocity: VelocityFn, known: Tensor, keep: Tensor, generator: torch.Generator,
+                       options: InpaintOptions, on_step: StepCallback | None = None) -> Tensor:
+    """Fill the pixels where `keep` is False (RePaint, Lugmayr et al. 2022, on the straight
+    path): before every solver step the kept pixels are set to their path value (1 − t)·x₀ +
+    t·x_known for one fixed x₀, so the field sees them at the right noise level; each step is
+    done `resamples` more times after re-noising its end back to its start, so the fill has
+    time to agree with them."""
+    noise = torch.randn(known.shape, generator=generator).to(known.device, known.dtype)
+    x, h = noise, 1.0 / options.steps
+    for i in range(options.steps):
+        t, s = i * h, (i + 1) * h
+        for r in range(options.resamples + 1):
+            x = torch.where(keep, (1 - t) * noise + t * known, x)
+            x = integrate(velocity, x, t, s, 1, options.solver)
+            if r < options.resamples:
+                x = renoise(x, s, t, generator)
+        if on_step is not None:
+            on_step(i + 1, options.steps, x)
+    return torch.where(keep, known, x)
+
+
+# Solver steps of encode and decode unless options say otherwise: a latent round trip needs more
+# than a sample does.
+LATENT_STEPS = 50
+
+
+class VelocityUNet(UNet):
+    """v_θ(x_t, t, y): the shared UNet at continuous time t ∈ [0, 1] (seen on the UNet's 0..1000
+    scale). Its output layer starts at zero, so a fresh network is the field v = 0."""
+
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        return super().forward(x, t * 1000.0, labels)
+
+
+class FlowMatching(Family):
+    """Conditional flow matching on the straight path from N(0, I) to the images (rectified
+    flow), sampled by an ODE solver from an EMA of the weights. The latent is x₀, the noise an
+    image comes from (C·H·W numbers, the image's shape flattened), reached from an image by
+    integrating the ODE backward and mapped back by integrating it forward."""
+
+    name = "flow-matching"
+    title = "Flow matching"
+    summary = "Learns a velocity field from noise to images (rectified flow); few-step ODE sampling, exact latents."
+    capabilities = frozenset({Capability.SAMPLE, Capability.DECODE, Capability.ENCODE, Capability.INPAINT,
+                              Capability.CONDITIONAL})
+    inpaint_method = ("RePaint on the straight path: the known pixels are set to their place on the path before "
+                      "every ODE step, and each step is redone after re-noising, so the fill agrees with them.")
+    Config = FlowMatchingConfig
+    SampleOptions = FlowMatchingSampleOptions
+    TINY: ClassVar[dict[str, Any]] = {"base_channels": 8, "channel_mults": (1, 2)}
+    width_knobs: ClassVar[tuple[str, ...]] = ("base_channels",)
+
+    def __init__(self, spec: ImageSpec, config: FlowMatchingConfig, device: torch.device, seed: int = 0):
+        super().__init__(spec, config, device, seed)
+        self.network = VelocityUNet(spec, config).to(self.device)
+        self.ema = ExponentialMovingAverage(self.network, config.ema_decay).to(self.device)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
+        self.null_label = spec.num_classes  # the extra embedding row: "no label"
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"network": self.network, "ema": self.ema}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"adam": self.optimizer}
+
+    @property
+    def latent_dim(self) -> int:
+        return self.spec.dims  # x₀ has the image's shape
+
+    # -- training ---------------------------------------------------------------------------
+    def train_step(self, x: Tensor, labels: Tensor | None, generator: torch.Generator) -> dict[str, float]:
+        """The conditional flow matching loss at one drawn time per image, the noise paired to
+        the images by minibatch optimal transport when `transport_pairing` is on."""
+        data = to_symmetric(x.to(self.device))
+        batch = data.shape[0]
+        shard = self.batch_shard  # rows of the global batch's draws (all of them when single)
+        t = shard.draw(batch, lambda n: sample_times(n, self.config.time_sampling, generator,
+                                                     generator.device)).to(self.device, data.dtype)
+        noise = shard.draw(batch, lambda n: torch.randn((n, *data.shape[1:]), generator=generator,
+                                                        device=generator.device)).to(self.device, data.dtype)
+        if self.config.transport_pairing:
+            noise = pair_by_transport(noise, data)
+        y = self._training_labels(labels, batch, generator)
+        loss = flow_matching_loss(lambda v, s: self.network(v, s, y), noise, data, t)
+        # The EMA's update count is the step count, so warm-up resumes exactly from a checkpoint.
+        step = int(self.ema.updates)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * self.lr_scale * min(1.0, (step + 1) / max(1, self.config.warmup_steps))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.backward(loss, self.optimizer)
+        grad_norm = nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
+        self.optimizer_step(self.optimizer)
+        self.ema.update(self.network)
+        return {"loss": loss.item(), "grad_norm": float(grad_norm)}
+
+    def _training_labels(self, labels: Tensor | None, batch: int, generator: torch.Generator) -> Tensor | None:
+        """Labels with a p_uncond fraction replaced by the null class, so one network learns
+        both v(x_t, y) and v(x_t) (classifier-free guidance, Ho & Salimans 2022)."""
+        if self.spec.num_classes == 0:
+            return None
+        if labels is None:
+            raise ValueError("a class-conditional model needs labels to train")
+        labels = labels.to(self.device, torch.long)
+        drop = self.batch_shard.draw(batch, lambda n: torch.rand(n, generator=generator,
+                                                                 device=generator.device)).to(self.device)
+        return torch.where(drop < self.config.p_uncond, torch.full_like(labels, self.null_label), labels)
+
+    # -- the field the process functions follow ------------------------------------------------
+    def velocity_fn(self, labels: Tensor | None, guidance: float = 1.0,
+                    network: nn.Module | None = None) -> VelocityFn:
+        """v(x_t, t) of the EMA network (or `network`), guided when the model is conditional:
+        ṽ = v(x_t) + w (v(x_t, y) − v(x_t)), so w = 1 is the conditional field and w = 0 the
+        unconditional one."""
+        network = network or self.ema
+        if labels is None:
+            return lambda x, t: network(x, t, None)
+
+        def guided(x: Tensor, t: Tensor) -> Tensor:
+            if guidance == 1.0:
+                return network(x, t, labels)
+            conditional, unconditional = network(
+                torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, self.null_label)])
+            ).chunk(2)
+            return unconditional + guidance * (conditional - unconditional)
+
+        return guided
+
+    # -- capabilities -----------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, seed: int, labels: Tensor | None = None, *, options: Any = None,
+               progress: SampleProgress | None = None) -> Tensor:
+        """x₀ ~ N(0, I) from `seed` on the CPU, carried to t = 1 by the solver; progress gets the
+        images along the path after every step."""
+        options = options or self.SampleOptions()
+        labels = self._check_labels(labels, n)
+        noise = torch.randn((n, *self.spec.shape), generator=torch.Generator().manual_seed(seed)).to(self.device)
+        callback = None if progress is None else (lambda i, total, x: progress(i, total, to_unit(x).cpu()))
+        x = integrate(self.velocity_fn(labels, options.guidance), noise, 0.0, 1.0, options.steps, options.solver,
+                      on_step=callback)
+        return to_unit(x).cpu()
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, labels: Tensor | None = None, *, options: Any = None) -> Tensor:
+        """x₀ of the ODE integrated backward from x, flattened to (N, C·H·W), in options.steps
+        steps (default LATENT_STEPS). Conditional models follow the guided field, as `decode` does."""
+        options = options or self.SampleOptions(steps=LATENT_STEPS)
+        labels = self._check_labels(labels, x.shape[0])
+        noise = integrate(self.velocity_fn(labels, options.guidance), to_symmetric(x.to(self.device)),
+                          1.0, 0.0, options.steps, options.solver)
+        return noise.flatten(1).cpu()
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, labels: Tensor | None = None, *, options: Any = None) -> Tensor:
+        """The ODE integrated forward from x₀ = z.view(C, H, W), in options.steps steps (default
+        LATENT_STEPS)."""
+        if z.dim() != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"latents must be (N, {self.latent_dim}), not {tuple(z.shape)}")
+        options = options or self.SampleOptions(steps=LATENT_STEPS)
+        labels = self._check_labels(labels, z.shape[0])
+        noise = z.to(self.device, torch.float32).view(-1, *self.spec.shape)
+        x = integrate(self.velocity_fn(labels, options.guidance), noise, 0.0, 1.0, options.steps, options.solver)
+        return to_unit(x).cpu()
+
+    @torch.no_grad()
+    def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None, *,
+                options: InpaintOptions | None = None, progress: SampleProgress | None = None) -> Tensor:
+        """inpaint_along_path; the kept pixels come back unchanged, bit for bit. progress gets
+        the images along the path after every step."""
+        options = options or InpaintOptions()
+        labels = self._check_labels(labels, x.shape[0])
+        keep = self._keep_mask(keep_mask, x)
+        callback = None if progress is None else (lambda i, total, v: progress(i, total, to_unit(v).cpu()))
+        filled = inpaint_along_path(self.velocity_fn(labels, options.guidance), to_symmetric(x.to(self.device)),
+                                    keep.to(self.device), torch.Generator().manual_seed(seed), options, callback)
+        return torch.where(keep, x.cpu(), to_unit(filled).cpu())
+
+
+FAMILY = FlowMatching
