@@ -72,6 +72,7 @@ from .base import (
     smooth_fill,
     within,
 )
+from .layers import dequantize
 
 _LOG_256 = math.log(256.0)
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -127,11 +128,6 @@ def levels_for_size(size: int, max_levels: int) -> int:
 
 
 # -- preprocessing: 8-bit pixels ↔ logit space --------------------------------------------------
-
-
-def dequantize(x01: Tensor, noise: Tensor) -> Tensor:
-    """y = (k + u) / 256 for pixels x = k / 255 and noise u in [0, 1)."""
-    return (torch.round(x01 * 255.0) + noise) / 256.0
 
 
 def to_logit(y: Tensor, alpha: float) -> tuple[Tensor, Tensor]:

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .base import Capability, Family, ImageSpec, SampleProgress, at_least, within
-from .layers import ExponentialMovingAverage, to_symmetric, to_unit
+from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress, at_least, within
+from .layers import ExponentialMovingAverage, dequantize, to_symmetric, to_unit
 from .unet import UNet
 
 # velocity(x_t, t) → dx/dt, the shape of x_t; t is a (B,) float tensor in [0, 1].
@@ -186,24 +186,25 @@ def standard_normal_log_density(x: Tensor) -> Tensor:
 
 
 def log_likelihood(velocity: VelocityFn, data: Tensor, steps: int,
-                   divergence: Callable[[Tensor, Tensor], Tensor],
+                   divergence: Callable[[Tensor, Tensor], Tensor], columns: int = 1,
                    solver: Literal["euler", "midpoint", "heun"] = "heun") -> tuple[Tensor, Tensor]:
-    """(log p₁(x₁) per sample in nats, x₀): the ODE integrated backward from the data to t = 0
+    """((B, columns) log p₁(x₁) in nats, x₀): the ODE integrated backward from the data to t = 0
     beside ∫₀¹ div v(x_t, t) dt, then log p₁(x₁) = log N(x₀; 0, I) − ∫₀¹ div v dt.
 
-    `divergence(x, t)` → (B,): exact_divergence, or a Hutchinson estimate averaged over its
-    probes (then the result is an estimate; its spread comes from calling it with other probes)."""
-    batch = data.shape[0]
+    `divergence(x, t)` → (B, columns): one column for exact_divergence; for Hutchinson's
+    estimator one per probe, each integrated on its own along the one path, so that their mean
+    is the estimate and their spread gives its standard error."""
+    batch, dims = data.shape[0], data[0].numel()
 
     def augmented(state: Tensor, t: Tensor) -> Tensor:
-        x = state[:, :-1].view_as(data)
-        return torch.cat([velocity(x, t).flatten(1), divergence(x, t)[:, None]], dim=1)
+        x = state[:, :dims].view_as(data)
+        return torch.cat([velocity(x, t).flatten(1), divergence(x, t)], dim=1)
 
-    start = torch.cat([data.flatten(1), torch.zeros(batch, 1, dtype=data.dtype, device=data.device)], dim=1)
+    start = torch.cat([data.flatten(1), data.new_zeros(batch, columns)], dim=1)
     end = integrate(augmented, start, 1.0, 0.0, steps, solver)
-    noise = end[:, :-1].view_as(data)
-    # Integrated from 1 to 0, the last column holds ∫₁⁰ div dt = −∫₀¹ div dt.
-    return standard_normal_log_density(noise) + end[:, -1], noise
+    noise = end[:, :dims].view_as(data)
+    # Integrated from 1 to 0, the last columns hold ∫₁⁰ div dt = −∫₀¹ div dt.
+    return standard_normal_log_density(noise)[:, None] + end[:, dims:], noise
 
 
 # -- the family ------------------------------------------------------------------------------------
@@ -223,11 +224,13 @@ class FlowMatchingConfig:
     grad_clip: float = 1.0            # max gradient norm
     ema_decay: float = 0.999          # EMA of the weights used for sampling
     p_uncond: float = 0.1             # label dropout for classifier-free guidance (conditional models)
+    likelihood_steps: int = 20        # Heun steps of the likelihood's backward ODE
+    likelihood_probes: int = 4        # Hutchinson probes of the divergence (images of more than 64 numbers)
 
     CONDITIONAL_ONLY: ClassVar[tuple[str, ...]] = ("p_uncond",)  # forms hide these for other runs
 
     def __post_init__(self) -> None:
-        at_least(self, 1, "base_channels", "blocks_per_level")
+        at_least(self, 1, "base_channels", "blocks_per_level", "likelihood_steps", "likelihood_probes")
         if not self.channel_mults or min(self.channel_mults) < 1:
             raise ValueError(f"channel_mults must be a list of whole numbers ≥ 1, not {list(self.channel_mults)}")
         at_least(self, 0, "lr", "grad_clip", "warmup_steps")
@@ -300,6 +303,13 @@ def inpaint_along_path(velocity: VelocityFn, known: Tensor, keep: Tensor, genera
     return torch.where(keep, known, x)
 
 
+# Images of at most this many numbers get the exact divergence (one backward pass per number);
+# larger ones Hutchinson's estimate.
+EXACT_DIVERGENCE_DIMS = 64
+# The quick likelihood of live plots: one probe, fewer steps.
+QUICK_LIKELIHOOD = {"steps": 10, "probes": 1}
+_LOG_BIN = math.log(2.0 / 256.0)  # the width of a pixel's bin of [0, 256) in [−1, 1]
+
 # Solver steps of encode and decode unless options say otherwise: a latent round trip needs more
 # than a sample does.
 LATENT_STEPS = 50
@@ -322,8 +332,9 @@ class FlowMatching(Family):
     name = "flow-matching"
     title = "Flow matching"
     summary = "Learns a velocity field from noise to images (rectified flow); few-step ODE sampling, exact latents."
-    capabilities = frozenset({Capability.SAMPLE, Capability.DECODE, Capability.ENCODE, Capability.INPAINT,
-                              Capability.CONDITIONAL})
+    capabilities = frozenset({Capability.SAMPLE, Capability.DECODE, Capability.ENCODE, Capability.LOG_PROB,
+                              Capability.INPAINT, Capability.CONDITIONAL})
+    log_prob_kind = LogProbKind.EXACT  # the change of variables, exact up to the solver (or estimated)
     inpaint_method = ("RePaint on the straight path: the known pixels are set to their place on the path before "
                       "every ODE step, and each step is redone after re-noising, so the fill agrees with them.")
     Config = FlowMatchingConfig
@@ -351,10 +362,13 @@ class FlowMatching(Family):
     # -- training ---------------------------------------------------------------------------
     def train_step(self, x: Tensor, labels: Tensor | None, generator: torch.Generator) -> dict[str, float]:
         """The conditional flow matching loss at one drawn time per image, the noise paired to
-        the images by minibatch optimal transport when `transport_pairing` is on."""
-        data = to_symmetric(x.to(self.device))
-        batch = data.shape[0]
+        the images by minibatch optimal transport when `transport_pairing` is on. The images are
+        dequantized, (k + u)/256, so that the flow's density is one of the 8-bit data's bins."""
+        batch = x.shape[0]
         shard = self.batch_shard  # rows of the global batch's draws (all of them when single)
+        jitter = shard.draw(batch, lambda n: torch.rand((n, *x.shape[1:]), generator=generator,
+                                                         device=generator.device)).to(self.device)
+        data = to_symmetric(dequantize(x.to(self.device), jitter))
         t = shard.draw(batch, lambda n: sample_times(n, self.config.time_sampling, generator,
                                                      generator.device)).to(self.device, data.dtype)
         noise = shard.draw(batch, lambda n: torch.randn((n, *data.shape[1:]), generator=generator,
@@ -454,6 +468,43 @@ class FlowMatching(Family):
         filled = inpaint_along_path(self.velocity_fn(labels, options.guidance), to_symmetric(x.to(self.device)),
                                     keep.to(self.device), torch.Generator().manual_seed(seed), options, callback)
         return torch.where(keep, x.cpu(), to_unit(filled).cpu())
+
+    def log_prob(self, x: Tensor, labels: Tensor | None = None, *, seed: int = 0,
+                 steps: int | None = None, probes: int | None = None) -> Tensor:
+        """log p(k + u) in nats per image (the density on [0, 256)^D) for one noise pattern u
+        from `seed`, by the change of variables along the unguided ODE (log_likelihood): exact
+        up to the solver's error for images of at most EXACT_DIVERGENCE_DIMS numbers, else the
+        mean of `probes` Hutchinson estimates (unbiased)."""
+        return self._log_prob_columns(x, labels, seed, steps, probes).mean(1)
+
+    def _log_prob_columns(self, x: Tensor, labels: Tensor | None, seed: int, steps: int | None,
+                          probes: int | None) -> Tensor:
+        labels = self._check_labels(labels, x.shape[0])
+        generator = torch.Generator().manual_seed(seed)
+        pattern = torch.rand(self.spec.shape, generator=generator)
+        data = to_symmetric(dequantize(x.to(self.device, torch.float32), pattern.to(self.device)))
+        velocity = self.velocity_fn(labels, 1.0)  # guidance does not define a normalised density
+        exact = self.spec.dims <= EXACT_DIVERGENCE_DIMS
+        columns = 1 if exact else probes or self.config.likelihood_probes
+        probe_noise = torch.Generator(device=self.device).manual_seed(seed + 1)
+
+        def divergence(v: Tensor, t: Tensor) -> Tensor:
+            if exact:
+                return exact_divergence(velocity, v, t)[:, None]
+            return hutchinson_divergence(velocity, v, t, columns, probe_noise)
+
+        with torch.no_grad():
+            log_pz, _noise = log_likelihood(velocity, data, steps or self.config.likelihood_steps, divergence,
+                                            columns)
+        return (log_pz + self.spec.dims * _LOG_BIN).cpu()
+
+    def likelihood_bounds(self, x: Tensor, labels: Tensor | None = None, *,
+                          quick: bool = False) -> dict[str, Tensor]:
+        """`cnf`, the likelihood with the exact divergence, or `cnf_est`, Hutchinson's estimate
+        (quick: one probe and fewer steps, for live plots)."""
+        exact = self.spec.dims <= EXACT_DIVERGENCE_DIMS
+        options = QUICK_LIKELIHOOD if quick else {}
+        return {"cnf" if exact else "cnf_est": self.log_prob(x, labels, **options)}
 
 
 FAMILY = FlowMatching

@@ -91,6 +91,11 @@ def discretized_logistic_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor) ->
     )
 
 
+def dequantize(x01: Tensor, noise: Tensor) -> Tensor:
+    """y = (k + u) / 256 for pixels x = k / 255 and noise u in [0, 1)."""
+    return (torch.round(x01 * 255.0) + noise) / 256.0
+
+
 def to_symmetric(x01: Tensor) -> Tensor:
     """[0, 1] → [−1, 1]."""
     return x01 * 2.0 - 1.0
