@@ -312,7 +312,7 @@ _LOG_BIN = math.log(2.0 / 256.0)  # the width of a pixel's bin of [0, 256) in [â
 
 # Solver steps of encode and decode unless options say otherwise: a latent round trip needs more
 # than a sample does.
-LATENT_STEPS = 50
+LATENT_STEPS = 25
 
 
 class VelocityUNet(UNet):
