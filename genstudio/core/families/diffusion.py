@@ -41,7 +41,7 @@ from .layers import (
     to_symmetric,
     to_unit,
 )
-from .unet import UNet, zero_init
+from .unet import UNet, drop_labels, guided, zero_init
 
 # eps_fn(x_t, t) → predicted ε, the same shape as x_t; t is a (B,) long tensor of indices.
 EpsFn = Callable[[Tensor, Tensor], Tensor]
@@ -697,7 +697,7 @@ class Diffusion(Family):
                                                       device=generator.device)).to(self.device)
         noise = shard.draw(batch, lambda n: torch.randn((n, *x0.shape[1:]), generator=generator,
                                                         device=generator.device)).to(x0.device, x0.dtype)
-        y = self._training_labels(labels, batch, generator)
+        y = drop_labels(labels, self.spec.num_classes, self.config.p_uncond, shard, generator, self.device)
         predicted = self.unet(self.schedule.q_sample(x0, t, noise), t, y)
         if self.config.min_snr_gamma > 0:
             per_image = (predicted - noise).pow(2).flatten(1).mean(1)
@@ -735,38 +735,11 @@ class Diffusion(Family):
         snr = alpha_bar / (1 - alpha_bar)
         return snr.clamp(max=self.config.min_snr_gamma) / snr
 
-    def _training_labels(self, labels: Tensor | None, batch: int, generator: torch.Generator) -> Tensor | None:
-        """Labels with a p_uncond fraction replaced by the null class, so one network learns
-        both ε(x_t, y) and ε(x_t) (Ho & Salimans 2022, Algorithm 1)."""
-        if self.spec.num_classes == 0:
-            return None
-        if labels is None:
-            raise ValueError("a class-conditional model needs labels to train")
-        labels = labels.to(self.device, torch.long)
-        drop = self.batch_shard.draw(batch, lambda n: torch.rand(n, generator=generator,
-                                                                 device=generator.device)).to(self.device)
-        return torch.where(drop < self.config.p_uncond, torch.full_like(labels, self.null_label), labels)
-
     # -- the ε-predictor the process functions call ------------------------------------------
     def eps_fn(self, labels: Tensor | None, guidance: float = 1.0, network: nn.Module | None = None) -> EpsFn:
-        """ε(x_t, t) of the EMA network (or `network`), guided when the model is conditional:
-        ε̃ = ε(x_t) + w (ε(x_t, y) − ε(x_t)) (Ho & Salimans 2022 eq. 6 with w = 1 + their w),
-        so w = 1 is the conditional model and w = 0 the unconditional one."""
-        network = network or self.ema
-        if labels is None:
-            return lambda x, t: network(x, t, None)
-
-        def guided(x: Tensor, t: Tensor) -> Tensor:
-            # The bound runs several timesteps of a batch at once: repeat the labels to match.
-            y = labels.repeat(x.shape[0] // labels.shape[0])
-            if guidance == 1.0:
-                return network(x, t, y)
-            conditional, unconditional = network(
-                torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, self.null_label)])
-            ).chunk(2)
-            return unconditional + guidance * (conditional - unconditional)
-
-        return guided
+        """ε(x_t, t) of the EMA network (or `network`), with classifier-free guidance `guidance`
+        when the model is conditional (unet.guided)."""
+        return guided(network or self.ema, labels, guidance, self.null_label)
 
     # -- capabilities -----------------------------------------------------------------------
     @torch.no_grad()

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from .base import Capability, Family, ImageSpec, LogProbKind, SampleProgress, at_least, within
 from .layers import ExponentialMovingAverage, dequantize, to_symmetric, to_unit
-from .unet import UNet
+from .unet import UNet, drop_labels, guided
 
 # velocity(x_t, t) → dx/dt, the shape of x_t; t is a (B,) float tensor in [0, 1].
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
@@ -375,7 +375,7 @@ class FlowMatching(Family):
                                                         device=generator.device)).to(self.device, data.dtype)
         if self.config.transport_pairing:
             noise = pair_by_transport(noise, data)
-        y = self._training_labels(labels, batch, generator)
+        y = drop_labels(labels, self.spec.num_classes, self.config.p_uncond, shard, generator, self.device)
         loss = flow_matching_loss(lambda v, s: self.network(v, s, y), noise, data, t)
         # The EMA's update count is the step count, so warm-up resumes exactly from a checkpoint.
         step = int(self.ema.updates)
@@ -388,37 +388,12 @@ class FlowMatching(Family):
         self.ema.update(self.network)
         return {"loss": loss.item(), "grad_norm": float(grad_norm)}
 
-    def _training_labels(self, labels: Tensor | None, batch: int, generator: torch.Generator) -> Tensor | None:
-        """Labels with a p_uncond fraction replaced by the null class, so one network learns
-        both v(x_t, y) and v(x_t) (classifier-free guidance, Ho & Salimans 2022)."""
-        if self.spec.num_classes == 0:
-            return None
-        if labels is None:
-            raise ValueError("a class-conditional model needs labels to train")
-        labels = labels.to(self.device, torch.long)
-        drop = self.batch_shard.draw(batch, lambda n: torch.rand(n, generator=generator,
-                                                                 device=generator.device)).to(self.device)
-        return torch.where(drop < self.config.p_uncond, torch.full_like(labels, self.null_label), labels)
-
     # -- the field the process functions follow ------------------------------------------------
     def velocity_fn(self, labels: Tensor | None, guidance: float = 1.0,
                     network: nn.Module | None = None) -> VelocityFn:
-        """v(x_t, t) of the EMA network (or `network`), guided when the model is conditional:
-        ṽ = v(x_t) + w (v(x_t, y) − v(x_t)), so w = 1 is the conditional field and w = 0 the
-        unconditional one."""
-        network = network or self.ema
-        if labels is None:
-            return lambda x, t: network(x, t, None)
-
-        def guided(x: Tensor, t: Tensor) -> Tensor:
-            if guidance == 1.0:
-                return network(x, t, labels)
-            conditional, unconditional = network(
-                torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, self.null_label)])
-            ).chunk(2)
-            return unconditional + guidance * (conditional - unconditional)
-
-        return guided
+        """v(x_t, t) of the EMA network (or `network`), with classifier-free guidance `guidance`
+        when the model is conditional (unet.guided)."""
+        return guided(network or self.ema, labels, guidance, self.null_label)
 
     # -- capabilities -----------------------------------------------------------------------
     @torch.no_grad()

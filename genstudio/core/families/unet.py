@@ -1,17 +1,20 @@
 """The UNet the diffusion and flow-matching families share: residual blocks with a time (and
 class) embedding, self-attention at the bottleneck, skips across each level (Ronneberger et al.
-2015; the layout of Ho et al. 2020)."""
+2015; the layout of Ho et al. 2020); and classifier-free guidance over it (Ho & Salimans 2022):
+one network trained with some labels replaced by a "no label" class, and sampled with the two
+outputs mixed."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import ImageSpec
+from .base import BatchShard, ImageSpec
 
 
 def unet_levels(size: int) -> int:
@@ -135,3 +138,41 @@ class UNet(nn.Module):
             for block in self.up_blocks[i]:
                 h = block(torch.cat([h, skips.pop()], dim=1), emb)
         return self.out(h)[:, :, :self.size, :self.size]
+
+
+# -- classifier-free guidance --------------------------------------------------------------------
+
+
+def drop_labels(labels: Tensor | None, num_classes: int, p_uncond: float, shard: BatchShard,
+                generator: torch.Generator, device: torch.device) -> Tensor | None:
+    """The batch's labels with a p_uncond fraction replaced by the null class (index num_classes),
+    so one network learns both f(x_t, y) and f(x_t) (Ho & Salimans 2022, Algorithm 1). None for
+    an unconditional model."""
+    if num_classes == 0:
+        return None
+    if labels is None:
+        raise ValueError("a class-conditional model needs labels to train")
+    labels = labels.to(device, torch.long)
+    drop = shard.draw(len(labels), lambda n: torch.rand(n, generator=generator, device=generator.device)).to(device)
+    return torch.where(drop < p_uncond, torch.full_like(labels, num_classes), labels)
+
+
+def guided(network: nn.Module, labels: Tensor | None, guidance: float,
+           null_label: int) -> Callable[[Tensor, Tensor], Tensor]:
+    """f(x_t, t) of `network`, guided when there are labels: f̃ = f(x_t) + w (f(x_t, y) − f(x_t))
+    (Ho & Salimans 2022 eq. 6 with w = 1 + their w), so w = 1 is the conditional network and
+    w = 0 the unconditional one. A batch of x that repeats the labels' batch (several times of
+    each image at once) repeats the labels to match."""
+    if labels is None:
+        return lambda x, t: network(x, t, None)
+
+    def mixed(x: Tensor, t: Tensor) -> Tensor:
+        y = labels.repeat(x.shape[0] // labels.shape[0])
+        if guidance == 1.0:
+            return network(x, t, y)
+        conditional, unconditional = network(
+            torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null_label)])
+        ).chunk(2)
+        return unconditional + guidance * (conditional - unconditional)
+
+    return mixed
