@@ -253,10 +253,6 @@ class FlowMatchingSampleOptions:
         if self.steps < 1 or self.guidance < 0:
             raise ValueError("steps must be ≥ 1 and guidance ≥ 0")
 
-    @property
-    def network_evaluations(self) -> int:
-        return self.steps * (1 if self.solver == "euler" else 2)
-
 
 @dataclass(frozen=True)
 class InpaintOptions:
