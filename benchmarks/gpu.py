@@ -109,9 +109,9 @@ def flops_per_step(family: str, size: int, batch: int, precision: str) -> float:
     model.train_mode()
     generator = torch.Generator(device=device).manual_seed(0)
     x = accel.batch_layout(torch.rand(batch, 3, size, size, device=device))
-    with accel.autocast():
+    with model.step_runtime.autocast():
         model.train_step(x, None, generator)  # a flow initialises actnorm on its first step
-    with FlopCount() as counter, accel.autocast():
+    with FlopCount() as counter, model.step_runtime.autocast():
         model.train_step(x, None, generator)
     return float(counter.total)
 

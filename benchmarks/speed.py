@@ -127,7 +127,7 @@ def bare_loop_keeping_freed_memory(settings: TrainSettings, warmup: int) -> tupl
 def bare_train_step(family, accel, images: torch.Tensor, labels: torch.Tensor | None,
                     generator: torch.Generator) -> None:
     """What a plain PyTorch loop does with a batch of uint8 images: scale them and train."""
-    with accel.autocast():
+    with family.step_runtime.autocast():
         family.train_step(accel.batch_layout(images.float().div_(255.0)), labels, generator)
 
 

@@ -36,7 +36,7 @@ def test_on_the_cpu_the_trainer_is_bit_for_bit_the_plain_loop(tmp_path, family_n
     assert (plan.precision, plan.channels_last, plan.data_on_device, plan.pin_memory, plan.compile) == \
         ("fp32", False, False, False, False)
     runtime = trainer.family.step_runtime
-    assert (runtime.scaler, runtime.reduce, runtime.autocast_device) == (None, None, None)
+    assert (runtime.scaler, runtime.reduce, runtime.autocast_to) == (None, None, None)
     assert trainer.images.device.type == "cpu" and not trainer.images.is_pinned()
     list(trainer.run())
 
@@ -79,7 +79,7 @@ def _forced_steps(name: str, precision: str, steps: int = 2) -> tuple[object, li
     x = torch.rand((4, *spec.shape), generator=torch.Generator().manual_seed(3)).mul(255).round().div(255)
     metrics = []
     for _ in range(steps):
-        with accel.autocast():
+        with family.step_runtime.autocast():
             metrics.append(family.train_step(accel.batch_layout(x), None, generator))
     return family, metrics, accel
 

@@ -1,4 +1,4 @@
-"""Abandoning a train step part-way (core/runtime/interrupt.py): a step interrupted anywhere before its
+"""Abandoning a train step part-way (core/runtime/step_runtime.py, StepInterrupter): a step interrupted anywhere before its
 first optimizer step and taken again leaves every family exactly where an uninterrupted run
 does; Pause and Stop inside a step work through the trainer; no hook outlives its step."""
 
@@ -14,8 +14,12 @@ from genstudio.core.families import ImageSpec, available_families, create_family
 from genstudio.core.runs.checkpoint import load_checkpoint
 from genstudio.core.runs.run import TrainSettings
 from genstudio.core.runtime import training
-from genstudio.core.runtime.interrupt import StepInterrupted, StepInterrupter, weighted_modules
-from genstudio.core.runtime.step_runtime import StepRuntime
+from genstudio.core.runtime.step_runtime import (
+    StepInterrupted,
+    StepInterrupter,
+    StepRuntime,
+    weighted_modules,
+)
 from genstudio.core.runtime.training import (
     PauseChanged,
     StepLogged,

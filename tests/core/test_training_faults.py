@@ -18,7 +18,7 @@ from genstudio.core.families import family_class
 from genstudio.core.families.diffusion import DECODER_LR_FACTOR
 from genstudio.core.runs.checkpoint import load_checkpoint
 from genstudio.core.runs.run import RunError, TrainSettings, load_run
-from genstudio.core.runtime import guard
+from genstudio.core.runtime import step_runtime as guard
 from genstudio.core.runtime.accel import use_fused_adam
 from genstudio.core.runtime.training import BatchLowered, Notice, Trainer, TrainingFinished
 

@@ -299,7 +299,8 @@ class Family(ABC):
         self.device = torch.device(device)
         self.seed = seed
         # Multiplies the configured learning rates; lowered when training diverges (see
-        # core/runtime/guard.py). Families that set their learning rate every step must apply it.
+        # DivergenceGuard, core/runtime/step_runtime.py). Families that set their learning rate
+        # every step must apply it.
         self.lr_scale = 1.0
         # Set by the trainer: the slice of the global batch (distributed), and the StepRuntime
         # (core/runtime/step_runtime.py) that `backward` and `optimizer_step` go through: interrupt
@@ -413,8 +414,8 @@ class Family(ABC):
     def step_state_modules(self) -> list[nn.Module]:
         """The modules whose buffers a train step may change before its first optimizer step
         (BatchNorm statistics, spectral norm's vectors, …): copied before a step that may be
-        abandoned part-way and put back if it is (core/runtime/interrupt.py). A family that writes a
-        large buffer only after its optimizer step may leave that module out."""
+        abandoned part-way and put back if it is (core/runtime/step_runtime.py). A family that
+        writes a large buffer only after its optimizer step may leave that module out."""
         return list(self.networks().values())
 
     def eval_mode(self) -> None:

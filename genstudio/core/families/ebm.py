@@ -338,7 +338,7 @@ class EBM(Family):
         grad_norm = float(nn.utils.clip_grad_norm_(self.net.parameters(), limit))
         self.optimizer_step(self.optimizer)
         # Written after the optimizer step, so that a step abandoned part-way (Pause, Stop) has
-        # not touched the buffer (step_state_modules leaves it out; core/runtime/interrupt.py).
+        # not touched the buffer (step_state_modules leaves it out; core/runtime/step_runtime.py).
         self.buffer.add(shard.gather(x_neg))
         return {
             "loss": loss.item(),

@@ -269,7 +269,7 @@ class GatedPixelCNN(nn.Module):
         log p(x_i | x_<i) of every subpixel, (B, C, H, W). Those are computed a few images at a
         time (head_chunk): the head and its 256-way softmax are the largest single operations of
         a step (50 M logits, 200 MB, for 64 images of 32 px); in chunks Pause and Stop find a
-        layer boundary sooner (core/runtime/interrupt.py), and each chunk's blocks are small enough for
+        layer boundary sooner (core/runtime/step_runtime.py), and each chunk's blocks are small enough for
         the C heap to reuse from step to step."""
         features = self.horizontal(x, self.vertical_links(x, labels), labels)
         if levels is None:

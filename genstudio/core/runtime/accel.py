@@ -13,7 +13,7 @@ On CUDA the trainer uses, by default:
   gathered into pinned memory and copied with non_blocking=True;
 - optionally torch.compile of the trained networks (setting `compile`; in place with
   nn.Module.compile, so checkpoint keys do not change);
-- fused Adam, which can skip a step on the device: the divergence guard (core/runtime/guard.py) then
+- fused Adam, which can skip a step on the device: the divergence guard (core/runtime/step_runtime.py) then
   hands it a found_inf flag instead of reading the gradients' finiteness on the host, a sync
   in the middle of every optimizer step (a GAN has two per train step) that left the GPU idle
   while the CPU queued the rest of the step. Not under fp16, whose GradScaler sets the flag.
@@ -31,8 +31,7 @@ frees the cached memory, tells the user (a BatchLowered event) and carries on (s
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,7 +42,7 @@ from ..families.base import Family
 from .step_runtime import StepRuntime
 
 if TYPE_CHECKING:
-    from .guard import DivergenceGuard
+    from .step_runtime import DivergenceGuard
 
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
@@ -96,10 +95,8 @@ class Acceleration:
     def __init__(self, plan: Plan, family: Family):
         self.plan = plan
         self.family = family
-        # For the step runtime: fp16 needs a gradient scaler, and any autocast a backward run
-        # outside it.
+        # For the step runtime: fp16 needs a gradient scaler.
         self.scaler = torch.amp.GradScaler(plan.device.type) if plan.precision == "fp16" else None
-        self.autocast_device = plan.device.type if plan.autocast_dtype is not None else None
         use_fused_adam(family.optimizers().values(), plan.fused_optimizers)
         if plan.channels_last:
             for module in family.networks().values():
@@ -112,16 +109,9 @@ class Acceleration:
                      guard: DivergenceGuard | None = None) -> StepRuntime:
         """The runtime a family's backward and optimizer steps go through under this plan
         (core/runtime/step_runtime.py), with a gradient all-reduce and a divergence guard if given."""
-        return StepRuntime(scaler=self.scaler, autocast_device=self.autocast_device, reduce=reduce, guard=guard)
-
-    @contextlib.contextmanager
-    def autocast(self) -> Iterator[None]:
         dtype = self.plan.autocast_dtype
-        if dtype is None:
-            yield
-            return
-        with torch.autocast(device_type=self.plan.device.type, dtype=dtype):
-            yield
+        return StepRuntime(scaler=self.scaler, autocast=None if dtype is None else (self.plan.device.type, dtype),
+                           reduce=reduce, guard=guard)
 
     def batch_layout(self, x: Tensor) -> Tensor:
         if self.plan.channels_last and x.dim() == 4:

@@ -15,9 +15,9 @@ non-finite guard) is one StepRuntime the trainer builds and hands the family
 (core/runtime/step_runtime.py lists the order).
 
 Pause and Stop answer within a fraction of a step: a slow step is abandoned part-way and its
-changes undone (core/runtime/interrupt.py), so a paused step is taken again, bit for bit, after Resume.
+changes undone (core/runtime/step_runtime.py), so a paused step is taken again, bit for bit, after Resume.
 
-Faults: a NaN/inf loss skips its update and repeated ones roll back (core/runtime/guard.py); running
+Faults: a NaN/inf loss skips its update and repeated ones roll back (core/runtime/step_runtime.py); running
 out of GPU memory saves what there is and ends with a clear error; a damaged newest
 checkpoint is replaced on resume by the previous one. Each is reported as a Notice or an error.
 """
@@ -62,9 +62,14 @@ from ..runs.run import RunDir, RunError, RunLock, TrainSettings, check_run_meta
 from .accel import PRECISION_CHOICES, Acceleration, free_device_memory, is_out_of_memory, plan_for
 from .device import select_device
 from .distributed import Distributed, has_batchnorm
-from .guard import DivergenceGuard
-from .interrupt import CHECK_SPACING_SECONDS, SLOW_STEP_SECONDS, StepInterrupted, StepInterrupter
 from .memory import keep_freed_memory
+from .step_runtime import (
+    CHECK_SPACING_SECONDS,
+    SLOW_STEP_SECONDS,
+    DivergenceGuard,
+    StepInterrupted,
+    StepInterrupter,
+)
 
 # -- control (shared between the loop's thread and whoever drives it) -----------------------
 
@@ -502,7 +507,7 @@ class Trainer:
         return x, labels
 
     def _train_step(self, x: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
-        with self.accel.autocast():
+        with self.runtime.autocast():
             self.observer.step_began()
             metrics = self.family.train_step(x, labels, self.generator)
             self.observer.step_ended()
