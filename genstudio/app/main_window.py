@@ -30,7 +30,7 @@ from genstudio.core.families.base import suggestion_reason
 from genstudio.core.metrics.evaluate import describe_evaluation
 from genstudio.core.runs import pretrained
 from genstudio.core.runs.paths import new_run_dir, runs_dir
-from genstudio.core.runs.run import BOOKKEEPING_KEYS, RunDir, RunError, TrainSettings
+from genstudio.core.runs.run import RunDir, RunError, TrainSettings, plotted_figures
 from genstudio.core.runtime.device import select_device
 from genstudio.core.runtime.training import StepObserver, Trainer
 from genstudio.core.trained.sampling import kept_beside
@@ -524,9 +524,7 @@ class MainWindow(QMainWindow):
     def _on_evaluated(self, event) -> None:
         self.run_view.evaluated(event)
         self.render_run_view()
-        numeric = {k: v for k, v in event.figures.items()
-                   if isinstance(v, float) and k not in BOOKKEEPING_KEYS}
-        self.metrics_plot.add_record(event.step, numeric)
+        self.metrics_plot.add_record(event.step, plotted_figures(event.figures))
 
     def _on_pause_changed(self, _event) -> None:
         self.run_view.pause_changed(self.training.control.paused)  # the control's word, not the event's

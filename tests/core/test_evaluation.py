@@ -99,6 +99,45 @@ def test_an_unnormalized_density_is_reported_as_mean_energy_never_as_bits_per_di
     assert "bits/dim" not in line and "mean energy" in line
 
 
+def test_a_hutchinson_estimate_is_reported_with_the_standard_error_of_its_probes():
+    """Flow matching on 3×8×8 images (192 numbers: Hutchinson's estimate) gives one column per
+    probe; the figure is their mean over probes and images, its standard error the probes'
+    spread, sqrt(Σᵢ Varᵢ / P) / N, in bits/dim; it reaches the headline, the line and Compare."""
+    import math
+
+    import torch
+
+    from genstudio.core.families import family_class
+    from genstudio.core.metrics.evaluate import _likelihood, describe_evaluation
+    from genstudio.core.runs.run import plotted_figures
+    from genstudio.core.trained.likelihood import evaluate_likelihood
+
+    tiny = dict(family_class("flow-matching").TINY, likelihood_steps=2)
+    model = create_family("flow-matching", ImageSpec(3, 8), tiny, seed=0)
+    torch.nn.init.normal_(model.ema.average.out[-1].weight, std=0.05)  # a field whose divergence varies
+    images = torch.randint(0, 256, (6, 3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    figures = evaluate_likelihood(model, images)  # one batch, as _likelihood below
+    model.eval_mode()
+    columns = model.likelihood_bounds(images.float() / 255)["cnf_est"].double()
+    model.train_mode()
+    probes, dims = model.config.likelihood_probes, 3 * 8 * 8
+    assert columns.shape == (6, probes) and figures["cnf_est_probes"] == probes
+    assert figures["cnf_est_bpd"] == pytest.approx(-columns.mean().item() / (dims * math.log(2)), rel=1e-9)
+    expected_se = math.sqrt((columns.var(dim=1) / probes).sum().item()) / 6 / (dims * math.log(2))
+    assert expected_se > 0 and figures["cnf_est_bpd_se"] == pytest.approx(expected_se, rel=1e-9)
+    assert set(plotted_figures(figures)) == {"cnf_est_nats", "cnf_est_bpd"}  # not curves of their own
+
+    reference = images.permute(0, 2, 3, 1).numpy()
+    out = _likelihood(model, reference, np.zeros(6, dtype=np.int64), reference)
+    assert out["eval_bpd"] == figures["cnf_est_bpd"] and out["eval_bpd_se"] == figures["cnf_est_bpd_se"]
+    assert out["bpd_kind"] == "exact estimate"
+    line = describe_evaluation({**out, "reference_images": 6, "reference_split": "held-out"})
+    assert f"cnf_est {figures['cnf_est_bpd']:.3f} ± {expected_se:.3f} (s.e., {probes} probes) bits/dim" in line
+
+    quick = evaluate_likelihood(model, images, batch=6, quick=True)  # one probe: no spread to give
+    assert "cnf_est_bpd" in quick and "cnf_est_bpd_se" not in quick
+
+
 def test_too_few_images_are_refused_with_a_sentence_naming_the_count_that_is_short():
     from genstudio.core.metrics.evaluate import EvalSettings, _check_enough_images, minimum_images
 

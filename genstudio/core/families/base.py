@@ -385,7 +385,9 @@ class Family(ABC):
         (e.g. a VAE's ELBO and its importance-weighted bound). quick=True asks for a cheap
         figure for live plots during training; a family whose full figure is costly (a
         diffusion bound sums 1000 network passes) may then return an estimate under its own
-        name (e.g. "vlb_est"), never under the name of the exact figure."""
+        name (e.g. "vlb_est"), never under the name of the exact figure. A figure that is a
+        Monte Carlo estimate may come as (N, P): P independent unbiased estimates per image,
+        whose mean is the figure and whose spread gives its standard error (evaluate_likelihood)."""
         return {"log_prob": self.log_prob(x, labels)}
 
     def inpaint(self, x: Tensor, keep_mask: Tensor, seed: int, labels: Tensor | None = None, *,

@@ -213,6 +213,8 @@ def _likelihood(family: Family, reference: np.ndarray, labels: np.ndarray, train
         # A quick figure (e.g. the diffusion's vlb_est) is one draw of an estimate of the
         # bound, not the bound: the Compare table shows what it is.
         out["bpd_kind"] = f"{kind} estimate" if "_est_" in name else kind
+        if f"{name}_se" in figures:
+            out["eval_bpd_se"] = figures[f"{name}_se"]
     return out
 
 
@@ -247,12 +249,19 @@ def sample_quality(real: np.ndarray, fake: np.ndarray, wanted: set[str], seed: i
     return out
 
 
+def _standard_error(figures: dict[str, Any], name: str) -> str:
+    """" ± 0.004 (s.e., 4 probes)" for a figure estimated from independent probes, else ""."""
+    if f"{name}_bpd_se" not in figures:
+        return ""
+    return f" ± {figures[name + '_bpd_se']:.3f} (s.e., {figures.get(name + '_probes', '?')} probes)"
+
+
 def describe_evaluation(figures: dict[str, Any]) -> str:
     """One line for people, e.g. "On 256 held-out images: elbo 4.312, iwae 4.251 bits/dim
     (per-pixel baseline 0.937) · FID 22.0, precision 0.29, recall 0.44 (random-conv-v1 …)".
     Nats per image are in the record itself."""
     bounds = [k[:-4] for k in figures if k.endswith("_bpd") and not k.startswith(("baseline", "eval"))]
-    parts = [f"{b} {figures[b + '_bpd']:.3f}" for b in bounds]
+    parts = [f"{b} {figures[b + '_bpd']:.3f}" + _standard_error(figures, b) for b in bounds]
     line = f"On {figures.get('reference_images', '?')} {figures.get('reference_split', '')} images: "
     if parts:
         line += ", ".join(parts) + " bits/dim"

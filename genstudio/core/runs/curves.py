@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .run import BOOKKEEPING_KEYS
+from .run import plotted_figures
 
 PREFERRED_METRICS = ("bpd", "loss")    # shown first when the family names none
 DEFAULT_SMOOTHING = 0.6
@@ -68,9 +68,7 @@ class Curves:
         """A finished or re-opened run's metrics.jsonl, in place of what there was."""
         self.clear()
         for record in records:
-            metrics = {k: v for k, v in record.items()
-                       if k not in BOOKKEEPING_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}
-            self.add_record(int(record.get("step", 0)), metrics)
+            self.add_record(int(record.get("step", 0)), plotted_figures(record))
 
     def clear(self) -> None:
         self.curves.clear()

@@ -129,6 +129,15 @@ UNLIMITED_STEPS = 10**9
 
 # Keys of a metrics.jsonl record that are bookkeeping, not metrics to plot or compare.
 BOOKKEEPING_KEYS = frozenset({"step", "time", "images_per_sec", "reference_images", "samples"})
+# Suffixes of keys that describe another figure (its standard error, its probe count), not curves.
+ABOUT_A_FIGURE = ("_se", "_probes")
+
+
+def plotted_figures(record: dict[str, Any]) -> dict[str, float]:
+    """The numbers in a metrics.jsonl record that are metrics to plot or compare."""
+    return {k: float(v) for k, v in record.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and k not in BOOKKEEPING_KEYS and not k.endswith(ABOUT_A_FIGURE)}
 
 
 class RunError(RuntimeError):

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ..runs.paths import runs_dir
-from ..runs.run import BOOKKEEPING_KEYS, RunDir, RunError
+from ..runs.run import RunDir, RunError, plotted_figures
 
-COLUMNS = ["run", "family", "data", "step", "bpd", "bpd_kind", "bpd_images", "extractor", "samples", "fid", "kid",
-           "precision", "recall", "density", "coverage"]
+COLUMNS = ["run", "family", "data", "step", "bpd", "bpd_se", "bpd_kind", "bpd_images", "extractor", "samples", "fid",
+           "kid", "precision", "recall", "density", "coverage"]
 FEATURE_FIGURES = ("fid", "kid", "precision", "recall", "density", "coverage")
 BASELINE_FAMILY = "baseline (per-pixel)"
 
@@ -62,12 +62,10 @@ def summarize_run(path: str | os.PathLike) -> RunSummary:
     curves: dict[str, tuple[list[int], list[float]]] = {}
     for record in records:
         step = int(record.get("step", 0))
-        for key, value in record.items():
-            if key in BOOKKEEPING_KEYS or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
+        for key, value in plotted_figures(record).items():
             steps, values = curves.setdefault(key, ([], []))
             steps.append(step)
-            values.append(float(value))
+            values.append(value)
     evaluations = [r for r in records if _is_evaluation(r)]
     last_step = max((int(r.get("step", 0)) for r in records), default=0)
     return RunSummary(str(run.path), run.path.name, config.get("family", "?"),
@@ -107,6 +105,8 @@ def _row(summary: RunSummary, extractor: str | None) -> tuple[dict[str, Any], bo
         row["bpd_images"] = final.get("reference_images")
     if "eval_bpd" in final:
         row["bpd"], row["bpd_kind"] = final["eval_bpd"], final.get("bpd_kind", "")
+        if "eval_bpd_se" in final:  # an estimate's standard error (Hutchinson's probes)
+            row["bpd_se"] = final["eval_bpd_se"]
         estimates = [v for k, v in final.items() if k.endswith("_est_bpd")]
         if row["bpd_kind"] == "bound" and final["eval_bpd"] in estimates:
             # Written before evaluations named their quick estimates (e.g. the shipped
