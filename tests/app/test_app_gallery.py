@@ -257,3 +257,7 @@ def test_the_training_form_offers_label_dropout_only_for_a_conditional_run(qtbot
     window.family_picker.select("vae")
     window.family_picker.select("diffusion")  # a new form keeps to the box
     assert not panel.config_form.editors["p_uncond"].isHidden()
+    window.family_picker.select("gan")  # how the class reaches G and D, likewise
+    assert not any(panel.config_form.editors[name].isHidden() for name in ("conditioning", "projection"))
+    panel.conditional_check.setChecked(False)
+    assert all(panel.config_form.editors[name].isHidden() for name in ("conditioning", "projection"))

@@ -69,6 +69,7 @@ class GANConfig:
     # Class-conditional runs saved before `conditioning` existed concatenated the class to z.
     # and projected the class on D's flattened features.
     EARLIER_VALUES: ClassVar[dict[str, Any]] = {"conditioning": "concat", "projection": "flat"}
+    CONDITIONAL_ONLY: ClassVar[tuple[str, ...]] = ("conditioning", "projection")  # forms hide these for other runs
 
     def __post_init__(self) -> None:
         at_least(self, 1, "latent_dim", "base_channels", "inversion_restarts")
