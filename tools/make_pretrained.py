@@ -51,6 +51,9 @@ RUNS: dict[str, tuple[str, str]] = {
     "diffusion-shapes": ("Diffusion · shapes 32 px",
                          "--family diffusion --data builtin:shapes --size 32 --steps 100000 --batch 64 "
                          "--seed 0"),
+    "flow-matching-shapes": ("Flow matching · shapes 32 px",
+                             "--family flow-matching --data builtin:shapes --size 32 --steps 100000 --batch 64 "
+                             "--seed 0"),
     "pixelcnn-shapes": ("PixelCNN · shapes 16 px",
                         "--family pixelcnn --data builtin:shapes --size 16 --steps 100000 --batch 64 --seed 0"),
     "ebm-shapes": ("Energy-based · shapes 32 px",
