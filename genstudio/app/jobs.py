@@ -40,7 +40,6 @@ from genstudio.core.trained.latent import (
     FactorProbe,
     LatentMap,
     PrincipalDirections,
-    decode_latents,
     encode_dataset,
     encode_seconds_per_image,
     endpoint_latent,
@@ -316,21 +315,6 @@ def encode_for_explorer(loaded: LoadedRun, count: int, directions: int, stop: th
     probes = probe_factors(encoded) if len(encoded) >= 10 and (
         encoded.factors is not None or len(encoded.class_names) > 1) else []
     return EncodedData(loaded, dataset, encoded, basis, mapped, probes, seconds)
-
-
-@dataclass(frozen=True)
-class DecodedImage:
-    latent: Any                   # the (D,) tensor decoded
-    image: QImage
-    decode_ms: float              # the model's decode alone
-    requested_at: float           # time.perf_counter() when the request was made
-
-
-def decode_one(loaded: LoadedRun, latent: Any, label: int | None, requested_at: float,
-               job: Job) -> DecodedImage:
-    started = time.perf_counter()
-    image = decode_latents(loaded.family, latent[None], label)[0]
-    return DecodedImage(latent, to_qimage(image), 1000 * (time.perf_counter() - started), requested_at)
 
 
 def latent_of(loaded: LoadedRun, endpoint: Endpoint, label: int | None, job: Job) -> Any:

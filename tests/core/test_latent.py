@@ -292,6 +292,16 @@ def test_the_flow_decodes_its_encoding_to_the_same_pixels(shapes16):
     assert np.array_equal(decode_latents(flow, latents), np.stack(images))
 
 
+def test_one_latent_decodes_to_the_image_of_a_batch_with_its_time(shapes16):
+    from genstudio.core.trained.latent import decode_one
+
+    vae = tiny("vae", ImageSpec(channels=3, size=16))
+    a, b = prior_latents(vae.latent_dim, 2, 0)
+    decoded = decode_one(vae, b)
+    assert decoded.latent is b and decoded.decode_ms > 0
+    assert np.array_equal(decoded.image, decode_latents(vae, torch.stack([a, b]))[1])
+
+
 def test_decoding_a_path_gives_its_endpoints_images(shapes16):
     vae = tiny("vae", ImageSpec(channels=3, size=16))
     a, b = prior_latents(vae.latent_dim, 2, 0)

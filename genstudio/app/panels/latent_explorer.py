@@ -37,8 +37,10 @@ from genstudio.core.families import Capability
 from genstudio.core.runs.run import LoadedRun
 from genstudio.core.trained.latent import (
     INTERPOLATION_MODES,
+    DecodedLatent,
     Endpoint,
     LatentPosition,
+    decode_one,
     prior_latents,
 )
 
@@ -573,13 +575,15 @@ class LatentExplorer(RunToolPanel):
     def _request_decode(self) -> None:
         if self.loaded is None or self.position is None or self.position.z is None:
             return
-        self.decode_jobs.submit(partial(jobs.decode_one, self.loaded, self.position.z.clone(), self._label(),
-                                        time.perf_counter()))
+        family, z, label = self.loaded.family, self.position.z.clone(), self._label()
+        requested_at = time.perf_counter()
+        self.decode_jobs.submit(lambda _job: (decode_one(family, z, label), requested_at))  # on a worker
         self._update_marker()
 
-    def _on_decoded(self, decoded: jobs.DecodedImage) -> None:
-        self.image_view.set_image(decoded.image)
-        latency = 1000 * (time.perf_counter() - decoded.requested_at)
+    def _on_decoded(self, result: tuple[DecodedLatent, float]) -> None:
+        decoded, requested_at = result
+        self.image_view.set_image(to_qimage(decoded.image))  # a copy of a few KB
+        latency = 1000 * (time.perf_counter() - requested_at)
         self.latencies_ms.append(latency)
         self.latency_label.setText(f"decode {decoded.decode_ms:.0f} ms · request → image {latency:.0f} ms")
 

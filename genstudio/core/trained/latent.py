@@ -121,6 +121,20 @@ def decode_latents(family: Family, latents: Tensor, label: int | None = None, *,
 
 
 @dataclass(frozen=True)
+class DecodedLatent:
+    latent: Tensor                # the (D,) latent decoded
+    image: np.ndarray             # (H, W, C) uint8
+    decode_ms: float              # the model's decode alone
+
+
+def decode_one(family: Family, latent: Tensor, label: int | None = None) -> DecodedLatent:
+    """One (D,) latent decoded (a slider move), timed."""
+    started = time.perf_counter()
+    image = decode_latents(family, latent[None], label)[0]
+    return DecodedLatent(latent, image, 1000 * (time.perf_counter() - started))
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """One end of an interpolation: exactly one of a prior seed, an image (uint8 at the model's
     size), an image file, or a latent."""
