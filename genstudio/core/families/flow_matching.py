@@ -369,7 +369,7 @@ class FlowMatching(Family):
                                                      generator.device)).to(self.device, data.dtype)
         noise = shard.draw(batch, lambda n: torch.randn((n, *data.shape[1:]), generator=generator,
                                                         device=generator.device)).to(self.device, data.dtype)
-        if self.config.transport_pairing:
+        if self.config.transport_pairing:  # within this process's rows under torchrun
             noise = pair_by_transport(noise, data)
         y = drop_labels(labels, self.spec.num_classes, self.config.p_uncond, shard, generator, self.device)
         loss = flow_matching_loss(lambda v, s: self.network(v, s, y), noise, data, t)
