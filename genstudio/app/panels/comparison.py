@@ -57,7 +57,7 @@ RUN_LIST_WIDTH = 240
 RUN_COLUMN_WIDTH = 220  # at most; longer run names are elided in the middle (full name in the tooltip)
 HEADERS = {"bpd_se": "bpd ± (s.e.)", "bpd_kind": "bpd kind", "bpd_images": "bpd on", "samples": "samples", "kid": "kid ×10³"}
 # column -> (scale, decimals); every other column is shown as text.
-NUMBER_FORMATS = {"bpd": (1, 3), "bpd_se": (1, 3), "fid": (1, 1), "kid": (1e3, 2), "precision": (1, 2),
+NUMBER_FORMATS = {"bpd": (1, 3), "bpd_se": (1, 4), "fid": (1, 1), "kid": (1e3, 2), "precision": (1, 2),
                   "recall": (1, 2), "density": (1, 2), "coverage": (1, 2)}
 BASELINE_COLOUR = "#808080"
 ERROR_COLOUR = "#c62828"

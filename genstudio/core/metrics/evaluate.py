@@ -250,10 +250,11 @@ def sample_quality(real: np.ndarray, fake: np.ndarray, wanted: set[str], seed: i
 
 
 def _standard_error(figures: dict[str, Any], name: str) -> str:
-    """" ± 0.004 (s.e., 4 probes)" for a figure estimated from independent probes, else ""."""
+    """" ± 0.0042 (s.e., 4 probes)" for a figure estimated from independent probes, else "";
+    two significant digits, since it is often far below the figure's last decimal."""
     if f"{name}_bpd_se" not in figures:
         return ""
-    return f" ± {figures[name + '_bpd_se']:.3f} (s.e., {figures.get(name + '_probes', '?')} probes)"
+    return f" ± {figures[name + '_bpd_se']:.2g} (s.e., {figures.get(name + '_probes', '?')} probes)"
 
 
 def describe_evaluation(figures: dict[str, Any]) -> str:
