@@ -150,7 +150,7 @@ def evaluate(run_dir: Path, source: str, reference: np.ndarray, extractor, sampl
     return {"run": str(run_dir), "family": family.name, "step": loaded.step, "extractor": extractor.name, "samples": samples,
             "sample_seconds": round(sample_seconds, 2), **figures,
             "eval_bpd": likelihood.get("eval_bpd"), "bpd_kind": likelihood.get("bpd_kind"),
-            "baseline_bpd": likelihood["baseline_bpd"],
+            "eval_bpd_se": likelihood.get("eval_bpd_se"), "baseline_bpd": likelihood["baseline_bpd"],
             **{f"baseline_{k}": v for k, v in baseline_figures.items()},
             **{f"floor_{k}": v for k, v in floor_figures.items()}}
 
@@ -173,7 +173,8 @@ def _print_table(r: dict[str, Any]) -> None:
           f"batch {r.get('batch', '?')}); {r['samples']} samples vs {r['reference']}; {r['extractor']}")
     print("| model | FID | KID×10³ | precision | recall | held-out bits/dim |")
     print("|---|---|---|---|---|---|")
-    bpd = f"{r['eval_bpd']:.3f} ({r['bpd_kind']})" if r.get("eval_bpd") is not None else "–"
+    error = f" ± {r['eval_bpd_se']:.2g} s.e." if r.get("eval_bpd_se") is not None else ""
+    bpd = f"{r['eval_bpd']:.3f}{error} ({r['bpd_kind']})" if r.get("eval_bpd") is not None else "–"
     baseline_bpd = f"{r['baseline_bpd']:.3f} (exact)" if r["baseline_bpd"] is not None else "–"
     if not r["samples"]:
         print(f"| {r['family']} | – | – | – | – | {bpd} |\n| per-pixel baseline | – | – | – | – | {baseline_bpd} |")
