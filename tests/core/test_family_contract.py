@@ -147,7 +147,8 @@ def test_log_prob_is_finite_nats_per_image(name):
     lp = family.log_prob(batch(4))
     assert lp.shape == (4,) and torch.isfinite(lp).all()
     bounds = family.likelihood_bounds(batch(4))
-    assert bounds and all(v.shape == (4,) for v in bounds.values())
+    # Per image one figure, or several independent estimates of it (Hutchinson's probes).
+    assert bounds and all(v.shape[0] == 4 and v.dim() in (1, 2) and torch.isfinite(v).all() for v in bounds.values())
 
 
 @pytest.mark.parametrize("name", [n for n in FAMILIES if Capability.DECODE in family_class(n).capabilities])
