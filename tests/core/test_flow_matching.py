@@ -270,6 +270,7 @@ def test_a_tiny_model_learns_a_flat_grey_image_and_encodes_it_back(transport_pai
     model.eval_mode()
     samples = model.sample(16, seed=1)
     assert samples.mean().item() == pytest.approx(0.75, abs=0.05) and samples.std().item() < 0.1
+    samples = model.sample(16, seed=1, options=model.sample_options({"solver": "heun"}))  # the latents' solver
     latent = model.encode(samples[:4])
     assert latent.shape == (4, 64)
     torch.testing.assert_close(model.decode(latent), samples[:4], atol=0.01, rtol=0)
