@@ -13,8 +13,8 @@ On CUDA the trainer uses, by default:
   gathered into pinned memory and copied with non_blocking=True;
 - optionally torch.compile of the trained networks (setting `compile`; in place with
   nn.Module.compile, so checkpoint keys do not change);
-- fused Adam, which can skip a step on the device: the divergence guard (core/runtime/step_runtime.py) then
-  hands it a found_inf flag instead of reading the gradients' finiteness on the host, a sync
+- fused Adam, which can skip a step on the device: the divergence guard
+  (core/runtime/step_runtime.py) then hands it a found_inf flag instead of reading the gradients' finiteness on the host, a sync
   in the middle of every optimizer step (a GAN has two per train step) that left the GPU idle
   while the CPU queued the rest of the step. Not under fp16, whose GradScaler sets the flag.
 

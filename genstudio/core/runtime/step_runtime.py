@@ -5,7 +5,7 @@ calls `self.optimizer_step(optimizer)`. The trainer gives the family one StepRun
 two calls become, in this order:
 
     autocast()  (the trainer runs the family's whole train_step inside it)
-        0. the forward pass under autocast when the plan asks for bf16 or fp16 (core/runtime/accel.py)
+        0. the forward pass under autocast when the plan (core/runtime/accel.py) asks for bf16/fp16
     backward(loss, optimizer)
         1. interrupt check: Pause, Stop or the time limit abandon the step here (StepInterrupter)
         2. loss.backward(), with autocast off; the loss scaled first under fp16

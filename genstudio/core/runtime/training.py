@@ -15,10 +15,11 @@ non-finite guard) is one StepRuntime the trainer builds and hands the family
 (core/runtime/step_runtime.py lists the order).
 
 Pause and Stop answer within a fraction of a step: a slow step is abandoned part-way and its
-changes undone (core/runtime/step_runtime.py), so a paused step is taken again, bit for bit, after Resume.
+changes undone (StepInterrupter, core/runtime/step_runtime.py), so a paused step is taken again,
+bit for bit, after Resume.
 
-Faults: a NaN/inf loss skips its update and repeated ones roll back (core/runtime/step_runtime.py); running
-out of GPU memory saves what there is and ends with a clear error; a damaged newest
+Faults: a NaN/inf loss skips its update and repeated ones roll back (DivergenceGuard, the same
+module); running out of GPU memory saves what there is and ends with a clear error; a damaged newest
 checkpoint is replaced on resume by the previous one. Each is reported as a Notice or an error.
 """
 
