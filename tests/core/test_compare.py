@@ -104,6 +104,22 @@ def test_an_older_record_of_a_quick_estimate_is_shown_as_an_estimate(runs, tmp_p
     assert row["bpd"] == 2.33 and row["bpd_kind"] == "bound estimate"
 
 
+def test_an_estimates_standard_error_has_its_column_and_is_no_curve(runs, tmp_path):
+    _, (a, *_rest) = runs
+    copy = tmp_path / "estimate"
+    copy.mkdir()
+    for f in a.iterdir():
+        if f.is_file():
+            (copy / f.name).write_bytes(f.read_bytes())
+    _add_eval(copy, OFFLINE, 80.0, eval_bpd=1.46, bpd_kind="exact estimate", eval_bpd_se=0.0002,
+              cnf_est_bpd=1.46, cnf_est_bpd_se=0.0002, cnf_est_probes=4)
+    row = compare_runs([copy]).rows[0]
+    assert (row["bpd"], row["bpd_se"], row["bpd_kind"]) == (1.46, 0.0002, "exact estimate")
+    assert "bpd_se" not in compare_runs([a]).rows[0]  # an exact figure or a bound has none
+    curves = summarize_run(copy).curves
+    assert "cnf_est_bpd" in curves and not {"cnf_est_bpd_se", "cnf_est_probes", "eval_bpd_se"} & set(curves)
+
+
 def test_each_figure_says_how_many_images_it_is_from_and_a_smaller_evaluation_is_pointed_out(runs, tmp_path):
     _, (a, *_rest) = runs
     (tmp_path / "a").mkdir()
