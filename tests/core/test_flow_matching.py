@@ -17,6 +17,7 @@ from genstudio.core.families.flow_matching import (
     hutchinson_divergence,
     inpaint_along_path,
     integrate,
+    integrate_over,
     log_likelihood,
     optimal_assignment,
     pair_by_transport,
@@ -24,6 +25,7 @@ from genstudio.core.families.flow_matching import (
     renoise,
     sample_times,
     target_velocity,
+    uniform_times,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -164,7 +166,7 @@ def test_encoding_then_decoding_returns_the_data():
 
 def test_the_change_of_variables_likelihood_of_the_optimal_field_is_the_gaussian_density():
     data = gaussian_data(50, seed=6)
-    log_p, _noise = log_likelihood(optimal_velocity, data, 200,
+    log_p, _noise = log_likelihood(optimal_velocity, data, uniform_times(1.0, 0.0, 200),
                                    lambda x, t: exact_divergence(optimal_velocity, x, t)[:, None])
     torch.testing.assert_close(log_p[:, 0], gaussian_log_density(data), atol=2e-4, rtol=0)  # Heun's error at 200 steps
 
@@ -197,12 +199,24 @@ def test_the_likelihood_with_hutchinsons_estimate_scatters_around_the_exact_one(
     of the likelihood with the exact divergence."""
     data = gaussian_data(8, seed=8)
     g = torch.Generator().manual_seed(9)
-    probes = log_likelihood(optimal_velocity, data, 20,
+    probes = log_likelihood(optimal_velocity, data, uniform_times(1.0, 0.0, 20),
                             lambda x, t: hutchinson_divergence(optimal_velocity, x, t, 400, g), columns=400)[0]
-    exact = log_likelihood(optimal_velocity, data, 20,
+    exact = log_likelihood(optimal_velocity, data, uniform_times(1.0, 0.0, 20),
                            lambda x, t: exact_divergence(optimal_velocity, x, t)[:, None])[0][:, 0]
     assert (probes.std(1) > 0).all()
     assert ((probes.mean(1) - exact).abs() < 4 * probes.std(1) / math.sqrt(400)).all()
+
+
+def test_the_likelihoods_ode_must_end_at_the_noise():
+    with pytest.raises(ValueError, match="end at t = 0"):
+        log_likelihood(lambda x, s: x, torch.ones(1, 1), [1.0, 0.5], lambda x, s: x.new_zeros(1, 1))
+
+
+def test_a_grid_of_equal_steps_integrates_as_the_step_count_does():
+    field = curved_field
+    x = torch.randn(3, 3, dtype=torch.float64)
+    torch.testing.assert_close(integrate_over(field, x, uniform_times(0.2, 0.9, 7), "heun"),
+                               integrate(field, x, 0.2, 0.9, 7, "heun"))
 
 
 # -- inpainting ------------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ its EMA and optimizer; images live in [−1, 1] inside the processes ([0, 1] acr
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -127,24 +128,39 @@ def integrate(velocity: VelocityFn, x: Tensor, t_from: float, t_to: float, steps
               on_step: StepCallback | None = None) -> Tensor:
     """x at t_to, from x at t_from, along dx/dt = velocity(x, t) in `steps` equal steps
     (backward when t_to < t_from). Network evaluations: steps × (1 Euler, 2 midpoint or Heun)."""
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, not {solver!r}")
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
-    h = (t_to - t_from) / steps
+    return integrate_over(velocity, x, uniform_times(t_from, t_to, steps), solver, on_step=on_step)
+
+
+def uniform_times(t_from: float, t_to: float, steps: int) -> list[float]:
+    """steps + 1 equally spaced times from t_from to t_to."""
+    return [t_from + (t_to - t_from) * i / steps for i in range(steps + 1)]
+
+
+def integrate_over(velocity: VelocityFn, x: Tensor, times: Sequence[float],
+                   solver: Literal["euler", "midpoint", "heun"] = "heun", *,
+                   on_step: StepCallback | None = None) -> Tensor:
+    """x at times[-1], from x at times[0], one solver step between each pair of neighbouring
+    times (so a grid may be finer where the field changes fast)."""
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, not {solver!r}")
+    if len(times) < 2:
+        raise ValueError(f"a time grid needs at least two times, not {len(times)}")
 
     def field(state: Tensor, t: float) -> Tensor:
         return velocity(state, torch.full((state.shape[0],), t, dtype=state.dtype, device=state.device))
 
-    for i in range(steps):
-        t = t_from + i * h
+    steps = len(times) - 1
+    for i, (t, t_next) in enumerate(itertools.pairwise(times)):
+        h = t_next - t
         if solver == "euler":
             x = x + h * field(x, t)
         elif solver == "midpoint":
             x = x + h * field(x + 0.5 * h * field(x, t), t + 0.5 * h)
         else:  # Heun: the trapezoid of the slopes at both ends of an Euler step
             slope = field(x, t)
-            x = x + 0.5 * h * (slope + field(x + h * slope, t + h))
+            x = x + 0.5 * h * (slope + field(x + h * slope, t_next))
         if on_step is not None:
             on_step(i + 1, steps, x)
     return x
@@ -185,15 +201,18 @@ def standard_normal_log_density(x: Tensor) -> Tensor:
     return -0.5 * x.flatten(1).pow(2).sum(1) - 0.5 * d * math.log(2 * math.pi)
 
 
-def log_likelihood(velocity: VelocityFn, data: Tensor, steps: int,
+def log_likelihood(velocity: VelocityFn, data: Tensor, times: Sequence[float],
                    divergence: Callable[[Tensor, Tensor], Tensor], columns: int = 1,
                    solver: Literal["euler", "midpoint", "heun"] = "heun") -> tuple[Tensor, Tensor]:
-    """((B, columns) log p₁(x₁) in nats, x₀): the ODE integrated backward from the data to t = 0
-    beside ∫₀¹ div v(x_t, t) dt, then log p₁(x₁) = log N(x₀; 0, I) − ∫₀¹ div v dt.
+    """((B, columns) log p_t(x) in nats at t = times[0], x₀): the ODE integrated backward from
+    `data` at times[0] to times[-1] = 0 beside ∫ div v(x_t, t) dt, then
+    log p_t(x) = log N(x₀; 0, I) − ∫₀ᵗ div v dt.
 
     `divergence(x, t)` → (B, columns): one column for exact_divergence; for Hutchinson's
     estimator one per probe, each integrated on its own along the one path, so that their mean
     is the estimate and their spread gives its standard error."""
+    if times[-1] != 0.0:
+        raise ValueError(f"the likelihood's ODE must end at t = 0 (noise), not {times[-1]}")
     batch, dims = data.shape[0], data[0].numel()
 
     def augmented(state: Tensor, t: Tensor) -> Tensor:
@@ -201,9 +220,9 @@ def log_likelihood(velocity: VelocityFn, data: Tensor, steps: int,
         return torch.cat([velocity(x, t).flatten(1), divergence(x, t)], dim=1)
 
     start = torch.cat([data.flatten(1), data.new_zeros(batch, columns)], dim=1)
-    end = integrate(augmented, start, 1.0, 0.0, steps, solver)
+    end = integrate_over(augmented, start, times, solver)
     noise = end[:, :dims].view_as(data)
-    # Integrated from 1 to 0, the last columns hold ∫₁⁰ div dt = −∫₀¹ div dt.
+    # Integrated from t to 0, the last columns hold ∫ₜ⁰ div dt = −∫₀ᵗ div dt.
     return standard_normal_log_density(noise)[:, None] + end[:, dims:], noise
 
 
@@ -471,8 +490,8 @@ class FlowMatching(Family):
                 return hutchinson_divergence(velocity, v, t, columns, probe_noise)
 
         with torch.no_grad():
-            log_pz, _noise = log_likelihood(velocity, data, steps or self.config.likelihood_steps, divergence,
-                                            columns)
+            log_pz, _noise = log_likelihood(velocity, data, uniform_times(1.0, 0.0, steps or self.config.likelihood_steps),
+                                            divergence, columns)
         return (log_pz + self.spec.dims * _LOG_BIN).cpu()
 
     @property
