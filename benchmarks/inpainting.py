@@ -4,6 +4,7 @@
     .venv/bin/python -m benchmarks.inpainting /tmp/genstudio-bench/runs/*-fashion-mnist-* --images 50
     .venv/bin/python -m benchmarks.inpainting RUN_DIR --images 20 --pixelcnn-sweeps 1   # fewer MH sweeps
     .venv/bin/python -m benchmarks.inpainting RUN_DIR --batch 8   # family.inpaint on 8 images at once
+    .venv/bin/python -m benchmarks.inpainting FM_RUN --fm-option solver=euler --fm-option steps=100
     .venv/bin/python -m benchmarks.inpainting --show /tmp/genstudio-bench/inpainting.json   # table again
 
 No training. For each run (loaded on the CPU, torch.set_num_threads(--threads)):
@@ -32,6 +33,7 @@ magenta) | fill for the first 8 images.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -43,9 +45,11 @@ import numpy as np
 import torch
 
 from benchmarks.real_data import FASHION_CLASSES, load_idx_split
+from genstudio.cli import _parse_options as _options  # the CLI's KEY=VALUE parsing
 from genstudio.core.data import load_source
 from genstudio.core.families import Capability
 from genstudio.core.families.base import smooth_fill
+from genstudio.core.families.flow_matching import InpaintOptions
 from genstudio.core.metrics.evaluate import reference_split
 from genstudio.core.runs.images import make_grid, save_png, to_uint8
 from genstudio.core.runs.run import LoadedRun, load_run
@@ -73,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Metropolis-Hastings sweeps for PixelCNN runs (default: the run's config)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip checking that --batch / overrides reproduce inpaint_candidates on image 0")
+    parser.add_argument("--fm-option", action="append", default=[], metavar="KEY=VALUE", dest="fm_options",
+                        help="a flow-matching InpaintOptions field (solver, steps, resamples), e.g. solver=euler")
     parser.add_argument("--out", default="/tmp/genstudio-bench/inpainting.json",
                         help="result JSON; the PNG grids go beside it")
     args = parser.parse_args(argv)
@@ -192,6 +198,8 @@ def masks_for(kind: str, size: int, count: int, seed: int) -> np.ndarray:
 def _overrides(family_name: str, args: argparse.Namespace) -> dict[str, Any]:
     if family_name == "pixelcnn" and args.pixelcnn_sweeps is not None:
         return {"sweeps": args.pixelcnn_sweeps}
+    if family_name == "flow-matching" and args.fm_options:
+        return {"options": InpaintOptions(**_options(args.fm_options))}
     return {}
 
 
@@ -338,7 +346,9 @@ def benchmark_run(run_dir: Path, args: argparse.Namespace, masks: list[str], out
             "seconds_per_image": seconds / len(images),
             "method": ("inpaint_candidates, one image at a time" if raw is None
                        else f"family.inpaint, batches of {args.batch}"),
-            "overrides": overrides, "matches_inpaint_candidates": matches,
+            "overrides": {key: (dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)
+                          for key, value in overrides.items()},
+            "matches_inpaint_candidates": matches,
             "known_violations_family": None if raw is None else known_violations(raw, images, fills),
             "known_violations_final": known_violations(filled, images, fills),
             "per_image_rmse_model": [round(float(v), 5) for v in model["per_image_rmse"]],

@@ -15,7 +15,9 @@ evaluation during the budget), stopped when the wall-clock budget is spent. Then
 - the same sample-quality figures for per-pixel independent samples (the baseline row), and for
   as many training images as samples (the real-vs-real floor: what a model that reproduced its
   training images would score at this count).
-Prints a table and writes result.json and a sample grid beside the run.
+Prints a table and writes benchmark-result.json and a sample grid beside the run it trained, or,
+with --evaluate, in WORK/evaluated/RUN_NAME (the evaluated run's folder is left as it was: it
+may be a shipped model).
 """
 
 from __future__ import annotations
@@ -78,14 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     source, reference, reference_name = _source_and_reference(args.data, args.size, work)
     if args.evaluate:
         run_dir, trained = Path(args.evaluate), {}
+        out_dir = work / "evaluated" / run_dir.resolve().name
     else:
         run_dir = work / "runs" / f"{args.family}-{_slug(args.data)}-{time.strftime('%Y%m%d-%H%M%S')}"
         trained = train_for(args.family, source, args.size, args.batch, _options(args.options),
                             args.minutes * 60, run_dir, args.conditional)
+        out_dir = run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
     extractor = _extractor(args.extractor)
-    result = evaluate(run_dir, source, reference, extractor, args.samples, args.bpd_images)
+    result = evaluate(run_dir, source, reference, extractor, args.samples, args.bpd_images, out_dir)
     result.update(trained, reference=reference_name, data=args.data)
-    (run_dir / "benchmark-result.json").write_text(json.dumps(result, indent=2))
+    (out_dir / "benchmark-result.json").write_text(json.dumps(result, indent=2))
+    print(f"result and sample grid in {out_dir}", file=sys.stderr)
     _print_table(result)
     return 0
 
@@ -125,7 +131,8 @@ def train_for(family: str, source: str, size: int, batch: int, options: dict[str
 
 
 def evaluate(run_dir: Path, source: str, reference: np.ndarray, extractor, samples: int,
-             bpd_images: int = 1000) -> dict[str, Any]:
+             bpd_images: int = 1000, out_dir: Path | None = None) -> dict[str, Any]:
+    """The run's figures; its sample grid goes to out_dir (default: the run's folder)."""
     loaded = load_run(run_dir, device="cpu")
     family = loaded.family
     spec = family.spec
@@ -135,7 +142,7 @@ def evaluate(run_dir: Path, source: str, reference: np.ndarray, extractor, sampl
         t0 = time.perf_counter()
         fake = generate_uint8(family, samples, seed=0)
         sample_seconds = time.perf_counter() - t0
-        save_png(run_dir / "benchmark-samples.png", make_grid(fake[:100], 10), {"run": loaded.name})
+        save_png((out_dir or run_dir) / "benchmark-samples.png", make_grid(fake[:100], 10), {"run": loaded.name})
         print(f"features with {extractor.name}…", file=sys.stderr)
         real_features = extractor.extract(reference)
         figures = sample_quality(real_features, extractor.extract(fake), set(QUALITY), seed=0)
