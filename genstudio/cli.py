@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inpaint(sub)
     _add_info(sub)
     _add_eval(sub)
+    _add_playground(sub)
     app = sub.add_parser("app", help="open the desktop app (the same as no arguments)")
     app.set_defaults(handler=lambda _args: __import__("genstudio.app", fromlist=["main"]).main([]))
     return parser
@@ -783,6 +784,86 @@ def _info(args: argparse.Namespace) -> int:
         last = metrics[-1]
         print("metrics    " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                         for k, v in last.items()))
+    return 0
+
+
+# -- playground --------------------------------------------------------------------------------
+
+
+def _add_playground(sub: Any) -> None:
+    p = sub.add_parser("playground", help="train 2-D families side by side on a toy or on x,y points")
+    p.add_argument("--data", default="8gaussians",
+                   help="a toy (8gaussians, moons, swissroll, checkerboard, rings, spirals, pinwheel) or a CSV of x,y")
+    p.add_argument("--families", default="all", help="comma-separated 2-D families, or all")
+    p.add_argument("--seconds", type=float, default=30.0, help="training seconds per family")
+    p.add_argument("--points", type=int, default=20_000, help="points drawn from a toy to train on")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="FAMILY.KEY=VALUE", dest="knobs",
+                   help="a family's knob, e.g. --set gan.loss=hinge --set flow.layers=8")
+    p.add_argument("--scenario", help="a scenario file saved by the Playground tab (its data, families and seed)")
+    p.add_argument("--out", help="write the side-by-side figure here (PNG)")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.set_defaults(handler=_playground)
+
+
+def _playground(args: argparse.Namespace) -> int:
+
+    from .core.playground.families import PLANE_FAMILIES, create_plane_family
+    from .core.playground.figure import Panel, side_by_side
+    from .core.playground.grid import Grid
+    from .core.playground.scenario import Scenario
+    from .core.playground.session import fit
+    from .core.playground.toys import TOYS, load_points_csv
+    from .core.playground.yardstick import data_density
+    from .core.runs.images import save_png
+
+    if args.scenario:
+        scenario = Scenario.load(args.scenario)
+        names = list(scenario.families) or list(PLANE_FAMILIES)
+    else:
+        names = list(PLANE_FAMILIES) if args.families == "all" else [n.strip() for n in args.families.split(",")]
+        knobs: dict[str, dict[str, Any]] = {name: {} for name in names}
+        for key, value in _parse_options(args.knobs).items():
+            family, dot, knob = key.partition(".")
+            if not dot or family not in knobs:
+                raise CommandError(f"--set {key}=…: expected FAMILY.KEY=VALUE for one of {', '.join(names)}")
+            knobs[family][knob] = value
+        toy_name = args.data if args.data in TOYS else None
+        scenario = Scenario(toy=toy_name, points=None if toy_name else load_points_csv(args.data),
+                            toy_points=args.points, seed=args.seed, families=knobs)
+    if args.seconds <= 0:
+        raise CommandError("--seconds must be more than 0")
+    toy = TOYS.get(scenario.toy) if scenario.toy else None
+    points = scenario.data()
+    grid = Grid()
+    target = data_density(grid, toy if toy is not None else points, seed=scenario.seed)
+    rows, panels = [], [Panel(f"data: {toy.title if toy else args.data}", target, points,
+                              (f"{len(points):,} points", f"density: {target.kind}"[:44]))]
+    for name in names:
+        family = create_plane_family(name, scenario.families.get(name), seed=scenario.seed)
+        print(f"{family.title}: training for {args.seconds:g} s…", file=sys.stderr)
+        fitted = fit(family, points, args.seconds, grid, target, toy, seed=scenario.seed)
+        last, coverage = fitted.last, fitted.last.coverage
+        rows.append({"family": name, "steps": fitted.steps, "train_seconds": round(fitted.train_seconds, 2),
+                     "kl_nats": last.kl, "density": last.model.kind, "density_mass_on_grid": last.model.mass,
+                     "modes_covered": None if coverage is None else coverage.covered,
+                     "modes": None if coverage is None else coverage.modes,
+                     "history": [vars(record) for record in fitted.history]})
+        modes = "" if coverage is None else f", {coverage.covered}/{coverage.modes} modes"
+        panels.append(Panel(family.title, last.model, last.samples,
+                            (f"KL {last.kl:.3f} nats{modes}", f"{fitted.steps:,} steps, {last.model.kind}"[:44])))
+    if args.out:
+        save_png(args.out, side_by_side(panels), {"data": args.data, "seconds": f"{args.seconds:g}"})
+    if args.json:
+        print(json.dumps({"data": args.data, "data_density": target.kind, "grid": vars(grid), "families": rows},
+                         indent=2))
+        return 0
+    print(f"data {args.data} ({target.kind}); KL(p_data ‖ p_model) on a {grid.resolution}² grid over "
+          f"[−{grid.extent:g}, {grid.extent:g}]²")
+    for row in rows:
+        modes = "" if row["modes"] is None else f"  {row['modes_covered']}/{row['modes']} modes"
+        print(f"{row['family']:<14} {row['steps']:>7,} steps in {row['train_seconds']:6.1f} s  "
+              f"KL {row['kl_nats']:.4f} nats ({row['density']}){modes}")
     return 0
 
 

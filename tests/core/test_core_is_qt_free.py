@@ -41,7 +41,7 @@ def test_importing_every_core_module_loads_no_qt():
 
 # The training loop and its launcher sit on top of the core: the models, data, metrics, run
 # storage and the tools for trained models must be usable without them.
-BELOW_THE_LOOP = ("families", "data", "metrics", "runs", "trained")
+BELOW_THE_LOOP = ("families", "data", "metrics", "runs", "trained", "playground")
 THE_LOOP = ("genstudio.core.runtime.training", "genstudio.core.runtime.launch")
 
 
