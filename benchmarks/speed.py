@@ -31,6 +31,8 @@ machine hits them alike):
               written once into a temporary folder), then the warm (cached) load time; peak
               RSS of a short CLI training on that folder.
   startup     cold start of the app to an interactive window (a fresh process).
+  playground  the 2-D playground with every family training at once: the 10 ms QTimer's
+              lateness, and how many times a second each family's panel is redrawn.
 
 Images/s of the app and the CLI come from each run's own metrics.jsonl after a warm-up (the
 loop's clock), the bare loop's from perf_counter over the same steps.
@@ -76,7 +78,7 @@ from genstudio.core.runtime.training import (  # noqa: E402
 )
 
 FAMILIES = available_families()
-SECTIONS = ("throughput", "gui", "paired", "control", "sampling", "data", "startup")
+SECTIONS = ("throughput", "gui", "paired", "control", "sampling", "data", "startup", "playground")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -574,6 +576,47 @@ def loop_overhead(args, families, home: Path, app: App | None) -> None:
                  "bare/step", "95% interval", "pairs"], rows)
 
 
+def playground_responsiveness(args, app: App) -> None:
+    """Every 2-D family training at once in the Playground tab: the GUI timer's lateness, and
+    each panel's redraws per second (a redraw: a new FamilyView reached the panel)."""
+    from collections import Counter
+
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    window = app.window
+    app.wait(lambda: not window.busy(), 600)
+    panel = window.playground
+    window.tabs.setCurrentWidget(panel)
+    app.wait(lambda: panel.views.keys() == set(panel.ticked()), 600)   # every family's first view
+    seen, redraws = dict(panel.views), Counter()
+
+    def count() -> None:
+        for name, view in panel.views.items():
+            if seen.get(name) is not view:
+                seen[name] = view
+                redraws[name] += 1
+
+    poll = QTimer(interval=5)
+    poll.timeout.connect(count)
+    steps_before = {name: view.steps for name, view in panel.views.items()}
+    poll.start()
+    app.probe.start()
+    loop = QEventLoop()
+    QTimer.singleShot(int(args.playground_seconds * 1000), loop.quit)
+    loop.exec()
+    lateness = app.probe.stop()
+    poll.stop()
+    rows = [[name, f"{redraws[name] / args.playground_seconds:.1f}",
+             f"{(view.steps - steps_before[name]) / args.playground_seconds:.0f}"]
+            for name, view in panel.views.items()]
+    print_table(f"Playground, {len(rows)} families training at once for {args.playground_seconds:g} s: "
+                f"GUI timer lateness p50 {_pct(lateness, 50):.1f} ms, p99 {_pct(lateness, 99):.1f} ms "
+                f"({len(lateness)} ticks; target p99 ≤ 50); redraws per second per panel (target ≥ 10)",
+                ["family", "redraws/s", "steps/s"], rows)
+    panel.stop(wait_ms=60_000)
+    window.tabs.setCurrentIndex(0)
+
+
 def control_latency(args, families, home: Path) -> None:
     """Pause and Stop asked at random moments inside steps, as a person's clicks land: the time
     until the loop acknowledges (PauseChanged; Stopping, after which the final grid, checkpoint
@@ -773,6 +816,7 @@ def main() -> int:
     parser.add_argument("--ddim-steps", default="10,50")
     parser.add_argument("--data-images", type=int, default=10_000)
     parser.add_argument("--rss-steps", type=int, default=50)
+    parser.add_argument("--playground-seconds", type=float, default=20.0, help="seconds measured (playground)")
     args = parser.parse_args()
     # As genstudio.app.main does, before any thread starts: the window's training and the control
     # section's loop run on threads, which with arenas of their own had their freed activations
@@ -792,7 +836,7 @@ def main() -> int:
     if args.quick:
         args.steps, args.warmup, args.repeats, args.batch = 25, 5, 1, 16
         args.sample_every, args.idle_seconds, args.sample_n, args.rss_steps = 20, 1.0, 8, 10
-        args.paired_steps = 6
+        args.paired_steps, args.playground_seconds = 6, 3.0
     args.only = set(args.only.split(","))
     args.ddim_steps = [int(k) for k in str(args.ddim_steps).split(",")]
     families = [f.strip() for f in args.families.split(",") if f.strip()]
@@ -806,12 +850,12 @@ def main() -> int:
     if "startup" in args.only:
         startup(args)
     app = None
-    if args.only & {"throughput", "gui", "paired"}:
+    if args.only & {"throughput", "gui", "paired", "playground"}:
         try:
             import PySide6  # noqa: F401
         except ImportError:  # e.g. a GPU machine with torch but no Qt: CLI and bare loop only
             print("PySide6 is not installed: no app column and no GUI section", flush=True)
-            args.only.discard("gui")
+            args.only -= {"gui", "playground"}
         else:
             app = App()
     try:
@@ -819,6 +863,8 @@ def main() -> int:
             throughput_and_gui(args, families, home, app)
         if "paired" in args.only:
             loop_overhead(args, families, home, app)
+        if "playground" in args.only:
+            playground_responsiveness(args, app)
     finally:
         if app:
             app.close()

@@ -13,6 +13,8 @@ unless --extractor inception and weights are configured) and saves:
   explore.png      the Explore tab of the first run: encoded map, sliders, an interpolation
   inpaint.png      the Inpaint tab of the first run: a centre hole in training image #5 filled
                    with 6 candidates, and every given run filling it side by side
+  playground.png   the 2-D playground: every family on the 8 Gaussians after --playground-seconds
+                   of training each (--playground-only: this one alone, no runs needed)
 """
 
 from __future__ import annotations
@@ -63,6 +65,16 @@ def shoot_training(window: MainWindow, steps: int, path: Path) -> None:
                "the stopped run to be saved and opened")
 
 
+def shoot_playground(window: MainWindow, seconds: float, path: Path) -> None:
+    panel = window.playground
+    window.tabs.setCurrentWidget(panel)
+    wait_until(lambda: len(panel.views) == len(panel.ticked())
+               and all(view.train_seconds >= seconds for view in panel.views.values()),
+               120 + 30 * seconds * len(panel.ticked()), "the playground's families")
+    window.grab().save(str(path))
+    panel.stop(wait_ms=60_000)
+
+
 def evaluate(view, args, out: Path):
     """The Evaluate dialog over the ticked runs; saves evaluation.png."""
     view.open_evaluation()
@@ -93,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-evaluation", action="store_true",
                         help="skip the Evaluate dialog (no evaluation.png; compare.png without new figures)")
     parser.add_argument("--train-only", action="store_true", help="only train.png (no runs needed)")
+    parser.add_argument("--playground-seconds", type=float, default=20.0,
+                        help="training seconds of each 2-D family before playground.png (0: none)")
+    parser.add_argument("--playground-only", action="store_true", help="only playground.png (no runs needed)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     window = MainWindow()
     window.resize(width, height)
     window.show()
+    if args.playground_only:
+        shoot_playground(window, args.playground_seconds, out / "playground.png")
+        window.shutdown()
+        return 0
     if args.train_steps:
         shoot_training(window, args.train_steps, out / "train.png")
     if args.train_only:
@@ -171,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         inpaint.candidate_list.setCurrentRow(1)
     wait_until(lambda: not any(r.is_busy() for r in inpaint.runners), 60, "the inpainting jobs")
     window.grab().save(str(out / "inpaint.png"))
+    if args.playground_seconds:
+        shoot_playground(window, args.playground_seconds, out / "playground.png")
     print(f"wrote {', '.join(p.name for p in sorted(out.glob('*.png')))} to {out}")
     window.shutdown()
     if dialog is not None:

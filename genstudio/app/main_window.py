@@ -47,6 +47,7 @@ from .panels import (
     InpaintPanel,
     LatentExplorer,
     MetricsPlot,
+    PlaygroundPanel,
     TrainingPanel,
 )
 from .panels.training_panel import NO_RUN_OPEN
@@ -129,12 +130,15 @@ class MainWindow(QMainWindow):
         self.explorer = LatentExplorer()
         self.inpaint = InpaintPanel()
         self.comparison = ComparisonView()
+        self.playground = PlaygroundPanel()
+        self.playground.ended.connect(self._maybe_finish_closing)
         self.tabs = QTabWidget(objectName="mainTabs", accessibleName="Views")
         self.tabs.addTab(self._train_page(), "Train")
         self.tabs.addTab(self.gallery, "Gallery")
         self.tabs.addTab(self.explorer, "Explore")
         self.tabs.addTab(self.inpaint, "Inpaint")
         self.tabs.addTab(self.comparison, "Compare")
+        self.tabs.addTab(self.playground, "Playground")
         splitter = QSplitter(Qt.Orientation.Horizontal, objectName="mainSplitter")
         splitter.addWidget(self._left_column())
         splitter.addWidget(self.tabs)
@@ -187,7 +191,8 @@ class MainWindow(QMainWindow):
         view_menu = self.menuBar().addMenu("&View")
         for index, (text, keys) in enumerate((("&Train", "Ctrl+1"), ("&Gallery", "Ctrl+2"),
                                               ("E&xplore latent space", "Ctrl+3"),
-                                              ("&Inpaint", "Ctrl+4"), ("&Compare runs", "Ctrl+5"))):
+                                              ("&Inpaint", "Ctrl+4"), ("&Compare runs", "Ctrl+5"),
+                                              ("2-D &playground", "Ctrl+6"))):
             view_menu.addAction(make_action(self, text, keys, partial(self.tabs.setCurrentIndex, index)))
         view_menu.addSeparator()
         view_menu.addAction(make_action(self, "&Evaluate ticked runs…", "Ctrl+E", self._open_evaluation))
@@ -682,7 +687,8 @@ class MainWindow(QMainWindow):
         super().keyPressEvent(event)
 
     def busy(self) -> bool:
-        return self.training is not None or any(r.is_busy() for r in self._runners())
+        return (self.training is not None or any(r.is_busy() for r in self._runners())
+                or self.playground.is_running())
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
         if not self.busy():
@@ -702,6 +708,7 @@ class MainWindow(QMainWindow):
             runner.cancel()
         self.explorer.cancel_work()
         self.inpaint.cancel_work()
+        self.playground.stop()
         self._status("Stopping training and saving before closing…")
 
     def _maybe_finish_closing(self, *_args) -> None:
@@ -719,6 +726,7 @@ class MainWindow(QMainWindow):
             runner.wait(timeout_ms)
         if self.training is not None:
             self.training.thread.wait(timeout_ms)
+        self.playground.stop(wait_ms=timeout_ms)
 
     def _status(self, text: str) -> None:
         self.statusBar().showMessage(text)

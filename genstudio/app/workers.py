@@ -26,6 +26,8 @@ from genstudio.core.data import DatasetError, ImageDataset, load_source
 from genstudio.core.metrics.download import DownloadError
 from genstudio.core.metrics.evaluate import EvaluationCancelled
 from genstudio.core.metrics.features import InvalidWeightsError
+from genstudio.core.playground.live import LivePlayground, PlaygroundControl
+from genstudio.core.playground.scenario import Scenario
 from genstudio.core.runs.run import RunError, TrainSettings
 from genstudio.core.runtime.launch import LaunchedRun
 from genstudio.core.runtime.memory import keep_freed_memory
@@ -258,6 +260,27 @@ class TrainingWorker(ThreadWorker):
     def _finishing_progress(self, what: str, done: int, total: int) -> None:
         if done == 0 or self._finishing_throttle.ready(done, total):  # a new stage always shows
             self.finishing.emit(what, done, total)
+
+
+class PlaygroundWorker(ThreadWorker):
+    """Builds the playground's families and data density in its thread, then runs the core's
+    live loop there until control.stop(), relaying each FamilyView."""
+
+    view_ready = Signal(object)   # FamilyView
+    failed = Signal(str, str)     # cause for the user, full traceback
+
+    def __init__(self, scenario: Scenario, names: list[str], control: PlaygroundControl):
+        super().__init__()
+        self.scenario, self.names, self.control = scenario, names, control
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            LivePlayground(self.scenario, self.names).run(self.control, self.view_ready.emit)
+        except Exception as exc:  # noqa: BLE001 - any failure must reach the user, not kill the thread
+            self.failed.emit(describe_error(exc), format_current_exception())
+        finally:
+            self.finish()
 
 
 @dataclasses.dataclass(frozen=True)

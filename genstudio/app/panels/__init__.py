@@ -7,6 +7,8 @@ from .gallery import Gallery
 from .inpainting import InpaintPanel
 from .latent_explorer import LatentExplorer
 from .metrics_plot import MetricsPlot
+from .playground import PlaygroundPanel
 from .training_panel import TrainingPanel
 
-__all__ = ["ComparisonView", "DatasetPanel", "FamilyPicker", "Gallery", "InpaintPanel", "LatentExplorer", "MetricsPlot", "TrainingPanel"]
+__all__ = ["ComparisonView", "DatasetPanel", "FamilyPicker", "Gallery", "InpaintPanel", "LatentExplorer", "MetricsPlot", "PlaygroundPanel",
+           "TrainingPanel"]

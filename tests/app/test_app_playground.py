@@ -1,0 +1,86 @@
+"""The Playground tab: two families train side by side and both show; drawn points train the
+families and Undo takes a stroke back; a scenario saved from the tab opens again."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from genstudio.app.panels import PlaygroundPanel
+from genstudio.core.playground.scenario import Scenario
+
+
+def only(panel: PlaygroundPanel, *names: str) -> None:
+    for name, tick in panel.ticks.items():
+        tick.setChecked(name in names)
+
+
+def test_the_tab_trains_two_families_and_shows_both(qtbot):
+    panel = PlaygroundPanel()
+    qtbot.addWidget(panel)
+    only(panel, "flow", "autoregressive")
+    panel.show()
+    qtbot.waitUntil(lambda: panel.thread is not None, timeout=5000)
+    qtbot.waitUntil(lambda: {name for name, view in panel.views.items() if view.steps > 50}
+                    == {"flow", "autoregressive"}, timeout=60_000)
+    assert set(panel.panels) == {"flow", "autoregressive"}
+    for family_panel in panel.panels.values():
+        assert "KL" in family_panel.status.text() and "steps" in family_panel.status.text()
+        assert family_panel.image.image is not None and len(family_panel.samples.data) == 500
+        assert not family_panel.play.isEnabled() and family_panel.pause.isEnabled()
+    assert panel.table.rowCount() == 2 and panel.table.item(0, 5).text()   # the density's kind is said
+    flow = panel.panels["flow"]
+    assert flow.lines.xData is None or len(flow.lines.xData) == 0
+    flow.own_view.setChecked(True)   # a noise grid pushed through the layers, instead of the samples
+    assert len(flow.lines.xData) > 100 and len(flow.samples.data) == 0
+    assert "layers" in flow.plot.toolTip()
+    flow.own_view.setChecked(False)
+    panel.panels["flow"].pause.click()
+    qtbot.waitUntil(lambda: not panel.views["flow"].running, timeout=10_000)
+    paused_at = panel.views["flow"].steps
+    panel.panels["flow"].step.click()
+    qtbot.waitUntil(lambda: panel.views["flow"].steps == paused_at + 1, timeout=10_000)
+    with qtbot.waitSignal(panel.ended, timeout=30_000):
+        panel.stop()
+    assert not panel.is_running()
+
+
+def test_drawn_points_train_and_undo_takes_a_stroke_back(qtbot, tmp_path):
+    panel = PlaygroundPanel()
+    qtbot.addWidget(panel)
+    only(panel, "flow")
+    panel.show()
+    panel.data_choice.setCurrentIndex(panel.data_choice.findData("own"))
+    assert panel.brush_view.drawing and panel.thread is None   # nothing to train on yet
+    for i, x in enumerate(np.linspace(-2, 2, 8)):   # a stroke as the brush signal reports it
+        panel.brush_view.brushed.emit(float(x), 1.0, False, i == 0)
+    assert len(panel.own_points) == 80
+    panel.brush_view.brushed.emit(2.0, 1.0, True, True)        # right button: erase around (2, 1)
+    erased = len(panel.own_points)
+    assert erased < 80
+    panel.undo_points()
+    assert len(panel.own_points) == 80
+    panel.undo_points()                                          # the whole first stroke at once
+    assert len(panel.own_points) == 0
+    for i, x in enumerate(np.linspace(-2, 2, 8)):
+        panel.brush_view.brushed.emit(float(x), 1.0, False, i == 0)
+    assert panel.data_status.text().startswith("80 points")
+    qtbot.waitUntil(lambda: "flow" in panel.views and panel.views["flow"].steps > 0, timeout=30_000)
+    assert panel.views["flow"].kl is not None
+
+    panel.scenario().save(tmp_path / "drawn.json")   # what Save scenario… writes
+    loaded = Scenario.load(tmp_path / "drawn.json")
+    assert np.array_equal(loaded.points, panel.own_points)
+    with qtbot.waitSignal(panel.ended, timeout=30_000):
+        panel.stop()
+
+
+def test_a_scenario_opened_in_the_tab_is_the_one_it_saves(qtbot, tmp_path):
+    panel = PlaygroundPanel()
+    qtbot.addWidget(panel)
+    scenario = Scenario(toy="spirals", seed=9, families={"gan": {"loss": "hinge", "d_steps": 2}, "ebm": {}})
+    panel.load_scenario(scenario)
+    assert panel.data_choice.currentData() == "spirals" and panel.ticked() == ["gan", "ebm"]
+    panel.scenario().save(tmp_path / "again.json")
+    again = Scenario.load(tmp_path / "again.json")
+    assert (again.toy, again.seed, again.families) == ("spirals", 9, scenario.families)
+    panel.stop()
