@@ -275,11 +275,13 @@ class PlaygroundPanel(QWidget):
         side = QSplitter(Qt.Orientation.Vertical)
         side.addWidget(self.kl_plot)
         side.addWidget(self.table)
+        side.setMinimumWidth(380)
         main = QSplitter(Qt.Orientation.Horizontal)
         main.addWidget(self.panels_widget)
         main.addWidget(side)
         main.setStretchFactor(0, 3)
         main.setStretchFactor(1, 1)
+        main.setSizes([1000, 420])   # the chart and table readable beside four columns of panels
 
         layout = QVBoxLayout(self)
         layout.addLayout(controls)

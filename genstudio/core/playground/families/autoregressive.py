@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...families.base import at_least
-from .base import EXACT, PlaneFamily, as_points, mlp
+from .base import EXACT, PlaneFamily, as_points, descend, mlp
 
 CONDITIONALS = ("logistic", "nade", "mixture")
 MIN_LOG_SCALE = -3.0   # a logistic no narrower than e⁻³ = 0.05: finer than the toys, coarser than the grid can miss
@@ -99,9 +99,7 @@ class PlaneAutoregressive(PlaneFamily):
 
     def train_step(self, batch: Tensor, generator: torch.Generator) -> dict[str, float]:
         loss = -self._log_density(batch).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        descend(self.optimizer, loss)
         return {"loss": loss.item()}
 
     @torch.no_grad()

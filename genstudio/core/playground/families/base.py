@@ -55,6 +55,13 @@ class PlaneFamily(ABC):
         return None
 
 
+def descend(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
+    """One optimizer step down `loss`."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def mlp(inputs: int, outputs: int, width: int, depth: int) -> nn.Sequential:
     """inputs → depth hidden layers of `width` with SiLU → outputs; the last layer starts at
     zero, so a fresh network outputs 0 (a still field, an identity layer)."""

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ...families.base import at_least
 from ...families.flow_matching import exact_divergence, integrate_over, log_likelihood
-from .base import ODE, PlaneFamily, as_points, mlp, time_features
+from .base import ODE, PlaneFamily, as_points, descend, mlp, time_features
 
 BETA_MIN, BETA_MAX = 0.1, 20.0   # Song et al.'s linear β(t); ᾱ(1) = e^−10.05, so x₁ is N(0, I)
 T_MIN = 1e-4                     # the data end of the ODE: σ(T_MIN) ≈ 0.01
@@ -83,9 +83,7 @@ class PlaneDiffusion(PlaneFamily):
         noise = torch.randn(batch.shape, generator=generator)
         a = alpha_bar(t)[:, None]
         loss = (self.noise_net(a.sqrt() * batch + (1 - a).sqrt() * noise, t) - noise).pow(2).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        descend(self.optimizer, loss)
         return {"loss": loss.item()}
 
     def score(self, points: np.ndarray, t: float) -> np.ndarray:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ...families.base import at_least, within
-from .base import PlaneFamily, as_points, mlp
+from .base import PlaneFamily, as_points, descend, mlp
 
 BUFFER_SIZE = 4096
 START_EXTENT = 4.0   # new chains start uniform on [−4, 4]², the playground's grid
@@ -74,9 +74,7 @@ class PlaneEBM(PlaneFamily):
         self.buffer[rows] = negatives
         e_data, e_model = self.energy(batch)[:, 0], self.energy(negatives)[:, 0]
         loss = e_data.mean() - e_model.mean() + self.config.energy_penalty * (e_data.pow(2) + e_model.pow(2)).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        descend(self.optimizer, loss)
         return {"loss": loss.item(), "energy_gap": (e_model.mean() - e_data.mean()).item()}
 
     def chains(self, n: int, steps: int, seed: int) -> np.ndarray:

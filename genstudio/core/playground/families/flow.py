@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...families.base import at_least
-from .base import EXACT, PlaneFamily, as_points, mlp
+from .base import EXACT, PlaneFamily, as_points, descend, mlp
 
 SCALE_BOUND = 3.0  # s = 3·tanh(·/3): a layer stretches by at most e³, which keeps early steps finite
 SPLINE_BOUND = 5.0  # splines act on [−5, 5], beyond the playground's grid; outside it, the identity
@@ -176,9 +176,7 @@ class PlaneFlow(PlaneFamily):
 
     def train_step(self, batch: Tensor, generator: torch.Generator) -> dict[str, float]:
         loss = -self._log_density(batch).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        descend(self.optimizer, loss)
         return {"loss": loss.item()}
 
     @torch.no_grad()

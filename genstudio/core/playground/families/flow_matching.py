@@ -24,7 +24,7 @@ from ...families.flow_matching import (
     sample_times,
     uniform_times,
 )
-from .base import ODE, PlaneFamily, as_points, mlp, time_features
+from .base import ODE, PlaneFamily, as_points, descend, mlp, time_features
 
 LIVE_STEPS_MIN = 5
 
@@ -75,9 +75,7 @@ class PlaneFlowMatching(PlaneFamily):
         noise = torch.randn(batch.shape, generator=generator)
         t = sample_times(batch.shape[0], self.config.time_sampling, generator)
         loss = flow_matching_loss(self.field, noise, batch, t)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        descend(self.optimizer, loss)
         return {"loss": loss.item()}
 
     @torch.no_grad()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...families.base import at_least
-from .base import KERNEL, PlaneFamily, as_points, mlp
+from .base import KERNEL, PlaneFamily, as_points, descend, mlp
 
 LOSSES = ("non-saturating", "hinge", "wgan-gp")
 
@@ -72,14 +72,10 @@ class PlaneGAN(PlaneFamily):
             with torch.no_grad():
                 fake = self.generator(torch.randn(batch.shape, generator=generator))
             d_loss = self._d_loss(batch, fake, generator)
-            self.d_optimizer.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.d_optimizer.step()
+            descend(self.d_optimizer, d_loss)
         d_fake = self.discriminator(self.generator(torch.randn(batch.shape, generator=generator)))[:, 0]
         g_loss = F.softplus(-d_fake).mean() if self.config.loss == "non-saturating" else -d_fake.mean()
-        self.g_optimizer.zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.g_optimizer.step()
+        descend(self.g_optimizer, g_loss)
         return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
 
     @torch.no_grad()

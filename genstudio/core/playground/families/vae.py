@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ...families.base import at_least
-from .base import PlaneFamily, as_points, mlp
+from .base import PlaneFamily, as_points, descend, mlp
 
 MIN_LOG_STD = -5.0
 
@@ -70,9 +70,7 @@ class PlaneVAE(PlaneFamily):
         reconstruction = gaussian_log_prob(batch, *self.likelihood(z))
         kl = 0.5 * (mean.pow(2) + torch.exp(2 * log_std) - 1 - 2 * log_std).sum(1)
         loss = (kl - reconstruction).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        descend(self.optimizer, loss)
         return {"loss": loss.item(), "kl": kl.mean().item()}
 
     @torch.no_grad()
