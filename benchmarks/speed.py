@@ -585,8 +585,7 @@ def playground_responsiveness(args, app: App) -> None:
 
     window = app.window
     app.wait(lambda: not window.busy(), 600)
-    panel = window.playground
-    window.tabs.setCurrentWidget(panel)
+    panel = window.open_playground()
     app.wait(lambda: panel.views.keys() == set(panel.ticked()), 600)   # every family's first view
     seen, redraws = dict(panel.views), Counter()
 

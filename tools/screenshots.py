@@ -66,8 +66,7 @@ def shoot_training(window: MainWindow, steps: int, path: Path) -> None:
 
 
 def shoot_playground(window: MainWindow, seconds: float, path: Path) -> None:
-    panel = window.playground
-    window.tabs.setCurrentWidget(panel)
+    panel = window.open_playground()
     wait_until(lambda: len(panel.views) == len(panel.ticked())
                and all(view.train_seconds >= seconds for view in panel.views.values()),
                120 + 30 * seconds * len(panel.ticked()), "the playground's families")

@@ -130,15 +130,20 @@ class MainWindow(QMainWindow):
         self.explorer = LatentExplorer()
         self.inpaint = InpaintPanel()
         self.comparison = ComparisonView()
-        self.playground = PlaygroundPanel()
-        self.playground.ended.connect(self._maybe_finish_closing)
+        # The Playground tab's plots are built the first time it is shown (open_playground): a
+        # window that never shows it holds none of pyqtgraph's parentless menus, whose collection
+        # by a garbage-collector pass on a worker thread can deadlock against the GUI thread.
+        self.playground: PlaygroundPanel | None = None
+        self.playground_page = QWidget(objectName="playgroundPage")
+        QVBoxLayout(self.playground_page).setContentsMargins(0, 0, 0, 0)
         self.tabs = QTabWidget(objectName="mainTabs", accessibleName="Views")
         self.tabs.addTab(self._train_page(), "Train")
         self.tabs.addTab(self.gallery, "Gallery")
         self.tabs.addTab(self.explorer, "Explore")
         self.tabs.addTab(self.inpaint, "Inpaint")
         self.tabs.addTab(self.comparison, "Compare")
-        self.tabs.addTab(self.playground, "Playground")
+        self.tabs.addTab(self.playground_page, "Playground")
+        self.tabs.currentChanged.connect(self._tab_changed)
         splitter = QSplitter(Qt.Orientation.Horizontal, objectName="mainSplitter")
         splitter.addWidget(self._left_column())
         splitter.addWidget(self.tabs)
@@ -146,6 +151,19 @@ class MainWindow(QMainWindow):
         splitter.setCollapsible(0, False)
         self.setCentralWidget(splitter)
         self.statusBar().showMessage("Ready")
+
+    def open_playground(self) -> PlaygroundPanel:
+        """The Playground tab's panel, made on first use, and the tab shown."""
+        if self.playground is None:
+            self.playground = PlaygroundPanel()
+            self.playground.ended.connect(self._maybe_finish_closing)
+            self.playground_page.layout().addWidget(self.playground)
+        self.tabs.setCurrentWidget(self.playground_page)
+        return self.playground
+
+    def _tab_changed(self, index: int) -> None:
+        if self.tabs.widget(index) is self.playground_page:
+            self.open_playground()
 
     def _left_column(self) -> QWidget:
         column = QWidget()
@@ -688,7 +706,7 @@ class MainWindow(QMainWindow):
 
     def busy(self) -> bool:
         return (self.training is not None or any(r.is_busy() for r in self._runners())
-                or self.playground.is_running())
+                or (self.playground is not None and self.playground.is_running()))
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
         if not self.busy():
@@ -708,7 +726,8 @@ class MainWindow(QMainWindow):
             runner.cancel()
         self.explorer.cancel_work()
         self.inpaint.cancel_work()
-        self.playground.stop()
+        if self.playground is not None:
+            self.playground.stop()
         self._status("Stopping training and saving before closing…")
 
     def _maybe_finish_closing(self, *_args) -> None:
@@ -726,7 +745,8 @@ class MainWindow(QMainWindow):
             runner.wait(timeout_ms)
         if self.training is not None:
             self.training.thread.wait(timeout_ms)
-        self.playground.stop(wait_ms=timeout_ms)
+        if self.playground is not None:
+            self.playground.stop(wait_ms=timeout_ms)
 
     def _status(self, text: str) -> None:
         self.statusBar().showMessage(text)

@@ -3,10 +3,27 @@ families and Undo takes a stroke back; a scenario saved from the tab opens again
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
+import pytest
+import shiboken6
 
 from genstudio.app.panels import PlaygroundPanel
 from genstudio.core.playground.scenario import Scenario
+
+
+@pytest.fixture
+def panel():
+    """A Playground tab of its own, deleted at the end and its garbage collected here, on the
+    GUI thread: pyqtgraph's parentless menus collected later by a worker thread's garbage
+    collection deadlock against the GUI thread (app_helpers.close_and_delete says how)."""
+    panel = PlaygroundPanel()
+    yield panel
+    panel.stop(wait_ms=30_000)
+    panel.close()
+    shiboken6.delete(panel)
+    gc.collect()
 
 
 def only(panel: PlaygroundPanel, *names: str) -> None:
@@ -14,9 +31,7 @@ def only(panel: PlaygroundPanel, *names: str) -> None:
         tick.setChecked(name in names)
 
 
-def test_the_tab_trains_two_families_and_shows_both(qtbot):
-    panel = PlaygroundPanel()
-    qtbot.addWidget(panel)
+def test_the_tab_trains_two_families_and_shows_both(qtbot, panel):
     only(panel, "flow", "autoregressive")
     panel.show()
     qtbot.waitUntil(lambda: panel.thread is not None, timeout=5000)
@@ -44,9 +59,7 @@ def test_the_tab_trains_two_families_and_shows_both(qtbot):
     assert not panel.is_running()
 
 
-def test_drawn_points_train_and_undo_takes_a_stroke_back(qtbot, tmp_path):
-    panel = PlaygroundPanel()
-    qtbot.addWidget(panel)
+def test_drawn_points_train_and_undo_takes_a_stroke_back(qtbot, panel, tmp_path):
     only(panel, "flow")
     panel.show()
     panel.data_choice.setCurrentIndex(panel.data_choice.findData("own"))
@@ -74,9 +87,7 @@ def test_drawn_points_train_and_undo_takes_a_stroke_back(qtbot, tmp_path):
         panel.stop()
 
 
-def test_a_scenario_opened_in_the_tab_is_the_one_it_saves(qtbot, tmp_path):
-    panel = PlaygroundPanel()
-    qtbot.addWidget(panel)
+def test_a_scenario_opened_in_the_tab_is_the_one_it_saves(qtbot, panel, tmp_path):
     scenario = Scenario(toy="spirals", seed=9, families={"gan": {"loss": "hinge", "d_steps": 2}, "ebm": {}})
     panel.load_scenario(scenario)
     assert panel.data_choice.currentData() == "spirals" and panel.ticked() == ["gan", "ebm"]
