@@ -8,6 +8,8 @@ import gc
 import numpy as np
 import pytest
 import shiboken6
+from app_helpers import close_and_delete
+from PySide6.QtCore import Qt
 
 from genstudio.app.panels import PlaygroundPanel
 from genstudio.core.playground.scenario import Scenario
@@ -95,3 +97,16 @@ def test_a_scenario_opened_in_the_tab_is_the_one_it_saves(qtbot, panel, tmp_path
     again = Scenario.load(tmp_path / "again.json")
     assert (again.toy, again.seed, again.families) == ("spirals", 9, scenario.families)
     panel.stop()
+
+
+def test_the_window_makes_the_playground_only_when_it_is_first_shown(qtbot, window):
+    assert window.playground is None                      # no plots (nor their menus) until asked
+    qtbot.keyClick(window, Qt.Key.Key_6, Qt.KeyboardModifier.ControlModifier)
+    assert window.playground is not None and window.tabs.currentWidget() is window.playground_page
+    panel = window.playground
+    window.tabs.setCurrentIndex(0)
+    assert window.open_playground() is panel               # made once
+    with qtbot.waitSignal(panel.ended, timeout=30_000, raising=False):
+        panel.stop()
+    close_and_delete(qtbot, window)   # now, then its plots' garbage on this (the GUI) thread
+    gc.collect()

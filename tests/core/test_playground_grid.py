@@ -137,3 +137,10 @@ def test_a_scenario_file_round_trips_exactly_and_bad_ones_say_why(tmp_path):
     (tmp_path / "other.json").write_text('{"format": "something-else"}')
     with pytest.raises(ScenarioError, match="not a genstudio playground scenario"):
         Scenario.load(tmp_path / "other.json")
+
+
+def test_a_densitys_brightness_is_its_square_root_scaled_to_the_peak():
+    grid = Grid(extent=3.0, resolution=30)
+    density = normalise(grid, gaussian_log_density(grid.centres(), np.zeros(2), np.eye(2)), "exact")
+    assert density.brightness.max() == 1.0 and density.brightness.min() > 0
+    np.testing.assert_allclose(density.brightness ** 2, density.image / density.image.max())

@@ -90,14 +90,6 @@ def _square_plot(view: pg.ViewBox | None = None) -> pg.PlotWidget:
     return plot
 
 
-def _density_image(view: FamilyView) -> np.ndarray | None:
-    """(R, R) the density scaled to its peak and square-rooted (as the CLI's figure), x first."""
-    if view.density is None:
-        return None
-    p = view.density.image
-    return np.sqrt(p / p.max()).T
-
-
 def _segments(extra: ExtraView) -> np.ndarray | None:
     """The view's polylines and arrows as one (K, 2) array for connect='finite' (NaN: a break)."""
     parts = [] if extra.lines is None else [extra.lines]
@@ -150,7 +142,10 @@ class FamilyPanel(QWidget):
     def show_view(self, view: FamilyView) -> None:
         self.view = view
         extra = view.extra if self.own_view.isChecked() else None
-        image = extra.image.T if extra is not None and extra.image is not None else _density_image(view)
+        if extra is not None and extra.image is not None:
+            image = extra.image.T          # pyqtgraph's images are x first
+        else:
+            image = None if view.density is None else view.density.brightness.T
         if image is not None:
             self.image.setImage(image, autoLevels=False, levels=(0.0, 1.0))
             self.image.setRect(PLANE)   # after the image: pyqtgraph scales the image's own size to it

@@ -26,9 +26,8 @@ class Panel:
 
 
 def heatmap(density: GridDensity) -> np.ndarray:
-    """(R, R, 3) uint8, y up: p scaled to its own peak, square-rooted so thin tails still show."""
-    p = density.image
-    level = np.sqrt(p / p.max())[::-1]               # rows: y descending, as on a screen
+    """(R, R, 3) uint8, y up: the density's brightness through RAMP."""
+    level = density.brightness[::-1]                 # rows: y descending, as on a screen
     position = level * (len(RAMP) - 1)
     low = np.floor(position).astype(int).clip(0, len(RAMP) - 2)
     frac = (position - low)[..., None]

@@ -66,6 +66,13 @@ class GridDensity:
         """(R, R) p on the cells, rows y ascending."""
         return np.exp(self.log_p).reshape(self.grid.resolution, self.grid.resolution)
 
+    @property
+    def brightness(self) -> np.ndarray:
+        """(R, R) in [0, 1], rows y ascending: p scaled to its own peak and square-rooted, so thin
+        tails still show (how the figure and the tab draw a density)."""
+        p = self.image
+        return np.sqrt(p / p.max())
+
 
 def normalise(grid: Grid, log_density: np.ndarray, kind: str) -> GridDensity:
     """GridDensity from log p at grid.centres() (any constant offset is removed)."""
