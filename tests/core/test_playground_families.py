@@ -148,6 +148,17 @@ def test_the_autoregressive_first_factor_ignores_x2_and_each_slice_integrates_to
         assert np.trapezoid(family.conditional_slice(a, values), values) == pytest.approx(1.0, abs=1e-3)
 
 
+def test_the_autoregressive_mixture_learns_a_two_mode_conditional():
+    # x₂ = ±1 whatever x₁ is: one logistic per x₁ (the mixture's components stuck together)
+    # would put its peak between the modes, at 0.
+    rng = np.random.default_rng(0)
+    points = np.stack([rng.standard_normal(4000), rng.choice([-1.0, 1.0], 4000) + 0.1 * rng.standard_normal(4000)], 1)
+    family = small("autoregressive")
+    train(family, points, 300)
+    slice_ = family.conditional_slice(0.0, np.array([-1.0, 0.0, 1.0]))
+    assert slice_[0] > 5 * slice_[1] and slice_[2] > 5 * slice_[1]
+
+
 @pytest.mark.parametrize("name", list(SMALL))
 def test_training_brings_the_model_closer_to_the_data(name):
     grid, data = Grid(resolution=64), toy("8gaussians")

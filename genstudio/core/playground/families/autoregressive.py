@@ -78,6 +78,10 @@ class PlaneAutoregressive(PlaneFamily):
             self.second = mlp(1, 2, config.width, 1)
         else:
             self.second = mlp(1, 3 * k, config.width, config.depth)
+            # Components that start identical get identical gradients and stay one logistic:
+            # spread their locations as p(x₁)'s are.
+            with torch.no_grad():
+                self.second[-1].bias[k:2 * k] = torch.linspace(-3, 3, k)
         self.optimizer = torch.optim.Adam([*self.first.parameters(), *self.second.parameters()], lr=config.lr)
 
     def networks(self) -> dict[str, nn.Module]:
