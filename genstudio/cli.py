@@ -848,6 +848,8 @@ def _playground(args: argparse.Namespace) -> int:
                      "kl_nats": last.kl, "density": last.model.kind, "density_mass_on_grid": last.model.mass,
                      "modes_covered": None if coverage is None else coverage.covered,
                      "modes": None if coverage is None else coverage.modes,
+                     "precision": last.precision, "recall": last.recall, "samples": len(last.samples),
+                     "sample_ms": round(last.sample_ms, 2), "latent": family.latent,
                      "history": [vars(record) for record in fitted.history]})
         modes = "" if coverage is None else f", {coverage.covered}/{coverage.modes} modes"
         panels.append(Panel(family.title, last.model, last.samples,
@@ -863,7 +865,9 @@ def _playground(args: argparse.Namespace) -> int:
     for row in rows:
         modes = "" if row["modes"] is None else f"  {row['modes_covered']}/{row['modes']} modes"
         print(f"{row['family']:<14} {row['steps']:>7,} steps in {row['train_seconds']:6.1f} s  "
-              f"KL {row['kl_nats']:.4f} nats ({row['density']}){modes}")
+              f"KL {row['kl_nats']:.4f} nats ({row['density']}){modes}  precision {row['precision']:.2f} "
+              f"recall {row['recall']:.2f}  {row['samples']:,} samples in {row['sample_ms']:.0f} ms  "
+              f"latent: {row['latent']}")
     return 0
 
 

@@ -24,6 +24,7 @@ from genstudio.core.metrics.evaluate import (
     run_evaluation,
 )
 from genstudio.core.metrics.features import InceptionExtractor, download_inception, get_extractor
+from genstudio.core.playground.figure import Recording
 from genstudio.core.runs import pretrained
 from genstudio.core.runs.images import make_grid, save_gif, save_png, to_pil, to_uint8
 from genstudio.core.runs.run import LoadedRun, RunDir, load_run
@@ -66,6 +67,7 @@ log = logging.getLogger(__name__)
 THUMBNAILS = 24
 ENCODING_CACHE = "explorer"  # folder in a run for encodings of its training images
 THUMBNAIL_COLUMNS = 8
+PLAYGROUND_FRAME_MS = 200  # a playground GIF plays five recorded moments a second
 
 
 @dataclass(frozen=True)
@@ -481,3 +483,11 @@ def export_comparison(compared: list[ComparedFill], image: np.ndarray, fill: np.
                 "methods": " | ".join(c.method for c in shown)}
     save_png(path, make_grid(np.stack(panels), columns=len(panels)), metadata, scale=scale)
     return [Path(path)]
+
+
+def export_playground_gif(recording: Recording, path: str, job: Job) -> Path:
+    """The Playground's recorded moments, side by side, as a looping GIF."""
+    job.say(f"drawing {len(recording.moments)} moments")
+    save_gif(path, recording.frames(), {"moments": len(recording.moments), "every_seconds": recording.interval},
+             frame_ms=PLAYGROUND_FRAME_MS, bounce=False)
+    return Path(path)

@@ -264,9 +264,10 @@ class TrainingWorker(ThreadWorker):
 
 class PlaygroundWorker(ThreadWorker):
     """Builds the playground's families and data density in its thread, then runs the core's
-    live loop there until control.stop(), relaying each FamilyView."""
+    live loop there until control.stop(), relaying the data density and each FamilyView."""
 
     view_ready = Signal(object)   # FamilyView
+    target_ready = Signal(object)  # GridDensity: the data's, which the yardstick scores against
     failed = Signal(str, str)     # cause for the user, full traceback
 
     def __init__(self, scenario: Scenario, names: list[str], control: PlaygroundControl):
@@ -276,7 +277,9 @@ class PlaygroundWorker(ThreadWorker):
     @Slot()
     def run(self) -> None:
         try:
-            LivePlayground(self.scenario, self.names).run(self.control, self.view_ready.emit)
+            live = LivePlayground(self.scenario, self.names)
+            self.target_ready.emit(live.target)
+            live.run(self.control, self.view_ready.emit)
         except Exception as exc:  # noqa: BLE001 - any failure must reach the user, not kill the thread
             self.failed.emit(describe_error(exc), format_current_exception())
         finally:

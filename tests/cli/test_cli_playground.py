@@ -19,6 +19,8 @@ def test_playground_trains_the_families_and_writes_the_table_and_figure(tmp_path
         assert row["steps"] > 0 and row["train_seconds"] >= 1.0 and row["kl_nats"] > 0
         assert row["modes"] == 8 and 0 <= row["modes_covered"] <= 8
         assert row["history"][0]["step"] == 0 and row["history"][-1]["step"] == row["steps"]
+        assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1 and row["samples"] == 2000
+        assert row["sample_ms"] > 0 and row["latent"].startswith("2-D noise")
     assert table["families"][0]["density"] == "exact"
     assert table["families"][1]["density"] == "ODE change of variables"
     with Image.open(out) as figure:
@@ -31,7 +33,7 @@ def test_playground_reads_points_from_a_csv_and_says_what_is_wrong_with_a_bad_on
     rows = np.random.default_rng(0).standard_normal((300, 2))
     points.write_text("x,y\n" + "\n".join(f"{x},{y}" for x, y in rows) + "\n")
     text = genstudio("playground", "--data", points, "--families", "flow", "--seconds", "0.5").stdout
-    assert "kernel estimate, 300 samples" in text and "KL" in text
+    assert "kernel estimate, 300 samples" in text and "KL" in text and "recall" in text
     points.write_text("x,y\n1,2\nfoo,bar\n")
     bad = genstudio("playground", "--data", points, "--families", "flow", "--seconds", "0.5", check=False)
     assert bad.returncode == 1 and "line 3" in bad.stderr and "Traceback" not in bad.stderr

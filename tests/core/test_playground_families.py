@@ -11,7 +11,11 @@ from torch import nn
 
 from genstudio.core.playground.families import PLANE_FAMILIES, create_plane_family
 from genstudio.core.playground.families.autoregressive import logistic_mixture_log_prob
-from genstudio.core.playground.families.diffusion import T_MIN, alpha_bar
+from genstudio.core.playground.families.diffusion import (
+    T_MIN,
+    alpha_bar,
+    probability_flow_log_density,
+)
 from genstudio.core.playground.grid import Grid, normalise
 from genstudio.core.playground.session import fit
 from genstudio.core.playground.toys import toy
@@ -19,7 +23,7 @@ from genstudio.core.playground.yardstick import data_density
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = {
-    "vae": {"width": 32, "importance": 16},
+    "vae": {"width": 32, "importance": 16, "kl_warmup": 200},
     "gan": {"width": 32, "depth": 2},
     "flow": {"layers": 6, "width": 32},
     "diffusion": {"width": 32, "depth": 2, "steps": 40},
@@ -68,13 +72,14 @@ class GaussianNoise(nn.Module):
 
 
 def test_the_diffusion_probability_flow_of_the_exact_noise_predictor_gives_the_gaussians_density():
-    family, s = small("diffusion", steps=200), 0.5
-    family.noise_net = GaussianNoise(s)   # the network replaced by the closed form it should learn
+    s = 0.5
     points = np.random.default_rng(1).standard_normal((10, 2)) * s
     a = alpha_bar(torch.tensor(T_MIN, dtype=torch.float64)).item()
     variance = a * s**2 + 1 - a                                    # x at T_MIN: the data blurred by σ(T_MIN)
     expected = -0.5 * (points**2).sum(1) / variance - math.log(2 * math.pi * variance)
-    np.testing.assert_allclose(family.log_density(points), expected, atol=2e-3)
+    # the closed form the network should learn, in its place
+    log_p = probability_flow_log_density(GaussianNoise(s), torch.as_tensor(points, dtype=torch.float32), steps=200)
+    np.testing.assert_allclose(log_p.double().numpy(), expected, atol=2e-3)
 
 
 @pytest.mark.parametrize("name", NORMALISED)
@@ -93,7 +98,7 @@ def test_a_trained_familys_density_holds_on_the_grid_the_share_of_its_samples_th
 
 
 def test_the_vaes_importance_weighted_density_is_near_its_samples_share_and_above_its_elbo():
-    family = small("vae")
+    family = small("vae", kl_warmup=50)   # the true ELBO after 50 steps: the bound is the point here
     data = toy("moons").sample(2000, np.random.default_rng(0))
     train(family, data, 200)
     grid = Grid(resolution=96)
@@ -123,9 +128,9 @@ def test_each_coupling_layers_log_determinant_is_autograds_and_it_inverts(coupli
         torch.testing.assert_close(log_det, torch.stack([torch.linalg.slogdet(j)[1] for j in jacobians]))
         torch.testing.assert_close(layer.inverse(y), x)
     assert any(layer(x)[1].abs().max() > 1e-3 for layer in family.layers)  # trained: not all volume-preserving
-    _z, total = family.to_noise(x)
-    whole = [torch.linalg.slogdet(torch.autograd.functional.jacobian(lambda v: family.to_noise(v[None])[0][0], p))[1]
-             for p in x]
+    _z, total = family.to_noise(x, family.layers)
+    whole = [torch.linalg.slogdet(torch.autograd.functional.jacobian(
+        lambda v: family.to_noise(v[None], family.layers)[0][0], p))[1] for p in x]
     torch.testing.assert_close(total, torch.stack(whole))
 
 
@@ -177,7 +182,7 @@ def test_training_brings_the_model_closer_to_the_data(name):
 def test_the_live_loop_trains_what_is_playing_steps_what_is_stepped_and_resets_on_request():
     import threading
 
-    from genstudio.core.playground.live import LivePlayground, PlaygroundControl
+    from genstudio.core.playground.live import VIEW_SAMPLES, LivePlayground, PlaygroundControl
     from genstudio.core.playground.scenario import Scenario
 
     scenario = Scenario(toy="8gaussians", toy_points=2000, families={"flow": SMALL["flow"], "vae": SMALL["vae"]})
@@ -186,7 +191,7 @@ def test_the_live_loop_trains_what_is_playing_steps_what_is_stepped_and_resets_o
 
     def emitted(view):  # the GUI's part, scripted: step the VAE, then reset the flow, then stop
         views.append(view)
-        if "step" not in asked and sum(v.name == "flow" and v.steps > 0 for v in views) >= 5:
+        if "step" not in asked and any(v.name == "flow" and v.steps > 0 and v.kl is not None for v in views):
             asked.add("step")
             control.step("vae", 3)
         elif "reset" not in asked and view.name == "vae" and view.steps == 3:
@@ -201,13 +206,14 @@ def test_the_live_loop_trains_what_is_playing_steps_what_is_stepped_and_resets_o
     thread.join(120)
     assert not thread.is_alive()
     first = {v.name: v for v in views[:2]}
-    assert first["flow"].steps == first["vae"].steps == 0 and first["flow"].kl is not None
+    assert first["flow"].steps == first["vae"].steps == 0 and first["flow"].kl is None   # the measurer's comes later
+    assert any(v.kl is not None and v.steps > 0 for v in views if v.name == "flow")
     vae_steps = [v.steps for v in views if v.name == "vae"]
     assert vae_steps[0] == 0 and 3 in vae_steps and max(vae_steps) == 3   # stepped three, never played
     flow_steps = [v.steps for v in views if v.name == "flow"][1:]
     trained_most = flow_steps.index(max(flow_steps))
     assert max(flow_steps) > 0 and 0 in flow_steps[trained_most:]         # trained, then reset to a fresh model
-    assert all(v.samples.shape == (500, 2) for v in views)
+    assert all(v.samples.shape == (VIEW_SAMPLES, 2) for v in views)
     assert all(v.running for v in views[2:] if v.name == "flow" and v.steps > 0)
 
 
@@ -230,3 +236,41 @@ def test_every_family_has_its_own_view_of_finite_arrays_on_the_plane(name):
         assert view.arrows.shape == (17 * 17, 4) and np.isfinite(view.arrows).all()
     if view.points is not None:
         assert view.points.shape == (500, 2) and np.isfinite(view.points).all()
+
+
+def test_the_flow_view_shows_the_noise_grid_then_each_layer_ending_at_the_data_side():
+    from genstudio.core.playground.extras import extra_view
+
+    family = small("flow")
+    data = toy("moons").sample(600, np.random.default_rng(0))
+    train(family, data, 20)
+    view = extra_view(family, Grid(resolution=32), data)
+    assert len(view.frames) == len(family.layers) + 1
+    grid_lines = view.frames[0][np.isfinite(view.frames[0]).all(1)]
+    assert np.abs(grid_lines).max() == pytest.approx(2.5)          # frame 0: the noise grid itself
+    np.testing.assert_array_equal(view.frames[-1], view.lines)       # the last: pushed through them all
+    assert not np.allclose(view.frames[1], view.frames[0], equal_nan=True)
+
+
+def test_the_vae_view_draws_two_sigma_ellipses_around_posterior_means():
+    from genstudio.core.playground.extras import ELLIPSES, extra_view
+
+    family = small("vae")
+    data = toy("moons").sample(600, np.random.default_rng(0))
+    train(family, data, 20)
+    view = extra_view(family, Grid(resolution=32), data)
+    means, stds = family.encode(data[:ELLIPSES])
+    rings = view.outlines.reshape(ELLIPSES, 26, 2)[:, :25]           # 25 points and a NaN each
+    np.testing.assert_allclose(rings.max(1), means + 2 * stds, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(rings.mean(1)[:, 0], means[:, 0], atol=0.1 * stds[:, 0].max())
+
+
+def test_the_autoregressive_view_holds_the_conditional_at_every_cursor_position():
+    from genstudio.core.playground.extras import extra_view
+
+    family = small("autoregressive")
+    train(family, toy("8gaussians").sample(2000, np.random.default_rng(0)), 50)
+    view = extra_view(family, Grid(resolution=32), np.zeros((2, 2)))
+    assert view.slices.shape == (len(view.slice_at), len(view.slice_values))
+    i = int(np.abs(view.slice_at - 1.7).argmin())
+    np.testing.assert_allclose(view.slices[i], family.conditional_slice(view.slice_at[i], view.slice_values))

@@ -144,3 +144,34 @@ def test_a_densitys_brightness_is_its_square_root_scaled_to_the_peak():
     density = normalise(grid, gaussian_log_density(grid.centres(), np.zeros(2), np.eye(2)), "exact")
     assert density.brightness.max() == 1.0 and density.brightness.min() > 0
     np.testing.assert_allclose(density.brightness ** 2, density.image / density.image.max())
+
+
+def test_a_long_recording_thins_itself_and_still_spans_the_whole_training():
+    from genstudio.core.playground.figure import MAX_MOMENTS, Panel, Recording
+
+    grid = Grid(resolution=8)
+    density = normalise(grid, np.zeros(64), "exact")
+    panel = Panel("uniform", density, np.zeros((3, 2)), ("a caption",))
+    recording = Recording(interval=1.0)
+    for second in range(0, 1000):
+        recording.add(second * 0.5, [panel])   # offered twice a second, kept once a second at most
+    seconds = [moment.seconds for moment in recording.moments]
+    assert len(seconds) <= MAX_MOMENTS and seconds[0] == 0.0 and seconds[-1] > 450
+    assert np.all(np.diff(seconds) >= 1.0) and recording.interval > 1.0
+    frames = recording.snapshot().frames(scale=1)
+    assert frames.shape[0] == len(seconds) and frames.dtype == np.uint8
+
+
+def test_precision_and_recall_on_constructed_samples():
+    from genstudio.core.playground.grid import precision_recall
+
+    rng = np.random.default_rng(0)
+    real = toy("8gaussians").sample(800, rng)
+    same = toy("8gaussians").sample(800, rng)
+    assert min(precision_recall(real, same)) > 0.9
+    # Samples on two of the eight modes only: all look like data, a quarter of the data is reached.
+    half = real[np.linalg.norm(real - EIGHT_CENTRES[0], axis=1) < 1]
+    precision, recall = precision_recall(real, np.concatenate([half, half + (EIGHT_CENTRES[1] - EIGHT_CENTRES[0])]))
+    assert precision > 0.9 and 0.15 < recall < 0.35
+    precision, recall = precision_recall(real, rng.normal(size=(800, 2)) * 0.1)   # a blob at the centre
+    assert precision < 0.05 and recall < 0.05

@@ -24,6 +24,8 @@ from .grid import Grid
 LINES = 9            # latent or noise grid lines per direction
 ARROWS = 17          # arrows per side of a field
 TRAJECTORIES = 24    # paths or chains drawn
+ELLIPSES = 40        # posterior ellipses drawn
+SLICES = 81          # conditionals computed across the plane, one of them shown under the cursor
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,11 @@ class ExtraView:
     lines: np.ndarray | None = None     # (K, 2) polylines separated by rows of NaN
     arrows: np.ndarray | None = None    # (M, 4) x, y, dx, dy
     points: np.ndarray | None = None    # (M, 2)
+    outlines: np.ndarray | None = None  # (K, 2) closed curves (a VAE's posteriors), drawn apart from `lines`
+    frames: tuple[np.ndarray, ...] = ()  # polylines shown one after another (a flow's layers), as `lines`
+    slice_at: np.ndarray | None = None  # (S,) values a of x₁ …
+    slice_values: np.ndarray | None = None  # (V,) … values of x₂ …
+    slices: np.ndarray | None = None    # (S, V) … and p(x₂ | x₁ = a) there: the slice under the cursor
 
 
 def _polylines(paths: list[np.ndarray]) -> np.ndarray:
@@ -69,15 +76,22 @@ def _gan(family: PlaneGAN, grid: Grid, data: np.ndarray, t: float) -> ExtraView:
 
 
 def _vae(family: PlaneVAE, grid: Grid, data: np.ndarray, t: float) -> ExtraView:
-    means, _stds = family.encode(data[:500])
+    means, stds = family.encode(data[:500])
     manifold = [family.decode_mean(line) for line in _square_lines(2.5)]
-    return ExtraView("the data's posterior means (latent plane) and the decoder's image of a latent grid",
-                     lines=_polylines(manifold), points=means)
+    turn = np.linspace(0, 2 * np.pi, 25)[:, None]
+    circle = np.concatenate([np.cos(turn), np.sin(turn)], 1)
+    ellipses = [mean + 2 * std * circle for mean, std in zip(means[:ELLIPSES], stds[:ELLIPSES], strict=True)]
+    return ExtraView("latent plane: the data's posterior means, 2σ ellipses of some (yellow); "
+                     "the decoder's image of a latent grid (cyan)",
+                     lines=_polylines(manifold), points=means, outlines=_polylines(ellipses))
 
 
 def _flow(family: PlaneFlow, grid: Grid, data: np.ndarray, t: float) -> ExtraView:
-    warped = [family.through_layers(line)[-1] for line in _square_lines(2.5)]
-    return ExtraView(f"a noise grid pushed through all {len(family.layers)} layers", lines=_polylines(warped))
+    lines = _square_lines(2.5)
+    stages = [family.through_layers(line) for line in lines]   # per line: noise, then after each layer
+    frames = tuple(_polylines([stage[k] for stage in stages]) for k in range(len(family.layers) + 1))
+    return ExtraView(f"a noise grid pushed through the {len(family.layers)} layers in turn",
+                     lines=frames[-1], frames=frames)
 
 
 def _flow_matching(family: PlaneFlowMatching, grid: Grid, data: np.ndarray, t: float) -> ExtraView:
@@ -88,16 +102,25 @@ def _flow_matching(family: PlaneFlowMatching, grid: Grid, data: np.ndarray, t: f
 
 
 def _diffusion(family: PlaneDiffusion, grid: Grid, data: np.ndarray, t: float) -> ExtraView:
-    return ExtraView(f"the score ∇log p_t at t = {t:.2f} (t = 1: noise)", arrows=_field(grid, lambda p: family.score(p, t)))
+    paths = family.paths(TRAJECTORIES, seed=1)
+    return ExtraView(f"the score ∇log p_t at t = {t:.2f} (t = 1: noise) and probability-flow paths from noise",
+                     arrows=_field(grid, lambda p: family.score(p, t)),
+                     lines=_polylines([paths[:, i] for i in range(TRAJECTORIES)]))
+
+
+def slice_line(a: float, values: np.ndarray, density: np.ndarray) -> np.ndarray:
+    """(V, 2) a conditional p(x₂ | x₁ = a) drawn standing on the line x₁ = a, its peak 0.8 wide."""
+    return np.stack([a + 0.8 * density / max(density.max(), 1e-12), values], 1)
 
 
 def _autoregressive(family: PlaneAutoregressive, grid: Grid, data: np.ndarray, t: float) -> ExtraView:
     values = np.linspace(-grid.extent, grid.extent, 200)
-    slices = []
-    for a in np.linspace(-3, 3, 7):
-        p = family.conditional_slice(a, values)
-        slices.append(np.stack([a + 0.8 * p / max(p.max(), 1e-12), values], 1))
-    return ExtraView("slices p(x₂ | x₁ = a) at seven values of x₁", lines=_polylines(slices))
+    at = np.linspace(-grid.extent, grid.extent, SLICES)
+    slices = np.stack([family.conditional_slice(a, values) for a in at])
+    shown = range(10, SLICES - 10, 10)   # seven, x₁ = −3 … 3, until the cursor picks one
+    return ExtraView("slices p(x₂ | x₁ = a): move the cursor over the plane to choose a",
+                     lines=_polylines([slice_line(at[i], values, slices[i]) for i in shown]),
+                     slice_at=at, slice_values=values, slices=slices)
 
 
 def _ebm(family: PlaneEBM, grid: Grid, data: np.ndarray, t: float) -> ExtraView:

@@ -63,3 +63,53 @@ def side_by_side(panels: list[Panel], scale: int = 2, gap: int = 6) -> np.ndarra
         out.paste(image, (x, 0))
         x += image.width + gap
     return np.asarray(out)
+
+
+MAX_MOMENTS = 200   # a recording keeps at most this many moments, thinning older ones as it grows
+
+
+@dataclass(frozen=True)
+class Moment:
+    seconds: float              # wall-clock seconds since the recording began
+    panels: tuple[Panel, ...]
+
+
+class Recording:
+    """Moments of a live playground for an animated GIF: one every `interval` seconds; when
+    MAX_MOMENTS are held, every other one goes and the interval doubles, so a recording of any
+    length spans the whole training in bounded memory."""
+
+    def __init__(self, interval: float = 1.0):
+        self.interval = interval
+        self.moments: list[Moment] = []
+
+    def due(self, seconds: float) -> bool:
+        return not self.moments or seconds - self.moments[-1].seconds >= self.interval
+
+    def add(self, seconds: float, panels: list[Panel]) -> None:
+        if not panels or not self.due(seconds):
+            return
+        self.moments.append(Moment(seconds, tuple(panels)))
+        if len(self.moments) > MAX_MOMENTS:
+            self.moments = self.moments[::2]
+            self.interval *= 2
+
+    def snapshot(self) -> Recording:
+        """A copy another thread may render while this one goes on recording."""
+        copy = Recording(self.interval)
+        copy.moments = list(self.moments)
+        return copy
+
+    def frames(self, scale: int = 2) -> np.ndarray:
+        """(N, H, W, 3) uint8: each moment side by side, its time in the corner, padded to the
+        largest (families may join between moments)."""
+        images = []
+        for moment in self.moments:
+            image = Image.fromarray(side_by_side(list(moment.panels), scale))
+            ImageDraw.Draw(image).text((4, 4), f"{moment.seconds:5.0f} s", fill=(255, 255, 255))
+            images.append(np.asarray(image))
+        height, width = max(i.shape[0] for i in images), max(i.shape[1] for i in images)
+        out = np.full((len(images), height, width, 3), 255, dtype=np.uint8)
+        for i, image in enumerate(images):
+            out[i, :image.shape[0], :image.shape[1]] = image
+        return out

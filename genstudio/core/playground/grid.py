@@ -142,3 +142,22 @@ def count_modes(samples: np.ndarray, centres: np.ndarray, std: float, min_share:
     held = np.bincount(nearest[near], minlength=len(centres))
     covered = int((held >= min_share * len(samples) / len(centres)).sum())
     return ModeCoverage(covered, len(centres), float(near.mean()))
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Kynkäänniemi et al. 2019's improved precision and recall, on the points themselves: each
+    point's neighbourhood is the ball to its k-th nearest neighbour in its own set; precision is
+    the share of `fake` inside some ball of `real` (samples that look like data), recall the
+    share of `real` inside some ball of `fake` (data the model reaches). Compare only equal
+    counts: both grow with the number of points."""
+    def radii(points: np.ndarray) -> np.ndarray:
+        distance = np.sqrt(((points[:, None, :] - points[None]) ** 2).sum(-1))
+        return np.partition(distance, k, axis=1)[:, k]   # column 0 is the point itself
+
+    def inside(points: np.ndarray, centres: np.ndarray) -> float:
+        distance = np.sqrt(((points[:, None, :] - centres[None]) ** 2).sum(-1))
+        return float((distance <= radii(centres)[None]).any(1).mean())
+
+    if len(real) <= k or len(fake) <= k:
+        raise ValueError(f"precision and recall need more than k = {k} points in each set")
+    return inside(fake, real), inside(real, fake)

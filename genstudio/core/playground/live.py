@@ -1,11 +1,15 @@
 """The playground's live loop: several 2-D families training in turn on one thread, each
-played, paused, stepped or reset on request, each sending a fresh view (its samples, its
-density on the grid, its yardstick) several times a second. Qt-free: the tab's worker calls
-`LivePlayground.run` on its thread and relays each FamilyView as a signal; the panels draw them.
+played, paused, stepped or reset on request, each sending a fresh view (its samples) about ten
+times a second, while a measurer thread beside it measures copies of them (density on the grid,
+yardstick, own view) one after another. Qt-free: the tab's worker calls `LivePlayground.run` on
+its thread and relays each FamilyView as a signal; the panels draw them.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+import queue
 import threading
 import time
 from collections import Counter
@@ -18,14 +22,17 @@ import torch
 from .extras import ExtraView, extra_view
 from .families import create_plane_family
 from .families.base import PlaneFamily
+from .figure import Panel
 from .grid import Grid, GridDensity, ModeCoverage
 from .scenario import Scenario
 from .session import FitRecord
 from .toys import TOYS
-from .yardstick import data_density, measure
+from .yardstick import MeasureCancelled, Measured, data_density, measure
 
-VIEW_SAMPLES = 500          # samples drawn over each panel
+VIEW_SAMPLES = 300          # samples drawn over each panel, ten times a second
+MEASURE_SAMPLES = 500       # samples a measurement draws (modes, precision, recall, sampling time)
 LIVE_GRID = Grid(resolution=64)  # coarser than the CLI's: a density every second must stay cheap
+MEASURE_CHUNK = 1024        # grid points per piece of a live density: a Stop waits for one piece at most
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,16 @@ class FamilyView:
     history: tuple[FitRecord, ...]
     figures: dict[str, float]           # the last training step's (loss, …)
     extra: ExtraView | None             # the family's own view, made with the density
+    measured: Measured | None = None    # the latest measurement: precision, recall, sampling time
+    latent: str = "none"                # what latent space the family has
+
+    def panel(self) -> Panel | None:
+        """This moment as the side-by-side figure draws it, once a density has been measured."""
+        if self.density is None or self.kl is None:
+            return None
+        modes = "" if self.coverage is None else f", {self.coverage.covered}/{self.coverage.modes} modes"
+        return Panel(self.title, self.density, self.samples,
+                     (f"KL {self.kl:.3f} nats{modes}", f"{self.steps:,} steps, {self.train_seconds:.1f} s"))
 
 
 class PlaygroundControl:
@@ -54,7 +71,7 @@ class PlaygroundControl:
         self._wake = threading.Event()
         self._running = set(running or ())
         self._steps: Counter[str] = Counter()
-        self._resets: set[str] = set()
+        self._resets: dict[str, dict | None] = {}
         self._stopped = False
         self.field_time = 0.5   # t of the velocity and score fields in the families' own views
 
@@ -72,9 +89,11 @@ class PlaygroundControl:
             self._steps[name] += steps
         self._wake.set()
 
-    def reset(self, name: str) -> None:
+    def reset(self, name: str, knobs: dict | None = None) -> None:
+        """`name` from fresh weights; with `knobs`, its knobs (those that differ from the
+        defaults) replaced by them."""
         with self._lock:
-            self._resets.add(name)
+            self._resets[name] = knobs if knobs is not None else self._resets.get(name)
         self._wake.set()
 
     def set_field_time(self, t: float) -> None:
@@ -88,11 +107,12 @@ class PlaygroundControl:
     def stopped(self) -> bool:
         return self._stopped
 
-    def take(self) -> tuple[set[str], Counter[str], set[str]]:
-        """(running, steps asked for, resets asked for) now; the requests are consumed."""
+    def take(self) -> tuple[set[str], Counter[str], dict[str, dict | None]]:
+        """(running, steps asked for, resets asked for with their new knobs or None) now; the
+        requests are consumed."""
         with self._lock:
             steps, resets = self._steps, self._resets
-            self._steps, self._resets = Counter(), set()
+            self._steps, self._resets = Counter(), {}
             return set(self._running), steps, resets
 
     def wait(self, seconds: float) -> None:
@@ -104,16 +124,70 @@ class PlaygroundControl:
 class _Trained:
     family: PlaneFamily
     generator: torch.Generator
+    generation: int = 0            # bumped by a reset: a measurement of an older model is dropped
     steps: int = 0
     train_seconds: float = 0.0
     history: list[FitRecord] = field(default_factory=list)
     figures: dict[str, float] = field(default_factory=dict)
-    density: GridDensity | None = None
-    kl: float | None = None
-    coverage: ModeCoverage | None = None
+    measured: Measured | None = None   # the latest measurement of this model, and its own view
     extra: ExtraView | None = None
-    measured_at: float = -1.0      # train_seconds of the last measurement
+    measured_steps: int = -1       # steps of the model last measured
+    measured_field_time: float = -1.0
+    measured_wall: float = -math.inf  # wall clock when that measurement was asked for
     viewed_at: float = 0.0         # wall clock of the last view sent
+
+
+@dataclass(frozen=True)
+class _Job:
+    name: str
+    generation: int
+    family: PlaneFamily            # a copy: the measurer never touches the model being trained
+    steps: int
+    train_seconds: float
+    field_time: float
+
+
+class _Measurer:
+    """A thread that measures copies of the families (density, KL, coverage, own view) while the
+    loop goes on training them: on two cores the measuring runs beside the training, so a density
+    by the ODE (a second or more) never holds the views up. One job at a time."""
+
+    def __init__(self, live: LivePlayground):
+        self.live = live
+        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self.results: queue.SimpleQueue[tuple[_Job, Measured, ExtraView] | BaseException] = queue.SimpleQueue()
+        self.in_flight: _Job | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="playground-measurer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: _Job) -> None:
+        self.in_flight = job
+        self.jobs.put(job)
+
+    def stop(self) -> None:
+        """Cancel the job in hand at its next chunk and end the thread."""
+        self._stopping.set()
+        self.jobs.put(None)
+        self._thread.join()
+
+    def _work(self) -> None:
+        torch.set_num_threads(1)   # this thread's own (OpenMP's setting is per thread): see LivePlayground.run
+        live = self.live
+        while (job := self.jobs.get()) is not None:
+            try:
+                measured = measure(job.family, live.grid, live.target, live.toy, samples=MEASURE_SAMPLES,
+                                   seed=live.scenario.seed, chunk=MEASURE_CHUNK, should_stop=self._stopping.is_set,
+                                   data_points=live.points_array)
+                extra = extra_view(job.family, live.grid, live.points_array, job.field_time)
+                self.results.put((job, measured, extra))
+            except MeasureCancelled:
+                return
+            except BaseException as exc:  # noqa: BLE001 - handed to the loop, which raises it on its thread
+                self.results.put(exc)
+                return
 
 
 class LivePlayground:
@@ -123,12 +197,13 @@ class LivePlayground:
         self.points_array = scenario.data()
         self.points = torch.as_tensor(self.points_array, dtype=torch.float32)
         self.target = data_density(grid, self.toy if self.toy is not None else self.points_array, scenario.seed)
+        self.knobs = {name: dict(scenario.families.get(name, {})) for name in names}
         self.trained = {name: self._fresh(name) for name in names}
 
-    def _fresh(self, name: str) -> _Trained:
+    def _fresh(self, name: str, generation: int = 0) -> _Trained:
         seed = self.scenario.seed
-        family = create_plane_family(name, self.scenario.families.get(name), seed)
-        return _Trained(family, torch.Generator().manual_seed(seed))
+        family = create_plane_family(name, self.knobs[name], seed)
+        return _Trained(family, torch.Generator().manual_seed(seed), generation)
 
     def train(self, name: str, seconds: float = 0.0, steps: int = 0) -> None:
         """Train `name` for at least `steps` steps, and on until `seconds` are spent."""
@@ -142,52 +217,99 @@ class LivePlayground:
         trained.steps += taken
         trained.train_seconds += spent
 
-    def measure(self, name: str, field_time: float = 0.5) -> None:
-        trained = self.trained[name]
-        measured = measure(trained.family, self.grid, self.target, self.toy, samples=VIEW_SAMPLES,
-                           seed=self.scenario.seed)
-        trained.density, trained.kl, trained.coverage = measured.model, measured.kl, measured.coverage
-        trained.extra = extra_view(trained.family, self.grid, self.points_array, field_time)
-        trained.measured_at = trained.train_seconds
-        trained.history.append(FitRecord(trained.train_seconds, trained.steps, measured.kl,
-                                         None if measured.coverage is None else measured.coverage.covered))
-
     def view(self, name: str, running: bool) -> FamilyView:
         trained = self.trained[name]
-        family = trained.family
+        family, measured = trained.family, trained.measured
         return FamilyView(name, family.title, trained.steps, trained.train_seconds, running,
-                          family.live_samples(VIEW_SAMPLES, self.scenario.seed), trained.density, trained.kl,
-                          trained.coverage, tuple(trained.history), dict(trained.figures), trained.extra)
+                          family.live_samples(VIEW_SAMPLES, self.scenario.seed),
+                          None if measured is None else measured.model, None if measured is None else measured.kl,
+                          None if measured is None else measured.coverage, tuple(trained.history),
+                          dict(trained.figures), trained.extra, measured, family.latent)
+
+    def _next_job(self, field_time: float, measure_every: float) -> _Job | None:
+        """The family whose measurement is oldest among those changed since it (trained, or the
+        field's t moved) and not measured in the last measure_every seconds; None if none is."""
+        now = time.perf_counter()
+        due = [(trained.measured_wall, name) for name, trained in self.trained.items()
+               if (trained.steps != trained.measured_steps or trained.measured_field_time != field_time)
+               and now - trained.measured_wall >= measure_every]
+        if not due:
+            return None
+        name = min(due)[1]
+        trained = self.trained[name]
+        trained.measured_wall = now
+        return _Job(name, trained.generation, copy.deepcopy(trained.family), trained.steps,
+                    trained.train_seconds, field_time)
+
+    def _take_measurement(self, job: _Job, measured: Measured, extra: ExtraView) -> bool:
+        """Attach a finished measurement to its family; False if the family was reset since."""
+        trained = self.trained.get(job.name)
+        if trained is None or trained.generation != job.generation:
+            return False
+        trained.measured, trained.extra = measured, extra
+        trained.measured_steps, trained.measured_field_time = job.steps, job.field_time
+        covered = None if measured.coverage is None else measured.coverage.covered
+        trained.history.append(FitRecord(job.train_seconds, job.steps, measured.kl, covered))
+        return True
 
     def run(self, control: PlaygroundControl, emit: Callable[[FamilyView], None], *, slice_seconds: float = 0.02,
-            view_interval: float = 0.1, measure_every: float = 2.0) -> None:
-        """Until control.stop(): each running family in turn trains for slice_seconds; a
-        family's view goes out at most every view_interval seconds and its density is measured
-        again after every measure_every seconds of its training. A family paused, stepped or
-        reset is shown at once; with nothing to do the loop sleeps until asked."""
+            round_seconds: float = 0.02, view_interval: float = 0.05, measure_every: float = 1.0) -> None:
+        """Until control.stop(): the running families train in turn, each for
+        min(slice_seconds, round_seconds / their number), so that with their views a round of
+        all seven takes under a tenth of a second on two cores; a family's view goes out at most
+        every view_interval seconds. Beside it a measurer thread measures a copy of one family at a time, the one
+        measured longest ago among those changed since (at most every measure_every seconds
+        each); each finished measurement goes out with a fresh view. A family paused, stepped or
+        reset is shown at once; with nothing to do the loop sleeps until asked.
+
+        The loop and the measurer each run their operations on one thread (the calling thread's
+        setting only): small MLPs gain nothing from a second, and two each would oversubscribe
+        two cores."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        measurer = _Measurer(self)
+        measurer.start()
+        try:
+            self._run(control, emit, measurer, slice_seconds, round_seconds, view_interval, measure_every)
+        finally:
+            measurer.stop()
+            torch.set_num_threads(threads)
+
+    def _run(self, control: PlaygroundControl, emit: Callable[[FamilyView], None], measurer: _Measurer,
+             slice_seconds: float, round_seconds: float, view_interval: float, measure_every: float) -> None:
         for name in self.trained:
-            self.measure(name, control.field_time)
-            emit(self.view(name, False))
+            emit(self.view(name, False))   # samples at once; each density follows from the measurer
         was_running: set[str] = set()
         while not control.stopped:
             running, steps, resets = control.take()
+            while not measurer.results.empty():
+                result = measurer.results.get()
+                if isinstance(result, BaseException):
+                    raise result
+                measurer.in_flight = None
+                if self._take_measurement(*result):
+                    emit(self.view(result[0].name, result[0].name in running))
             for name in (was_running - running) & set(self.trained):
                 emit(self.view(name, False))   # paused: the panel shows it at once
             was_running = running
-            for name in resets & set(self.trained):
-                self.trained[name] = self._fresh(name)
-                self.measure(name, control.field_time)
+            for name, knobs in resets.items():
+                if name not in self.trained:
+                    continue
+                if knobs is not None:
+                    self.knobs[name] = dict(knobs)
+                self.trained[name] = self._fresh(name, self.trained[name].generation + 1)
                 emit(self.view(name, name in running))
+            if measurer.in_flight is None and (job := self._next_job(control.field_time, measure_every)):
+                measurer.submit(job)
             active = [name for name in self.trained if name in running or steps[name]]
             if not active:
-                control.wait(0.5)
+                control.wait(0.05 if measurer.in_flight is not None else 0.5)
                 continue
+            share = min(slice_seconds, round_seconds / len(active))
             for name in active:
                 trained = self.trained[name]
-                self.train(name, slice_seconds if name in running else 0.0, steps[name])
+                self.train(name, share if name in running else 0.0, steps[name])
                 now = time.perf_counter()
-                if steps[name] or trained.train_seconds - trained.measured_at >= measure_every:
-                    self.measure(name, control.field_time)
                 if steps[name] or now - trained.viewed_at >= view_interval:
                     trained.viewed_at = now
                     emit(self.view(name, name in running))

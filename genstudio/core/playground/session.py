@@ -49,7 +49,7 @@ def fit(family: PlaneFamily, points: np.ndarray, seconds: float, grid: Grid, tar
     result = Fitted(family)
 
     def record() -> None:
-        result.last = measure(family, grid, target, toy, seed=seed)
+        result.last = measure(family, grid, target, toy, seed=seed, data_points=points)
         coverage = result.last.coverage
         entry = FitRecord(result.train_seconds, result.steps, result.last.kl,
                           None if coverage is None else coverage.covered)

@@ -27,6 +27,7 @@ class PlaneFamily(ABC):
     title: ClassVar[str]
     density_kind: str  # how the yardstick gets its density (EXACT, ODE, KERNEL or the family's own words)
     Config: ClassVar[type]  # a frozen dataclass, every knob with a default and a reason
+    latent: ClassVar[str] = "none"  # what latent space it has, as the properties table says it
 
     def __init__(self, config: Any, seed: int = 0):
         self.config = config

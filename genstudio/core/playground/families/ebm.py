@@ -19,16 +19,17 @@ from .base import PlaneFamily, as_points, descend, mlp
 
 BUFFER_SIZE = 4096
 START_EXTENT = 4.0   # new chains start uniform on [−4, 4]², the playground's grid
+SAMPLE_STEPS = 200   # Langevin steps of a sample from noise: the training's few only move persistent chains
 
 
 @dataclass(frozen=True)
 class PlaneEBMConfig:
-    width: int = 128          # hidden units per layer
+    width: int = 64           # hidden units per layer: more steps in the same seconds beat a wider energy
     depth: int = 3            # hidden layers
     lr: float = 1e-3          # Adam learning rate
     batch: int = 256          # points per step
-    sgld_steps: int = 20      # Langevin steps per training step
-    step_size: float = 0.01   # Langevin η
+    sgld_steps: int = 5       # Langevin steps per training step (persistent chains: a few suffice)
+    step_size: float = 0.02   # Langevin η
     restart: float = 0.05     # share of chains restarted from uniform noise each step
     energy_penalty: float = 0.1  # weight of E² on data and samples, which keeps energies near 0
 
@@ -86,8 +87,8 @@ class PlaneEBM(PlaneFamily):
         return torch.stack(states).double().numpy()
 
     def sample(self, n: int, seed: int) -> np.ndarray:
-        """Long Langevin chains (ten times the training's) from uniform noise."""
-        return self.chains(n, 10 * self.config.sgld_steps, seed)[-1]
+        """Long Langevin chains from uniform noise (SAMPLE_STEPS, or ten times the training's)."""
+        return self.chains(n, max(SAMPLE_STEPS, 10 * self.config.sgld_steps), seed)[-1]
 
     def live_samples(self, n: int, seed: int) -> np.ndarray:
         """The persistent chains' latest states: the Langevin chains training moves."""

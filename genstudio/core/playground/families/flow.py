@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...families.base import at_least
+from ...families.base import at_least, within
+from ...families.layers import ExponentialMovingAverage
 from .base import EXACT, PlaneFamily, as_points, descend, mlp
 
 SCALE_BOUND = 3.0  # s = 3·tanh(·/3): a layer stretches by at most e³, which keeps early steps finite
@@ -36,15 +37,17 @@ COUPLINGS = ("affine", "spline")
 class PlaneFlowConfig:
     coupling: Literal["affine", "spline"] = "spline"  # each layer's map: RealNVP's affine, or a rational-quadratic spline
     bins: int = 8         # spline bins per layer
-    layers: int = 12      # coupling layers, alternating the coordinate they transform
+    layers: int = 8       # coupling layers, alternating the coordinate they transform
     width: int = 128      # hidden units of each layer's MLP
     depth: int = 2        # hidden layers of each layer's MLP
     lr: float = 2e-3      # Adam learning rate
     batch: int = 256      # points per step
+    ema_decay: float = 0.99  # EMA of the weights, which sample and give the density (0: the live ones)
 
     def __post_init__(self) -> None:
         at_least(self, 1, "layers", "width", "depth", "batch", "bins")
         at_least(self, 0, "lr")
+        within(self, 0, 1, "ema_decay")
         if self.coupling not in COUPLINGS:
             raise ValueError(f"coupling must be one of {', '.join(COUPLINGS)}, not {self.coupling!r}")
 
@@ -149,6 +152,7 @@ class SplineCoupling(nn.Module):
 class PlaneFlow(PlaneFamily):
     name = "flow"
     title = "Normalizing flow"
+    latent = "2-D noise, exactly invertible"
     density_kind = EXACT
     Config = PlaneFlowConfig
 
@@ -158,25 +162,33 @@ class PlaneFlow(PlaneFamily):
             SplineCoupling(i % 2, config.width, config.depth, config.bins) if config.coupling == "spline"
             else AffineCoupling(i % 2, config.width, config.depth) for i in range(config.layers))
         self.optimizer = torch.optim.Adam(self.layers.parameters(), lr=config.lr)
+        self.ema = ExponentialMovingAverage(self.layers, config.ema_decay)
 
     def networks(self) -> dict[str, nn.Module]:
-        return {"layers": self.layers}
+        return {"layers": self.layers, "layers_ema": self.ema}
 
-    def to_noise(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    @property
+    def averaged(self) -> nn.ModuleList:
+        """The layers that sample and give the density: the EMA, or the live ones at decay 0."""
+        return self.ema.average if self.config.ema_decay > 0 else self.layers
+
+    @staticmethod
+    def to_noise(x: Tensor, layers: nn.ModuleList) -> tuple[Tensor, Tensor]:
         """(f(x), Σ log|det ∂f|) through every layer, data → noise."""
         log_det = torch.zeros(x.shape[0], dtype=x.dtype)
-        for layer in self.layers:
+        for layer in layers:
             x, layer_log_det = layer(x)
             log_det = log_det + layer_log_det
         return x, log_det
 
-    def _log_density(self, x: Tensor) -> Tensor:
-        z, log_det = self.to_noise(x)
+    def _log_density(self, x: Tensor, layers: nn.ModuleList) -> Tensor:
+        z, log_det = self.to_noise(x, layers)
         return -0.5 * z.pow(2).sum(1) - np.log(2 * np.pi) + log_det
 
     def train_step(self, batch: Tensor, generator: torch.Generator) -> dict[str, float]:
-        loss = -self._log_density(batch).mean()
+        loss = -self._log_density(batch, self.layers).mean()
         descend(self.optimizer, loss)
+        self.ema.update(self.layers)
         return {"loss": loss.item()}
 
     @torch.no_grad()
@@ -184,7 +196,7 @@ class PlaneFlow(PlaneFamily):
         """[(M, 2)] the points after each layer in turn, noise → data (layers + 1 arrays)."""
         x = as_points(noise)
         stages = [x]
-        for layer in reversed(self.layers):
+        for layer in reversed(self.averaged):
             x = layer.inverse(x)
             stages.append(x)
         return [stage.double().numpy() for stage in stages]
@@ -195,4 +207,4 @@ class PlaneFlow(PlaneFamily):
 
     @torch.no_grad()
     def log_density(self, points: np.ndarray) -> np.ndarray:
-        return self._log_density(as_points(points)).double().numpy()
+        return self._log_density(as_points(points), self.averaged).double().numpy()

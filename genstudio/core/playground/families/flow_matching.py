@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ...families.base import at_least
+from ...families.base import at_least, within
 from ...families.flow_matching import (
     SOLVERS,
     TIME_SAMPLINGS,
@@ -24,6 +24,7 @@ from ...families.flow_matching import (
     sample_times,
     uniform_times,
 )
+from ...families.layers import ExponentialMovingAverage
 from .base import ODE, PlaneFamily, as_points, descend, mlp, time_features
 
 LIVE_STEPS_MIN = 5
@@ -38,10 +39,12 @@ class PlaneFlowMatchingConfig:
     time_sampling: Literal["logit-normal", "uniform"] = "uniform"  # in 2-D the ends matter as much as the middle
     solver: Literal["euler", "midpoint", "heun"] = "heun"  # sampling and likelihood ODE solver
     steps: int = 40               # solver steps for samples, paths and the likelihood
+    ema_decay: float = 0.995      # EMA of the weights, which sample and give the density (0: the live ones)
 
     def __post_init__(self) -> None:
         at_least(self, 1, "width", "depth", "batch", "steps")
         at_least(self, 0, "lr")
+        within(self, 0, 1, "ema_decay")
         if self.time_sampling not in TIME_SAMPLINGS:
             raise ValueError(f"time_sampling must be one of {', '.join(TIME_SAMPLINGS)}, not {self.time_sampling!r}")
         if self.solver not in SOLVERS:
@@ -60,6 +63,7 @@ class VelocityMLP(nn.Module):
 class PlaneFlowMatching(PlaneFamily):
     name = "flow-matching"
     title = "Flow matching"
+    latent = "2-D noise, invertible by the ODE"
     density_kind = ODE
     Config = PlaneFlowMatchingConfig
 
@@ -67,15 +71,22 @@ class PlaneFlowMatching(PlaneFamily):
         super().__init__(config, seed)
         self.field = VelocityMLP(config.width, config.depth)
         self.optimizer = torch.optim.Adam(self.field.parameters(), lr=config.lr)
+        self.ema = ExponentialMovingAverage(self.field, config.ema_decay)
 
     def networks(self) -> dict[str, nn.Module]:
-        return {"field": self.field}
+        return {"field": self.field, "field_ema": self.ema}
+
+    @property
+    def averaged(self) -> nn.Module:
+        """The field that samples and gives the density: the EMA, or the live one at decay 0."""
+        return self.ema.average if self.config.ema_decay > 0 else self.field
 
     def train_step(self, batch: Tensor, generator: torch.Generator) -> dict[str, float]:
         noise = torch.randn(batch.shape, generator=generator)
         t = sample_times(batch.shape[0], self.config.time_sampling, generator)
         loss = flow_matching_loss(self.field, noise, batch, t)
         descend(self.optimizer, loss)
+        self.ema.update(self.field)
         return {"loss": loss.item()}
 
     @torch.no_grad()
@@ -83,7 +94,7 @@ class PlaneFlowMatching(PlaneFamily):
         """(steps + 1, n, 2): samples along the ODE from their noise (t = 0) to the data (t = 1)."""
         noise = torch.randn((n, 2), generator=torch.Generator().manual_seed(seed))
         states = [noise]
-        integrate(self.field, noise, 0.0, 1.0, self.config.steps, self.config.solver,
+        integrate(self.averaged, noise, 0.0, 1.0, self.config.steps, self.config.solver,
                   on_step=lambda _i, _n, x: states.append(x))
         return torch.stack(states).double().numpy()
 
@@ -94,20 +105,20 @@ class PlaneFlowMatching(PlaneFamily):
     def live_samples(self, n: int, seed: int) -> np.ndarray:
         """Euler in a quarter of the steps: a live view's samples, several times a second."""
         noise = torch.randn((n, 2), generator=torch.Generator().manual_seed(seed))
-        return integrate(self.field, noise, 0.0, 1.0, max(LIVE_STEPS_MIN, self.config.steps // 4), "euler").double().numpy()
+        return integrate(self.averaged, noise, 0.0, 1.0, max(LIVE_STEPS_MIN, self.config.steps // 4), "euler").double().numpy()
 
     @torch.no_grad()
     def velocity(self, points: np.ndarray, t: float) -> np.ndarray:
         """(M, 2) the field at time t, for the arrows."""
         x = as_points(points)
-        return self.field(x, torch.full((x.shape[0],), t)).double().numpy()
+        return self.averaged(x, torch.full((x.shape[0],), t)).double().numpy()
 
     def log_density(self, points: np.ndarray) -> np.ndarray:
         """By the change of variables along the ODE from t = 1 back to noise, the divergence
         exact (continuous data: the field is smooth at t = 1, unlike for 8-bit images)."""
-        x = as_points(points)
+        x, field = as_points(points), self.averaged
         with torch.no_grad():
-            log_p, _noise = log_likelihood(self.field, x, uniform_times(1.0, 0.0, self.config.steps),
-                                           lambda v, t: exact_divergence(self.field, v, t)[:, None],
+            log_p, _noise = log_likelihood(field, x, uniform_times(1.0, 0.0, self.config.steps),
+                                           lambda v, t: exact_divergence(field, v, t)[:, None],
                                            solver=self.config.solver)
         return log_p[:, 0].double().numpy()

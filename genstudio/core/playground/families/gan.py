@@ -40,6 +40,7 @@ class PlaneGANConfig:
 class PlaneGAN(PlaneFamily):
     name = "gan"
     title = "GAN"
+    latent = "2-D z, no encoder"
     density_kind = KERNEL
     Config = PlaneGANConfig
 

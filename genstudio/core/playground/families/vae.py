@@ -1,8 +1,11 @@
 """A VAE in the plane: a 2-D latent z ~ N(0, I), a Gaussian decoder p(x | z) = N(μ(z), σ(z)²I)
 and a Gaussian encoder q(z | x), trained on the ELBO with the reparameterisation trick. Its
 density is the importance-weighted estimate log (1/K) Σ p(x, z_k)/q(z_k | x) (Burda et al.
-2016), a lower bound in expectation that tightens with K. Its views: the data mapped to the
-latent plane with the posteriors' ellipses, and the decoder's image of a latent grid.
+2016), a lower bound in expectation that tightens with K. The KL term's weight rises from 0 to 1
+over the first `kl_warmup` steps: at full weight from the start, the decoder's variance learned
+to explain one coordinate as noise and the latent collapsed to the other (docs/playground.md).
+Its views: the data mapped to the latent plane with the posteriors' ellipses, and the decoder's
+image of a latent grid.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ class PlaneVAEConfig:
     lr: float = 2e-3      # Adam learning rate
     batch: int = 256      # points per step
     importance: int = 64  # samples K of the importance-weighted density
+    kl_warmup: int = 5000  # steps of the KL's weight rising 0 → 1 (Sønderby et al. 2016); 0: none
 
     def __post_init__(self) -> None:
         at_least(self, 1, "width", "depth", "batch", "importance")
-        at_least(self, 0, "lr")
+        at_least(self, 0, "lr", "kl_warmup")
 
 
 def gaussian_log_prob(x: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
@@ -41,6 +45,7 @@ def gaussian_log_prob(x: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
 class PlaneVAE(PlaneFamily):
     name = "vae"
     title = "VAE"
+    latent = "2-D z, with an encoder"
     Config = PlaneVAEConfig
 
     def __init__(self, config: PlaneVAEConfig, seed: int = 0):
@@ -48,6 +53,7 @@ class PlaneVAE(PlaneFamily):
         self.encoder = mlp(2, 4, config.width, config.depth)   # → (μ, log σ) of q(z | x)
         self.decoder = mlp(2, 4, config.width, config.depth)   # → (μ, log σ) of p(x | z)
         self.optimizer = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=config.lr)
+        self.steps = 0
 
     @property
     def density_kind(self) -> str:
@@ -69,9 +75,11 @@ class PlaneVAE(PlaneFamily):
         z = mean + torch.exp(log_std) * torch.randn(mean.shape, generator=generator)
         reconstruction = gaussian_log_prob(batch, *self.likelihood(z))
         kl = 0.5 * (mean.pow(2) + torch.exp(2 * log_std) - 1 - 2 * log_std).sum(1)
-        loss = (kl - reconstruction).mean()
+        weight = min(1.0, (self.steps + 1) / self.config.kl_warmup) if self.config.kl_warmup else 1.0
+        loss = (weight * kl - reconstruction).mean()
         descend(self.optimizer, loss)
-        return {"loss": loss.item(), "kl": kl.mean().item()}
+        self.steps += 1
+        return {"loss": loss.item(), "kl": kl.mean().item(), "kl_weight": weight}
 
     @torch.no_grad()
     def decode_mean(self, latents: np.ndarray) -> np.ndarray:
