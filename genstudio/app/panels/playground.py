@@ -135,7 +135,7 @@ class FamilyPanel(QWidget):
         self.plot = _square_plot()
         self.image = pg.ImageItem()
         self.image.setColorMap(MAGMA)
-        self.samples = pg.ScatterPlotItem(size=2, pen=None, brush=pg.mkBrush(255, 255, 255, 200))
+        self.samples = pg.ImageItem()   # the samples as the pixels they fall in, over the density
         self.lines = pg.PlotDataItem(connect="finite", pen=pg.mkPen("#4dd0e1", width=1))
         self.extra_points = pg.ScatterPlotItem(size=3, pen=None, brush=pg.mkBrush("#ffd54f"))
         self.outlines = pg.PlotDataItem(connect="finite", pen=pg.mkPen("#ffd54f", width=1))
@@ -181,7 +181,8 @@ class FamilyPanel(QWidget):
         self.view = view
         extra = view.extra if self.own_view.isChecked() else None
         if extra is None:
-            self.samples.setData(view.samples[:, 0], view.samples[:, 1])
+            self.samples.setImage(view.sample_pixels.transpose(1, 0, 2), autoLevels=False, levels=(0, 255))
+            self.samples.setRect(PLANE)
         else:
             self.samples.clear()
         self.play.setEnabled(not view.running)

@@ -30,6 +30,7 @@ from .toys import TOYS
 from .yardstick import MeasureCancelled, Measured, data_density, measure
 
 VIEW_SAMPLES = 300          # samples drawn over each panel, ten times a second
+SAMPLE_PIXELS = Grid(resolution=128)  # …as the pixels of this grid they fall in (an image draws faster than points)
 MEASURE_SAMPLES = 500       # samples a measurement draws (modes, precision, recall, sampling time)
 LIVE_GRID = Grid(resolution=64)  # coarser than the CLI's: a density every second must stay cheap
 MEASURE_CHUNK = 1024        # grid points per piece of a live density: a Stop waits for one piece at most
@@ -45,6 +46,7 @@ class FamilyView:
     train_seconds: float
     running: bool
     samples: np.ndarray                 # (VIEW_SAMPLES, 2), the family's live_samples
+    sample_pixels: np.ndarray           # (R, R, 4) RGBA of them on SAMPLE_PIXELS (sample_image)
     density: GridDensity | None         # the latest measured one
     kl: float | None                    # KL(p_data ‖ p_model) of that density
     coverage: ModeCoverage | None
@@ -61,6 +63,15 @@ class FamilyView:
         modes = "" if self.coverage is None else f", {self.coverage.covered}/{self.coverage.modes} modes"
         return Panel(self.title, self.density, self.samples,
                      (f"KL {self.kl:.3f} nats{modes}", f"{self.steps:,} steps, {self.train_seconds:.1f} s"))
+
+
+def sample_image(samples: np.ndarray) -> np.ndarray:
+    """(R, R, 4) uint8 RGBA on SAMPLE_PIXELS, rows y ascending: white where a sample falls,
+    clear elsewhere."""
+    hit = SAMPLE_PIXELS.histogram(samples) > 0
+    pixels = np.zeros((*hit.shape, 4), dtype=np.uint8)
+    pixels[hit] = (255, 255, 255, 230)
+    return pixels
 
 
 class PlaygroundControl:
@@ -220,8 +231,9 @@ class LivePlayground:
     def view(self, name: str, running: bool) -> FamilyView:
         trained = self.trained[name]
         family, measured = trained.family, trained.measured
+        samples = family.live_samples(VIEW_SAMPLES, self.scenario.seed)
         return FamilyView(name, family.title, trained.steps, trained.train_seconds, running,
-                          family.live_samples(VIEW_SAMPLES, self.scenario.seed),
+                          samples, sample_image(samples),
                           None if measured is None else measured.model, None if measured is None else measured.kl,
                           None if measured is None else measured.coverage, tuple(trained.history),
                           dict(trained.figures), trained.extra, measured, family.latent)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ...families.base import at_least, within
+from ...families.layers import ExponentialMovingAverage
 from .base import PlaneFamily, as_points, descend, mlp
 
 BUFFER_SIZE = 4096
@@ -32,11 +33,12 @@ class PlaneEBMConfig:
     step_size: float = 0.02   # Langevin η
     restart: float = 0.05     # share of chains restarted from uniform noise each step
     energy_penalty: float = 0.1  # weight of E² on data and samples, which keeps energies near 0
+    ema_decay: float = 0.99   # EMA of the weights, whose energy gives the density and samples (0: the live ones)
 
     def __post_init__(self) -> None:
         at_least(self, 1, "width", "depth", "batch", "sgld_steps")
         at_least(self, 0, "lr", "step_size", "energy_penalty")
-        within(self, 0, 1, "restart")
+        within(self, 0, 1, "restart", "ema_decay")
 
 
 class PlaneEBM(PlaneFamily):
@@ -49,18 +51,26 @@ class PlaneEBM(PlaneFamily):
         super().__init__(config, seed)
         self.energy = mlp(2, 1, config.width, config.depth)
         self.optimizer = torch.optim.Adam(self.energy.parameters(), lr=config.lr, betas=(0.0, 0.999))
+        self.ema = ExponentialMovingAverage(self.energy, config.ema_decay)
         g = torch.Generator().manual_seed(seed)
         self.buffer = (torch.rand(BUFFER_SIZE, 2, generator=g) * 2 - 1) * START_EXTENT
 
     def networks(self) -> dict[str, nn.Module]:
-        return {"energy": self.energy}
+        return {"energy": self.energy, "energy_ema": self.ema}
 
-    def langevin(self, x: Tensor, steps: int, generator: torch.Generator, keep: list[Tensor] | None = None) -> Tensor:
-        """x after `steps` Langevin steps on E; `keep` collects every state (for the chains view)."""
-        eta = self.config.step_size
+    @property
+    def averaged(self) -> nn.Module:
+        """The energy that gives the density and samples: the EMA, or the live one at decay 0."""
+        return self.ema.average if self.config.ema_decay > 0 else self.energy
+
+    def langevin(self, x: Tensor, steps: int, generator: torch.Generator, keep: list[Tensor] | None = None,
+                 energy: nn.Module | None = None) -> Tensor:
+        """x after `steps` Langevin steps on E (the live energy unless another is given); `keep`
+        collects every state (for the chains view)."""
+        eta, energy = self.config.step_size, energy or self.energy
         for _ in range(steps):
             x = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.energy(x).sum(), x)
+            (grad,) = torch.autograd.grad(energy(x).sum(), x)
             x = x - 0.5 * eta * grad + eta**0.5 * torch.randn(x.shape, generator=generator)
             if keep is not None:
                 keep.append(x.detach())
@@ -76,6 +86,7 @@ class PlaneEBM(PlaneFamily):
         e_data, e_model = self.energy(batch)[:, 0], self.energy(negatives)[:, 0]
         loss = e_data.mean() - e_model.mean() + self.config.energy_penalty * (e_data.pow(2) + e_model.pow(2)).mean()
         descend(self.optimizer, loss)
+        self.ema.update(self.energy)
         return {"loss": loss.item(), "energy_gap": (e_model.mean() - e_data.mean()).item()}
 
     def chains(self, n: int, steps: int, seed: int) -> np.ndarray:
@@ -83,7 +94,7 @@ class PlaneEBM(PlaneFamily):
         g = torch.Generator().manual_seed(seed)
         x = (torch.rand(n, 2, generator=g) * 2 - 1) * START_EXTENT
         states = [x]
-        self.langevin(x, steps, g, keep=states)
+        self.langevin(x, steps, g, keep=states, energy=self.averaged)
         return torch.stack(states).double().numpy()
 
     def sample(self, n: int, seed: int) -> np.ndarray:
@@ -96,7 +107,7 @@ class PlaneEBM(PlaneFamily):
 
     @torch.no_grad()
     def energies(self, points: np.ndarray) -> np.ndarray:
-        return self.energy(as_points(points))[:, 0].double().numpy()
+        return self.averaged(as_points(points))[:, 0].double().numpy()
 
     def log_density(self, points: np.ndarray) -> np.ndarray:
         """−E(x): unnormalised; the yardstick normalises it on the grid."""
