@@ -14,7 +14,8 @@ unless --extractor inception and weights are configured) and saves:
   inpaint.png      the Inpaint tab of the first run: a centre hole in training image #5 filled
                    with 6 candidates, and every given run filling it side by side
   playground.png   the 2-D playground: every family on the 8 Gaussians after --playground-seconds
-                   of training each (--playground-only: this one alone, no runs needed)
+                   of training each (--playground-only: this one alone, no runs needed), and
+  playground-views.png  the same moment, each family's own view
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ def shoot_playground(window: MainWindow, seconds: float, path: Path) -> None:
                and all(view.train_seconds >= seconds for view in panel.views.values()),
                120 + 30 * seconds * len(panel.ticked()), "the playground's families")
     window.grab().save(str(path))
+    for family_panel in panel.panels.values():   # then each family's own view
+        family_panel.own_view.setChecked(True)
+    wait_until(lambda: all(view.extra is not None for view in panel.views.values()), 60, "the families' own views")
+    QApplication.processEvents()
+    window.grab().save(str(path.with_name(path.stem + "-views.png")))
     panel.stop(wait_ms=60_000)
 
 

@@ -133,6 +133,10 @@ class FamilyPanel(QWidget):
         super().__init__(objectName=f"playground-{name}")
         self.name = name
         self.plot = _square_plot()
+        # No axes: the plane is the data panel's, which has them, and repainting seven pairs of
+        # axes with every view took nearly as much of the GUI thread as the images (py-spy).
+        self.plot.hideAxis("left")
+        self.plot.hideAxis("bottom")
         self.image = pg.ImageItem()
         self.image.setColorMap(MAGMA)
         self.samples = pg.ImageItem()   # the samples as the pixels they fall in, over the density

@@ -33,6 +33,8 @@ VIEW_SAMPLES = 300          # samples drawn over each panel, ten times a second
 SAMPLE_PIXELS = Grid(resolution=128)  # …as the pixels of this grid they fall in (an image draws faster than points)
 MEASURE_SAMPLES = 500       # samples a measurement draws (modes, precision, recall, sampling time)
 LIVE_GRID = Grid(resolution=64)  # coarser than the CLI's: a density every second must stay cheap
+MEASURER_REST = 1.0         # the measurer rests as long as each measurement took: a core for
+                            # the loop and the window (all seven measured nonstop, views ~8 a second)
 MEASURE_CHUNK = 1024        # grid points per piece of a live density: a Stop waits for one piece at most
 
 
@@ -161,7 +163,8 @@ class _Job:
 class _Measurer:
     """A thread that measures copies of the families (density, KL, coverage, own view) while the
     loop goes on training them: on two cores the measuring runs beside the training, so a density
-    by the ODE (a second or more) never holds the views up. One job at a time."""
+    by the ODE (a second or more) never holds the views up. One job at a time, each followed by
+    a rest as long as it took (MEASURER_REST), so the views keep their ten a second."""
 
     def __init__(self, live: LivePlayground):
         self.live = live
@@ -188,12 +191,15 @@ class _Measurer:
         torch.set_num_threads(1)   # this thread's own (OpenMP's setting is per thread): see LivePlayground.run
         live = self.live
         while (job := self.jobs.get()) is not None:
+            started = time.perf_counter()
             try:
                 measured = measure(job.family, live.grid, live.target, live.toy, samples=MEASURE_SAMPLES,
                                    seed=live.scenario.seed, chunk=MEASURE_CHUNK, should_stop=self._stopping.is_set,
                                    data_points=live.points_array)
                 extra = extra_view(job.family, live.grid, live.points_array, job.field_time)
                 self.results.put((job, measured, extra))
+                if self._stopping.wait(MEASURER_REST * (time.perf_counter() - started)):
+                    return
             except MeasureCancelled:
                 return
             except BaseException as exc:  # noqa: BLE001 - handed to the loop, which raises it on its thread
