@@ -272,13 +272,14 @@ class LivePlayground:
 
     def run(self, control: PlaygroundControl, emit: Callable[[FamilyView], None], *, slice_seconds: float = 0.02,
             round_seconds: float = 0.02, view_interval: float = 0.05, measure_every: float = 1.0) -> None:
-        """Until control.stop(): the running families train in turn, each for
-        min(slice_seconds, round_seconds / their number), so that with their views a round of
-        all seven takes under a tenth of a second on two cores; a family's view goes out at most
-        every view_interval seconds. Beside it a measurer thread measures a copy of one family at a time, the one
-        measured longest ago among those changed since (at most every measure_every seconds
-        each); each finished measurement goes out with a fresh view. A family paused, stepped or
-        reset is shown at once; with nothing to do the loop sleeps until asked.
+        """Until control.stop(): the running families train in turn, each for at least a step
+        and min(slice_seconds, round_seconds / their number), aiming at a round of all seven,
+        views included, every tenth of a second (docs/playground.md has what it reaches); a
+        family's view goes out at most every view_interval seconds. Beside it a measurer
+        thread measures a copy of one family at a time, the one measured longest ago among
+        those changed since (at most every measure_every seconds each); each finished
+        measurement goes out with a fresh view. A family paused, stepped or reset is shown at
+        once; with nothing to do the loop sleeps until asked.
 
         The loop and the measurer each run their operations on one thread (the calling thread's
         setting only): small MLPs gain nothing from a second, and two each would oversubscribe
