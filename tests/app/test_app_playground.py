@@ -56,12 +56,13 @@ def test_the_tab_trains_two_families_and_shows_both(qtbot, panel):
     flow = panel.panels["flow"]
     assert flow.lines.xData is None or len(flow.lines.xData) == 0
     flow.own_view.setChecked(True)   # a noise grid pushed through the layers, instead of the samples
-    assert len(flow.lines.xData) > 100 and flow.samples.image is None
+    qtbot.waitUntil(lambda: flow.lines.xData is not None and len(flow.lines.xData) > 100, timeout=10_000)
+    assert flow.samples.image is None
     assert "layers" in flow.plot.toolTip()
     flow.own_view.setChecked(False)
     regressive = panel.panels["autoregressive"]
     regressive.own_view.setChecked(True)
-    assert regressive.caption.text().startswith("seven slices")
+    qtbot.waitUntil(lambda: regressive.caption.text().startswith("seven slices"), timeout=10_000)
     box = regressive.plot.getPlotItem().vb
     regressive.plot.scene().sigMouseMoved.emit(box.mapViewToScene(QPointF(1.52, 0.0)))   # the cursor at x₁ = 1.5
     assert regressive.caption.text() == "p(x₂ | x₁ = 1.5)"

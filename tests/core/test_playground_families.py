@@ -274,3 +274,31 @@ def test_the_autoregressive_view_holds_the_conditional_at_every_cursor_position(
     assert view.slices.shape == (len(view.slice_at), len(view.slice_values))
     i = int(np.abs(view.slice_at - 1.7).argmin())
     np.testing.assert_allclose(view.slices[i], family.conditional_slice(view.slice_at[i], view.slice_values))
+
+
+def test_the_live_loop_sends_a_familys_own_view_only_when_asked_and_at_the_fields_time():
+    import threading
+
+    from genstudio.core.playground.live import LivePlayground, PlaygroundControl
+    from genstudio.core.playground.scenario import Scenario
+
+    scenario = Scenario(toy="8gaussians", toy_points=2000, families={"flow-matching": SMALL["flow-matching"]})
+    live = LivePlayground(scenario, ["flow-matching"])
+    control, views = PlaygroundControl(running={"flow-matching"}), []
+
+    def emitted(view):  # the GUI's part, scripted: ask for the own view, then move the field's t
+        views.append(view)
+        if len(views) == 3:
+            control.show_own_view("flow-matching", True)
+        elif view.extra is not None and "t = 0.50" in view.extra.title:
+            control.set_field_time(0.9)
+        elif view.extra is not None and "t = 0.90" in view.extra.title:
+            control.stop()
+
+    thread = threading.Thread(target=live.run, args=(control, emitted), kwargs={"view_interval": 0.0})
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive()
+    assert all(view.extra is None for view in views[:3])   # not asked for: not computed
+    with_field = [view for view in views if view.extra is not None]
+    assert with_field and with_field[-1].extra.arrows.shape == (17 * 17, 4)

@@ -129,7 +129,7 @@ def _segments(extra: ExtraView, lines: np.ndarray | None) -> np.ndarray | None:
 class FamilyPanel(QWidget):
     """One family: its density and samples, its buttons, and a line of what it measures."""
 
-    def __init__(self, name: str, title: str, on_play, on_pause, on_step, on_reset, on_knobs):
+    def __init__(self, name: str, title: str, on_play, on_pause, on_step, on_reset, on_knobs, on_own_view):
         super().__init__(objectName=f"playground-{name}")
         self.name = name
         self.plot = _square_plot()
@@ -155,7 +155,7 @@ class FamilyPanel(QWidget):
         self.title = QLabel(f"<b>{title}</b>")
         self.own_view = QCheckBox("Its own view", objectName=f"ownView-{name}")
         self.own_view.setToolTip("What makes this family what it is, instead of its density and samples")
-        self.own_view.toggled.connect(lambda _on: self.show_view(self.view) if self.view is not None else None)
+        self.own_view.toggled.connect(lambda on: on_own_view(name, on))   # the loop sends it from now on
         self.view: FamilyView | None = None
         self._drawn: tuple | None = None   # (measurement, own view) last drawn
         self.status = QLabel("starting…", objectName="playgroundStatus")
@@ -607,7 +607,7 @@ class PlaygroundPanel(QWidget):
         self.kl_curves = {}
         for i, name in enumerate(self.ticked(), start=1):
             panel = FamilyPanel(name, PLANE_FAMILIES[name].title, self._play, self._pause, self._step, self._reset,
-                                self.ask_knobs)
+                                self.ask_knobs, self._own_view)
             self.panels[name] = panel
             self.panels_grid.addWidget(panel, i // 4, i % 4)
             colour = COLOURS[i % len(COLOURS)]
@@ -618,7 +618,7 @@ class PlaygroundPanel(QWidget):
     def _field_time_changed(self, value: int) -> None:
         self.field_time_label.setText(f"field t = {value / 100:.2f}")
         if self.control is not None:
-            self.control.set_field_time(value / 100)   # the next measurement of each family uses it
+            self.control.set_field_time(value / 100)   # the next own view of each family uses it
 
     def _play(self, name: str) -> None:
         if self.control is not None:
@@ -647,6 +647,10 @@ class PlaygroundPanel(QWidget):
         self.knobs[name] = dict(knobs)
         if self.control is not None:
             self.control.reset(name, self.knobs[name])
+
+    def _own_view(self, name: str, on: bool) -> None:
+        if self.control is not None:
+            self.control.show_own_view(name, on)
 
     def _play_all(self) -> None:
         for name in self.panels:

@@ -1,8 +1,8 @@
 """The playground's live loop: several 2-D families training in turn on one thread, each
-played, paused, stepped or reset on request, each sending a fresh view (its samples) about ten
-times a second, while a measurer thread beside it measures copies of them (density on the grid,
-yardstick, own view) one after another. Qt-free: the tab's worker calls `LivePlayground.run` on
-its thread and relays each FamilyView as a signal; the panels draw them.
+played, paused, stepped or reset on request, each sending a fresh view (its samples, and its own
+view when asked for) about ten times a second, while a measurer thread beside it measures copies
+of them (density on the grid, the yardstick) one after another. Qt-free: the tab's worker calls
+`LivePlayground.run` on its thread and relays each FamilyView as a signal; the panels draw them.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class FamilyView:
     coverage: ModeCoverage | None
     history: tuple[FitRecord, ...]
     figures: dict[str, float]           # the last training step's (loss, …)
-    extra: ExtraView | None             # the family's own view, made with the density
+    extra: ExtraView | None             # its own view, when asked for (PlaygroundControl.show_own_view)
     measured: Measured | None = None    # the latest measurement: precision, recall, sampling time
     latent: str = "none"                # what latent space the family has
 
@@ -85,6 +85,7 @@ class PlaygroundControl:
         self._running = set(running or ())
         self._steps: Counter[str] = Counter()
         self._resets: dict[str, dict | None] = {}
+        self._own_views: set[str] = set()
         self._stopped = False
         self.field_time = 0.5   # t of the velocity and score fields in the families' own views
 
@@ -109,8 +110,20 @@ class PlaygroundControl:
             self._resets[name] = knobs if knobs is not None else self._resets.get(name)
         self._wake.set()
 
+    def show_own_view(self, name: str, on: bool) -> None:
+        """Send `name`'s own view (computed afresh) with each of its views, or stop sending it."""
+        with self._lock:
+            (self._own_views.add if on else self._own_views.discard)(name)
+        self._wake.set()
+
+    @property
+    def own_views(self) -> set[str]:
+        with self._lock:
+            return set(self._own_views)
+
     def set_field_time(self, t: float) -> None:
         self.field_time = min(max(t, 0.0), 1.0)
+        self._wake.set()
 
     def stop(self) -> None:
         self._stopped = True
@@ -142,10 +155,8 @@ class _Trained:
     train_seconds: float = 0.0
     history: list[FitRecord] = field(default_factory=list)
     figures: dict[str, float] = field(default_factory=dict)
-    measured: Measured | None = None   # the latest measurement of this model, and its own view
-    extra: ExtraView | None = None
+    measured: Measured | None = None   # the latest measurement of this model
     measured_steps: int = -1       # steps of the model last measured
-    measured_field_time: float = -1.0
     measured_wall: float = -math.inf  # wall clock when that measurement was asked for
     viewed_at: float = 0.0         # wall clock of the last view sent
 
@@ -157,11 +168,10 @@ class _Job:
     family: PlaneFamily            # a copy: the measurer never touches the model being trained
     steps: int
     train_seconds: float
-    field_time: float
 
 
 class _Measurer:
-    """A thread that measures copies of the families (density, KL, coverage, own view) while the
+    """A thread that measures copies of the families (density, KL, coverage, precision, recall) while the
     loop goes on training them: on two cores the measuring runs beside the training, so a density
     by the ODE (a second or more) never holds the views up. One job at a time, each followed by
     a rest as long as it took (MEASURER_REST), so the views keep their ten a second."""
@@ -169,7 +179,7 @@ class _Measurer:
     def __init__(self, live: LivePlayground):
         self.live = live
         self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self.results: queue.SimpleQueue[tuple[_Job, Measured, ExtraView] | BaseException] = queue.SimpleQueue()
+        self.results: queue.SimpleQueue[tuple[_Job, Measured] | BaseException] = queue.SimpleQueue()
         self.in_flight: _Job | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._work, name="playground-measurer", daemon=True)
@@ -196,8 +206,7 @@ class _Measurer:
                 measured = measure(job.family, live.grid, live.target, live.toy, samples=MEASURE_SAMPLES,
                                    seed=live.scenario.seed, chunk=MEASURE_CHUNK, should_stop=self._stopping.is_set,
                                    data_points=live.points_array)
-                extra = extra_view(job.family, live.grid, live.points_array, job.field_time)
-                self.results.put((job, measured, extra))
+                self.results.put((job, measured))
                 if self._stopping.wait(MEASURER_REST * (time.perf_counter() - started)):
                     return
             except MeasureCancelled:
@@ -234,38 +243,37 @@ class LivePlayground:
         trained.steps += taken
         trained.train_seconds += spent
 
-    def view(self, name: str, running: bool) -> FamilyView:
+    def view(self, name: str, running: bool, own_view: bool = False, field_time: float = 0.5) -> FamilyView:
+        """The family now; with own_view, its own view computed afresh (fields at field_time)."""
         trained = self.trained[name]
         family, measured = trained.family, trained.measured
         samples = family.live_samples(VIEW_SAMPLES, self.scenario.seed)
+        extra = extra_view(family, self.grid, self.points_array, field_time) if own_view else None
         return FamilyView(name, family.title, trained.steps, trained.train_seconds, running,
                           samples, sample_image(samples),
                           None if measured is None else measured.model, None if measured is None else measured.kl,
                           None if measured is None else measured.coverage, tuple(trained.history),
-                          dict(trained.figures), trained.extra, measured, family.latent)
+                          dict(trained.figures), extra, measured, family.latent)
 
-    def _next_job(self, field_time: float, measure_every: float) -> _Job | None:
-        """The family whose measurement is oldest among those changed since it (trained, or the
-        field's t moved) and not measured in the last measure_every seconds; None if none is."""
+    def _next_job(self, measure_every: float) -> _Job | None:
+        """The family whose measurement is oldest among those trained since it and not measured
+        in the last measure_every seconds; None if none is."""
         now = time.perf_counter()
         due = [(trained.measured_wall, name) for name, trained in self.trained.items()
-               if (trained.steps != trained.measured_steps or trained.measured_field_time != field_time)
-               and now - trained.measured_wall >= measure_every]
+               if trained.steps != trained.measured_steps and now - trained.measured_wall >= measure_every]
         if not due:
             return None
         name = min(due)[1]
         trained = self.trained[name]
         trained.measured_wall = now
-        return _Job(name, trained.generation, copy.deepcopy(trained.family), trained.steps,
-                    trained.train_seconds, field_time)
+        return _Job(name, trained.generation, copy.deepcopy(trained.family), trained.steps, trained.train_seconds)
 
-    def _take_measurement(self, job: _Job, measured: Measured, extra: ExtraView) -> bool:
+    def _take_measurement(self, job: _Job, measured: Measured) -> bool:
         """Attach a finished measurement to its family; False if the family was reset since."""
         trained = self.trained.get(job.name)
         if trained is None or trained.generation != job.generation:
             return False
-        trained.measured, trained.extra = measured, extra
-        trained.measured_steps, trained.measured_field_time = job.steps, job.field_time
+        trained.measured, trained.measured_steps = measured, job.steps
         covered = None if measured.coverage is None else measured.coverage.covered
         trained.history.append(FitRecord(job.train_seconds, job.steps, measured.kl, covered))
         return True
@@ -299,26 +307,35 @@ class LivePlayground:
         for name in self.trained:
             emit(self.view(name, False))   # samples at once; each density follows from the measurer
         was_running: set[str] = set()
+        was_own: set[str] = set()
+        was_field_time = control.field_time
         while not control.stopped:
             running, steps, resets = control.take()
+            own, field_time = control.own_views, control.field_time
+
+            def send(name: str, running: set[str] = running, own: set[str] = own, t: float = field_time) -> None:
+                emit(self.view(name, name in running, name in own, t))   # as asked at the top of this round
+
             while not measurer.results.empty():
                 result = measurer.results.get()
                 if isinstance(result, BaseException):
                     raise result
                 measurer.in_flight = None
                 if self._take_measurement(*result):
-                    emit(self.view(result[0].name, result[0].name in running))
-            for name in (was_running - running) & set(self.trained):
-                emit(self.view(name, False))   # paused: the panel shows it at once
-            was_running = running
+                    send(result[0].name)
+            # Paused, its own view switched, or that view's t moved: the panel shows it at once.
+            changed = (was_running - running) | (was_own ^ own) | (own if field_time != was_field_time else set())
+            for name in changed & set(self.trained):
+                send(name)
+            was_running, was_own, was_field_time = running, own, field_time
             for name, knobs in resets.items():
                 if name not in self.trained:
                     continue
                 if knobs is not None:
                     self.knobs[name] = dict(knobs)
                 self.trained[name] = self._fresh(name, self.trained[name].generation + 1)
-                emit(self.view(name, name in running))
-            if measurer.in_flight is None and (job := self._next_job(control.field_time, measure_every)):
+                send(name)
+            if measurer.in_flight is None and (job := self._next_job(measure_every)):
                 measurer.submit(job)
             active = [name for name in self.trained if name in running or steps[name]]
             if not active:
@@ -331,6 +348,6 @@ class LivePlayground:
                 now = time.perf_counter()
                 if steps[name] or now - trained.viewed_at >= view_interval:
                     trained.viewed_at = now
-                    emit(self.view(name, name in running))
+                    send(name)
                 if control.stopped:
                     return
