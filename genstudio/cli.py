@@ -851,9 +851,8 @@ def _playground(args: argparse.Namespace) -> int:
                      "precision": last.precision, "recall": last.recall, "samples": len(last.samples),
                      "sample_ms": round(last.sample_ms, 2), "latent": family.latent,
                      "history": [vars(record) for record in fitted.history]})
-        modes = "" if coverage is None else f", {coverage.covered}/{coverage.modes} modes"
         panels.append(Panel(family.title, last.model, last.samples,
-                            (f"KL {last.kl:.3f} nats{modes}", f"{fitted.steps:,} steps, {last.model.kind}"[:44])))
+                            (last.caption, f"{fitted.steps:,} steps, {last.model.kind}"[:44])))
     if args.out:
         save_png(args.out, side_by_side(panels), {"data": args.data, "seconds": f"{args.seconds:g}"})
     if args.json:

@@ -156,12 +156,15 @@ def test_new_knobs_start_that_family_again_and_the_scenario_keeps_them(qtbot, pa
     only(panel, "autoregressive", "flow")
     panel.show()
     qtbot.waitUntil(lambda: all(name in panel.views and panel.views[name].steps > 50
-                                for name in ("autoregressive", "flow")), timeout=60_000)
+                                for name in ("autoregressive", "flow"))
+                    and len(panel.views["autoregressive"].history) >= 2, timeout=60_000)
     seen = []
     panel.worker.view_ready.connect(lambda view: seen.append((view.name, view.steps)))
     flow_before = panel.views["flow"].steps
     panel.set_knobs("autoregressive", {"conditional": "nade"})
     qtbot.waitUntil(lambda: ("autoregressive", 0) in seen, timeout=10_000)   # fresh weights
+    curve = panel.kl_curves["autoregressive"].xData   # the old model's KL gone from the chart
+    assert curve is None or len(curve) == 0 or curve.max() <= panel.views["autoregressive"].train_seconds
     assert all(steps >= flow_before for name, steps in seen if name == "flow")   # the other trains on
     assert panel.scenario().families["autoregressive"] == {"conditional": "nade"}
     with qtbot.waitSignal(panel.ended, timeout=30_000):

@@ -191,11 +191,10 @@ class FamilyPanel(QWidget):
             self.samples.clear()
         self.play.setEnabled(not view.running)
         self.pause.setEnabled(view.running)
-        kl = "" if view.kl is None else f"KL {view.kl:.3f} nats"
-        modes = "" if view.coverage is None else f", {view.coverage.covered}/{view.coverage.modes} modes"
-        self.status.setText(f"{kl}{modes} · {view.steps:,} steps, {view.train_seconds:.1f} s")
-        # The rest changes only with a measurement (a view comes ten times a second, a measurement
-        # about once): drawn again only then.
+        measured = "" if view.measured is None else f"{view.measured.caption} · "
+        self.status.setText(f"{measured}{view.steps:,} steps, {view.train_seconds:.1f} s")
+        # The rest changes only with a measurement or a fresh own view (the samples ten times a
+        # second, a measurement every few seconds): drawn again only then.
         if not redraw and self._drawn is not None and self._drawn[0] is view.measured and self._drawn[1] is extra:
             return
         self._drawn = (view.measured, extra)
@@ -207,8 +206,8 @@ class FamilyPanel(QWidget):
             self.image.setImage(image, autoLevels=False, levels=(0.0, 1.0))
             self.image.setRect(PLANE)   # after the image: pyqtgraph scales the image's own size to it
         self.caption.clear()
-        self._set_points(self.extra_points, None if extra is None else extra.points)
-        self._set_lines(self.outlines, None if extra is None else extra.outlines)
+        self._set_xy(self.extra_points, None if extra is None else extra.points)
+        self._set_xy(self.outlines, None if extra is None else extra.outlines)
         if extra is not None and extra.frames:
             if not self.frame_timer.isActive():
                 self.frame = 0
@@ -216,7 +215,7 @@ class FamilyPanel(QWidget):
             self._draw_frame()
         else:
             self.frame_timer.stop()
-            self._set_lines(self.lines, None if extra is None else _segments(extra, extra.lines))
+            self._set_xy(self.lines, None if extra is None else _segments(extra, extra.lines))
         if extra is not None and extra.slices is not None:
             if self.cursor_x is None:
                 self.caption.setText("seven slices; point at the plane to choose x₁")
@@ -225,18 +224,12 @@ class FamilyPanel(QWidget):
         self.plot.setToolTip(extra.title if extra is not None else "density on the grid, samples in white")
 
     @staticmethod
-    def _set_lines(item: pg.PlotDataItem, lines: np.ndarray | None) -> None:
-        if lines is None:
+    def _set_xy(item: pg.PlotDataItem | pg.ScatterPlotItem, xy: np.ndarray | None) -> None:
+        """Lines or points from an (M, 2) array; None clears them."""
+        if xy is None:
             item.clear()
         else:
-            item.setData(lines[:, 0], lines[:, 1])
-
-    @staticmethod
-    def _set_points(item: pg.ScatterPlotItem, points: np.ndarray | None) -> None:
-        if points is None:
-            item.clear()
-        else:
-            item.setData(points[:, 0], points[:, 1])
+            item.setData(xy[:, 0], xy[:, 1])
 
     def _shown_extra(self) -> ExtraView | None:
         return self.view.extra if self.view is not None and self.own_view.isChecked() else None
@@ -252,7 +245,7 @@ class FamilyPanel(QWidget):
     def _draw_frame(self) -> None:
         extra = self._shown_extra()
         shown = min(self.frame, len(extra.frames) - 1)
-        self._set_lines(self.lines, _segments(extra, extra.frames[shown]))
+        self._set_xy(self.lines, _segments(extra, extra.frames[shown]))
         self.caption.setText("the noise grid" if shown == 0 else f"after layer {shown} of {len(extra.frames) - 1}")
 
     def _cursor_moved(self, position) -> None:
@@ -267,8 +260,8 @@ class FamilyPanel(QWidget):
         extra = self._shown_extra()
         i = int(np.abs(extra.slice_at - self.cursor_x).argmin())
         at = extra.slice_at[i]
-        self._set_lines(self.lines, slice_line(at, extra.slice_values, extra.slices[i]))
-        self._set_lines(self.outlines, np.array([[at, -DEFAULT_EXTENT], [at, DEFAULT_EXTENT]]))
+        self._set_xy(self.lines, slice_line(at, extra.slice_values, extra.slices[i]))
+        self._set_xy(self.outlines, np.array([[at, -DEFAULT_EXTENT], [at, DEFAULT_EXTENT]]))
         self.caption.setText(f"p(x₂ | x₁ = {at:.1f})")
 
     def leaveEvent(self, event) -> None:  # noqa: N802 - Qt's name
@@ -666,10 +659,9 @@ class PlaygroundPanel(QWidget):
         before = self.views.get(view.name)
         self.views[view.name] = view
         self.panels[view.name].show_view(view)
-        if before is None or len(before.history) != len(view.history):   # a new measurement
-            history = [(r.seconds, r.kl) for r in view.history if math.isfinite(r.kl) and r.kl > 0]
-            if history:
-                self.kl_curves[view.name].setData(*zip(*history, strict=True))
+        if before is None or len(before.history) != len(view.history):   # a new measurement, or a reset
+            history = np.array([(r.seconds, r.kl) for r in view.history if math.isfinite(r.kl) and r.kl > 0])
+            self.kl_curves[view.name].setData(*(history.T if len(history) else ([], [])))
         if not self.table_timer.isActive():
             self.table_timer.start()   # the table follows at most twice a second
 

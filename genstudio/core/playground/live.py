@@ -49,22 +49,30 @@ class FamilyView:
     running: bool
     samples: np.ndarray                 # (VIEW_SAMPLES, 2), the family's live_samples
     sample_pixels: np.ndarray           # (R, R, 4) RGBA of them on SAMPLE_PIXELS (sample_image)
-    density: GridDensity | None         # the latest measured one
-    kl: float | None                    # KL(p_data ‖ p_model) of that density
-    coverage: ModeCoverage | None
+    measured: Measured | None           # the latest measurement (density, KL, modes, precision, …)
     history: tuple[FitRecord, ...]
     figures: dict[str, float]           # the last training step's (loss, …)
     extra: ExtraView | None             # its own view, when asked for (PlaygroundControl.show_own_view)
-    measured: Measured | None = None    # the latest measurement: precision, recall, sampling time
     latent: str = "none"                # what latent space the family has
+
+    @property
+    def density(self) -> GridDensity | None:
+        return None if self.measured is None else self.measured.model
+
+    @property
+    def kl(self) -> float | None:
+        return None if self.measured is None else self.measured.kl
+
+    @property
+    def coverage(self) -> ModeCoverage | None:
+        return None if self.measured is None else self.measured.coverage
 
     def panel(self) -> Panel | None:
         """This moment as the side-by-side figure draws it, once a density has been measured."""
-        if self.density is None or self.kl is None:
+        if self.measured is None:
             return None
-        modes = "" if self.coverage is None else f", {self.coverage.covered}/{self.coverage.modes} modes"
-        return Panel(self.title, self.density, self.samples,
-                     (f"KL {self.kl:.3f} nats{modes}", f"{self.steps:,} steps, {self.train_seconds:.1f} s"))
+        return Panel(self.title, self.measured.model, self.samples,
+                     (self.measured.caption, f"{self.steps:,} steps, {self.train_seconds:.1f} s"))
 
 
 def sample_image(samples: np.ndarray) -> np.ndarray:
@@ -246,14 +254,12 @@ class LivePlayground:
     def view(self, name: str, running: bool, own_view: bool = False, field_time: float = 0.5) -> FamilyView:
         """The family now; with own_view, its own view computed afresh (fields at field_time)."""
         trained = self.trained[name]
-        family, measured = trained.family, trained.measured
+        family = trained.family
         samples = family.live_samples(VIEW_SAMPLES, self.scenario.seed)
         extra = extra_view(family, self.grid, self.points_array, field_time) if own_view else None
-        return FamilyView(name, family.title, trained.steps, trained.train_seconds, running,
-                          samples, sample_image(samples),
-                          None if measured is None else measured.model, None if measured is None else measured.kl,
-                          None if measured is None else measured.coverage, tuple(trained.history),
-                          dict(trained.figures), extra, measured, family.latent)
+        return FamilyView(name, family.title, trained.steps, trained.train_seconds, running, samples,
+                          sample_image(samples), trained.measured, tuple(trained.history), dict(trained.figures), extra,
+                          family.latent)
 
     def _next_job(self, measure_every: float) -> _Job | None:
         """The family whose measurement is oldest among those trained since it and not measured

@@ -46,6 +46,12 @@ class Measured:
     recall: float | None          # share of the data near the samples
     sample_ms: float              # milliseconds to draw the n samples (wall clock)
 
+    @property
+    def caption(self) -> str:
+        """"KL 0.123 nats, 8/8 modes", as every panel and figure says it."""
+        modes = "" if self.coverage is None else f", {self.coverage.covered}/{self.coverage.modes} modes"
+        return f"KL {self.kl:.3f} nats{modes}"
+
 
 class MeasureCancelled(Exception):
     """should_stop() said yes between two chunks of a measurement."""
